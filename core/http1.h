@@ -1,0 +1,161 @@
+/*
+ * HTTP/1.1 on both ends of a tunnel, on top of nodejs http-parser.
+ *
+ * pk_http1_reader follows one direction of a connection (requests from a
+ * client, or responses from a stream). It collects the head into a
+ * pk_http1_head (bounded by max_head bytes) and then only *tracks* the body:
+ * the body bytes are never copied or decoded here, the caller forwards the raw
+ * bytes (chunked framing included) and the reader says where the message
+ * ends. That is what lets the proxy splice bodies of any size with one copy
+ * per hop and keep a client connection alive across exchanges.
+ *
+ * The builders produce the heads Piko's Go reverse proxy would put on the
+ * wire (protocol reference §1.3, §2.4): hop-by-hop stripping,
+ * X-Forwarded-For, x-piko-forward, Connection: close on the tunnel hop.
+ */
+#ifndef PK_HTTP1_H
+#define PK_HTTP1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <http_parser.h>
+
+struct pk_http1_header {
+	const char *name; /* NUL-terminated, as received (case preserved) */
+	const char *value;
+};
+
+#define PK_HTTP1_MAX_HEADERS 256
+
+struct pk_http1_head {
+	/* request */
+	const char *method; /* "GET", ... */
+	const char *url;    /* request-target as received */
+	/* response */
+	int status;
+	const char *reason;
+	int http_major, http_minor;
+	struct pk_http1_header headers[PK_HTTP1_MAX_HEADERS];
+	size_t nheaders;
+	/* framing, from the parser */
+	int upgrade;            /* request carries Upgrade / response is 101 with upgrade */
+	int chunked;            /* Transfer-Encoding: chunked */
+	int64_t content_length; /* -1 when absent */
+	int keep_alive;         /* http_should_keep_alive() at head completion */
+	/* storage for every string above; owned by the reader */
+	char *mem;
+	size_t mem_len, mem_cap;
+};
+
+/* Case-insensitive lookup; the first value or NULL. */
+const char *pk_http1_header_get(const struct pk_http1_head *h, const char *name);
+
+enum pk_http1_kind {
+	PK_HTTP1_REQUEST = 0,
+	PK_HTTP1_RESPONSE = 1,
+};
+
+enum pk_http1_event {
+	PK_HTTP1_NEED_MORE = 0, /* all input used, nothing completed yet */
+	PK_HTTP1_HEAD,          /* a head just completed: see pk_http1_reader_head() */
+	PK_HTTP1_BODY,          /* *used raw body bytes of the current message */
+	PK_HTTP1_DONE,          /* the message ended; *used (maybe 0) were its last bytes */
+	PK_HTTP1_ERROR,         /* malformed or over a limit; see pk_http1_reader_error() */
+};
+
+struct pk_http1_reader {
+	http_parser parser;
+	enum pk_http1_kind kind;
+	size_t max_head;
+	int state;
+	int head_request; /* response reader: the request was HEAD */
+	int last_was_value;
+	size_t head_bytes;
+	int err_status; /* HTTP status that fits the error: 400, 431, 502 */
+	const char *err;
+	struct pk_http1_head head;
+};
+
+/* Initialise a reader for requests or responses; max_head caps the head size
+ * (request line + headers), exceeding it is PK_HTTP1_ERROR with status 431.
+ * Owner: the caller; pk_http1_reader_free() releases the head storage. */
+void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, size_t max_head);
+void pk_http1_reader_free(struct pk_http1_reader *r);
+
+/* Response readers: the request being answered was HEAD (no body follows
+ * whatever the headers say). Set before feeding the response. */
+void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head);
+
+/* Feed input. Returns the first event reached and sets *used to the input
+ * bytes that belong to it; the caller calls again with the rest:
+ *  - HEAD: the head is complete and the *used bytes were its last bytes (the
+ *    head is kept in the reader, not returned as bytes). For an upgrade
+ *    request, or a 101 response, HEAD is followed by DONE with *used = 0 and
+ *    the remaining bytes are not HTTP any more.
+ *  - BODY: *used raw body bytes to forward; the message is not finished.
+ *  - DONE: the message ended with these *used bytes; the reader is reset and
+ *    ready for the next message on the same connection.
+ *  - NEED_MORE: only returned while inside a head (*used = len).
+ *  - ERROR: stop; pk_http1_reader_error() says why. */
+enum pk_http1_event pk_http1_reader_feed(struct pk_http1_reader *r, const char *data, size_t len,
+					 size_t *used);
+
+/* The transport hit EOF. Returns 1 when that completes the current message (a
+ * response whose body runs to the connection close), 0 otherwise (nothing in
+ * progress, or a message cut short). */
+int pk_http1_reader_eof(struct pk_http1_reader *r);
+
+/* 1 while a message is in progress (some of its bytes were fed and DONE has
+ * not been returned). */
+int pk_http1_reader_in_message(const struct pk_http1_reader *r);
+
+/* The head of the current message (valid from HEAD until the next feed after
+ * DONE). */
+const struct pk_http1_head *pk_http1_reader_head(const struct pk_http1_reader *r);
+
+/* Why the last ERROR happened, and the status to answer with. */
+const char *pk_http1_reader_error(const struct pk_http1_reader *r, int *status);
+
+/* 1 when the header is hop-by-hop for a reverse proxy: Connection,
+ * Proxy-Connection, Keep-Alive, Proxy-Authenticate, Proxy-Authorization, Te,
+ * Trailer, Transfer-Encoding, Upgrade, or any name listed in the Connection
+ * header of h. */
+int pk_http1_is_hop_by_hop(const struct pk_http1_head *h, const char *name);
+
+/* Build the request head sent over a tunnel stream (or on to a local service):
+ *   <method> <path_prefix + url> HTTP/1.1
+ *   every header except hop-by-hop ones (TE: trailers is kept), in order;
+ *   Transfer-Encoding: chunked when the body is chunked (the raw chunked body
+ *     follows unchanged);
+ *   Connection: Upgrade and Upgrade: <value> for upgrade requests, otherwise
+ *     Connection: close;
+ *   X-Forwarded-For: <existing values joined by ", ">, <client_ip> (or just
+ *     client_ip), when client_ip is not NULL;
+ *   X-Piko-Forward: true when piko_forward is set.
+ * path_prefix may be NULL. Returns a new NUL-terminated string owned by the
+ * caller; *len gets its length. */
+char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_prefix,
+			     const char *client_ip, int piko_forward, size_t *len);
+
+/* Build the response head for the client side: status line as HTTP/1.1,
+ * headers minus hop-by-hop ones, then Transfer-Encoding: chunked when
+ * chunked, Connection: Upgrade + Upgrade for a 101, Connection: close when
+ * close is set. Owned by the caller. */
+char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *len);
+
+/* A JSON error as Piko writes them from its proxy:
+ *   HTTP/1.1 <status> <text>, Content-Type: application/json,
+ *   X-Content-Type-Options: nosniff, Content-Length, [Connection: close],
+ *   body {"error":"<msg>"} followed by "\n".
+ * msg is JSON-escaped. Owned by the caller. */
+char *pk_http1_error_response(int status, const char *msg, int close, size_t *len);
+
+/* A plain response with a body of the given content type (admin port). */
+char *pk_http1_simple_response(int status, const char *content_type, const char *body,
+			       size_t body_len, int close, size_t *len);
+
+/* "OK", "Not Found", ... ("Unknown" for codes it does not know). */
+const char *pk_http1_status_text(int status);
+
+#endif

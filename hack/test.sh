@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build and run every test: unit tests (cmocka), fuzz-corpus replays, the
+# integration suite on loopback; then the same again under ASan+UBSan; then a
+# short libFuzzer run of each harness.
+# Environment: PK_TEST_QUICK=1 skips the sanitizer pass and the fuzz run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "build (RelWithDebInfo)"
+hack/build.sh build
+step "unit tests and corpus replays"
+ctest --test-dir build --output-on-failure -j"$(nproc)"
+step "integration tests"
+python3 tests/integration/run.py --bin build/bin/piko
+
+if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
+	step "build (ASan+UBSan)"
+	hack/build.sh build-asan -DPK_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+	step "unit tests under sanitizers"
+	ctest --test-dir build-asan --output-on-failure -j"$(nproc)"
+	step "integration tests under sanitizers"
+	python3 tests/integration/run.py --bin build-asan/bin/piko --sanitized
+	step "fuzz (libFuzzer, bounded)"
+	hack/fuzz.sh 15
+fi
+step "all tests passed"
