@@ -1,7 +1,224 @@
-/* piko: one binary, Piko's subcommands. (stub, replaced shortly) */
+/*
+ * piko: one binary with Piko's subcommands, so users keep their habits.
+ *
+ *   piko server            the data plane node (dataplane/)
+ *   piko agent http|start  an agent beside a service (agent/)
+ *
+ * Configuration: defaults, then the YAML file named by --config.path, then
+ * flags (see core/config.h). Invalid configuration prints `config: <reason>`
+ * and exits 1.
+ */
 #include <stdio.h>
-int main(void)
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "agent_config.h"
+#include "config.h"
+#include "log.h"
+#include "server.h"
+#include "server_config.h"
+
+#ifndef PK_VERSION
+#define PK_VERSION "unknown"
+#endif
+
+#define MAX_POS 8
+
+static int config_error(const char *err)
 {
-	puts("piko");
+	fprintf(stderr, "config: %s\n", err);
+	return 1;
+}
+
+static int wants_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return 1;
 	return 0;
+}
+
+/* defaults -> YAML (--config.path) -> flags, into cfg. Positional arguments
+ * are returned in pos. */
+static int load_config(const struct pk_opt *flag_opts, const struct pk_opt *yaml_opts, void *cfg,
+                       size_t cfg_size, int argc, char **argv, char **pos, size_t *npos, char *err,
+                       size_t errlen)
+{
+	const char *path = NULL;
+	int expand = 0;
+	/* First pass: only to find --config.path (and reject unknown flags). */
+	void *scratch = calloc(1, cfg_size);
+	if (!scratch) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	int rc = pk_config_defaults(flag_opts, scratch, err, errlen);
+	if (rc == 0)
+		rc = pk_config_parse_flags(flag_opts, scratch, argc, argv, pos, MAX_POS, npos,
+		                           &path, &expand, err, errlen);
+	pk_config_free(flag_opts, scratch);
+	free(scratch);
+	if (rc < 0)
+		return -1;
+
+	if (pk_config_defaults(flag_opts, cfg, err, errlen) < 0)
+		return -1;
+	if (path && pk_config_load_yaml(yaml_opts, cfg, path, expand, err, errlen) < 0)
+		return -1;
+	return pk_config_parse_flags(flag_opts, cfg, argc, argv, pos, MAX_POS, npos, &path, &expand,
+	                             err, errlen);
+}
+
+static int setup_logging(const char *level, const struct pk_strlist *subsystems)
+{
+	pk_log_set_level(pk_log_parse_level(level));
+	pk_log_set_subsystems(subsystems->v, subsystems->n);
+	return 0;
+}
+
+static int cmd_server(int argc, char **argv)
+{
+	if (wants_help(argc, argv)) {
+		printf("Usage: piko server [flags]\n\nStart a Piko server node.\n\nFlags:\n");
+		pk_config_print_help(pk_server_opts, stdout);
+		return 0;
+	}
+	struct pk_server_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	char err[512];
+	char *pos[MAX_POS];
+	size_t npos = 0;
+	if (load_config(pk_server_opts, pk_server_opts, &cfg, sizeof(cfg), argc, argv, pos, &npos,
+	                err, sizeof(err)) < 0 ||
+	    pk_server_config_validate(&cfg, err, sizeof(err)) < 0) {
+		pk_config_free(pk_server_opts, &cfg);
+		return config_error(err);
+	}
+	if (npos) {
+		pk_config_free(pk_server_opts, &cfg);
+		snprintf(err, sizeof(err), "unexpected argument: %s", pos[0]);
+		return config_error(err);
+	}
+	setup_logging(cfg.log.level, &cfg.log.subsystems);
+	int rc = pk_server_run(&cfg);
+	pk_config_free(pk_server_opts, &cfg);
+	pk_log_reset();
+	return rc;
+}
+
+static int run_agent(struct pk_agent_config *cfg)
+{
+	char err[512];
+	if (pk_agent_config_validate(cfg, err, sizeof(err)) < 0)
+		return config_error(err);
+	setup_logging(cfg->log.level, &cfg->log.subsystems);
+	int rc = pk_agent_run(cfg);
+	pk_log_reset();
+	return rc;
+}
+
+/* agent http <endpoint> <addr>: one listener from the command line; it
+ * replaces any listeners from YAML, as in Piko. */
+static int cmd_agent_listener(const char *protocol, int argc, char **argv)
+{
+	if (wants_help(argc, argv)) {
+		printf("Usage: piko agent %s <endpoint> <addr> [flags]\n\nFlags:\n", protocol);
+		pk_config_print_help(pk_agent_http_opts, stdout);
+		return 0;
+	}
+	struct pk_agent_cmd_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	char err[512];
+	char *pos[MAX_POS];
+	size_t npos = 0;
+	int rc;
+	/* The YAML table's offsets are relative to cfg.agent, the first member. */
+	if (load_config(pk_agent_http_opts, pk_agent_opts, &cfg, sizeof(cfg), argc, argv, pos,
+	                &npos, err, sizeof(err)) < 0) {
+		rc = config_error(err);
+	} else if (npos != 2) {
+		snprintf(err, sizeof(err), "expected 2 arguments (<endpoint> <addr>), got %zu",
+		         npos);
+		rc = config_error(err);
+	} else {
+		pk_agent_config_free_listeners(&cfg.agent);
+		/* Borrowed from argv and a literal: not freed. */
+		cfg.listener.endpoint_id = pos[0];
+		cfg.listener.addr = pos[1];
+		cfg.listener.protocol = (char *)protocol;
+		cfg.agent.listeners.v = &cfg.listener;
+		cfg.agent.listeners.n = 1;
+		rc = run_agent(&cfg.agent);
+		cfg.agent.listeners.v = NULL;
+		cfg.agent.listeners.n = 0;
+		cfg.listener.endpoint_id = cfg.listener.addr = cfg.listener.protocol = NULL;
+	}
+	pk_agent_config_free_listeners(&cfg.agent);
+	pk_config_free(pk_agent_http_opts, &cfg);
+	return rc;
+}
+
+static int cmd_agent_start(int argc, char **argv)
+{
+	if (wants_help(argc, argv)) {
+		printf("Usage: piko agent start --config.path agent.yaml [flags]\n\nFlags:\n");
+		pk_config_print_help(pk_agent_opts, stdout);
+		return 0;
+	}
+	struct pk_agent_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	char err[512];
+	char *pos[MAX_POS];
+	size_t npos = 0;
+	int rc;
+	if (load_config(pk_agent_opts, pk_agent_opts, &cfg, sizeof(cfg), argc, argv, pos, &npos,
+	                err, sizeof(err)) < 0)
+		rc = config_error(err);
+	else if (cfg.listeners.n == 0)
+		rc = config_error("no listeners configured");
+	else
+		rc = run_agent(&cfg);
+	pk_config_free(pk_agent_opts, &cfg);
+	return rc;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "Usage: piko <command> [flags]\n\n"
+	             "Commands:\n"
+	             "  server             start a server node\n"
+	             "  agent http <endpoint> <addr>\n"
+	             "                     register an HTTP endpoint served by a local service\n"
+	             "  agent start        start the listeners of --config.path\n"
+	             "\nRun 'piko <command> --help' for its flags.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 1;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+		printf("%s\n", PK_VERSION);
+		return 0;
+	}
+	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "server"))
+		return cmd_server(argc - 2, argv + 2);
+	if (!strcmp(cmd, "agent") && argc >= 3) {
+		if (!strcmp(argv[2], "http"))
+			return cmd_agent_listener("http", argc - 3, argv + 3);
+		if (!strcmp(argv[2], "start"))
+			return cmd_agent_start(argc - 3, argv + 3);
+	}
+	fprintf(stderr, "unknown command: %s\n",
+	        argc >= 3 && !strcmp(cmd, "agent") ? argv[2] : cmd);
+	usage(stderr);
+	return 1;
 }

@@ -19,8 +19,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <http_parser.h>
-
 struct pk_http1_header {
 	const char *name; /* NUL-terminated, as received (case preserved) */
 	const char *value;
@@ -65,7 +63,10 @@ enum pk_http1_event {
 };
 
 struct pk_http1_reader {
-	http_parser parser;
+	/* An http_parser, kept opaque: http_parser.h and libwebsockets.h both
+	 * define enum http_status, so no header that lws users include may
+	 * include http_parser.h. http1.c checks the size at compile time. */
+	uint64_t parser_storage[6];
 	enum pk_http1_kind kind;
 	size_t max_head;
 	int state;
@@ -75,6 +76,11 @@ struct pk_http1_reader {
 	int err_status; /* HTTP status that fits the error: 400, 431, 502 */
 	const char *err;
 	struct pk_http1_head head;
+	/* private to http1.c */
+	int piece;            /* which head string the parser is appending to */
+	int started;          /* on_message_begin seen for the current message */
+	int body_until_eof;   /* the current response body ends at EOF */
+	size_t trailer_bytes; /* trailer bytes seen, bounded by max_head */
 };
 
 /* Initialise a reader for requests or responses; max_head caps the head size
@@ -84,7 +90,8 @@ void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, si
 void pk_http1_reader_free(struct pk_http1_reader *r);
 
 /* Response readers: the request being answered was HEAD (no body follows
- * whatever the headers say). Set before feeding the response. */
+ * whatever the headers say). Set before feeding the response; it stays set
+ * until changed. */
 void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head);
 
 /* Feed input. Returns the first event reached and sets *used to the input
@@ -97,7 +104,10 @@ void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head);
  *  - DONE: the message ended with these *used bytes; the reader is reset and
  *    ready for the next message on the same connection.
  *  - NEED_MORE: only returned while inside a head (*used = len).
- *  - ERROR: stop; pk_http1_reader_error() says why. */
+ *  - ERROR: stop; pk_http1_reader_error() says why.
+ * After HEAD, call again even with no input left (len 0): a message without a
+ * body then reports DONE with *used = 0 at once; in a body, len 0 gives BODY
+ * with *used = 0. */
 enum pk_http1_event pk_http1_reader_feed(struct pk_http1_reader *r, const char *data, size_t len,
 					 size_t *used);
 

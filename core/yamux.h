@@ -192,9 +192,10 @@ size_t pk_yamux_session_num_streams(const struct pk_yamux_session *sess);
 /* Milliseconds of the last ping round trip, or -1 if none yet. */
 int64_t pk_yamux_session_rtt_ms(const struct pk_yamux_session *sess);
 
-/* Open a stream (SYN queued). Returns NULL when the peer sent Go Away, we
- * sent Go Away, the session is dead, or max_pending_opens SYNs are waiting
- * for ACK (errno-free: check pk_yamux_session_remote_go_away() to tell). */
+/* Open a stream (SYN queued). Returns NULL when the peer sent Go Away, the
+ * session is dead, or max_pending_opens SYNs are waiting for ACK (errno-free:
+ * check pk_yamux_session_remote_go_away() to tell). Our own Go Away does not
+ * stop us opening streams (as in hashicorp/yamux: it only refuses the peer's). */
 struct pk_yamux_stream *pk_yamux_stream_open(struct pk_yamux_session *sess, uint64_t now_ms);
 
 /* Queue up to len bytes for sending; returns bytes accepted (0 when the send

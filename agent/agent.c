@@ -1,0 +1,363 @@
+/*
+ * The agent's lifecycle: one lws context, a tunnel per listener, reconnects
+ * with backoff, and graceful shutdown (Go Away to the server so it routes
+ * elsewhere, finish in-flight exchanges, exit within grace_period).
+ */
+#include "agent.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+#include "lwsio.h"
+
+#define SUBSYS "client"
+#define TICK_US (250 * LWS_US_PER_MS)
+
+static volatile sig_atomic_t got_signal;
+static struct lws_context *signal_ctx;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	got_signal = 1;
+	if (signal_ctx)
+		lws_cancel_service(signal_ctx); /* only writes to a pipe */
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", line);
+	size_t n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	pk_log(level == LLL_ERR ? PK_LOG_ERROR : PK_LOG_DEBUG, "lws", msg, NULL);
+}
+
+static void dial(struct pk_agent_listener *l);
+
+static void retry_cb(lws_sorted_usec_list_t *sul)
+{
+	struct pk_agent_listener *l = lws_container_of(sul, struct pk_agent_listener, retry_sul);
+	dial(l);
+}
+
+static void schedule_retry(struct pk_agent_listener *l, const char *why)
+{
+	struct pk_agent *a = l->agent;
+	if (a->shutting_down)
+		return;
+	uint64_t wait = pk_backoff_next(&l->backoff);
+	char ms[32];
+	snprintf(ms, sizeof(ms), "%llu", (unsigned long long)wait);
+	pk_log(PK_LOG_WARN, SUBSYS,
+	       l->ever_up ? "disconnected; reconnecting" : "connect failed; retrying",
+	       "endpoint-id", l->cfg->endpoint_id, "error", why, "backoff-ms", ms, NULL);
+	lws_sul_schedule(a->ctx, 0, &l->retry_sul, retry_cb, (lws_usec_t)wait * LWS_US_PER_MS);
+}
+
+static void fatal(struct pk_agent *a, const char *endpoint, const char *msg)
+{
+	pk_log(PK_LOG_ERROR, SUBSYS, "connect failed", "endpoint-id", endpoint, "error", msg, NULL);
+	fprintf(stderr, "connect: %s\n", msg);
+	a->exit_code = 1;
+	a->exit_now = 1;
+	lws_cancel_service(a->ctx);
+}
+
+/* Escape an endpoint ID for a URL path segment (RFC 3986 unreserved kept). */
+static void path_escape(const char *in, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t o = 0;
+	for (; *in && o + 4 < cap; in++) {
+		unsigned char ch = (unsigned char)*in;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+			out[o++] = (char)ch;
+		} else {
+			out[o++] = '%';
+			out[o++] = hex[ch >> 4];
+			out[o++] = hex[ch & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
+static void dial(struct pk_agent_listener *l)
+{
+	struct pk_agent *a = l->agent;
+	if (a->shutting_down || l->wsi)
+		return;
+	char ep[768], path[1400], hosthdr[300];
+	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
+	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
+	snprintf(hosthdr, sizeof(hosthdr), "%s:%d", a->url.host, a->url.port);
+
+	struct lws_client_connect_info i;
+	memset(&i, 0, sizeof(i));
+	i.context = a->ctx;
+	i.address = a->url.host;
+	i.port = a->url.port;
+	i.path = path;
+	i.host = hosthdr;
+	i.origin = NULL; /* Piko's clients send no Origin */
+	i.protocol = NULL;
+	i.local_protocol_name = "piko-agent-tunnel";
+	i.userdata = l;
+	i.pwsi = &l->wsi;
+	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
+	       a->cfg->connect.url, NULL);
+	if (!lws_client_connect_via_info(&i)) {
+		l->wsi = NULL;
+		schedule_retry(l, "connect failed");
+	}
+}
+
+/* Piko's classification (protocol reference §1.1): no response, or 408,
+ * 429, 500, 502, 503, 504, is worth retrying; any other status is not. */
+static int retryable(unsigned int status)
+{
+	return status == 0 || status == 408 || status == 429 || status == 500 || status == 502 ||
+	       status == 503 || status == 504;
+}
+
+static int on_stream(struct pk_tunnel *t, struct pk_yamux_stream *s)
+{
+	struct pk_agent_listener *l = t->owner;
+	if (l->agent->shutting_down)
+		return -1;
+	return pk_agent_http_accept(l, s);
+}
+
+static void on_dead(struct pk_tunnel *t, int reason)
+{
+	struct pk_agent_listener *l = t->owner;
+	char r[16];
+	snprintf(r, sizeof(r), "%d", reason);
+	pk_log(PK_LOG_WARN, SUBSYS, "session failed", "endpoint-id", l->cfg->endpoint_id, "reason",
+	       r, NULL);
+}
+
+static const struct pk_tunnel_ops agent_tunnel_ops = {
+    .on_stream = on_stream,
+    .on_go_away = NULL,
+    .on_dead = on_dead,
+};
+
+static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                           size_t len)
+{
+	struct pk_agent_listener *l = user;
+	if (!l)
+		return 0;
+	struct pk_agent *a = l->agent;
+
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+		unsigned char **p = in, *end = *p + len;
+		const char *token = a->cfg->connect.token;
+		if (token && *token) {
+			char v[4096];
+			snprintf(v, sizeof(v), "Bearer %s", token);
+			if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+			                                 (unsigned char *)v, (int)strlen(v), p,
+			                                 end))
+				return -1;
+		}
+		const char *tenant = a->cfg->connect.tenant_id;
+		if (tenant && *tenant &&
+		    lws_add_http_header_by_name(wsi, (const unsigned char *)"x-piko-tenant-id:",
+		                                (const unsigned char *)tenant, (int)strlen(tenant),
+		                                p, end))
+			return -1;
+		return 0;
+	}
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		l->up = 1;
+		l->ever_up = 1;
+		pk_backoff_reset(&l->backoff);
+		pk_lwsio_peer_ip(wsi, l->server_ip, sizeof(l->server_ip));
+		pk_tunnel_init(&l->tunnel, wsi, 1, &agent_tunnel_ops, l, pk_now_ms());
+		pk_log(PK_LOG_INFO, SUBSYS, "connected", "endpoint-id", l->cfg->endpoint_id, "url",
+		       a->cfg->connect.url, NULL);
+		return 0;
+
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return pk_tunnel_rx(&l->tunnel, in, len);
+
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return pk_tunnel_writeable(&l->tunnel);
+
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		unsigned int status = lws_http_client_http_response(wsi);
+		l->wsi = NULL;
+		char why[256];
+		if (status)
+			snprintf(why, sizeof(why), "%u: %s", status,
+			         status == 401 ? "unauthorized" : "unexpected status");
+		else
+			snprintf(why, sizeof(why), "%s",
+			         in ? (const char *)in : "connection failed");
+		if (!retryable(status)) {
+			fatal(a, l->cfg->endpoint_id, why);
+			return 0;
+		}
+		if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
+			fatal(a, l->cfg->endpoint_id, "connect timeout");
+			return 0;
+		}
+		schedule_retry(l, why);
+		return 0;
+	}
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		if (l->wsi != wsi && l->wsi)
+			return 0;
+		l->wsi = NULL;
+		if (l->up) {
+			l->up = 0;
+			pk_tunnel_destroy(&l->tunnel);
+		}
+		schedule_retry(l, "connection closed");
+		return 0;
+
+	default:
+		return 0;
+	}
+}
+
+static const struct lws_protocols agent_protocols[] = {
+    {
+        .name = "piko-agent-tunnel",
+        .callback = callback_tunnel,
+        .per_session_data_size = 0,
+        .rx_buffer_size = 64 * 1024,
+    },
+    {.name = NULL}, /* filled with pk_agent_service_protocols[0] at start */
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void begin_shutdown(struct pk_agent *a)
+{
+	if (a->shutting_down)
+		return;
+	pk_log(PK_LOG_INFO, SUBSYS, "shutting down", NULL);
+	a->shutting_down = 1;
+	a->shutdown_deadline_ms = pk_now_ms() + (uint64_t)a->cfg->grace_period_ms;
+	for (size_t i = 0; i < a->nlisteners; i++) {
+		struct pk_agent_listener *l = &a->listeners[i];
+		lws_sul_cancel(&l->retry_sul);
+		/* Go Away: the server stops routing new requests to us while
+		 * those in flight finish. */
+		if (l->up)
+			pk_yamux_session_go_away(l->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+	}
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+	struct pk_agent *a = lws_container_of(sul, struct pk_agent, tick_sul);
+	uint64_t now = pk_now_ms();
+	size_t streams = 0;
+	for (size_t i = 0; i < a->nlisteners; i++) {
+		struct pk_agent_listener *l = &a->listeners[i];
+		if (l->up)
+			pk_tunnel_tick(&l->tunnel, now);
+		streams += l->streams;
+		if (!l->ever_up && !l->wsi && now >= a->boot_deadline_ms) {
+			fatal(a, l->cfg->endpoint_id, "connect timeout");
+			return;
+		}
+	}
+	pk_agent_http_tick(a, now);
+	if (a->shutting_down && (streams == 0 || now >= a->shutdown_deadline_ms)) {
+		a->exit_now = 1;
+		lws_cancel_service(a->ctx);
+		return;
+	}
+	lws_sul_schedule(a->ctx, 0, &a->tick_sul, tick, TICK_US);
+}
+
+int pk_agent_run(const struct pk_agent_config *cfg)
+{
+	struct pk_agent a;
+	char err[256];
+	memset(&a, 0, sizeof(a));
+	a.cfg = cfg;
+	if (pk_server_url_parse(cfg->connect.url, &a.url, err, sizeof(err)) < 0) {
+		fprintf(stderr, "config: %s\n", err);
+		return 1;
+	}
+	if (a.url.tls) {
+		fprintf(stderr, "config: https connect urls are not supported yet\n");
+		return 1;
+	}
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct lws_protocols protocols[3];
+	memcpy(protocols, agent_protocols, sizeof(protocols));
+	protocols[1] = pk_agent_service_protocols[0];
+
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.user = &a;
+	info.pt_serv_buf_size = 64 * 1024;
+	info.timeout_secs = 60; /* Piko's client handshake timeout */
+	a.ctx = lws_create_context(&info);
+	if (!a.ctx) {
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
+		return 1;
+	}
+
+	a.nlisteners = cfg->listeners.n;
+	/* Owner: this function; freed before it returns. */
+	a.listeners = pk_xcalloc(a.nlisteners, sizeof(*a.listeners));
+	const struct pk_listener_config *lcfg = cfg->listeners.v;
+	for (size_t i = 0; i < a.nlisteners; i++) {
+		struct pk_agent_listener *l = &a.listeners[i];
+		l->agent = &a;
+		l->cfg = &lcfg[i];
+		pk_target_parse(lcfg[i].addr, 1, &l->target, err, sizeof(err)); /* validated */
+		pk_backoff_init(&l->backoff, 100, 15000);
+	}
+
+	signal_ctx = a.ctx;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+
+	a.boot_deadline_ms = pk_now_ms() + (uint64_t)cfg->connect.timeout_ms;
+	for (size_t i = 0; i < a.nlisteners; i++)
+		dial(&a.listeners[i]);
+	lws_sul_schedule(a.ctx, 0, &a.tick_sul, tick, TICK_US);
+
+	while (!a.exit_now) {
+		if (lws_service(a.ctx, 0) < 0)
+			break;
+		if (got_signal)
+			begin_shutdown(&a);
+	}
+	signal_ctx = NULL;
+	a.shutting_down = 1; /* no reconnects while the context is torn down */
+	for (size_t i = 0; i < a.nlisteners; i++)
+		lws_sul_cancel(&a.listeners[i].retry_sul);
+	lws_context_destroy(a.ctx);
+	for (size_t i = 0; i < a.nlisteners; i++)
+		pk_target_free(&a.listeners[i].target);
+	free(a.listeners);
+	pk_buf_freelist_release();
+	if (!a.exit_code)
+		pk_log(PK_LOG_INFO, SUBSYS, "shutdown complete", NULL);
+	return a.exit_code;
+}

@@ -1,0 +1,63 @@
+/*
+ * `piko agent`: for each listener, one WebSocket tunnel to the server's
+ * upstream port (GET <url>/piko/v1/upstream/<endpoint>) carrying a yamux
+ * session in which the agent is the yamux client; every stream the server
+ * opens is one exchange handed to the listener's service (agent_http.c).
+ *
+ * A tunnel that drops for any reason but our own shutdown is re-dialled with
+ * backoff (100 ms .. 15 s, jitter) — including a clean close by the server,
+ * which Piko's agent gets wrong (protocol reference §10.3 item 1).
+ */
+#ifndef PK_AGENT_H
+#define PK_AGENT_H
+
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "agent_config.h"
+#include "backoff.h"
+#include "tunnel.h"
+
+struct pk_agent;
+
+struct pk_agent_listener {
+	struct pk_agent *agent;
+	const struct pk_listener_config *cfg;
+	struct pk_target target;
+	struct lws *wsi; /* the tunnel's WebSocket, NULL while disconnected */
+	struct pk_tunnel tunnel;
+	int up; /* tunnel established */
+	int ever_up;
+	char server_ip[64]; /* the server as seen on the tunnel (X-Forwarded-For) */
+	struct pk_backoff backoff;
+	lws_sorted_usec_list_t retry_sul;
+	size_t streams; /* exchanges in progress */
+};
+
+struct pk_agent {
+	const struct pk_agent_config *cfg;
+	struct pk_server_url url;
+	struct lws_context *ctx;
+	struct pk_agent_listener *listeners;
+	size_t nlisteners;
+	int shutting_down;
+	uint64_t shutdown_deadline_ms;
+	uint64_t boot_deadline_ms;
+	int exit_now;
+	int exit_code;
+	lws_sorted_usec_list_t tick_sul;
+};
+
+/* Run until SIGTERM/SIGINT (graceful) or a fatal error. Returns the exit
+ * status (1 when a tunnel hit a non-retryable error). */
+int pk_agent_run(const struct pk_agent_config *cfg);
+
+/* agent_http.c: take a stream the server opened on l's tunnel. Returns 0 or
+ * -1 (refuse: the stream is reset). */
+int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s);
+void pk_agent_http_tick(struct pk_agent *a, uint64_t now_ms);
+
+extern const struct lws_protocols pk_agent_service_protocols[];
+
+#endif

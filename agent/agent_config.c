@@ -1,0 +1,301 @@
+#include "agent_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "log.h"
+
+#define A(f) offsetof(struct pk_agent_config, f)
+#define L(f) offsetof(struct pk_listener_config, f)
+#define C(f) offsetof(struct pk_agent_cmd_config, f)
+
+static const struct pk_opt listener_opts[] = {
+    {"endpoint_id", PK_OPT_STRING, L(endpoint_id), NULL, "endpoint to register", 0, NULL, 0},
+    {"addr", PK_OPT_STRING, L(addr), NULL, "local service address", 0, NULL, 0},
+    {"protocol", PK_OPT_STRING, L(protocol), "http", "http or tcp", 0, NULL, 0},
+    {"timeout", PK_OPT_DURATION, L(timeout_ms), NULL,
+     "request timeout (http) or dial timeout (tcp)", 0, NULL, 0},
+    {"access_log.level", PK_OPT_STRING, L(access_log.level), "info", "access log level", 0, NULL,
+     0},
+    {"access_log.disable", PK_OPT_BOOL, L(access_log.disable), "false", "disable the access log", 0,
+     NULL, 0},
+    {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
+};
+
+#define AGENT_OPTS(OFF)                                                                            \
+	{"connect.url",                                                                            \
+	 PK_OPT_STRING,                                                                            \
+	 OFF(connect.url),                                                                         \
+	 "http://localhost:8001",                                                                  \
+	 "Piko server upstream URL",                                                               \
+	 0,                                                                                        \
+	 NULL,                                                                                     \
+	 0},                                                                                       \
+	    {"connect.token",                                                                      \
+	     PK_OPT_STRING,                                                                        \
+	     OFF(connect.token),                                                                   \
+	     NULL,                                                                                 \
+	     "token sent as Authorization: Bearer",                                                \
+	     0,                                                                                    \
+	     NULL,                                                                                 \
+	     0},                                                                                   \
+	    {"connect.tenant_id",                                                                  \
+	     PK_OPT_STRING,                                                                        \
+	     OFF(connect.tenant_id),                                                               \
+	     NULL,                                                                                 \
+	     "tenant sent as x-piko-tenant-id",                                                    \
+	     0,                                                                                    \
+	     NULL,                                                                                 \
+	     0},                                                                                   \
+	    {"connect.timeout",                                                                    \
+	     PK_OPT_DURATION,                                                                      \
+	     OFF(connect.timeout_ms),                                                              \
+	     "30s",                                                                                \
+	     "how long to keep trying the first connection",                                       \
+	     0,                                                                                    \
+	     NULL,                                                                                 \
+	     0},                                                                                   \
+	    {"log.level",                                                                          \
+	     PK_OPT_STRING,                                                                        \
+	     OFF(log.level),                                                                       \
+	     "info",                                                                               \
+	     "debug, info, warn or error",                                                         \
+	     0,                                                                                    \
+	     NULL,                                                                                 \
+	     0},                                                                                   \
+	    {"log.subsystems",                                                                     \
+	     PK_OPT_STRLIST,                                                                       \
+	     OFF(log.subsystems),                                                                  \
+	     NULL,                                                                                 \
+	     "subsystems logged at every level",                                                   \
+	     0,                                                                                    \
+	     NULL,                                                                                 \
+	     0},                                                                                   \
+	{                                                                                          \
+		"grace_period", PK_OPT_DURATION, OFF(grace_period_ms), "1m",                       \
+		    "how long a graceful shutdown may take", 0, NULL, 0                            \
+	}
+
+const struct pk_opt pk_agent_opts[] = {
+    AGENT_OPTS(A),
+    {"listeners", PK_OPT_LIST, A(listeners), NULL, "listeners", 1, listener_opts,
+     sizeof(struct pk_listener_config)},
+    {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
+};
+
+#define AGENT_CMD(f) C(agent.f)
+
+const struct pk_opt pk_agent_http_opts[] = {
+    AGENT_OPTS(AGENT_CMD),
+    {"timeout", PK_OPT_DURATION, C(listener.timeout_ms), "10s",
+     "request timeout (http) or dial timeout (tcp)", 0, NULL, 0},
+    {"access_log.level", PK_OPT_STRING, C(listener.access_log.level), "info", "access log level", 0,
+     NULL, 0},
+    {"access_log.disable", PK_OPT_BOOL, C(listener.access_log.disable), "false",
+     "disable the access log", 0, NULL, 0},
+    {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
+};
+
+static int parse_port(const char *s, int *port)
+{
+	char *end;
+	long p = strtol(s, &end, 10);
+	if (!*s || *end || p <= 0 || p > 65535)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+/* host:port (host may be [v6]); default_port used when there is no port. */
+static int split_host_port(const char *s, size_t n, char *host, size_t hostlen, int *port,
+                           int default_port)
+{
+	char buf[512];
+	if (n == 0 || n >= sizeof(buf))
+		return -1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	char *h = buf, *colon;
+	if (buf[0] == '[') {
+		char *end = strchr(buf, ']');
+		if (!end)
+			return -1;
+		*end = '\0';
+		h = buf + 1;
+		colon = end[1] == ':' ? end + 1 : NULL;
+		if (!colon && end[1])
+			return -1;
+	} else {
+		colon = strrchr(buf, ':');
+		if (colon)
+			*colon = '\0';
+	}
+	if (colon) {
+		if (parse_port(colon + 1, port) < 0)
+			return -1;
+	} else {
+		if (!default_port)
+			return -1;
+		*port = default_port;
+	}
+	if (!*h || strlen(h) >= hostlen)
+		return -1;
+	snprintf(host, hostlen, "%s", h);
+	return 0;
+}
+
+int pk_target_parse(const char *addr, int http, struct pk_target *t, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	if (!addr || !*addr) {
+		snprintf(err, errlen, "missing address");
+		return -1;
+	}
+	int port;
+	if (parse_port(addr, &port) == 0) {
+		snprintf(t->host, sizeof(t->host), "localhost");
+		t->port = port;
+		return 0;
+	}
+	const char *sep = strstr(addr, "://");
+	if (!sep) {
+		if (split_host_port(addr, strlen(addr), t->host, sizeof(t->host), &t->port, 0) < 0)
+			goto bad;
+		return 0;
+	}
+	if (!http)
+		goto bad;
+	size_t slen = (size_t)(sep - addr);
+	if (slen == 4 && !strncmp(addr, "http", 4))
+		t->tls = 0;
+	else if (slen == 5 && !strncmp(addr, "https", 5))
+		t->tls = 1;
+	else
+		goto bad;
+	const char *hp = sep + 3;
+	const char *path = strchr(hp, '/');
+	size_t hlen = path ? (size_t)(path - hp) : strlen(hp);
+	if (split_host_port(hp, hlen, t->host, sizeof(t->host), &t->port, t->tls ? 443 : 80) < 0)
+		goto bad;
+	if (path) {
+		size_t plen = strlen(path);
+		while (plen > 0 && path[plen - 1] == '/')
+			plen--;
+		if (plen > 0)
+			t->path_prefix = pk_xstrndup(path, plen);
+	}
+	return 0;
+bad:
+	snprintf(err, errlen, "invalid address: %s", addr);
+	return -1;
+}
+
+void pk_target_free(struct pk_target *t)
+{
+	free(t->path_prefix);
+	t->path_prefix = NULL;
+}
+
+int pk_server_url_parse(const char *url, struct pk_server_url *u, char *err, size_t errlen)
+{
+	memset(u, 0, sizeof(*u));
+	const char *sep = url ? strstr(url, "://") : NULL;
+	if (!sep)
+		goto bad;
+	size_t slen = (size_t)(sep - url);
+	if ((slen == 4 && !strncmp(url, "http", 4)) || (slen == 2 && !strncmp(url, "ws", 2)))
+		u->tls = 0;
+	else if ((slen == 5 && !strncmp(url, "https", 5)) || (slen == 3 && !strncmp(url, "wss", 3)))
+		u->tls = 1;
+	else
+		goto bad;
+	const char *hp = sep + 3;
+	const char *path = strchr(hp, '/');
+	size_t hlen = path ? (size_t)(path - hp) : strlen(hp);
+	if (split_host_port(hp, hlen, u->host, sizeof(u->host), &u->port, u->tls ? 443 : 80) < 0)
+		goto bad;
+	/* Piko appends its path to whatever the URL has, without normalising. */
+	if (path && strlen(path) >= sizeof(u->path))
+		goto bad;
+	snprintf(u->path, sizeof(u->path), "%s", path ? path : "");
+	return 0;
+bad:
+	snprintf(err, errlen, "invalid url: %s", url ? url : "");
+	return -1;
+}
+
+void pk_agent_config_free_listeners(struct pk_agent_config *cfg)
+{
+	struct pk_listener_config *ls = cfg->listeners.v;
+	for (size_t i = 0; i < cfg->listeners.n; i++)
+		pk_config_free(listener_opts, &ls[i]);
+	free(ls);
+	cfg->listeners.v = NULL;
+	cfg->listeners.n = 0;
+}
+
+int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_t errlen)
+{
+	struct pk_server_url u;
+	if (pk_server_url_parse(cfg->connect.url, &u, err, errlen) < 0)
+		return -1;
+	if (cfg->connect.timeout_ms <= 0) {
+		snprintf(err, errlen, "missing connect timeout");
+		return -1;
+	}
+	if (pk_log_parse_level(cfg->log.level) < 0) {
+		snprintf(err, errlen, "invalid log level: %s", cfg->log.level);
+		return -1;
+	}
+	if (cfg->grace_period_ms <= 0) {
+		snprintf(err, errlen, "missing grace period");
+		return -1;
+	}
+	const struct pk_listener_config *ls = cfg->listeners.v;
+	for (size_t i = 0; i < cfg->listeners.n; i++) {
+		const struct pk_listener_config *l = &ls[i];
+		struct pk_target t;
+		if (!l->endpoint_id || !*l->endpoint_id) {
+			snprintf(err, errlen, "listener %zu: missing endpoint id", i);
+			return -1;
+		}
+		if (strchr(l->endpoint_id, '/')) {
+			snprintf(err, errlen, "listener %zu: invalid endpoint id: %s", i,
+			         l->endpoint_id);
+			return -1;
+		}
+		if (!l->protocol || (strcmp(l->protocol, "http") && strcmp(l->protocol, "tcp"))) {
+			snprintf(err, errlen, "listener %zu: unsupported protocol: %s", i,
+			         l->protocol ? l->protocol : "");
+			return -1;
+		}
+		if (!strcmp(l->protocol, "tcp")) {
+			snprintf(err, errlen, "listener %zu: tcp listeners are not supported yet",
+			         i);
+			return -1;
+		}
+		if (l->timeout_ms <= 0) {
+			snprintf(err, errlen, "listener %zu: missing timeout", i);
+			return -1;
+		}
+		char terr[256];
+		if (pk_target_parse(l->addr, 1, &t, terr, sizeof(terr)) < 0) {
+			snprintf(err, errlen, "listener %zu: %s", i, terr);
+			return -1;
+		}
+		if (t.tls) {
+			pk_target_free(&t);
+			snprintf(err, errlen, "listener %zu: https services are not supported yet",
+			         i);
+			return -1;
+		}
+		pk_target_free(&t);
+		if (pk_log_parse_level(l->access_log.level) < 0) {
+			snprintf(err, errlen, "listener %zu: invalid access log level", i);
+			return -1;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,42 @@
+/*
+ * Writing queued bytes to an lws connection.
+ *
+ * lws_write() wants LWS_PRE bytes of headroom before the data. Rather than
+ * keep that headroom in every queue, a single scratch buffer is shared: the
+ * data plane has one lws service thread, and lws copies whatever the kernel
+ * did not take into the wsi's own buffer before lws_write() returns, so the
+ * scratch buffer is free again as soon as the call is over.
+ */
+#ifndef PK_LWSIO_H
+#define PK_LWSIO_H
+
+#include <stddef.h>
+
+#include <libwebsockets.h>
+
+#include "buf.h"
+
+/* Bytes handed to lws per WRITEABLE callback. Big enough to amortise the
+ * syscall, small enough that lws's own partial-send buffer stays small. */
+#define PK_LWSIO_WRITE_MAX (64 * 1024)
+
+/* The shared scratch buffer: PK_LWSIO_WRITE_MAX bytes with LWS_PRE headroom
+ * before the returned pointer. */
+unsigned char *pk_lwsio_scratch(void);
+
+/* Write up to PK_LWSIO_WRITE_MAX bytes from the front of q in one lws_write()
+ * with the given protocol (LWS_WRITE_RAW, LWS_WRITE_BINARY...). Consumes what
+ * was written and returns the count, or -1 when lws_write() failed (the
+ * connection should be closed). */
+int pk_lwsio_write_bufq(struct lws *wsi, struct pk_bufq *q, enum lws_write_protocol proto);
+
+/* The peer's IP as text ("127.0.0.1", "::1"), IPv4-mapped IPv6 addresses
+ * shown as IPv4. */
+void pk_lwsio_peer_ip(struct lws *wsi, char *out, size_t len);
+
+/* Split a Piko bind address (":8000", "127.0.0.1:8000", "[::1]:8000",
+ * "localhost:8000") into an interface for lws (NULL = all) and a port.
+ * iface must hold at least 64 bytes. Returns 0 or -1. */
+int pk_lwsio_split_bind(const char *addr, char *iface, size_t iface_len, int *port);
+
+#endif

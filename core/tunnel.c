@@ -1,0 +1,154 @@
+/*
+ * yamux over an lws WebSocket: received binary fragments are fed to the
+ * session as a byte stream (message boundaries mean nothing, Go's yamux
+ * writes a header and its payload as separate messages); on WRITEABLE the
+ * session's pending frames are packed into one binary message, one lws_write()
+ * per callback.
+ */
+#include "tunnel.h"
+
+#include "backoff.h"
+#include "lwsio.h"
+
+static struct pk_stream_handler *handler(struct pk_yamux_stream *s)
+{
+	return pk_yamux_stream_get_user(s);
+}
+
+static int cb_on_stream(void *user, struct pk_yamux_stream *s)
+{
+	struct pk_tunnel *t = user;
+	if (!t->ops->on_stream)
+		return -1; /* the server never accepts streams from upstreams */
+	return t->ops->on_stream(t, s);
+}
+
+static void cb_on_data(void *user, struct pk_yamux_stream *s, const uint8_t *data, size_t len)
+{
+	(void)user;
+	struct pk_stream_handler *h = handler(s);
+	if (h)
+		h->ops->on_data(h, data, len);
+	else
+		pk_yamux_stream_consumed(s, len); /* nobody listens: drop, keep window */
+}
+
+static void cb_on_fin(void *user, struct pk_yamux_stream *s)
+{
+	(void)user;
+	struct pk_stream_handler *h = handler(s);
+	if (h)
+		h->ops->on_fin(h);
+}
+
+static void cb_on_writable(void *user, struct pk_yamux_stream *s)
+{
+	(void)user;
+	struct pk_stream_handler *h = handler(s);
+	if (h)
+		h->ops->on_writable(h);
+}
+
+static void cb_on_stream_close(void *user, struct pk_yamux_stream *s, int reset)
+{
+	(void)user;
+	struct pk_stream_handler *h = handler(s);
+	pk_yamux_stream_set_user(s, NULL);
+	if (h)
+		h->ops->on_close(h, reset);
+}
+
+static void cb_want_write(void *user)
+{
+	struct pk_tunnel *t = user;
+	if (t->wsi)
+		lws_callback_on_writable(t->wsi);
+}
+
+static void cb_on_go_away(void *user)
+{
+	struct pk_tunnel *t = user;
+	if (t->ops->on_go_away)
+		t->ops->on_go_away(t);
+}
+
+static void cb_on_session_close(void *user, int reason)
+{
+	struct pk_tunnel *t = user;
+	t->closing = 1;
+	if (t->ops->on_dead)
+		t->ops->on_dead(t, reason);
+	if (t->wsi)
+		lws_callback_on_writable(t->wsi);
+}
+
+static const struct pk_yamux_callbacks tunnel_callbacks = {
+    .on_stream = cb_on_stream,
+    .on_data = cb_on_data,
+    .on_fin = cb_on_fin,
+    .on_writable = cb_on_writable,
+    .on_stream_close = cb_on_stream_close,
+    .want_write = cb_want_write,
+    .on_go_away = cb_on_go_away,
+    .on_session_close = cb_on_session_close,
+};
+
+void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
+                    const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms)
+{
+	t->wsi = wsi;
+	t->ops = ops;
+	t->owner = owner;
+	t->closing = 0;
+	/* Owner of the session: this tunnel; freed in pk_tunnel_destroy(). */
+	t->sess = pk_yamux_session_new(is_client, NULL, &tunnel_callbacks, t, now_ms);
+}
+
+int pk_tunnel_rx(struct pk_tunnel *t, const void *in, size_t len)
+{
+	if (!lws_frame_is_binary(t->wsi))
+		return -1; /* a text message is fatal (protocol reference §1.1) */
+	if (t->closing)
+		return 0;
+	if (pk_yamux_session_feed(t->sess, in, len) < 0)
+		lws_callback_on_writable(t->wsi); /* flush our Go Away, then close */
+	return 0;
+}
+
+int pk_tunnel_writeable(struct pk_tunnel *t)
+{
+	unsigned char *buf = pk_lwsio_scratch();
+	size_t n = pk_yamux_session_fill(t->sess, buf, PK_LWSIO_WRITE_MAX);
+	if (n > 0) {
+		if (lws_write(t->wsi, buf, n, LWS_WRITE_BINARY) < 0)
+			return -1;
+		/* Come back for the rest, or to close once lws has flushed. */
+		if (pk_yamux_session_has_output(t->sess) || t->closing)
+			lws_callback_on_writable(t->wsi);
+		return 0;
+	}
+	return t->closing ? -1 : 0;
+}
+
+int pk_tunnel_tick(struct pk_tunnel *t, uint64_t now_ms)
+{
+	if (t->closing)
+		return -1;
+	return pk_yamux_session_tick(t->sess, now_ms);
+}
+
+void pk_tunnel_close(struct pk_tunnel *t)
+{
+	t->closing = 1;
+	if (t->wsi)
+		lws_callback_on_writable(t->wsi);
+}
+
+void pk_tunnel_destroy(struct pk_tunnel *t)
+{
+	t->wsi = NULL;
+	if (t->sess) {
+		pk_yamux_session_free(t->sess);
+		t->sess = NULL;
+	}
+}

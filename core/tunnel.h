@@ -1,0 +1,86 @@
+/*
+ * A tunnel: one yamux session carried by one lws WebSocket connection, as a
+ * byte stream over binary messages (protocol reference §1.1). The server's
+ * upstream port and the agent both use it; they differ only in which side is
+ * the yamux client and in what they do with streams.
+ *
+ * Stream events are dispatched to a pk_stream_handler stored as the yamux
+ * stream's user pointer, so whatever sits at the end of a stream (a proxied
+ * client connection, a local service connection) only implements the four
+ * handler functions.
+ */
+#ifndef PK_TUNNEL_H
+#define PK_TUNNEL_H
+
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "yamux.h"
+
+struct pk_stream_handler;
+
+struct pk_stream_ops {
+	/* Payload from the peer; call pk_yamux_stream_consumed() once delivered. */
+	void (*on_data)(struct pk_stream_handler *h, const uint8_t *data, size_t len);
+	/* The peer half-closed. */
+	void (*on_fin)(struct pk_stream_handler *h);
+	/* The stream accepts writes again (or, if we opened it, was ACKed). */
+	void (*on_writable)(struct pk_stream_handler *h);
+	/* The stream is gone (freed after this returns). */
+	void (*on_close)(struct pk_stream_handler *h, int reset);
+};
+
+/* Embed as the first member of whatever owns a stream's far end. */
+struct pk_stream_handler {
+	const struct pk_stream_ops *ops;
+};
+
+struct pk_tunnel;
+
+struct pk_tunnel_ops {
+	/* The peer opened a stream (only the agent side expects this). Return
+	 * 0 after setting a handler with pk_yamux_stream_set_user(), or -1 to
+	 * refuse it. */
+	int (*on_stream)(struct pk_tunnel *t, struct pk_yamux_stream *s);
+	/* The peer sent a normal Go Away. */
+	void (*on_go_away)(struct pk_tunnel *t);
+	/* The yamux session died; the transport will be closed. */
+	void (*on_dead)(struct pk_tunnel *t, int reason);
+};
+
+struct pk_tunnel {
+	struct lws *wsi;
+	struct pk_yamux_session *sess;
+	const struct pk_tunnel_ops *ops;
+	void *owner;
+	int closing; /* flush what yamux still has (e.g. Go Away), then close */
+};
+
+/* Start a tunnel on an established WebSocket. is_client: the yamux role (the
+ * agent is the yamux client, the server the yamux server). Owner: the caller
+ * (usually embedded in its connection struct); pk_tunnel_destroy() frees the
+ * session. */
+void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
+                    const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms);
+
+/* A WebSocket message fragment arrived (LWS_CALLBACK_RECEIVE /
+ * CLIENT_RECEIVE). Returns -1 when the connection must be closed now (text
+ * message: fatal per the protocol). */
+int pk_tunnel_rx(struct pk_tunnel *t, const void *in, size_t len);
+
+/* The WebSocket is writable: pack as many yamux frames as fit into one
+ * binary message. Returns -1 when the connection should close now. */
+int pk_tunnel_writeable(struct pk_tunnel *t);
+
+/* Timers (keepalive, open and close timeouts). Returns -1 if the session
+ * died (the tunnel is then closing). */
+int pk_tunnel_tick(struct pk_tunnel *t, uint64_t now_ms);
+
+/* Ask for a graceful close: flush pending frames, then close the socket. */
+void pk_tunnel_close(struct pk_tunnel *t);
+
+/* The transport is gone: free the yamux session (every stream gets on_close). */
+void pk_tunnel_destroy(struct pk_tunnel *t);
+
+#endif

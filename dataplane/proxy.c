@@ -1,0 +1,663 @@
+/*
+ * Proxy port: where a client's HTTP request enters.
+ *
+ * lws 4.1 cannot list arbitrary request headers, so the port is a raw-socket
+ * vhost and HTTP/1.1 is read with http-parser (core/http1.c). Each request
+ * becomes an exchange: the endpoint is derived (route.c), an upstream picked
+ * round-robin (registry.c), a yamux stream opened on its tunnel, the rewritten
+ * request head and then the raw body bytes written to the stream; the
+ * response comes back the same way, its head rewritten for the client and its
+ * body spliced through unchanged. The client connection stays open across
+ * exchanges (keep-alive, pipelining: one exchange at a time, later requests
+ * wait in the input queue).
+ *
+ * Backpressure: client input waits in a capped queue while the stream's send
+ * queue is full, and client reads stop (lws rx flow control) above its
+ * high-water mark; response bytes are credited back to the stream's yamux
+ * window only once written to the client socket, so a slow client throttles
+ * its own stream and never the shared tunnel.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "buf.h"
+#include "http1.h"
+#include "log.h"
+#include "lwsio.h"
+#include "route.h"
+#include "server.h"
+#include "upstream.h"
+
+#define SUBSYS "proxy"
+#define IN_CAP (256 * 1024)
+#define IN_HWM (128 * 1024)
+/* out holds response bytes not yet written to the client: at most the
+ * stream's window (we credit only what was written) plus heads and errors. */
+#define OUT_CAP (512 * 1024)
+
+struct pk_proxy_exchange;
+
+struct pk_proxy_conn {
+	struct pk_server *srv;
+	struct lws *wsi;
+	char client_ip[64];
+	struct pk_http1_reader req;
+	struct pk_bufq in;  /* client bytes not yet handed on */
+	struct pk_bufq out; /* bytes for the client */
+	struct pk_proxy_exchange *ex;
+	int rx_paused;
+	int close_after_write;
+	uint64_t idle_since_ms; /* keep-alive idle start; 0 while busy */
+	uint64_t head_start_ms; /* first byte of the current head; 0 when none */
+	struct pk_proxy_conn *prev, *next;
+};
+
+struct pk_proxy_exchange {
+	struct pk_stream_handler h;     /* first: the stream's user pointer */
+	struct pk_proxy_conn *conn;     /* NULL once detached from the client */
+	struct pk_yamux_stream *stream; /* NULL once the stream is gone */
+	struct pk_http1_reader resp;
+	char *head; /* rewritten request head still to be written */
+	size_t head_len, head_off;
+	int req_done;
+	int resp_started;
+	int upgraded;
+	int keep_alive;
+	int close;
+	int is_head_req;
+	size_t owed; /* received from the stream, queued in out, not yet credited */
+	uint64_t start_ms, deadline_ms;
+	char method[16];
+	char *host, *path;
+	int status;
+	size_t req_size, resp_size;
+};
+
+static int process(struct pk_proxy_conn *c, const uint8_t *p, size_t n);
+static void drain_in(struct pk_proxy_conn *c);
+static int flush_head(struct pk_proxy_exchange *ex);
+
+/* ---- output to the client --------------------------------------------- */
+
+static void conn_write(struct pk_proxy_conn *c, const void *data, size_t len)
+{
+	pk_bufq_append_force(&c->out, data, len);
+	lws_callback_on_writable(c->wsi);
+}
+
+static void conn_close_after_write(struct pk_proxy_conn *c)
+{
+	c->close_after_write = 1;
+	lws_callback_on_writable(c->wsi);
+}
+
+/* ---- metrics and access log ------------------------------------------- */
+
+static void record(struct pk_server *srv, const char *method, int status, uint64_t start_ms,
+                   size_t req_size, size_t resp_size, const char *host, const char *path)
+{
+	char st[8];
+	snprintf(st, sizeof(st), "%d", status);
+	const char *labels[2] = {st, method};
+	double secs = (double)(pk_now_ms() - start_ms) / 1000.0;
+	pk_metric_add(srv->m.requests_total, labels, 1);
+	pk_metric_observe(srv->m.request_latency, labels, secs);
+	pk_metric_observe(srv->m.request_size, NULL, (double)req_size);
+	pk_metric_observe(srv->m.response_size, NULL, (double)resp_size);
+	srv->in_flight--;
+	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
+
+	const struct pk_server_config *cfg = srv->cfg;
+	if (cfg->proxy.access_log.disable || (path && strncmp(path, "/_piko", 6) == 0))
+		return;
+	int level = pk_log_parse_level(cfg->proxy.access_log.level);
+	if (status >= 500 && level < PK_LOG_WARN)
+		level = PK_LOG_WARN;
+	char dur[32];
+	snprintf(dur, sizeof(dur), "%.3fms", secs * 1000.0);
+	pk_log(level, "proxy.access", "request", "method", method, "host", host ? host : "", "path",
+	       path ? path : "", "status", st, "duration", dur, NULL);
+}
+
+static size_t approx_request_size(const struct pk_http1_head *h)
+{
+	/* Piko's approximation: URL, method, proto, header names and values,
+	 * host and content length. */
+	size_t n = strlen(h->url) + strlen(h->method) + 8;
+	for (size_t i = 0; i < h->nheaders; i++)
+		n += strlen(h->headers[i].name) + strlen(h->headers[i].value);
+	if (h->content_length > 0)
+		n += (size_t)h->content_length;
+	return n;
+}
+
+/* ---- exchanges ---------------------------------------------------------- */
+
+static void exchange_free(struct pk_proxy_exchange *ex)
+{
+	pk_http1_reader_free(&ex->resp);
+	free(ex->head);
+	free(ex->host);
+	free(ex->path);
+	free(ex);
+}
+
+/* Detach the exchange from its client connection; it lives on until its
+ * stream is gone. */
+static void exchange_detach(struct pk_proxy_exchange *ex)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	if (c)
+		c->ex = NULL;
+	ex->conn = NULL;
+	if (ex->stream && ex->owed) {
+		pk_yamux_stream_consumed(ex->stream, ex->owed);
+		ex->owed = 0;
+	}
+	if (!ex->stream)
+		exchange_free(ex);
+}
+
+/* The exchange completed (response fully relayed). */
+static void exchange_finish(struct pk_proxy_exchange *ex)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	record(c->srv, ex->method, ex->status, ex->start_ms, ex->req_size, ex->resp_size, ex->host,
+	       ex->path);
+	/* Our FIN ends the stream: the agent sent its response and closes its
+	 * side too (one exchange per stream, as Piko does). If the request
+	 * body was not fully sent, the stream cannot be reused: reset. */
+	if (ex->stream) {
+		if (ex->req_done)
+			pk_yamux_stream_close(ex->stream, pk_now_ms());
+		else
+			pk_yamux_stream_reset(ex->stream);
+	}
+	int close = ex->close || !ex->req_done;
+	exchange_detach(ex);
+	if (close) {
+		conn_close_after_write(c);
+		return;
+	}
+	c->idle_since_ms = pk_now_ms();
+	/* A pipelined request may already be waiting. */
+	drain_in(c);
+}
+
+/* The exchange failed before any response reached the client: answer with
+ * Piko's JSON error and drop the stream. */
+static void exchange_fail(struct pk_proxy_exchange *ex, int status, const char *msg)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	int close = !ex->keep_alive || !ex->req_done;
+	size_t len;
+	char *resp = pk_http1_error_response(status, msg, close, &len);
+	conn_write(c, resp, len);
+	free(resp);
+	ex->status = status;
+	ex->resp_size = len;
+	record(c->srv, ex->method, status, ex->start_ms, ex->req_size, len, ex->host, ex->path);
+	if (ex->stream)
+		pk_yamux_stream_reset(ex->stream);
+	exchange_detach(ex);
+	if (close)
+		conn_close_after_write(c);
+	else {
+		c->idle_since_ms = pk_now_ms();
+		drain_in(c);
+	}
+}
+
+/* The response broke after its head went out: all the client can be told is
+ * a closed connection. */
+static void exchange_abort(struct pk_proxy_exchange *ex)
+{
+	ex->close = 1;
+	ex->req_done = 0; /* forces a reset rather than a FIN */
+	exchange_finish(ex);
+}
+
+static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t len)
+{
+	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
+	struct pk_proxy_conn *c = ex->conn;
+	if (!c) {
+		pk_yamux_stream_consumed(ex->stream, len);
+		return;
+	}
+	if (ex->upgraded) {
+		conn_write(c, data, len);
+		ex->owed += len;
+		ex->resp_size += len;
+		return;
+	}
+	while (len > 0 && ex->conn) {
+		size_t used = 0;
+		enum pk_http1_event ev =
+		    pk_http1_reader_feed(&ex->resp, (const char *)data, len, &used);
+		const struct pk_http1_head *r = pk_http1_reader_head(&ex->resp);
+		switch (ev) {
+		case PK_HTTP1_NEED_MORE:
+			pk_yamux_stream_consumed(ex->stream, used);
+			break;
+		case PK_HTTP1_HEAD: {
+			pk_yamux_stream_consumed(ex->stream, used);
+			ex->status = r->status;
+			int interim = r->status >= 100 && r->status < 200 && r->status != 101;
+			int body_allowed = !ex->is_head_req && r->status != 204 &&
+			                   r->status != 304 && !interim && r->status != 101;
+			if (!interim && body_allowed && !r->chunked && r->content_length < 0)
+				ex->close = 1; /* body runs to the stream's end */
+			size_t hl;
+			char *head = pk_http1_build_response(r, interim ? 0 : ex->close, &hl);
+			conn_write(c, head, hl);
+			free(head);
+			ex->resp_size += hl;
+			if (!interim)
+				ex->resp_started = 1;
+			break;
+		}
+		case PK_HTTP1_BODY:
+			conn_write(c, data, used);
+			ex->owed += used;
+			ex->resp_size += used;
+			break;
+		case PK_HTTP1_DONE:
+			if (used) {
+				conn_write(c, data, used);
+				ex->owed += used;
+				ex->resp_size += used;
+			}
+			if (!ex->resp_started)
+				break; /* an interim 1xx: the final response follows */
+			if (ex->status == 101) {
+				/* WebSocket passthrough: raw bytes both ways from now on. */
+				ex->upgraded = 1;
+				ex->deadline_ms = 0;
+				data += used;
+				len -= used;
+				if (len) {
+					conn_write(c, data, len);
+					ex->owed += len;
+					ex->resp_size += len;
+				}
+				drain_in(c);
+				return;
+			}
+			data += used;
+			len -= used;
+			if (len)
+				pk_yamux_stream_consumed(ex->stream, len); /* trailing junk */
+			exchange_finish(ex);
+			return;
+		case PK_HTTP1_ERROR:
+			pk_yamux_stream_consumed(ex->stream, len);
+			if (!ex->resp_started)
+				exchange_fail(ex, 502, "upstream unreachable");
+			else
+				exchange_abort(ex);
+			return;
+		}
+		data += used;
+		len -= used;
+	}
+}
+
+/* The stream ended (FIN or gone) while the client still waits. */
+static void ex_stream_ended(struct pk_proxy_exchange *ex)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	if (!c)
+		return;
+	if (ex->upgraded) {
+		ex->status = 101;
+		exchange_abort(ex);
+	} else if (!ex->resp_started) {
+		exchange_fail(ex, 502, "upstream unreachable");
+	} else if (pk_http1_reader_eof(&ex->resp)) {
+		exchange_finish(ex); /* close-delimited body complete */
+	} else {
+		exchange_abort(ex); /* response cut short */
+	}
+}
+
+static void ex_on_fin(struct pk_stream_handler *h)
+{
+	ex_stream_ended((struct pk_proxy_exchange *)h);
+}
+
+static void ex_on_writable(struct pk_stream_handler *h)
+{
+	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
+	if (ex->conn)
+		drain_in(ex->conn);
+}
+
+static void ex_on_close(struct pk_stream_handler *h, int reset)
+{
+	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
+	(void)reset;
+	ex->stream = NULL;
+	ex->owed = 0;
+	if (ex->conn)
+		ex_stream_ended(ex);
+	if (!ex->conn)
+		exchange_free(ex);
+}
+
+static const struct pk_stream_ops exchange_ops = {
+    .on_data = ex_on_data,
+    .on_fin = ex_on_fin,
+    .on_writable = ex_on_writable,
+    .on_close = ex_on_close,
+};
+
+/* A request head is complete and no exchange is running: route it, or
+ * queue an error response. */
+static void start_exchange(struct pk_proxy_conn *c)
+{
+	struct pk_server *srv = c->srv;
+	const struct pk_http1_head *h = pk_http1_reader_head(&c->req);
+	uint64_t now = pk_now_ms();
+
+	c->idle_since_ms = 0;
+	c->head_start_ms = 0;
+	srv->in_flight++;
+	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
+
+	/* Owner: the client connection while attached (c->ex), then the stream
+	 * (its user pointer) until on_close; see exchange_detach(). */
+	struct pk_proxy_exchange *ex = pk_xcalloc(1, sizeof(*ex));
+	ex->h.ops = &exchange_ops;
+	ex->conn = c;
+	c->ex = ex;
+	ex->start_ms = now;
+	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
+	ex->is_head_req = strcmp(h->method, "HEAD") == 0;
+	const char *host = pk_http1_header_get(h, "Host");
+	ex->host = pk_xstrdup(host ? host : "");
+	ex->path = pk_xstrdup(h->url);
+	ex->keep_alive = h->keep_alive && !srv->shutting_down;
+	ex->req_size = approx_request_size(h);
+	/* A request without a body (and an upgrade request) is complete with
+	 * its head. The reader reports its DONE (zero bytes) on the next feed,
+	 * which process() ignores when no exchange is running. */
+	ex->req_done = h->upgrade || (!h->chunked && h->content_length <= 0);
+	pk_http1_reader_init(&ex->resp, PK_HTTP1_RESPONSE,
+	                     (size_t)srv->cfg->proxy.http.max_header_bytes);
+	pk_http1_reader_set_head_request(&ex->resp, ex->is_head_req);
+
+	char endpoint[512];
+	if (pk_route_endpoint_id(pk_http1_header_get(h, "x-piko-endpoint"), host, endpoint,
+	                         sizeof(endpoint)) < 0) {
+		exchange_fail(ex, 400, "missing endpoint id");
+		return;
+	}
+	struct pk_upstream *up = pk_registry_next(srv->registry, endpoint);
+	if (!up) {
+		pk_log(PK_LOG_WARN, SUBSYS, "no available upstreams", "endpoint-id", endpoint,
+		       NULL);
+		exchange_fail(ex, 502, "no available upstreams");
+		return;
+	}
+	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
+	if (!s) {
+		exchange_fail(ex, 502, "upstream unreachable");
+		return;
+	}
+	ex->stream = s;
+	pk_yamux_stream_set_user(s, &ex->h);
+	ex->head = pk_http1_build_request(h, NULL, c->client_ip, 1, &ex->head_len);
+	const char *upgrade = pk_http1_header_get(h, "Upgrade");
+	/* No timeout for WebSocket upgrades (protocol reference §2.4). */
+	if (srv->cfg->proxy.timeout_ms > 0 && !(upgrade && strcmp(upgrade, "websocket") == 0))
+		ex->deadline_ms = now + (uint64_t)srv->cfg->proxy.timeout_ms;
+	flush_head(ex);
+}
+
+/* Move as much as possible of the request towards the stream. */
+static int flush_head(struct pk_proxy_exchange *ex)
+{
+	while (ex->head_off < ex->head_len) {
+		size_t w =
+		    pk_yamux_stream_write(ex->stream, (const uint8_t *)ex->head + ex->head_off,
+		                          ex->head_len - ex->head_off);
+		if (w == 0)
+			return -1;
+		ex->head_off += w;
+	}
+	return 0;
+}
+
+/* Consume client bytes; returns how many were used (the rest must wait). */
+static int process(struct pk_proxy_conn *c, const uint8_t *p, size_t n)
+{
+	size_t total = 0;
+	while (n > 0 && !c->close_after_write) {
+		struct pk_proxy_exchange *ex = c->ex;
+		size_t used = 0;
+		if (!ex) {
+			if (!pk_http1_reader_in_message(&c->req) && !c->head_start_ms)
+				c->head_start_ms = pk_now_ms();
+			enum pk_http1_event ev =
+			    pk_http1_reader_feed(&c->req, (const char *)p, n, &used);
+			if (ev == PK_HTTP1_ERROR) {
+				int status;
+				const char *why = pk_http1_reader_error(&c->req, &status);
+				size_t len;
+				char *resp = pk_http1_simple_response(
+				    status, "text/plain; charset=utf-8", why, strlen(why), 1, &len);
+				conn_write(c, resp, len);
+				free(resp);
+				conn_close_after_write(c);
+				return (int)(total + n);
+			}
+			if (ev == PK_HTTP1_HEAD)
+				start_exchange(c);
+			/* DONE without an exchange: the request failed at its
+			 * head and had no body; nothing to forward. */
+		} else if (ex->upgraded) {
+			used = pk_yamux_stream_write(ex->stream, p, n);
+			if (used == 0)
+				break;
+		} else if (ex->req_done || !ex->stream) {
+			if (ex->stream)
+				flush_head(ex);
+			break; /* pipelined: wait for the current exchange */
+		} else {
+			if (flush_head(ex) < 0)
+				break;
+			size_t space = pk_yamux_stream_write_space(ex->stream);
+			if (space == 0)
+				break;
+			enum pk_http1_event ev = pk_http1_reader_feed(&c->req, (const char *)p,
+			                                              n < space ? n : space, &used);
+			if (ev == PK_HTTP1_ERROR) {
+				exchange_abort(ex);
+				return (int)(total + n);
+			}
+			if (used)
+				pk_yamux_stream_write(ex->stream, p, used);
+			if (ev == PK_HTTP1_DONE)
+				ex->req_done = 1;
+		}
+		p += used;
+		n -= used;
+		total += used;
+	}
+	return (int)total;
+}
+
+static void drain_in(struct pk_proxy_conn *c)
+{
+	while (c->in.len > 0 && !c->close_after_write) {
+		size_t n;
+		const uint8_t *p = pk_bufq_peek(&c->in, &n);
+		int k = process(c, p, n);
+		if (k <= 0)
+			break;
+		pk_bufq_consume(&c->in, (size_t)k);
+	}
+	/* The head may still be waiting for stream space. */
+	if (c->ex && c->ex->stream && !c->ex->upgraded)
+		flush_head(c->ex);
+	if (c->rx_paused && c->in.len < IN_HWM / 2 && !c->close_after_write) {
+		c->rx_paused = 0;
+		lws_rx_flow_control(c->wsi, 1);
+	}
+}
+
+static void conn_rx(struct pk_proxy_conn *c, const uint8_t *data, size_t len)
+{
+	if (c->close_after_write)
+		return; /* everything after a fatal error is ignored */
+	if (c->in.len == 0) {
+		int k = process(c, data, len);
+		data += k;
+		len -= (size_t)k;
+	}
+	if (len) {
+		pk_bufq_append_force(&c->in, data, len);
+		drain_in(c);
+	}
+	if (!c->rx_paused && c->in.len >= IN_HWM) {
+		c->rx_paused = 1;
+		lws_rx_flow_control(c->wsi, 0);
+	}
+}
+
+static int conn_writeable(struct pk_proxy_conn *c)
+{
+	if (c->out.len == 0)
+		return c->close_after_write ? -1 : 0;
+	int w = pk_lwsio_write_bufq(c->wsi, &c->out, LWS_WRITE_RAW);
+	if (w < 0)
+		return -1;
+	struct pk_proxy_exchange *ex = c->ex;
+	if (ex && ex->stream && ex->owed) {
+		size_t credit = ex->owed < (size_t)w ? ex->owed : (size_t)w;
+		ex->owed -= credit;
+		pk_yamux_stream_consumed(ex->stream, credit);
+	}
+	if (c->out.len || c->close_after_write)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+static void conn_closed(struct pk_proxy_conn *c)
+{
+	struct pk_server *srv = c->srv;
+	struct pk_proxy_exchange *ex = c->ex;
+	if (ex) {
+		/* The client left mid-exchange: record it (as Go does, with the
+		 * status so far, or 499-like 0 when nothing came back) and reset
+		 * the stream so the agent stops working on it. */
+		record(srv, ex->method, ex->status, ex->start_ms, ex->req_size, ex->resp_size,
+		       ex->host, ex->path);
+		if (ex->stream)
+			pk_yamux_stream_reset(ex->stream);
+		exchange_detach(ex);
+	}
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	pk_http1_reader_free(&c->req);
+	pk_bufq_clear(&c->in);
+	pk_bufq_clear(&c->out);
+	free(c);
+}
+
+static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                          size_t len)
+{
+	struct pk_proxy_conn **slot = user;
+	struct pk_proxy_conn *c = slot ? *slot : NULL;
+
+	switch (reason) {
+	case LWS_CALLBACK_RAW_ADOPT: {
+		struct pk_server *srv = pk_server_from_wsi(wsi);
+		/* Owner: the lws connection (its per-session slot); freed on
+		 * LWS_CALLBACK_RAW_CLOSE. */
+		c = pk_xcalloc(1, sizeof(*c));
+		*slot = c;
+		c->srv = srv;
+		c->wsi = wsi;
+		pk_lwsio_peer_ip(wsi, c->client_ip, sizeof(c->client_ip));
+		pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST,
+		                     (size_t)srv->cfg->proxy.http.max_header_bytes);
+		pk_bufq_init(&c->in, IN_CAP);
+		pk_bufq_init(&c->out, OUT_CAP);
+		c->idle_since_ms = pk_now_ms();
+		c->next = srv->conns;
+		if (srv->conns)
+			srv->conns->prev = c;
+		srv->conns = c;
+		return 0;
+	}
+	case LWS_CALLBACK_RAW_RX:
+		if (c)
+			conn_rx(c, in, len);
+		return 0;
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		return c ? conn_writeable(c) : -1;
+	case LWS_CALLBACK_RAW_CLOSE:
+		if (c) {
+			*slot = NULL;
+			conn_closed(c);
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+void pk_proxy_tick(struct pk_server *srv, uint64_t now)
+{
+	const struct pk_server_config *cfg = srv->cfg;
+	struct pk_proxy_conn *next;
+	for (struct pk_proxy_conn *c = srv->conns; c; c = next) {
+		next = c->next;
+		if (c->close_after_write)
+			continue;
+		struct pk_proxy_exchange *ex = c->ex;
+		if (ex) {
+			if (ex->upgraded || !ex->deadline_ms || now < ex->deadline_ms)
+				continue;
+			if (!ex->resp_started)
+				exchange_fail(ex, 504, "upstream timeout");
+			else
+				exchange_abort(ex); /* deadline hit mid-body */
+			continue;
+		}
+		if (c->head_start_ms && cfg->proxy.http.read_header_timeout_ms > 0 &&
+		    now - c->head_start_ms > (uint64_t)cfg->proxy.http.read_header_timeout_ms) {
+			conn_close_after_write(c);
+			continue;
+		}
+		if (c->idle_since_ms && !c->head_start_ms && c->out.len == 0 &&
+		    (srv->shutting_down ||
+		     (cfg->proxy.http.idle_timeout_ms > 0 &&
+		      now - c->idle_since_ms > (uint64_t)cfg->proxy.http.idle_timeout_ms)))
+			conn_close_after_write(c);
+	}
+}
+
+void pk_proxy_close_idle(struct pk_server *srv)
+{
+	pk_proxy_tick(srv, pk_now_ms());
+}
+
+const struct lws_protocols pk_proxy_protocols[] = {
+    {
+        .name = "piko-proxy",
+        .callback = callback_proxy,
+        .per_session_data_size = sizeof(struct pk_proxy_conn *),
+        .rx_buffer_size = 64 * 1024,
+    },
+    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
+};

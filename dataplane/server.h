@@ -1,0 +1,76 @@
+/*
+ * A `piko server` node: one lws context, one service thread, three ports.
+ *
+ *   proxy port    (proxy.c)     clients' HTTP requests enter here
+ *   upstream port (upstream.c)  agents' WebSocket tunnels terminate here
+ *   admin port    (admin.c)     /health, /ready, /metrics
+ *
+ * A request enters in proxy.c, picks an upstream from the registry
+ * (registry.c), crosses the tunnel as a yamux stream opened on that
+ * upstream's session (upstream.c, core/tunnel.c), and leaves through the
+ * agent at the far end.
+ */
+#ifndef PK_SERVER_H
+#define PK_SERVER_H
+
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "metrics.h"
+#include "registry.h"
+#include "server_config.h"
+
+struct pk_upstream;
+struct pk_proxy_conn;
+
+struct pk_server_metrics {
+	struct pk_metric *requests_in_flight;
+	struct pk_metric *requests_total;
+	struct pk_metric *request_latency;
+	struct pk_metric *request_size;
+	struct pk_metric *response_size;
+	struct pk_metric *connected_upstreams;
+	struct pk_metric *registered_endpoints;
+	struct pk_metric *upstream_requests_total;
+};
+
+struct pk_server {
+	const struct pk_server_config *cfg;
+	struct lws_context *ctx;
+	struct pk_registry *registry;
+	struct pk_metrics *metrics;
+	struct pk_server_metrics m;
+	int ready;
+	int shutting_down;
+	uint64_t shutdown_deadline_ms;
+	int exit_now;
+	/* Every live upstream session and proxy connection, for timers and
+	 * shutdown. Owned by their lws connections; these are only links. */
+	struct pk_upstream *upstreams;
+	struct pk_proxy_conn *conns;
+	size_t in_flight; /* proxied exchanges not finished */
+	lws_sorted_usec_list_t tick_sul;
+};
+
+/* Run a node until SIGTERM/SIGINT and a graceful shutdown. Returns the
+ * process exit status. */
+int pk_server_run(const struct pk_server_config *cfg);
+
+/* The server a wsi belongs to. */
+struct pk_server *pk_server_from_wsi(struct lws *wsi);
+
+/* Protocol lists of each port (defined in their files). */
+extern const struct lws_protocols pk_proxy_protocols[];
+extern const struct lws_protocols pk_upstream_protocols[];
+extern const struct lws_protocols pk_admin_protocols[];
+
+/* Timers of each port, called from the server tick. */
+void pk_proxy_tick(struct pk_server *srv, uint64_t now_ms);
+void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms);
+/* Shutdown: tell upstreams to stop expecting new streams (Go Away). */
+void pk_upstream_go_away_all(struct pk_server *srv);
+/* Shutdown: close idle keep-alive client connections. */
+void pk_proxy_close_idle(struct pk_server *srv);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * `piko server` configuration: the struct, its option table (flags and YAML
+ * keys, Piko's names, protocol reference §4.2) and validation.
+ */
+#ifndef PK_SERVER_CONFIG_H
+#define PK_SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct pk_server_config {
+	struct {
+		char *bind_addr;
+		char *advertise_addr;
+		int64_t timeout_ms;
+		struct {
+			int64_t read_timeout_ms;
+			int64_t read_header_timeout_ms;
+			int64_t write_timeout_ms;
+			int64_t idle_timeout_ms;
+			int64_t max_header_bytes;
+		} http;
+		struct {
+			char *level;
+			int disable;
+		} access_log;
+	} proxy;
+	struct {
+		char *bind_addr;
+		char *advertise_addr;
+	} upstream;
+	struct {
+		char *bind_addr;
+		char *advertise_addr;
+	} admin;
+	struct {
+		char *level;
+		struct pk_strlist subsystems;
+	} log;
+	int64_t grace_period_ms;
+};
+
+extern const struct pk_opt pk_server_opts[];
+
+/* Check values that parse but make no sense. Returns 0 or -1 with err set. */
+int pk_server_config_validate(const struct pk_server_config *cfg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,222 @@
+/*
+ * Upstream port (protocol reference §1.1): the WebSocket server role of lws.
+ * Checks happen before the upgrade: a path that is not
+ * /piko/v1/upstream/<endpoint> gets Go's router 404 and the connection is
+ * refused. Once upgraded, the socket carries a yamux session (tunnel.c) and
+ * the upstream joins its endpoint's round-robin rotation in the registry.
+ */
+#include "upstream.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "buf.h"
+#include "http1.h"
+#include "log.h"
+#include "lwsio.h"
+#include "route.h"
+
+#define SUBSYS "upstream"
+
+static void update_gauges(struct pk_server *srv)
+{
+	pk_metric_set(srv->m.connected_upstreams, NULL,
+	              (double)pk_registry_num_upstreams(srv->registry));
+	pk_metric_set(srv->m.registered_endpoints, NULL,
+	              (double)pk_registry_num_endpoints(srv->registry));
+}
+
+/* Take an upstream out of rotation. Safe to call twice. */
+static void unregister(struct pk_upstream *up)
+{
+	if (!up->registered)
+		return;
+	up->registered = 0;
+	pk_registry_remove(up->srv->registry, up->endpoint, up);
+	update_gauges(up->srv);
+}
+
+struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up)
+{
+	struct pk_yamux_stream *s = NULL;
+	if (!up->tunnel.closing && up->tunnel.sess)
+		s = pk_yamux_stream_open(up->tunnel.sess, pk_now_ms());
+	if (!s) {
+		/* A listener that sent Go Away is leaving: route elsewhere from
+		 * now on (protocol reference §2.3). */
+		if (up->tunnel.sess && pk_yamux_session_remote_go_away(up->tunnel.sess))
+			unregister(up);
+		return NULL;
+	}
+	pk_metric_add(up->srv->m.upstream_requests_total, NULL, 1);
+	return s;
+}
+
+static void on_go_away(struct pk_tunnel *t)
+{
+	struct pk_upstream *up = t->owner;
+	pk_log(PK_LOG_INFO, SUBSYS, "upstream going away", "endpoint-id", up->endpoint, "client-ip",
+	       up->client_ip, NULL);
+	unregister(up);
+}
+
+static void on_dead(struct pk_tunnel *t, int reason)
+{
+	struct pk_upstream *up = t->owner;
+	static const char *const why[] = {"", "protocol error", "remote go away",
+	                                  "keepalive timeout", "stream open timeout"};
+	pk_log(PK_LOG_WARN, SUBSYS, "upstream session failed", "endpoint-id", up->endpoint,
+	       "reason", reason > 0 && reason < 5 ? why[reason] : "unknown", NULL);
+	unregister(up);
+}
+
+static const struct pk_tunnel_ops upstream_tunnel_ops = {
+    .on_stream = NULL, /* the server opens streams; it never accepts them */
+    .on_go_away = on_go_away,
+    .on_dead = on_dead,
+};
+
+/* Write a complete HTTP response on a connection that lws is about to drop.
+ * The response is small and the socket fresh, so the kernel takes it whole. */
+static void reject(struct lws *wsi, char *resp, size_t len)
+{
+	unsigned char *buf = pk_xmalloc(LWS_PRE + len);
+	memcpy(buf + LWS_PRE, resp, len);
+	lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_HEADERS);
+	free(buf);
+	free(resp);
+}
+
+static void reject_not_found(struct lws *wsi)
+{
+	static const char body[] = "404 page not found\n";
+	size_t len;
+	char *resp = pk_http1_simple_response(404, "text/plain; charset=utf-8", body,
+	                                      sizeof(body) - 1, 1, &len);
+	reject(wsi, resp, len);
+}
+
+static int endpoint_of(struct lws *wsi, char *out, size_t cap)
+{
+	char uri[1024];
+	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
+		return -1;
+	return pk_route_upstream_path(uri, out, cap);
+}
+
+static void upstream_established(struct lws *wsi, struct pk_upstream **slot)
+{
+	struct pk_server *srv = pk_server_from_wsi(wsi);
+	char ep[512];
+	if (endpoint_of(wsi, ep, sizeof(ep)) < 0)
+		ep[0] = '\0'; /* checked in the filter; cannot happen */
+
+	/* Owner: the lws connection (slot in its per-session data); freed on
+	 * LWS_CALLBACK_CLOSED. */
+	struct pk_upstream *up = pk_xcalloc(1, sizeof(*up));
+	*slot = up;
+	up->srv = srv;
+	up->endpoint = pk_xstrdup(ep);
+	pk_lwsio_peer_ip(wsi, up->client_ip, sizeof(up->client_ip));
+	pk_tunnel_init(&up->tunnel, wsi, 0, &upstream_tunnel_ops, up, pk_now_ms());
+
+	up->next = srv->upstreams;
+	if (srv->upstreams)
+		srv->upstreams->prev = up;
+	srv->upstreams = up;
+
+	pk_registry_add(srv->registry, up->endpoint, up);
+	up->registered = 1;
+	update_gauges(srv);
+	pk_log(PK_LOG_INFO, SUBSYS, "upstream connected", "endpoint-id", up->endpoint, "client-ip",
+	       up->client_ip, NULL);
+	if (srv->shutting_down)
+		pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+}
+
+static void upstream_closed(struct pk_upstream *up)
+{
+	struct pk_server *srv = up->srv;
+	unregister(up);
+	if (up->prev)
+		up->prev->next = up->next;
+	else
+		srv->upstreams = up->next;
+	if (up->next)
+		up->next->prev = up->prev;
+	pk_log(PK_LOG_INFO, SUBSYS, "upstream disconnected", "endpoint-id", up->endpoint,
+	       "client-ip", up->client_ip, NULL);
+	/* Streams in flight end here: their proxied exchanges fail. */
+	pk_tunnel_destroy(&up->tunnel);
+	free(up->endpoint);
+	free(up);
+}
+
+static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len)
+{
+	struct pk_upstream **slot = user;
+	struct pk_upstream *up = slot ? *slot : NULL;
+	char ep[512];
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		/* Not a WebSocket upgrade: nothing is served here but upgrades. */
+		reject_not_found(wsi);
+		return -1;
+
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
+			reject_not_found(wsi);
+			return 1;
+		}
+		return 0;
+
+	case LWS_CALLBACK_ESTABLISHED:
+		upstream_established(wsi, slot);
+		return 0;
+
+	case LWS_CALLBACK_RECEIVE:
+		if (!up)
+			return -1;
+		return pk_tunnel_rx(&up->tunnel, in, len);
+
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		if (!up)
+			return -1;
+		return pk_tunnel_writeable(&up->tunnel);
+
+	case LWS_CALLBACK_CLOSED:
+		if (up) {
+			*slot = NULL;
+			upstream_closed(up);
+		}
+		return 0;
+
+	default:
+		return 0;
+	}
+}
+
+void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms)
+{
+	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
+		pk_tunnel_tick(&up->tunnel, now_ms);
+}
+
+void pk_upstream_go_away_all(struct pk_server *srv)
+{
+	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
+		pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+}
+
+const struct lws_protocols pk_upstream_protocols[] = {
+    {
+        .name = "piko-upstream",
+        .callback = callback_upstream,
+        .per_session_data_size = sizeof(struct pk_upstream *),
+        .rx_buffer_size = 64 * 1024,
+    },
+    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
+};

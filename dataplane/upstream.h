@@ -1,0 +1,27 @@
+/*
+ * The upstream port: agents (and Piko's Go agents and SDK) connect with a
+ * WebSocket to GET /piko/v1/upstream/<endpoint>; the connection then carries
+ * a yamux session in which this server is the yamux server and opens one
+ * stream per proxied exchange.
+ */
+#ifndef PK_UPSTREAM_H
+#define PK_UPSTREAM_H
+
+#include "server.h"
+#include "tunnel.h"
+
+struct pk_upstream {
+	struct pk_tunnel tunnel;
+	struct pk_server *srv;
+	char *endpoint;
+	char client_ip[64];
+	int registered; /* in the registry (removal is idempotent, §10.3 item 2) */
+	struct pk_upstream *prev, *next;
+};
+
+/* Open a stream to this upstream for one exchange. Returns NULL when the
+ * upstream cannot take one (Go Away received, session closing): the upstream
+ * is then taken out of rotation. */
+struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up);
+
+#endif
