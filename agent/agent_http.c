@@ -352,6 +352,10 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 static void svc_gone(struct agent_exchange *ex)
 {
 	ex->svc = NULL;
+	if (!ex->stream) {
+		maybe_free(ex); /* the server side gave up first; nothing to answer */
+		return;
+	}
 	if (!ex->resp_started) {
 		fail(ex, 502, "upstream unreachable");
 	} else if (!ex->resp_done && !ex->upgraded) {

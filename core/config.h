@@ -60,7 +60,8 @@ struct pk_list {
 /* Apply every default in the table (and zero what has none). Returns 0 or -1. */
 int pk_config_defaults(const struct pk_opt *opts, void *cfg, char *err, size_t errlen);
 
-/* Parse command-line arguments. Accepts "--name value", "--name=value" and,
+/* Parse command-line arguments (argv holds only the arguments, no program
+ * or command name). Accepts "--name value", "--name=value" and,
  * for booleans, "--name". Arguments that do not start with "--" are
  * positional: pointers to them are stored in pos (up to pos_cap) and their
  * count in *npos. "--config.path" and "--config.expand-env" are always
@@ -70,9 +71,10 @@ int pk_config_parse_flags(const struct pk_opt *opts, void *cfg, int argc, char *
 			  char **pos, size_t pos_cap, size_t *npos, const char **config_path,
 			  int *expand_env, char *err, size_t errlen);
 
-/* Load a YAML file into cfg. Unknown keys are errors naming the full path
- * ("unknown key: proxy.foo"); a wrong type names the key too. With expand_env
- * the file text is expanded by pk_config_expand_env() before parsing. */
+/* Load a YAML file (at most 1 MiB) into cfg. Unknown keys are errors naming
+ * the full path ("unknown key: proxy.foo"); a wrong type names the key too.
+ * With expand_env the file text is expanded by pk_config_expand_env() before
+ * parsing. */
 int pk_config_load_yaml(const struct pk_opt *opts, void *cfg, const char *path, int expand_env,
 			char *err, size_t errlen);
 /* Same, from memory (for tests and fuzzing). */
@@ -81,7 +83,7 @@ int pk_config_load_yaml_buf(const struct pk_opt *opts, void *cfg, const char *te
 
 /* Expand $VAR, ${VAR} and ${VAR:default} (default used when VAR is unset or
  * empty), Go os.Expand style: undefined variables become "". Returns a new
- * string owned by the caller. */
+ * string owned by the caller, or NULL if it would exceed 4 MiB. */
 char *pk_config_expand_env(const char *in);
 
 /* Parse a Go duration ("300ms", "1.5s", "2m", "1h30m", "0"); result in ms,

@@ -13,6 +13,7 @@
 #ifndef PK_LOG_H
 #define PK_LOG_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 enum pk_log_level {
@@ -44,5 +45,12 @@ void pk_log_reset(void);
 /* Format the current UTC time in Go's RFC 3339 millisecond layout into buf
  * (at least 32 bytes). */
 void pk_log_timestamp(char *buf, size_t len);
+
+/* Same, for a given time in milliseconds since the Unix epoch (tests). */
+void pk_log_timestamp_at(int64_t unix_ms, char *buf, size_t len);
+
+/* Write records to fd instead of stderr (tests capture them); -1 restores
+ * stderr. */
+void pk_log_set_fd(int fd);
 
 #endif
