@@ -4,16 +4,24 @@
  * Each stream the server opens carries one HTTP/1.1 request (protocol
  * reference §1.3). The head is read here, rewritten (path prefix of the
  * target URL, X-Forwarded-For gets the server's address as seen on the
- * tunnel, hop-by-hop headers dropped, Connection: close) and sent to the
- * local service over a new lws raw client connection, followed by the raw
- * body bytes. The service's response goes back raw; it is also fed to a
- * response reader so we know its status (access log) and where it ends (then
- * the stream gets our FIN). Errors are Piko's agent errors: 502
- * `upstream unreachable` when the service cannot be reached, 504
+ * tunnel, hop-by-hop headers dropped) and sent to the local service,
+ * followed by the raw body bytes. The service's response goes back raw; it
+ * is also fed to a response reader so we know its status (access log) and
+ * where it ends (then the stream gets our FIN). Errors are Piko's agent
+ * errors: 502 `upstream unreachable` when the service cannot be reached, 504
  * `upstream timeout` when it has not answered within the listener timeout.
  *
- * Ownership: an exchange is shared by its stream and its service connection
- * and is freed by whichever of the two goes last.
+ * Connections to the service are kept alive and reused, as Go's transport
+ * does in Piko's agent (at most 100 idle per listener, closed after 90 s
+ * idle): a new TCP connection per request would cost a handshake each and
+ * leave a TIME_WAIT socket behind, which at a few thousand requests a second
+ * exhausts the ephemeral ports. A request whose reused connection turns out
+ * to be closed by the service before any response byte is retried once on a
+ * fresh connection, when it had no body (so nothing is lost).
+ *
+ * Ownership: an exchange belongs to its stream until the stream is gone and
+ * to its service connection until that is released; whichever lets go last
+ * frees it. A service connection belongs to its lws wsi (freed on close).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,35 +38,136 @@
 /* Response bytes the stream could not take yet; the service is paused above
  * this, so the queue holds at most one read beyond it. */
 #define FROM_SVC_HWM (64 * 1024)
+#define POOL_MAX_IDLE 100
+#define POOL_IDLE_MS (90 * 1000)
+
+struct agent_exchange;
+
+/* A TCP connection to the local service, attached to one exchange at a time
+ * or idle in its listener's pool. */
+struct svc_conn {
+	struct lws *wsi; /* NULL once closed */
+	struct pk_agent_listener *l;
+	struct agent_exchange *ex; /* NULL while idle */
+	int connected;
+	int closing; /* close once everything queued is written */
+	int reused;  /* has carried an exchange before */
+	uint64_t idle_since_ms;
+	struct svc_conn *prev, *next; /* idle list */
+};
 
 struct agent_exchange {
 	struct pk_stream_handler h; /* first: the stream's user pointer */
 	struct pk_agent_listener *l;
 	struct pk_yamux_stream *stream; /* NULL once gone */
-	struct lws *svc;                /* NULL before connect and once gone */
-	int svc_started;                /* a connection was attempted */
-	int svc_connected;              /* ... and it succeeded */
-	int svc_close;                  /* close the service once to_svc drained */
+	struct svc_conn *svc;           /* NULL when not attached */
 	int svc_paused;
 	struct pk_http1_reader req;
 	struct pk_http1_reader resp;
 	struct pk_bufq to_svc;   /* bytes for the service */
 	struct pk_bufq from_svc; /* response bytes waiting for stream space */
 	size_t owed;             /* stream bytes in to_svc not yet credited */
+	char *head;              /* the request head sent, kept for one retry */
+	size_t head_len;
+	int retried;
 	int head_done;
+	int req_done; /* the whole request went into to_svc */
+	int resp_bytes;
 	int resp_started;
 	int resp_done;
+	int resp_keep_alive;
 	int fin_sent;
 	int upgraded;
-	int is_head_req;
 	int status;
+	int logged;
 	uint64_t start_ms, deadline_ms;
 	char method[16];
 	char *path;
 	struct agent_exchange *prev, *next;
 };
 
-static struct agent_exchange *exchanges; /* all live exchanges, for timeouts */
+static struct agent_exchange *exchanges; /* every live exchange, for timeouts */
+static struct svc_conn *idle_conns;      /* every idle service connection */
+static size_t idle_count;
+
+/* ---- service connections --------------------------------------------- */
+
+static void pool_remove(struct svc_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (idle_conns == c)
+		idle_conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	idle_count--;
+}
+
+/* Close a connection once what is queued for it is written. */
+static void conn_close(struct svc_conn *c)
+{
+	c->closing = 1;
+	if (!c->wsi)
+		return;
+	if (!c->connected) /* still connecting: no WRITEABLE will come */
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+	else
+		lws_callback_on_writable(c->wsi);
+}
+
+static struct svc_conn *pool_take(struct pk_agent_listener *l)
+{
+	for (struct svc_conn *c = idle_conns; c; c = c->next) {
+		if (c->l == l && c->wsi && !c->closing) {
+			pool_remove(c);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+static void pool_put(struct svc_conn *c)
+{
+	if (idle_count >= POOL_MAX_IDLE * c->l->agent->nlisteners) {
+		conn_close(c);
+		return;
+	}
+	c->ex = NULL;
+	c->reused = 1;
+	c->idle_since_ms = pk_now_ms();
+	c->prev = NULL;
+	c->next = idle_conns;
+	if (idle_conns)
+		idle_conns->prev = c;
+	idle_conns = c;
+	idle_count++;
+}
+
+static struct svc_conn *conn_new(struct pk_agent_listener *l)
+{
+	/* Owner: its lws wsi (userdata); freed on RAW_CLOSE or
+	 * CLIENT_CONNECTION_ERROR. */
+	struct svc_conn *c = pk_xcalloc(1, sizeof(*c));
+	c->l = l;
+	struct lws_client_connect_info i;
+	memset(&i, 0, sizeof(i));
+	i.context = l->agent->ctx;
+	i.address = l->target.host;
+	i.port = l->target.port;
+	i.host = l->target.host;
+	i.method = "RAW";
+	i.local_protocol_name = pk_agent_service_protocols[0].name;
+	i.userdata = c;
+	i.pwsi = &c->wsi;
+	if (!lws_client_connect_via_info(&i)) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* ---- exchanges ---------------------------------------------------------- */
 
 static void maybe_free(struct agent_exchange *ex)
 {
@@ -75,6 +184,7 @@ static void maybe_free(struct agent_exchange *ex)
 	pk_http1_reader_free(&ex->resp);
 	pk_bufq_clear(&ex->to_svc);
 	pk_bufq_clear(&ex->from_svc);
+	free(ex->head);
 	free(ex->path);
 	free(ex);
 }
@@ -82,65 +192,53 @@ static void maybe_free(struct agent_exchange *ex)
 static void access_log(struct agent_exchange *ex)
 {
 	const struct pk_listener_config *cfg = ex->l->cfg;
-	if (cfg->access_log.disable || !ex->path)
+	if (ex->logged || !ex->path)
+		return;
+	ex->logged = 1;
+	if (cfg->access_log.disable)
 		return;
 	int level = pk_log_parse_level(cfg->access_log.level);
 	if (ex->status >= 500 && level < PK_LOG_WARN)
 		level = PK_LOG_WARN;
 	char st[8], dur[32];
 	snprintf(st, sizeof(st), "%d", ex->status);
-	snprintf(dur, sizeof(dur), "%.3fms", (double)(pk_now_ms() - ex->start_ms));
+	snprintf(dur, sizeof(dur), "%llums", (unsigned long long)(pk_now_ms() - ex->start_ms));
 	pk_log(level, "proxy.http.access", "request", "endpoint-id", cfg->endpoint_id, "method",
 	       ex->method, "path", ex->path, "status", st, "duration", dur, NULL);
 }
 
-/* Ask for the service connection to close (after to_svc drained). */
-static void svc_close(struct agent_exchange *ex)
+/* Let go of the service connection: back to the pool when it can carry
+ * another request, closed otherwise. */
+static void release_svc(struct agent_exchange *ex, int reusable)
 {
-	ex->svc_close = 1;
-	if (!ex->svc)
+	struct svc_conn *c = ex->svc;
+	if (!c)
 		return;
-	if (!ex->svc_connected) /* still connecting: no WRITEABLE will come */
-		lws_set_timeout(ex->svc, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+	ex->svc = NULL;
+	c->ex = NULL;
+	if (ex->svc_paused && c->wsi)
+		lws_rx_flow_control(c->wsi, 1);
+	ex->svc_paused = 0;
+	if (reusable && c->wsi && c->connected && !c->closing)
+		pool_put(c);
 	else
-		lws_callback_on_writable(ex->svc);
+		conn_close(c);
+}
+
+/* Both directions finished: the connection may serve the next request. */
+static void maybe_release(struct agent_exchange *ex)
+{
+	if (ex->svc && ex->resp_done && ex->req_done && !ex->to_svc.len && !ex->upgraded)
+		release_svc(ex, ex->resp_keep_alive);
 }
 
 /* Send FIN once every response byte went to the stream. */
 static void maybe_fin(struct agent_exchange *ex)
 {
-	if (!ex->stream || ex->fin_sent || ex->from_svc.len)
+	if (!ex->stream || ex->fin_sent || ex->from_svc.len || !ex->resp_done)
 		return;
-	if (ex->resp_done || (!ex->svc && ex->svc_started)) {
-		ex->fin_sent = 1;
-		pk_yamux_stream_close(ex->stream, pk_now_ms());
-	}
-}
-
-/* Answer the stream with a JSON error (nothing reached it yet). */
-static void fail(struct agent_exchange *ex, int status, const char *msg)
-{
-	ex->status = status;
-	access_log(ex);
-	if (ex->stream && !ex->resp_started) {
-		size_t len;
-		char *resp = pk_http1_error_response(status, msg, 1, &len);
-		pk_bufq_append_force(&ex->from_svc, resp, len);
-		free(resp);
-		ex->resp_started = 1;
-		ex->resp_done = 1;
-	}
-	svc_close(ex);
-	/* Push the error out now; the rest follows on_writable. */
-	while (ex->stream && ex->from_svc.len) {
-		size_t n;
-		const uint8_t *p = pk_bufq_peek(&ex->from_svc, &n);
-		size_t w = pk_yamux_stream_write(ex->stream, p, n);
-		if (!w)
-			break;
-		pk_bufq_consume(&ex->from_svc, w);
-	}
-	maybe_fin(ex);
+	ex->fin_sent = 1;
+	pk_yamux_stream_close(ex->stream, pk_now_ms());
 }
 
 /* Move queued response bytes into the stream; resume the service below the
@@ -155,31 +253,48 @@ static void pump_to_stream(struct agent_exchange *ex)
 			break;
 		pk_bufq_consume(&ex->from_svc, w);
 	}
-	if (ex->svc_paused && ex->from_svc.len < FROM_SVC_HWM && ex->svc) {
+	if (ex->svc_paused && ex->from_svc.len < FROM_SVC_HWM && ex->svc && ex->svc->wsi) {
 		ex->svc_paused = 0;
-		lws_rx_flow_control(ex->svc, 1);
+		lws_rx_flow_control(ex->svc->wsi, 1);
 	}
 	maybe_fin(ex);
 }
 
-static void svc_connect(struct agent_exchange *ex)
+/* Answer the stream with a JSON error (nothing reached it yet). */
+static void fail(struct agent_exchange *ex, int status, const char *msg)
 {
-	struct pk_agent_listener *l = ex->l;
-	struct lws_client_connect_info i;
-	memset(&i, 0, sizeof(i));
-	i.context = l->agent->ctx;
-	i.address = l->target.host;
-	i.port = l->target.port;
-	i.host = l->target.host;
-	i.method = "RAW";
-	i.local_protocol_name = pk_agent_service_protocols[0].name;
-	i.userdata = ex;
-	i.pwsi = &ex->svc;
-	ex->svc_started = 1;
-	if (!lws_client_connect_via_info(&i)) {
-		ex->svc = NULL;
-		fail(ex, 502, "upstream unreachable");
+	ex->status = status;
+	access_log(ex);
+	if (!ex->resp_started) {
+		size_t len;
+		char *resp = pk_http1_error_response(status, msg, 1, &len);
+		pk_bufq_append_force(&ex->from_svc, resp, len);
+		free(resp);
+		ex->resp_started = 1;
 	}
+	ex->resp_done = 1;
+	release_svc(ex, 0);
+	pump_to_stream(ex);
+}
+
+static void attach(struct agent_exchange *ex, struct svc_conn *c)
+{
+	ex->svc = c;
+	c->ex = ex;
+	if (c->connected)
+		lws_callback_on_writable(c->wsi);
+}
+
+static void start_service(struct agent_exchange *ex, int allow_pool)
+{
+	struct svc_conn *c = allow_pool ? pool_take(ex->l) : NULL;
+	if (!c)
+		c = conn_new(ex->l);
+	if (!c) {
+		fail(ex, 502, "upstream unreachable");
+		return;
+	}
+	attach(ex, c);
 }
 
 static void on_request_head(struct agent_exchange *ex)
@@ -187,28 +302,26 @@ static void on_request_head(struct agent_exchange *ex)
 	const struct pk_http1_head *h = pk_http1_reader_head(&ex->req);
 	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
 	ex->path = pk_xstrdup(h->url);
-	ex->is_head_req = !strcmp(h->method, "HEAD");
-	pk_http1_reader_set_head_request(&ex->resp, ex->is_head_req);
+	pk_http1_reader_set_head_request(&ex->resp, !strcmp(h->method, "HEAD"));
 	const char *upgrade = pk_http1_header_get(h, "Upgrade");
 	if (!(upgrade && !strcmp(upgrade, "websocket")))
 		ex->deadline_ms = ex->start_ms + (uint64_t)ex->l->cfg->timeout_ms;
-	size_t len;
-	char *head =
-	    pk_http1_build_request(h, ex->l->target.path_prefix, ex->l->server_ip, 0, &len);
-	pk_bufq_append_force(&ex->to_svc, head, len);
-	free(head);
+	ex->head = pk_http1_build_request(h, ex->l->target.path_prefix, ex->l->server_ip,
+	                                  PK_HTTP1_KEEP_ALIVE, &ex->head_len);
+	pk_bufq_append_force(&ex->to_svc, ex->head, ex->head_len);
 	ex->head_done = 1;
-	svc_connect(ex);
+	start_service(ex, 1);
 }
 
+/* Request bytes from the stream. */
 static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t len)
 {
 	struct agent_exchange *ex = (struct agent_exchange *)hd;
-	if (ex->svc_close) {
+	if (ex->resp_done && !ex->svc) {
 		pk_yamux_stream_consumed(ex->stream, len); /* nobody to give it to */
 		return;
 	}
-	if (!ex->head_done) {
+	while (len > 0 && !ex->upgraded && !ex->req_done) {
 		size_t used = 0;
 		enum pk_http1_event ev =
 		    pk_http1_reader_feed(&ex->req, (const char *)data, len, &used);
@@ -217,25 +330,40 @@ static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t
 			fail(ex, 400, "bad request");
 			return;
 		}
-		pk_yamux_stream_consumed(ex->stream, used);
+		if (!ex->head_done) {
+			/* Head bytes are not forwarded as such: credit them now. */
+			pk_yamux_stream_consumed(ex->stream, used);
+			if (ev == PK_HTTP1_HEAD) {
+				on_request_head(ex);
+				const struct pk_http1_head *h = pk_http1_reader_head(&ex->req);
+				if (h->upgrade || (!h->chunked && h->content_length <= 0)) {
+					/* No body: the reader's DONE is pending. */
+					size_t none;
+					pk_http1_reader_feed(&ex->req, NULL, 0, &none);
+					ex->req_done = 1;
+				}
+			}
+		} else if (used) {
+			pk_bufq_append_force(&ex->to_svc, data, used);
+			ex->owed += used;
+		}
+		if (ev == PK_HTTP1_DONE)
+			ex->req_done = 1;
 		data += used;
 		len -= used;
-		if (ev != PK_HTTP1_HEAD)
-			return;
-		on_request_head(ex);
-		if (ex->svc_close) {
+		if (ex->resp_done && !ex->svc) {
 			pk_yamux_stream_consumed(ex->stream, len);
 			return;
 		}
 	}
-	/* One request per stream: everything after the head is its body (or,
-	 * after a 101, the upgraded byte stream), passed on raw. */
+	/* After an upgrade request (or, unexpectedly, after a complete request)
+	 * the rest is passed on raw. */
 	if (len) {
 		pk_bufq_append_force(&ex->to_svc, data, len);
 		ex->owed += len;
-		if (ex->svc)
-			lws_callback_on_writable(ex->svc);
 	}
+	if (ex->svc && ex->svc->connected && ex->to_svc.len)
+		lws_callback_on_writable(ex->svc->wsi);
 }
 
 static void ex_on_fin(struct pk_stream_handler *hd)
@@ -243,8 +371,8 @@ static void ex_on_fin(struct pk_stream_handler *hd)
 	struct agent_exchange *ex = (struct agent_exchange *)hd;
 	/* The server finished sending. For an upgraded connection that is the
 	 * end of the client's side. */
-	if (ex->upgraded)
-		svc_close(ex);
+	if (ex->upgraded && ex->svc)
+		release_svc(ex, 0);
 }
 
 static void ex_on_writable(struct pk_stream_handler *hd)
@@ -258,10 +386,13 @@ static void ex_on_close(struct pk_stream_handler *hd, int reset)
 	(void)reset;
 	ex->stream = NULL;
 	ex->owed = 0;
-	if (!ex->resp_done && ex->status == 0)
-		ex->status = 499; /* the server side gave up first */
-	if (ex->svc)
-		svc_close(ex);
+	if (!ex->resp_done) {
+		/* The server side gave up first: the service connection is in
+		 * the middle of an exchange and cannot be reused. */
+		ex->status = ex->status ? ex->status : 499;
+		access_log(ex);
+		release_svc(ex, 0);
+	}
 	maybe_free(ex);
 }
 
@@ -274,8 +405,7 @@ static const struct pk_stream_ops agent_exchange_ops = {
 
 int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 {
-	/* Owner: shared by the stream (user pointer) and the service
-	 * connection; freed by maybe_free() when both are gone. */
+	/* Owner: see the file comment; freed by maybe_free(). */
 	struct agent_exchange *ex = pk_xcalloc(1, sizeof(*ex));
 	ex->h.ops = &agent_exchange_ops;
 	ex->l = l;
@@ -283,8 +413,8 @@ int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 	ex->start_ms = pk_now_ms();
 	pk_http1_reader_init(&ex->req, PK_HTTP1_REQUEST, MAX_HEAD);
 	pk_http1_reader_init(&ex->resp, PK_HTTP1_RESPONSE, MAX_HEAD);
-	/* to_svc is bounded by the yamux window (credited only once written);
-	 * the cap is a backstop. */
+	/* to_svc is bounded by the yamux window (credited only once written)
+	 * plus the head; the cap is a backstop. */
 	pk_bufq_init(&ex->to_svc, 2 * PK_YAMUX_INITIAL_WINDOW + MAX_HEAD);
 	pk_bufq_init(&ex->from_svc, FROM_SVC_HWM * 2);
 	ex->next = exchanges;
@@ -299,12 +429,9 @@ int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 /* Response bytes from the service. */
 static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 {
-	if (!ex->stream) {
-		svc_close(ex);
-		return;
-	}
 	const uint8_t *p = data;
 	size_t n = len;
+	ex->resp_bytes = 1;
 	while (n > 0 && !ex->upgraded && !ex->resp_done) {
 		size_t used = 0;
 		enum pk_http1_event ev = pk_http1_reader_feed(&ex->resp, (const char *)p, n, &used);
@@ -313,14 +440,16 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 				fail(ex, 502, "upstream unreachable");
 				return;
 			}
-			ex->resp_done = 1; /* pass on what came; the client sees it end */
-			break;
-		}
-		if (ev == PK_HTTP1_HEAD) {
+			/* Pass on what came; the connection cannot be reused. */
+			ex->resp_keep_alive = 0;
+			ex->resp_done = 1;
+			used = n;
+		} else if (ev == PK_HTTP1_HEAD) {
 			const struct pk_http1_head *r = pk_http1_reader_head(&ex->resp);
 			if (r->status >= 200 || r->status == 101) {
 				ex->status = r->status;
 				ex->resp_started = 1;
+				ex->resp_keep_alive = r->keep_alive;
 			}
 		} else if (ev == PK_HTTP1_DONE && ex->resp_started) {
 			if (ex->status == 101) {
@@ -333,83 +462,114 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 		}
 		p += used;
 		n -= used;
-		if (used == 0 && ev != PK_HTTP1_DONE)
-			break;
 	}
-	/* Bytes past the end of a finished response are dropped. */
+	/* Bytes past the end of a finished response are not ours to pass on
+	 * (and make the connection unusable). */
 	size_t fwd = ex->resp_done && !ex->upgraded ? (size_t)(p - data) : len;
-	pk_bufq_append_force(&ex->from_svc, data, fwd);
-	pump_to_stream(ex);
-	if (ex->from_svc.len >= FROM_SVC_HWM && !ex->svc_paused && ex->svc) {
-		ex->svc_paused = 1;
-		lws_rx_flow_control(ex->svc, 0);
+	if (fwd < len)
+		ex->resp_keep_alive = 0;
+	if (ex->stream) {
+		pk_bufq_append_force(&ex->from_svc, data, fwd);
+		pump_to_stream(ex);
+		if (ex->from_svc.len >= FROM_SVC_HWM && !ex->svc_paused && ex->svc) {
+			ex->svc_paused = 1;
+			lws_rx_flow_control(ex->svc->wsi, 0);
+		}
 	}
-	if (ex->resp_done && !ex->upgraded)
-		svc_close(ex);
+	maybe_release(ex);
 }
 
-/* The service connection is gone (closed, or never connected). */
+/* The service connection closed under the exchange. */
 static void svc_gone(struct agent_exchange *ex)
 {
+	struct svc_conn *c = ex->svc;
 	ex->svc = NULL;
+	ex->svc_paused = 0;
 	if (!ex->stream) {
-		maybe_free(ex); /* the server side gave up first; nothing to answer */
+		maybe_free(ex);
+		return;
+	}
+	if (!ex->resp_bytes && c->reused && !ex->retried && ex->req_done && ex->to_svc.len == 0 &&
+	    !ex->owed && ex->head) {
+		/* A kept-alive connection the service had closed: resend the
+		 * bodyless request on a fresh one. */
+		ex->retried = 1;
+		pk_bufq_clear(&ex->to_svc);
+		pk_bufq_append_force(&ex->to_svc, ex->head, ex->head_len);
+		start_service(ex, 0);
 		return;
 	}
 	if (!ex->resp_started) {
 		fail(ex, 502, "upstream unreachable");
 	} else if (!ex->resp_done && !ex->upgraded) {
-		if (pk_http1_reader_eof(&ex->resp))
-			access_log(ex);
+		pk_http1_reader_eof(&ex->resp); /* a close-delimited body ends here */
+		ex->resp_done = 1;
+		access_log(ex);
+	} else if (ex->upgraded) {
 		ex->resp_done = 1;
 	}
-	maybe_fin(ex);
+	pump_to_stream(ex);
 	maybe_free(ex);
+}
+
+/* Bytes written to the service: credit the stream window. */
+static int svc_writeable(struct svc_conn *c)
+{
+	struct agent_exchange *ex = c->ex;
+	if (!ex || !ex->to_svc.len)
+		return c->closing ? -1 : 0;
+	int w = pk_lwsio_write_bufq(c->wsi, &ex->to_svc, LWS_WRITE_RAW);
+	if (w < 0)
+		return -1;
+	if (ex->stream && ex->owed) {
+		size_t credit = ex->owed < (size_t)w ? ex->owed : (size_t)w;
+		ex->owed -= credit;
+		pk_yamux_stream_consumed(ex->stream, credit);
+	}
+	if (ex->to_svc.len || c->closing)
+		lws_callback_on_writable(c->wsi);
+	maybe_release(ex);
+	return 0;
+}
+
+/* The wsi is gone (closed or never connected). */
+static void conn_gone(struct svc_conn *c)
+{
+	c->wsi = NULL;
+	if (c->ex)
+		svc_gone(c->ex);
+	else if (c->prev || c->next || idle_conns == c)
+		pool_remove(c);
+	free(c);
 }
 
 static int callback_service(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                             size_t len)
 {
-	struct agent_exchange *ex = user;
+	struct svc_conn *c = user;
+	if (!c)
+		return 0;
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		if (ex && ex->svc == wsi) {
-			pk_log(PK_LOG_DEBUG, SUBSYS, "service connect failed", "error",
-			       in ? (const char *)in : "unknown", NULL);
-			svc_gone(ex);
-		}
+		pk_log(PK_LOG_DEBUG, SUBSYS, "service connect failed", "error",
+		       in ? (const char *)in : "unknown", NULL);
+		conn_gone(c);
 		return 0;
 	case LWS_CALLBACK_RAW_CONNECTED:
-		if (ex)
-			ex->svc_connected = 1;
-		if (ex && (ex->to_svc.len || ex->svc_close))
+		c->connected = 1;
+		if (c->closing || (c->ex && c->ex->to_svc.len))
 			lws_callback_on_writable(wsi);
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
-		if (ex)
-			svc_rx(ex, in, len);
+		if (c->ex)
+			svc_rx(c->ex, in, len);
+		else
+			conn_close(c); /* an idle connection has nothing to say */
 		return 0;
-	case LWS_CALLBACK_RAW_WRITEABLE: {
-		if (!ex)
-			return -1;
-		if (ex->to_svc.len) {
-			int w = pk_lwsio_write_bufq(wsi, &ex->to_svc, LWS_WRITE_RAW);
-			if (w < 0)
-				return -1;
-			if (ex->stream && ex->owed) {
-				size_t credit = ex->owed < (size_t)w ? ex->owed : (size_t)w;
-				ex->owed -= credit;
-				pk_yamux_stream_consumed(ex->stream, credit);
-			}
-			if (ex->to_svc.len || ex->svc_close)
-				lws_callback_on_writable(wsi);
-			return 0;
-		}
-		return ex->svc_close ? -1 : 0;
-	}
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		return svc_writeable(c);
 	case LWS_CALLBACK_RAW_CLOSE:
-		if (ex && ex->svc == wsi)
-			svc_gone(ex);
+		conn_gone(c);
 		return 0;
 	default:
 		return 0;
@@ -418,7 +578,6 @@ static int callback_service(struct lws *wsi, enum lws_callback_reasons reason, v
 
 void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 {
-	(void)a;
 	struct agent_exchange *next;
 	for (struct agent_exchange *ex = exchanges; ex; ex = next) {
 		next = ex->next;
@@ -432,8 +591,14 @@ void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 			ex->status = 504;
 			access_log(ex);
 			pk_yamux_stream_reset(ex->stream);
-			svc_close(ex);
+			release_svc(ex, 0);
 		}
+	}
+	/* Idle connections: expire them, and all of them on shutdown. */
+	for (struct svc_conn *c = idle_conns, *cn; c; c = cn) {
+		cn = c->next;
+		if (!c->closing && (a->shutting_down || now - c->idle_since_ms > POOL_IDLE_MS))
+			conn_close(c);
 	}
 }
 

@@ -73,7 +73,7 @@ struct pk_http1_reader {
 	int head_request; /* response reader: the request was HEAD */
 	int last_was_value;
 	size_t head_bytes;
-	int err_status; /* HTTP status that fits the error: 400, 431, 502 */
+	int err_status; /* HTTP status that fits the error: 400, 431, 502, 505 */
 	const char *err;
 	struct pk_http1_head head;
 	/* private to http1.c */
@@ -81,6 +81,12 @@ struct pk_http1_reader {
 	int started;          /* on_message_begin seen for the current message */
 	int body_until_eof;   /* the current response body ends at EOF */
 	size_t trailer_bytes; /* trailer bytes seen, bounded by max_head */
+	int cr;               /* head/chunk framing: 0 nothing due, 1 LF due, 2 CRLF due */
+	uint64_t chunk_left;  /* chunked body: data bytes left in the current chunk */
+	const char *scan;     /* chunked body: framing checked up to here (during a feed) */
+	int line0;            /* 0 before the first line, 1 in it, 2 in a header, 3 line start */
+	unsigned line0_len;   /* bytes kept in line0_buf */
+	char line0_buf[8];    /* request: its last 8 bytes; response: its first 8 */
 };
 
 /* Initialise a reader for requests or responses; max_head caps the head size
@@ -139,14 +145,18 @@ int pk_http1_is_hop_by_hop(const struct pk_http1_head *h, const char *name);
  *   Transfer-Encoding: chunked when the body is chunked (the raw chunked body
  *     follows unchanged);
  *   Connection: Upgrade and Upgrade: <value> for upgrade requests, otherwise
- *     Connection: close;
+ *     Connection: close (unless flags has PK_HTTP1_KEEP_ALIVE);
  *   X-Forwarded-For: <existing values joined by ", ">, <client_ip> (or just
  *     client_ip), when client_ip is not NULL;
- *   X-Piko-Forward: true when piko_forward is set.
+ *   X-Piko-Forward: true when flags has PK_HTTP1_PIKO_FORWARD.
  * path_prefix may be NULL. Returns a new NUL-terminated string owned by the
  * caller; *len gets its length. */
 char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_prefix,
-			     const char *client_ip, int piko_forward, size_t *len);
+			     const char *client_ip, unsigned flags, size_t *len);
+
+/* Flags of pk_http1_build_request(). */
+#define PK_HTTP1_PIKO_FORWARD 0x1 /* add X-Piko-Forward: true */
+#define PK_HTTP1_KEEP_ALIVE 0x2   /* no Connection: close (the agent's kept-alive service connections) */
 
 /* Build the response head for the client side: status line as HTTP/1.1,
  * headers minus hop-by-hop ones, then Transfer-Encoding: chunked when

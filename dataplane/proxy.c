@@ -409,7 +409,8 @@ static void start_exchange(struct pk_proxy_conn *c)
 	}
 	ex->stream = s;
 	pk_yamux_stream_set_user(s, &ex->h);
-	ex->head = pk_http1_build_request(h, NULL, c->client_ip, 1, &ex->head_len);
+	ex->head =
+	    pk_http1_build_request(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD, &ex->head_len);
 	const char *upgrade = pk_http1_header_get(h, "Upgrade");
 	/* No timeout for WebSocket upgrades (protocol reference §2.4). */
 	if (srv->cfg->proxy.timeout_ms > 0 && !(upgrade && strcmp(upgrade, "websocket") == 0))

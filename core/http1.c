@@ -1,0 +1,1076 @@
+/*
+ * HTTP/1.1 reader and head builders on nodejs http-parser 2.9.
+ *
+ * The reader pauses the parser at two points: in on_headers_complete (so a
+ * HEAD event can say exactly which input byte ended the head) and in
+ * on_message_complete (so DONE can say exactly which byte ended the message,
+ * and pipelined bytes after it stay with the caller). Body bytes go through
+ * the parser only to find the message end; nothing is copied.
+ *
+ * One http-parser detail shapes feed(): when on_headers_complete pauses, the
+ * parser stops *on* the final LF of the head without consuming it (it is
+ * consumed by the state that follows, which decides about the body). The
+ * reader therefore runs the parser over that single byte right away, so the
+ * head's bytes end exactly at that LF from the caller's point of view.
+ */
+#include "http1.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "buf.h"
+
+#include <http_parser.h>
+
+/* The reader keeps the parser in opaque storage (see http1.h). */
+#define PK_PARSER(r) ((http_parser *)(void *)(r)->parser_storage)
+_Static_assert(sizeof(http_parser) <= sizeof(((struct pk_http1_reader *)0)->parser_storage),
+               "http_parser does not fit pk_http1_reader.parser_storage");
+
+/* Reader states (r->state). */
+enum {
+	ST_HEAD = 0,     /* collecting a head (or waiting for one) */
+	ST_BODY,         /* head returned, tracking the body */
+	ST_DONE_PENDING, /* head returned, the message has no body: next feed is DONE */
+	ST_DONE,         /* DONE returned; the next feed starts a new message */
+	ST_ERROR,
+};
+
+/* Which head string the parser callbacks are appending to (r->piece). */
+enum {
+	PIECE_NONE = 0,
+	PIECE_FIRST, /* request-target or reason phrase */
+	PIECE_FIELD,
+	PIECE_VALUE,
+};
+
+/* max_head is clamped to this; http-parser's own (process-wide) header limit
+ * is set above it so that max_head is always the limit that triggers. */
+#define HEAD_LIMIT_MAX (64u << 20)
+/* A head buffer that grew beyond this is released between messages so an
+ * idle keep-alive connection does not pin it. */
+#define HEAD_MEM_KEEP 16384
+
+static int on_message_begin(http_parser *p);
+static int on_url(http_parser *p, const char *at, size_t len);
+static int on_status(http_parser *p, const char *at, size_t len);
+static int on_header_field(http_parser *p, const char *at, size_t len);
+static int on_header_value(http_parser *p, const char *at, size_t len);
+static int on_headers_complete(http_parser *p);
+static int on_message_complete(http_parser *p);
+static int on_body(http_parser *p, const char *at, size_t len);
+static int on_chunk_header(http_parser *p);
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+    .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
+};
+
+/* Errors raised from callbacks; the parser then reports HPE_CB_*. */
+static int cb_fail(struct pk_http1_reader *r, int status, const char *why)
+{
+	r->err_status = status;
+	r->err = why;
+	return -1;
+}
+
+static int status_for_malformed(const struct pk_http1_reader *r)
+{
+	/* A bad request is the client's fault; a bad response is the
+	 * upstream's, which the proxy reports as a bad gateway. */
+	return r->kind == PK_HTTP1_REQUEST ? 400 : 502;
+}
+
+static int status_for_too_large(const struct pk_http1_reader *r)
+{
+	return r->kind == PK_HTTP1_REQUEST ? 431 : 502;
+}
+
+/* Go's textproto.TrimString: ASCII space and tab. */
+static int is_ows(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static void head_append(struct pk_http1_head *h, const char *s, size_t n)
+{
+	if (n == 0)
+		return; /* http-parser reports empty pieces; mem may still be NULL */
+	if (h->mem_len + n > h->mem_cap) {
+		size_t cap = h->mem_cap ? h->mem_cap : 512;
+		while (cap < h->mem_len + n)
+			cap *= 2;
+		h->mem = pk_xrealloc(h->mem, cap);
+		h->mem_cap = cap;
+	}
+	memcpy(h->mem + h->mem_len, s, n);
+	h->mem_len += n;
+}
+
+static void head_terminate(struct pk_http1_head *h)
+{
+	head_append(h, "", 1);
+}
+
+static int on_message_begin(http_parser *p)
+{
+	struct pk_http1_reader *r = p->data;
+	r->started = 1;
+	return 0;
+}
+
+static int append_piece(struct pk_http1_reader *r, int piece, const char *at, size_t len)
+{
+	/* NUL would cut the C strings the head is made of. http-parser already
+	 * refuses it almost everywhere; the reason phrase is the exception. */
+	if (memchr(at, '\0', len))
+		return cb_fail(r, status_for_malformed(r), "NUL byte in head");
+	if (r->piece != piece) {
+		switch (r->piece) {
+		case PIECE_NONE:
+			if (piece != PIECE_FIRST)
+				head_terminate(&r->head); /* empty first-line string */
+			break;
+		case PIECE_FIRST:
+		case PIECE_FIELD:
+		case PIECE_VALUE:
+			head_terminate(&r->head);
+			break;
+		}
+		r->piece = piece;
+	}
+	head_append(&r->head, at, len);
+	return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	return append_piece(p->data, PIECE_FIRST, at, len);
+}
+
+static int on_status(http_parser *p, const char *at, size_t len)
+{
+	return append_piece(p->data, PIECE_FIRST, at, len);
+}
+
+/* Trailers (after a chunked body) arrive through the header callbacks too.
+ * They are forwarded as raw body bytes, never stored, but still bounded by
+ * max_head like a head. */
+static int count_trailer(struct pk_http1_reader *r, size_t len)
+{
+	r->trailer_bytes += len;
+	if (r->trailer_bytes > r->max_head)
+		return cb_fail(r, status_for_too_large(r), "trailers too large");
+	return 0;
+}
+
+/* RFC 7230 tchar. http-parser built without HTTP_PARSER_STRICT (as Debian
+ * ships it) lets spaces into names; Go rejects them. */
+static int is_token(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+			continue;
+		if (!c || !strchr("!#$%&'*+-.^_`|~", c))
+			return 0;
+	}
+	return 1;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+	struct pk_http1_reader *r = p->data;
+	if (!is_token(at, len))
+		return cb_fail(r, status_for_malformed(r), "invalid header name");
+	if (r->state != ST_HEAD)
+		return count_trailer(r, len);
+	if (r->piece != PIECE_FIELD) {
+		if (r->head.nheaders == PK_HTTP1_MAX_HEADERS)
+			return cb_fail(r, status_for_too_large(r), "too many headers");
+		r->head.nheaders++;
+	}
+	r->last_was_value = 0;
+	return append_piece(r, PIECE_FIELD, at, len);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+	struct pk_http1_reader *r = p->data;
+	if (r->state != ST_HEAD)
+		return count_trailer(r, len);
+	/* Go's server rejects control characters other than HTAB in values
+	 * (httpguts.ValidHeaderFieldValue); http-parser lets them through. */
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)at[i];
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return cb_fail(r, status_for_malformed(r), "invalid header value");
+	}
+	r->last_was_value = 1;
+	return append_piece(r, PIECE_VALUE, at, len);
+}
+
+/* Turn the NUL-separated strings in mem into the head's pointers:
+ * first-line string, then name, value for each header. */
+static void head_finish(struct pk_http1_reader *r)
+{
+	struct pk_http1_head *h = &r->head;
+	switch (r->piece) {
+	case PIECE_NONE:
+	case PIECE_FIRST:
+	case PIECE_VALUE:
+		head_terminate(h);
+		break;
+	case PIECE_FIELD: /* a name without a value callback: empty value */
+		head_terminate(h);
+		head_terminate(h);
+		break;
+	}
+	char *s = h->mem;
+	const char *first = s;
+	s += strlen(s) + 1;
+	for (size_t i = 0; i < h->nheaders; i++) {
+		h->headers[i].name = s;
+		s += strlen(s) + 1;
+		/* Go trims trailing whitespace of values (textproto.TrimString);
+		 * http-parser has dropped the leading one already. */
+		char *v = s;
+		size_t vlen = strlen(v);
+		h->headers[i].value = v;
+		s += vlen + 1;
+		while (vlen > 0 && is_ows(v[vlen - 1]))
+			v[--vlen] = '\0';
+	}
+	if (r->kind == PK_HTTP1_REQUEST) {
+		h->url = first;
+		h->reason = NULL;
+	} else {
+		h->url = NULL;
+		h->reason = first;
+	}
+}
+
+static int count_headers(const struct pk_http1_head *h, const char *name)
+{
+	int n = 0;
+	for (size_t i = 0; i < h->nheaders; i++)
+		n += strcasecmp(h->headers[i].name, name) == 0;
+	return n;
+}
+
+/* http-parser's http_message_needs_eof(), which its header does not declare,
+ * with our own body decision (skip) in place of F_SKIPBODY. */
+static int needs_eof(const http_parser *p, int skip)
+{
+	if (p->type == HTTP_REQUEST || skip)
+		return 0;
+	if (p->status_code / 100 == 1 || p->status_code == 204 || p->status_code == 304)
+		return 0;
+	if (p->uses_transfer_encoding && !(p->flags & F_CHUNKED))
+		return 1;
+	if ((p->flags & F_CHUNKED) || p->content_length != ULLONG_MAX)
+		return 0;
+	return 1;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+	struct pk_http1_reader *r = p->data;
+	struct pk_http1_head *h = &r->head;
+	head_finish(r);
+	h->http_major = p->http_major;
+	h->http_minor = p->http_minor;
+	h->chunked = (p->flags & F_CHUNKED) != 0;
+	if (p->flags & F_CONTENTLENGTH) {
+		/* Go parses Content-Length as a 63-bit number. */
+		if (p->content_length > (uint64_t)INT64_MAX)
+			return cb_fail(r, status_for_malformed(r), "bad Content-Length");
+		h->content_length = (int64_t)p->content_length;
+	} else {
+		h->content_length = -1;
+	}
+	/* 1: no body follows; 2: the connection switches protocols after the
+	 * head (http-parser then stops right after it). */
+	int ret = 0;
+	if (r->kind == PK_HTTP1_REQUEST) {
+		h->method = http_method_str((enum http_method)p->method);
+		h->status = 0;
+		/* Go's server answers other major versions with 505. */
+		if (p->http_major != 1)
+			return cb_fail(r, 505, "unsupported protocol version");
+		/* Go's server: HTTP/1.1 needs exactly one Host (CONNECT aside). */
+		int hosts = count_headers(h, "Host");
+		if (hosts > 1)
+			return cb_fail(r, 400, "too many Host headers");
+		if (hosts == 0 &&
+		    (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1)) &&
+		    p->method != HTTP_CONNECT)
+			return cb_fail(r, 400, "missing required Host header");
+		/* http-parser flags CONNECT as an upgrade; it is not one for a
+		 * reverse proxy (no Upgrade header), just a bodyless request. */
+		h->upgrade = p->upgrade && p->method != HTTP_CONNECT &&
+		             pk_http1_header_get(h, "Upgrade") != NULL;
+		if (h->upgrade)
+			ret = 2;
+	} else {
+		h->method = NULL;
+		h->status = (int)p->status_code;
+		h->upgrade = h->status == 101;
+		if (h->upgrade)
+			ret = 2;
+		else if (r->head_request || h->status / 100 == 1 || h->status == 204 ||
+		         h->status == 304)
+			ret = 1; /* http-parser would read a body a 204 announces */
+	}
+	/* http_should_keep_alive() looks at F_SKIPBODY, which the parser only
+	 * sets from our return value after this callback; set it now so a
+	 * bodiless response without Content-Length is not taken as
+	 * close-delimited. */
+	if (ret)
+		p->flags |= F_SKIPBODY;
+	h->keep_alive = http_should_keep_alive(p);
+	r->body_until_eof = needs_eof(p, ret != 0);
+	http_parser_pause(p, 1);
+	return ret;
+}
+
+static int on_message_complete(http_parser *p)
+{
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+/* Line endings. http-parser without HTTP_PARSER_STRICT takes any byte after
+ * some CRs as the LF (status line, end of head, chunk-size lines) and any
+ * two bytes after chunk data as the CRLF. Go's readers do not, and a reader
+ * that is laxer than the next hop about where a message ends is how request
+ * smuggling starts. So every CR in a head or in chunked framing must be
+ * followed by LF, and chunk data by exactly CRLF.
+ * r->cr: 0 nothing due, 1 LF due, 2 CRLF due. */
+static int crlf_ok(struct pk_http1_reader *r, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (r->cr == 2) {
+			if (c != '\r')
+				return 0;
+			r->cr = 1;
+		} else if (r->cr == 1) {
+			if (c != '\n')
+				return 0;
+			r->cr = 0;
+		} else if (c == '\r') {
+			r->cr = 1;
+		}
+	}
+	return 1;
+}
+
+/* Two things about the lines of a head that http-parser does not check:
+ *  - the protocol name of the first line: without HTTP_PARSER_STRICT it only
+ *    looks at the first letter ("HXYZ/1.1" passes), Go insists on "HTTP/".
+ *    A request line ends with "HTTP/d.d" (http-parser takes one digit
+ *    each), a status line starts with it;
+ *  - obs-fold (a header line starting with SP or HT): http-parser glues the
+ *    continuation onto the value, whitespace included, which can turn a
+ *    value it accepted into one the next hop reads differently. RFC 7230
+ *    3.2.4 allows rejecting it (400, or 502 for a response), which is simpler
+ *    than Go's rewriting and cannot be misread.
+ * r->line0: 0 before the first line, 1 in it, 2 in a header line, 3 at the
+ * start of a line after the first. */
+static int lines_ok(struct pk_http1_reader *r, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		int eol = c == '\r' || c == '\n';
+		switch (r->line0) {
+		case 0:
+			if (eol)
+				continue; /* blank lines before a message are skipped */
+			r->line0 = 1;
+			/* fall through */
+		case 1:
+			if (eol) {
+				r->line0 = c == '\n' ? 3 : 2;
+				if (r->line0_len != 8 || memcmp(r->line0_buf, "HTTP/", 5) != 0)
+					return 0;
+			} else if (r->kind == PK_HTTP1_RESPONSE) {
+				if (r->line0_len < 8)
+					r->line0_buf[r->line0_len++] = c;
+			} else {
+				if (r->line0_len == 8) {
+					memmove(r->line0_buf, r->line0_buf + 1, 7);
+					r->line0_len = 7;
+				}
+				r->line0_buf[r->line0_len++] = c;
+			}
+			continue;
+		case 3:
+			if (c == ' ' || c == '\t')
+				return 0;
+			/* fall through */
+		default:
+			r->line0 = c == '\n' ? 3 : 2;
+			continue;
+		}
+	}
+	return 1;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+	struct pk_http1_reader *r = p->data;
+	r->chunk_left = p->content_length; /* the size just parsed */
+	return 0;
+}
+
+/* Chunk data is the only part of a chunked body that is not framing: check
+ * the framing up to it, skip it, and require CRLF once it is complete. */
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+	struct pk_http1_reader *r = p->data;
+	if (!r->head.chunked)
+		return 0;
+	if (!crlf_ok(r, r->scan, (size_t)(at - r->scan)))
+		return cb_fail(r, status_for_malformed(r), "invalid chunked framing");
+	r->scan = at + len;
+	r->chunk_left -= len < r->chunk_left ? len : r->chunk_left;
+	if (r->chunk_left == 0)
+		r->cr = 2;
+	return 0;
+}
+
+void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, size_t max_head)
+{
+	/* http-parser's header limit is process-wide; keep it out of the way
+	 * (max_head is enforced by feed() on raw bytes). */
+	http_parser_set_max_header_size(HEAD_LIMIT_MAX + 1024);
+	memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->max_head = max_head < HEAD_LIMIT_MAX ? max_head : HEAD_LIMIT_MAX;
+	http_parser_init(PK_PARSER(r), kind == PK_HTTP1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
+	PK_PARSER(r)->data = r;
+	r->head.content_length = -1;
+	r->state = ST_HEAD;
+}
+
+void pk_http1_reader_free(struct pk_http1_reader *r)
+{
+	free(r->head.mem);
+	r->head.mem = NULL;
+	r->head.mem_len = r->head.mem_cap = 0;
+}
+
+void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head)
+{
+	r->head_request = is_head != 0;
+}
+
+/* Start over for the next message on the same connection; the head storage
+ * is reused. */
+static void reset_message(struct pk_http1_reader *r)
+{
+	struct pk_http1_head *h = &r->head;
+	char *mem = h->mem;
+	size_t cap = h->mem_cap;
+	if (cap > HEAD_MEM_KEEP) {
+		free(mem);
+		mem = NULL;
+		cap = 0;
+	}
+	memset(h, 0, sizeof(*h));
+	h->mem = mem;
+	h->mem_cap = cap;
+	h->content_length = -1;
+	http_parser_init(PK_PARSER(r), r->kind == PK_HTTP1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
+	PK_PARSER(r)->data = r;
+	r->state = ST_HEAD;
+	r->last_was_value = 0;
+	r->head_bytes = 0;
+	r->piece = PIECE_NONE;
+	r->started = 0;
+	r->body_until_eof = 0;
+	r->trailer_bytes = 0;
+	r->cr = 0;
+	r->chunk_left = 0;
+	r->line0 = 0;
+	r->line0_len = 0;
+}
+
+static enum pk_http1_event fail(struct pk_http1_reader *r, size_t *used)
+{
+	enum http_errno e = HTTP_PARSER_ERRNO(PK_PARSER(r));
+	if (!r->err) {
+		/* Not raised by a callback: http-parser found it. */
+		r->err = http_errno_description(e);
+		r->err_status =
+		    e == HPE_HEADER_OVERFLOW ? status_for_too_large(r) : status_for_malformed(r);
+	}
+	r->state = ST_ERROR;
+	*used = 0;
+	return PK_HTTP1_ERROR;
+}
+
+static enum pk_http1_event fail_with(struct pk_http1_reader *r, int status, const char *why,
+                                     size_t *used)
+{
+	r->err_status = status;
+	r->err = why;
+	return fail(r, used);
+}
+
+static enum pk_http1_event feed_head(struct pk_http1_reader *r, const char *data, size_t len,
+                                     size_t *used)
+{
+	*used = 0;
+	if (len == 0)
+		return PK_HTTP1_NEED_MORE;
+	/* Give the parser at most one byte more than the head may still take:
+	 * a head that has not ended by then is too large, however the input
+	 * was split. */
+	size_t budget = r->max_head - r->head_bytes + 1;
+	size_t n = len < budget ? len : budget;
+	size_t got = http_parser_execute(PK_PARSER(r), &settings, data, n);
+	enum http_errno e = HTTP_PARSER_ERRNO(PK_PARSER(r));
+	if (e == HPE_PAUSED && got < n) {
+		/* Paused in on_headers_complete, sitting on the final LF. */
+		r->head_bytes += got + 1;
+		if (r->head_bytes > r->max_head)
+			return fail_with(r, status_for_too_large(r), "head too large", used);
+		if (data[got] != '\n' || !crlf_ok(r, data, got + 1) || !lines_ok(r, data, got + 1))
+			return fail_with(r, status_for_malformed(r), "malformed head", used);
+		http_parser_pause(PK_PARSER(r), 0);
+		size_t one = http_parser_execute(PK_PARSER(r), &settings, data + got, 1);
+		e = HTTP_PARSER_ERRNO(PK_PARSER(r));
+		if (e == HPE_PAUSED) {
+			/* on_message_complete right after the head: no body. */
+			http_parser_pause(PK_PARSER(r), 0);
+			r->state = ST_DONE_PENDING;
+		} else if (e != HPE_OK || one != 1) {
+			return fail(r, used);
+		} else {
+			r->state = ST_BODY;
+		}
+		*used = got + 1;
+		return PK_HTTP1_HEAD;
+	}
+	if (e != HPE_OK)
+		return fail(r, used);
+	r->head_bytes += n;
+	if (r->head_bytes > r->max_head)
+		return fail_with(r, status_for_too_large(r), "head too large", used);
+	if (!crlf_ok(r, data, n) || !lines_ok(r, data, n))
+		return fail_with(r, status_for_malformed(r), "malformed head", used);
+	*used = n;
+	return PK_HTTP1_NEED_MORE;
+}
+
+static enum pk_http1_event feed_body(struct pk_http1_reader *r, const char *data, size_t len,
+                                     size_t *used)
+{
+	*used = 0;
+	if (len == 0)
+		return PK_HTTP1_BODY; /* the parser treats 0 bytes as EOF */
+	r->scan = data;
+	size_t got = http_parser_execute(PK_PARSER(r), &settings, data, len);
+	enum http_errno e = HTTP_PARSER_ERRNO(PK_PARSER(r));
+	const char *scan = r->scan;
+	r->scan = NULL; /* points into the caller's buffer: only valid here */
+	if (e != HPE_OK && e != HPE_PAUSED)
+		return fail(r, used);
+	if (r->head.chunked && !crlf_ok(r, scan, (size_t)(data + got - scan)))
+		return fail_with(r, status_for_malformed(r), "invalid chunked framing", used);
+	*used = got;
+	if (e == HPE_PAUSED) {
+		http_parser_pause(PK_PARSER(r), 0);
+		r->state = ST_DONE;
+		return PK_HTTP1_DONE;
+	}
+	return PK_HTTP1_BODY;
+}
+
+enum pk_http1_event pk_http1_reader_feed(struct pk_http1_reader *r, const char *data, size_t len,
+                                         size_t *used)
+{
+	switch (r->state) {
+	case ST_DONE:
+		reset_message(r);
+		return feed_head(r, data, len, used);
+	case ST_HEAD:
+		return feed_head(r, data, len, used);
+	case ST_BODY:
+		return feed_body(r, data, len, used);
+	case ST_DONE_PENDING:
+		r->state = ST_DONE;
+		*used = 0;
+		return PK_HTTP1_DONE;
+	default:
+		*used = 0;
+		return PK_HTTP1_ERROR;
+	}
+}
+
+int pk_http1_reader_eof(struct pk_http1_reader *r)
+{
+	if ((r->state == ST_BODY && r->body_until_eof) || r->state == ST_DONE_PENDING) {
+		r->state = ST_DONE;
+		return 1;
+	}
+	return 0;
+}
+
+int pk_http1_reader_in_message(const struct pk_http1_reader *r)
+{
+	switch (r->state) {
+	case ST_HEAD:
+		return r->started;
+	case ST_BODY:
+	case ST_DONE_PENDING:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+const struct pk_http1_head *pk_http1_reader_head(const struct pk_http1_reader *r)
+{
+	return &r->head;
+}
+
+const char *pk_http1_reader_error(const struct pk_http1_reader *r, int *status)
+{
+	if (status)
+		*status = r->err_status;
+	return r->err;
+}
+
+const char *pk_http1_header_get(const struct pk_http1_head *h, const char *name)
+{
+	for (size_t i = 0; i < h->nheaders; i++) {
+		if (strcasecmp(h->headers[i].name, name) == 0)
+			return h->headers[i].value;
+	}
+	return NULL;
+}
+
+/* 1 when the comma-separated list s holds token (case-insensitive), like
+ * httpguts.HeaderValuesContainsToken for one value. */
+static int list_has_token(const char *s, const char *token)
+{
+	size_t tlen = strlen(token);
+	while (*s) {
+		while (is_ows(*s) || *s == ',')
+			s++;
+		const char *start = s;
+		while (*s && *s != ',')
+			s++;
+		const char *end = s;
+		while (end > start && is_ows(end[-1]))
+			end--;
+		if ((size_t)(end - start) == tlen && tlen && strncasecmp(start, token, tlen) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int pk_http1_is_hop_by_hop(const struct pk_http1_head *h, const char *name)
+{
+	static const char *const fixed[] = {
+	    "Connection",
+	    "Proxy-Connection",
+	    "Keep-Alive",
+	    "Proxy-Authenticate",
+	    "Proxy-Authorization",
+	    "Te",
+	    "Trailer",
+	    "Transfer-Encoding",
+	    "Upgrade",
+	};
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		if (strcasecmp(name, fixed[i]) == 0)
+			return 1;
+	}
+	if (!h)
+		return 0;
+	for (size_t i = 0; i < h->nheaders; i++) {
+		if (strcasecmp(h->headers[i].name, "Connection") == 0 &&
+		    list_has_token(h->headers[i].value, name))
+			return 1;
+	}
+	return 0;
+}
+
+/* Headers a Connection list cannot remove in the builders. Go keeps Host
+ * outside the header map and writes Content-Length from the request's
+ * length, so neither is ever dropped there; here the raw body that follows
+ * is framed by Content-Length, so dropping it would desynchronise the next
+ * hop. */
+static int is_framing(const char *name)
+{
+	return strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0;
+}
+
+/* A growable string for the builders. */
+struct sb {
+	char *p; /* owned until returned to the caller */
+	size_t len, cap;
+};
+
+static void sb_put(struct sb *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 512;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		b->p = pk_xrealloc(b->p, cap);
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sb_str(struct sb *b, const char *s)
+{
+	sb_put(b, s, strlen(s));
+}
+
+static void sb_header(struct sb *b, const char *name, const char *value)
+{
+	sb_str(b, name);
+	sb_put(b, ": ", 2);
+	sb_str(b, value);
+	sb_put(b, "\r\n", 2);
+}
+
+static char *sb_finish(struct sb *b, size_t *len)
+{
+	if (!b->p)
+		sb_put(b, "", 0);
+	if (len)
+		*len = b->len;
+	/* Owner: the caller. */
+	return b->p;
+}
+
+/* Re-announce the trailers of a chunked body: the Trailer header is
+ * hop-by-hop, but Go's transport and server both write it again for the
+ * trailers they forward. */
+static void put_trailer_announcement(struct sb *b, const struct pk_http1_head *h)
+{
+	int n = 0;
+	for (size_t i = 0; i < h->nheaders; i++) {
+		if (strcasecmp(h->headers[i].name, "Trailer") != 0 ||
+		    h->headers[i].value[0] == '\0')
+			continue;
+		sb_str(b, n++ ? ", " : "Trailer: ");
+		sb_str(b, h->headers[i].value);
+	}
+	if (n)
+		sb_put(b, "\r\n", 2);
+}
+
+/* The origin-form of an absolute-form request-target ("http://h/p?q" gives
+ * "/p?q"), which is what Go's transport writes on the next hop. */
+static const char *origin_form(const char *url)
+{
+	if (url[0] == '/' || strcmp(url, "*") == 0)
+		return url;
+	const char *sep = strstr(url, "://");
+	if (!sep)
+		return url;
+	const char *path = sep + 3 + strcspn(sep + 3, "/?");
+	return path;
+}
+
+char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_prefix,
+                             const char *client_ip, unsigned flags, size_t *len)
+{
+	int piko_forward = (flags & PK_HTTP1_PIKO_FORWARD) != 0;
+	struct sb b = {0};
+	sb_str(&b, h->method ? h->method : "GET");
+	sb_put(&b, " ", 1);
+	if (path_prefix)
+		sb_str(&b, path_prefix);
+	const char *target = origin_form(h->url ? h->url : "/");
+	if (target[0] == '?' || target[0] == '\0')
+		sb_put(&b, "/", 1); /* "http://host?q" has an empty path */
+	sb_str(&b, target);
+	sb_str(&b, " HTTP/1.1\r\n");
+
+	const char *upgrade = h->upgrade ? pk_http1_header_get(h, "Upgrade") : NULL;
+	int xff_hop = pk_http1_is_hop_by_hop(h, "X-Forwarded-For");
+	int te_done = 0;
+	for (size_t i = 0; i < h->nheaders; i++) {
+		const char *name = h->headers[i].name;
+		const char *value = h->headers[i].value;
+		if (strcasecmp(name, "Te") == 0) {
+			/* Go keeps "Te: trailers" so gRPC-style trailers work. */
+			if (!te_done && list_has_token(value, "trailers")) {
+				sb_header(&b, name, "trailers");
+				te_done = 1;
+			}
+			continue;
+		}
+		if (!is_framing(name) && pk_http1_is_hop_by_hop(h, name))
+			continue;
+		/* Both are written once below, replacing what the client sent. */
+		if (client_ip && strcasecmp(name, "X-Forwarded-For") == 0)
+			continue;
+		if (piko_forward && strcasecmp(name, "X-Piko-Forward") == 0)
+			continue;
+		sb_header(&b, name, value);
+	}
+	if (h->chunked) {
+		sb_str(&b, "Transfer-Encoding: chunked\r\n");
+		put_trailer_announcement(&b, h);
+	}
+	if (upgrade) {
+		sb_str(&b, "Connection: Upgrade\r\n");
+		sb_header(&b, "Upgrade", upgrade);
+	} else if (!(flags & PK_HTTP1_KEEP_ALIVE)) {
+		sb_str(&b, "Connection: close\r\n");
+	}
+	if (client_ip) {
+		/* Go: prior values joined by ", ", then the client address;
+		 * a Connection-listed X-Forwarded-For was dropped before. */
+		sb_str(&b, "X-Forwarded-For: ");
+		for (size_t i = 0; i < h->nheaders && !xff_hop; i++) {
+			if (strcasecmp(h->headers[i].name, "X-Forwarded-For") != 0)
+				continue;
+			sb_str(&b, h->headers[i].value);
+			sb_put(&b, ", ", 2);
+		}
+		sb_str(&b, client_ip);
+		sb_put(&b, "\r\n", 2);
+	}
+	if (piko_forward)
+		sb_str(&b, "X-Piko-Forward: true\r\n");
+	sb_put(&b, "\r\n", 2);
+	return sb_finish(&b, len);
+}
+
+/* The status line Go's server writes: its own text for the code, or
+ * "status code N" for a code it does not know. */
+static void put_status_line(struct sb *b, int status)
+{
+	char line[64];
+	const char *text = pk_http1_status_text(status);
+	if (strcmp(text, "Unknown") == 0)
+		snprintf(line, sizeof(line), "HTTP/1.1 %03d status code %d\r\n", status, status);
+	else
+		snprintf(line, sizeof(line), "HTTP/1.1 %03d %s\r\n", status, text);
+	sb_str(b, line);
+}
+
+char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *len)
+{
+	struct sb b = {0};
+	put_status_line(&b, h->status);
+	for (size_t i = 0; i < h->nheaders; i++) {
+		if (!is_framing(h->headers[i].name) &&
+		    pk_http1_is_hop_by_hop(h, h->headers[i].name))
+			continue;
+		sb_header(&b, h->headers[i].name, h->headers[i].value);
+	}
+	if (h->chunked) {
+		sb_str(&b, "Transfer-Encoding: chunked\r\n");
+		put_trailer_announcement(&b, h);
+	}
+	const char *upgrade = h->status == 101 ? pk_http1_header_get(h, "Upgrade") : NULL;
+	if (h->status == 101) {
+		sb_str(&b, "Connection: Upgrade\r\n");
+		if (upgrade)
+			sb_header(&b, "Upgrade", upgrade);
+	} else if (close) {
+		sb_str(&b, "Connection: close\r\n");
+	}
+	sb_put(&b, "\r\n", 2);
+	return sb_finish(&b, len);
+}
+
+/* Go's encoding/json string escaping (HTML-safe, as json.Encoder does by
+ * default): invalid UTF-8 becomes U+FFFD. */
+static void put_json_string(struct sb *b, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	sb_put(b, "\"", 1);
+	while (*p) {
+		unsigned char c = *p;
+		if (c < 0x80) {
+			char esc[7];
+			if (c == '"' || c == '\\') {
+				esc[0] = '\\';
+				esc[1] = (char)c;
+				sb_put(b, esc, 2);
+			} else if (c == '\n') {
+				sb_put(b, "\\n", 2);
+			} else if (c == '\r') {
+				sb_put(b, "\\r", 2);
+			} else if (c == '\t') {
+				sb_put(b, "\\t", 2);
+			} else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+				memcpy(esc, "\\u00", 4);
+				esc[4] = hex[c >> 4];
+				esc[5] = hex[c & 15];
+				sb_put(b, esc, 6);
+			} else {
+				sb_put(b, (const char *)p, 1);
+			}
+			p++;
+			continue;
+		}
+		/* Decode one UTF-8 sequence, strictly (no overlongs, no
+		 * surrogates, max U+10FFFF). */
+		size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+		unsigned cp = n == 4 ? c & 7u : n == 3 ? c & 15u : c & 31u;
+		size_t i = 1;
+		for (; n && i < n; i++) {
+			if ((p[i] & 0xc0) != 0x80)
+				break;
+			cp = cp << 6 | (p[i] & 0x3fu);
+		}
+		int ok = n && i == n && c < 0xf5 && !(n == 2 && cp < 0x80) &&
+		         !(n == 3 && cp < 0x800) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
+		         !(cp >= 0xd800 && cp <= 0xdfff);
+		if (!ok) {
+			sb_str(b, "\\ufffd");
+			p++;
+			continue;
+		}
+		if (cp == 0x2028 || cp == 0x2029)
+			sb_str(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
+		else
+			sb_put(b, (const char *)p, n);
+		p += n;
+	}
+	sb_put(b, "\"", 1);
+}
+
+char *pk_http1_error_response(int status, const char *msg, int close, size_t *len)
+{
+	struct sb body = {0};
+	sb_str(&body, "{\"error\":");
+	put_json_string(&body, msg ? msg : "");
+	sb_str(&body, "}\n");
+	struct sb b = {0};
+	char cl[64];
+	put_status_line(&b, status);
+	sb_str(&b, "Content-Type: application/json\r\n"
+	           "X-Content-Type-Options: nosniff\r\n");
+	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body.len);
+	sb_str(&b, cl);
+	if (close)
+		sb_str(&b, "Connection: close\r\n");
+	sb_put(&b, "\r\n", 2);
+	sb_put(&b, body.p, body.len);
+	free(body.p);
+	return sb_finish(&b, len);
+}
+
+char *pk_http1_simple_response(int status, const char *content_type, const char *body,
+                               size_t body_len, int close, size_t *len)
+{
+	struct sb b = {0};
+	char cl[64];
+	put_status_line(&b, status);
+	if (content_type)
+		sb_header(&b, "Content-Type", content_type);
+	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body_len);
+	sb_str(&b, cl);
+	if (close)
+		sb_str(&b, "Connection: close\r\n");
+	sb_put(&b, "\r\n", 2);
+	if (body_len)
+		sb_put(&b, body, body_len);
+	return sb_finish(&b, len);
+}
+
+/* Go's net/http StatusText. */
+static const struct {
+	int code;
+	const char *text;
+} status_texts[] = {
+    {100, "Continue"},
+    {101, "Switching Protocols"},
+    {102, "Processing"},
+    {103, "Early Hints"},
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {203, "Non-Authoritative Information"},
+    {204, "No Content"},
+    {205, "Reset Content"},
+    {206, "Partial Content"},
+    {207, "Multi-Status"},
+    {208, "Already Reported"},
+    {226, "IM Used"},
+    {300, "Multiple Choices"},
+    {301, "Moved Permanently"},
+    {302, "Found"},
+    {303, "See Other"},
+    {304, "Not Modified"},
+    {305, "Use Proxy"},
+    {307, "Temporary Redirect"},
+    {308, "Permanent Redirect"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {402, "Payment Required"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {405, "Method Not Allowed"},
+    {406, "Not Acceptable"},
+    {407, "Proxy Authentication Required"},
+    {408, "Request Timeout"},
+    {409, "Conflict"},
+    {410, "Gone"},
+    {411, "Length Required"},
+    {412, "Precondition Failed"},
+    {413, "Request Entity Too Large"},
+    {414, "Request URI Too Long"},
+    {415, "Unsupported Media Type"},
+    {416, "Requested Range Not Satisfiable"},
+    {417, "Expectation Failed"},
+    {418, "I'm a teapot"},
+    {421, "Misdirected Request"},
+    {422, "Unprocessable Entity"},
+    {423, "Locked"},
+    {424, "Failed Dependency"},
+    {425, "Too Early"},
+    {426, "Upgrade Required"},
+    {428, "Precondition Required"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {451, "Unavailable For Legal Reasons"},
+    {500, "Internal Server Error"},
+    {501, "Not Implemented"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+    {505, "HTTP Version Not Supported"},
+    {506, "Variant Also Negotiates"},
+    {507, "Insufficient Storage"},
+    {508, "Loop Detected"},
+    {510, "Not Extended"},
+    {511, "Network Authentication Required"},
+};
+
+const char *pk_http1_status_text(int status)
+{
+	for (size_t i = 0; i < sizeof(status_texts) / sizeof(status_texts[0]); i++) {
+		if (status_texts[i].code == status)
+			return status_texts[i].text;
+	}
+	return "Unknown";
+}
