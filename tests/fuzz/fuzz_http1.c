@@ -31,8 +31,10 @@ static void exercise_head(const struct pk_http1_head *h, enum pk_http1_kind kind
 	char *out;
 	if (kind == PK_HTTP1_REQUEST) {
 		CHECK(h->method && h->url);
-		out = pk_http1_build_request(h, (ctl & 1) ? "/prefix" : NULL,
-		                             (ctl & 2) ? "192.0.2.1" : NULL, ctl & 4, &len);
+		out = pk_http1_build_request(
+		    h, (ctl & 1) ? "/prefix" : NULL, (ctl & 2) ? "192.0.2.1" : NULL,
+		    ((ctl & 4) ? PK_HTTP1_PIKO_FORWARD : 0) | ((ctl & 8) ? PK_HTTP1_KEEP_ALIVE : 0),
+		    &len);
 	} else {
 		CHECK(h->reason && h->status >= 0);
 		out = pk_http1_build_response(h, ctl & 1, &len);

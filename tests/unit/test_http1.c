@@ -623,7 +623,7 @@ static void test_build_request(void **state)
 	                            "x-piko-forward: false\r\n"
 	                            "\r\n");
 	const struct pk_http1_head *h = pk_http1_reader_head(r);
-	check_built(pk_http1_build_request(h, NULL, "192.0.2.7", 1, &blen),
+	check_built(pk_http1_build_request(h, NULL, "192.0.2.7", PK_HTTP1_PIKO_FORWARD, &blen),
 	            "POST /api/v1?q=a%20b HTTP/1.1\r\n"
 	            "Host: my-endpoint.piko.com:9000\r\n"
 	            "User-Agent: curl/8\r\n"
@@ -657,7 +657,8 @@ static void test_build_request(void **state)
 	/* plain GET; TE without trailers is dropped; absolute-form target */
 	r = parse(PK_HTTP1_REQUEST, "GET http://h.example/p?x HTTP/1.1\r\nHost: h.example\r\n"
 	                            "TE: gzip\r\nContent-Length: 0\r\n\r\n");
-	check_built(pk_http1_build_request(pk_http1_reader_head(r), NULL, "::1", 1, &blen),
+	check_built(pk_http1_build_request(pk_http1_reader_head(r), NULL, "::1",
+	                                   PK_HTTP1_PIKO_FORWARD, &blen),
 	            "GET /p?x HTTP/1.1\r\nHost: h.example\r\nContent-Length: 0\r\n"
 	            "Connection: close\r\nX-Forwarded-For: ::1\r\nX-Piko-Forward: true\r\n\r\n");
 	release(r);
@@ -668,6 +669,16 @@ static void test_build_request(void **state)
 	check_built(pk_http1_build_request(pk_http1_reader_head(r), NULL, "2.2.2.2", 0, &blen),
 	            "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
 	            "X-Forwarded-For: 2.2.2.2\r\n\r\n");
+	release(r);
+
+	/* the agent's hop to a local service keeps the connection alive */
+	r = parse(PK_HTTP1_REQUEST, "GET /k HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+	check_built(pk_http1_build_request(pk_http1_reader_head(r), "/svc", "10.1.1.1",
+	                                   PK_HTTP1_KEEP_ALIVE, &blen),
+	            "GET /svc/k HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n");
+	check_built(pk_http1_build_request(pk_http1_reader_head(r), NULL, NULL,
+	                                   PK_HTTP1_KEEP_ALIVE | PK_HTTP1_PIKO_FORWARD, &blen),
+	            "GET /k HTTP/1.1\r\nHost: a\r\nX-Piko-Forward: true\r\n\r\n");
 	release(r);
 
 	/* a Connection list cannot remove Host or the body's Content-Length */
@@ -689,7 +700,8 @@ static void test_build_request_upgrade(void **state)
 	                                                    "Sec-WebSocket-Key: abc==\r\n"
 	                                                    "Sec-WebSocket-Version: 13\r\n"
 	                                                    "\r\n");
-	check_built(pk_http1_build_request(pk_http1_reader_head(r), NULL, "127.0.0.1", 1, &blen),
+	check_built(pk_http1_build_request(pk_http1_reader_head(r), NULL, "127.0.0.1",
+	                                   PK_HTTP1_PIKO_FORWARD, &blen),
 	            "GET /ws HTTP/1.1\r\n"
 	            "Host: ep.example.com\r\n"
 	            "Sec-WebSocket-Key: abc==\r\n"
