@@ -152,10 +152,13 @@ static const struct pk_tunnel_ops agent_tunnel_ops = {
 static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len)
 {
+	struct pk_agent *a = lws_context_user(lws_get_context(wsi));
 	struct pk_agent_listener *l = user;
-	if (!l)
+	/* lws also reports some events of other wsi (service connections) to
+	 * the vhost's first protocol, with their own user pointer: only act on
+	 * our listeners. */
+	if (!l || l < a->listeners || l >= a->listeners + a->nlisteners)
 		return 0;
-	struct pk_agent *a = l->agent;
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {

@@ -432,8 +432,12 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 	const uint8_t *p = data;
 	size_t n = len;
 	ex->resp_bytes = 1;
-	while (n > 0 && !ex->upgraded && !ex->resp_done) {
+	/* After a HEAD the reader is called once more even with no bytes
+	 * left: a response without a body reports its DONE then. */
+	int again = 0;
+	while ((n > 0 || again) && !ex->upgraded && !ex->resp_done) {
 		size_t used = 0;
+		again = 0;
 		enum pk_http1_event ev = pk_http1_reader_feed(&ex->resp, (const char *)p, n, &used);
 		if (ev == PK_HTTP1_ERROR) {
 			if (!ex->resp_started) {
@@ -445,6 +449,7 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 			ex->resp_done = 1;
 			used = n;
 		} else if (ev == PK_HTTP1_HEAD) {
+			again = 1;
 			const struct pk_http1_head *r = pk_http1_reader_head(&ex->resp);
 			if (r->status >= 200 || r->status == 101) {
 				ex->status = r->status;

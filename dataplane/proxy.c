@@ -233,8 +233,12 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 		ex->resp_size += len;
 		return;
 	}
-	while (len > 0 && ex->conn) {
+	/* After a HEAD the reader is called once more even with no bytes
+	 * left: a response without a body reports its DONE then. */
+	int again = 0;
+	while (ex->conn && (len > 0 || again)) {
 		size_t used = 0;
+		again = 0;
 		enum pk_http1_event ev =
 		    pk_http1_reader_feed(&ex->resp, (const char *)data, len, &used);
 		const struct pk_http1_head *r = pk_http1_reader_head(&ex->resp);
@@ -257,6 +261,7 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 			ex->resp_size += hl;
 			if (!interim)
 				ex->resp_started = 1;
+			again = 1;
 			break;
 		}
 		case PK_HTTP1_BODY:
@@ -342,8 +347,8 @@ static void ex_on_close(struct pk_stream_handler *h, int reset)
 	ex->stream = NULL;
 	ex->owed = 0;
 	if (ex->conn)
-		ex_stream_ended(ex);
-	if (!ex->conn)
+		ex_stream_ended(ex); /* detaches, and so frees, the exchange */
+	else
 		exchange_free(ex);
 }
 
