@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "buf.h"
 #include "log.h"
 #include "lwsio.h"
@@ -149,6 +151,136 @@ static const struct pk_tunnel_ops agent_tunnel_ops = {
     .on_dead = on_dead,
 };
 
+/* Authorization and tenant headers, on the tunnel and on the probe. */
+static int add_auth_headers(struct lws *wsi, struct pk_agent *a, void *in, size_t len)
+{
+	unsigned char **p = in, *end = *p + len;
+	const char *token = a->cfg->connect.token;
+	if (token && *token) {
+		char v[4096];
+		snprintf(v, sizeof(v), "Bearer %s", token);
+		if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+		                                 (unsigned char *)v, (int)strlen(v), p, end))
+			return -1;
+	}
+	const char *tenant = a->cfg->connect.tenant_id;
+	if (tenant && *tenant &&
+	    lws_add_http_header_by_name(wsi, (const unsigned char *)"x-piko-tenant-id:",
+	                                (const unsigned char *)tenant, (int)strlen(tenant), p, end))
+		return -1;
+	return 0;
+}
+
+/*
+ * Reading the server's reason for refusing a tunnel.
+ *
+ * Piko reports a refused connection as `<status>: <message>`, the message
+ * being the `error` field of the server's JSON body (e.g. "401: invalid
+ * token"). lws 4.1's WebSocket client fails the handshake on a non-101 status
+ * without reading the body, so on a non-retryable status the agent asks once
+ * more with a plain GET carrying the same headers: the server's checks run
+ * before the upgrade, so it answers with the same error.
+ */
+#define PROBE_BODY_MAX 4096
+
+struct probe {
+	struct pk_agent_listener *l;
+	unsigned int status; /* of the refused upgrade */
+	char body[PROBE_BODY_MAX + 1];
+	size_t len;
+	int done;
+};
+
+static void probe_finish(struct probe *p, struct lws *wsi)
+{
+	if (p->done)
+		return;
+	p->done = 1;
+	unsigned int status = wsi ? lws_http_client_http_response(wsi) : 0;
+	char msg[512];
+	const char *reason = NULL;
+	struct json_object *root = NULL;
+	if (status == p->status && p->len) {
+		p->body[p->len] = '\0';
+		root = json_tokener_parse(p->body);
+		struct json_object *err;
+		if (root && json_object_object_get_ex(root, "error", &err) &&
+		    json_object_is_type(err, json_type_string))
+			reason = json_object_get_string(err);
+	}
+	if (!reason)
+		reason = p->status == 401 ? "unauthorized" : "unexpected status";
+	snprintf(msg, sizeof(msg), "%u: %s", p->status, reason);
+	json_object_put(root);
+	fatal(p->l->agent, p->l->cfg->endpoint_id, msg);
+}
+
+static int callback_probe(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                          size_t len)
+{
+	struct probe *p = user;
+	if (!p)
+		return 0;
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+		return add_auth_headers(wsi, p->l->agent, in, len);
+	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP: {
+		char buf[LWS_PRE + 1024];
+		char *px = buf + LWS_PRE;
+		int n = sizeof(buf) - LWS_PRE;
+		return lws_http_client_read(wsi, &px, &n) < 0 ? -1 : 0;
+	}
+	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ: {
+		size_t n = len;
+		if (n > PROBE_BODY_MAX - p->len)
+			n = PROBE_BODY_MAX - p->len;
+		memcpy(p->body + p->len, in, n);
+		p->len += n;
+		return 0;
+	}
+	case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
+	case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		/* lws may treat a non-200 status as a failed connection: the
+		 * body read so far, if any, is what we have. */
+		probe_finish(p, wsi);
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		probe_finish(p, NULL);
+		free(p);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static void probe_start(struct pk_agent_listener *l, unsigned int status)
+{
+	struct pk_agent *a = l->agent;
+	char ep[768], path[1400], hosthdr[300];
+	/* Owner: the probe wsi; freed on LWS_CALLBACK_WSI_DESTROY. */
+	struct probe *p = pk_xcalloc(1, sizeof(*p));
+	p->l = l;
+	p->status = status;
+	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
+	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
+	snprintf(hosthdr, sizeof(hosthdr), "%s:%d", a->url.host, a->url.port);
+	struct lws_client_connect_info i;
+	memset(&i, 0, sizeof(i));
+	i.context = a->ctx;
+	i.address = a->url.host;
+	i.port = a->url.port;
+	i.path = path;
+	i.host = hosthdr;
+	i.method = "GET";
+	i.local_protocol_name = "piko-agent-probe";
+	i.userdata = p;
+	if (!lws_client_connect_via_info(&i)) {
+		probe_finish(p, NULL);
+		free(p);
+	}
+}
+
 static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len)
 {
@@ -161,25 +293,9 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		return 0;
 
 	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
-		unsigned char **p = in, *end = *p + len;
-		const char *token = a->cfg->connect.token;
-		if (token && *token) {
-			char v[4096];
-			snprintf(v, sizeof(v), "Bearer %s", token);
-			if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-			                                 (unsigned char *)v, (int)strlen(v), p,
-			                                 end))
-				return -1;
-		}
-		const char *tenant = a->cfg->connect.tenant_id;
-		if (tenant && *tenant &&
-		    lws_add_http_header_by_name(wsi, (const unsigned char *)"x-piko-tenant-id:",
-		                                (const unsigned char *)tenant, (int)strlen(tenant),
-		                                p, end))
-			return -1;
-		return 0;
-	}
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+		return add_auth_headers(wsi, a, in, len);
+
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		l->up = 1;
 		l->ever_up = 1;
@@ -201,13 +317,12 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		l->wsi = NULL;
 		char why[256];
 		if (status)
-			snprintf(why, sizeof(why), "%u: %s", status,
-			         status == 401 ? "unauthorized" : "unexpected status");
+			snprintf(why, sizeof(why), "%u", status);
 		else
 			snprintf(why, sizeof(why), "%s",
 			         in ? (const char *)in : "connection failed");
 		if (!retryable(status)) {
-			fatal(a, l->cfg->endpoint_id, why);
+			probe_start(l, status);
 			return 0;
 		}
 		if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
@@ -239,6 +354,12 @@ static const struct lws_protocols agent_protocols[] = {
         .callback = callback_tunnel,
         .per_session_data_size = 0,
         .rx_buffer_size = 64 * 1024,
+    },
+    {
+        .name = "piko-agent-probe",
+        .callback = callback_probe,
+        .per_session_data_size = 0,
+        .rx_buffer_size = 4096,
     },
     {.name = NULL}, /* filled with pk_agent_service_protocols[0] at start */
     {NULL, NULL, 0, 0, 0, NULL, 0},
@@ -303,9 +424,9 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 	signal(SIGPIPE, SIG_IGN);
 
-	struct lws_protocols protocols[3];
+	struct lws_protocols protocols[4];
 	memcpy(protocols, agent_protocols, sizeof(protocols));
-	protocols[1] = pk_agent_service_protocols[0];
+	protocols[2] = pk_agent_service_protocols[0];
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
