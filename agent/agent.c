@@ -245,10 +245,6 @@ static int callback_probe(struct lws *wsi, enum lws_callback_reasons reason, voi
 		 * body read so far, if any, is what we have. */
 		probe_finish(p, wsi);
 		return 0;
-	case LWS_CALLBACK_WSI_DESTROY:
-		probe_finish(p, NULL);
-		free(p);
-		return 0;
 	default:
 		return 0;
 	}
@@ -258,8 +254,12 @@ static void probe_start(struct pk_agent_listener *l, unsigned int status)
 {
 	struct pk_agent *a = l->agent;
 	char ep[768], path[1400], hosthdr[300];
-	/* Owner: the probe wsi; freed on LWS_CALLBACK_WSI_DESTROY. */
+	if (l->probe)
+		return; /* one question is enough */
+	/* Owner: the listener (l->probe), freed when the agent exits, after
+	 * the lws context (and so the probe's wsi) is gone. */
 	struct probe *p = pk_xcalloc(1, sizeof(*p));
+	l->probe = p;
 	p->l = l;
 	p->status = status;
 	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
@@ -275,10 +275,8 @@ static void probe_start(struct pk_agent_listener *l, unsigned int status)
 	i.method = "GET";
 	i.local_protocol_name = "piko-agent-probe";
 	i.userdata = p;
-	if (!lws_client_connect_via_info(&i)) {
+	if (!lws_client_connect_via_info(&i))
 		probe_finish(p, NULL);
-		free(p);
-	}
 }
 
 static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -477,8 +475,10 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	for (size_t i = 0; i < a.nlisteners; i++)
 		lws_sul_cancel(&a.listeners[i].retry_sul);
 	lws_context_destroy(a.ctx);
-	for (size_t i = 0; i < a.nlisteners; i++)
+	for (size_t i = 0; i < a.nlisteners; i++) {
 		pk_target_free(&a.listeners[i].target);
+		free(a.listeners[i].probe);
+	}
 	free(a.listeners);
 	pk_buf_freelist_release();
 	if (!a.exit_code)

@@ -20,6 +20,7 @@
 #include "tunnel.h"
 
 struct pk_agent;
+struct probe;
 
 struct pk_agent_listener {
 	struct pk_agent *agent;
@@ -32,7 +33,8 @@ struct pk_agent_listener {
 	char server_ip[64]; /* the server as seen on the tunnel (X-Forwarded-For) */
 	struct pk_backoff backoff;
 	lws_sorted_usec_list_t retry_sul;
-	size_t streams; /* exchanges in progress */
+	size_t streams;      /* exchanges in progress */
+	struct probe *probe; /* reading why the server refused us, if it did */
 };
 
 struct pk_agent {
