@@ -33,7 +33,7 @@ enum pk_ws_opcode {
 
 enum pk_ws_event {
 	PK_WS_NEED_MORE = 0, /* all input consumed, nothing to report */
-	PK_WS_DATA,          /* *payload/*payload_len: unmasked bytes of a data frame */
+	PK_WS_DATA,          /* payload and payload_len: unmasked bytes of a data frame */
 	PK_WS_CONTROL,       /* a complete control frame: pk_ws_reader_control() */
 	PK_WS_ERROR,         /* protocol violation: pk_ws_reader_error() */
 };

@@ -26,6 +26,7 @@
 #include "http1.h"
 #include "log.h"
 #include "lwsio.h"
+#include "proxy_tcp.h"
 #include "route.h"
 #include "server.h"
 #include "upstream.h"
@@ -64,6 +65,9 @@ struct pk_proxy_exchange {
 	int req_done;
 	int resp_started;
 	int upgraded;
+	int ws;            /* the TCP route: the client side speaks WebSocket frames */
+	int client_closed; /* ... and has sent its close frame (our FIN is sent) */
+	struct pk_ws_reader wsr;
 	int keep_alive;
 	int close;
 	int is_head_req;
@@ -75,7 +79,7 @@ struct pk_proxy_exchange {
 	size_t req_size, resp_size;
 };
 
-static int process(struct pk_proxy_conn *c, const uint8_t *p, size_t n);
+static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n);
 static void drain_in(struct pk_proxy_conn *c);
 static int flush_head(struct pk_proxy_exchange *ex);
 
@@ -169,7 +173,7 @@ static void exchange_finish(struct pk_proxy_exchange *ex)
 	/* Our FIN ends the stream: the agent sent its response and closes its
 	 * side too (one exchange per stream, as Piko does). If the request
 	 * body was not fully sent, the stream cannot be reused: reset. */
-	if (ex->stream) {
+	if (ex->stream && !ex->client_closed) {
 		if (ex->req_done)
 			pk_yamux_stream_close(ex->stream, pk_now_ms());
 		else
@@ -210,6 +214,20 @@ static void exchange_fail(struct pk_proxy_exchange *ex, int status, const char *
 	}
 }
 
+/* The exchange failed before any response: answer with a prepared
+ * response (owned by the callee) and close. */
+static void exchange_reply(struct pk_proxy_exchange *ex, int status, char *resp, size_t len)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	conn_write(c, resp, len);
+	free(resp);
+	ex->status = status;
+	ex->resp_size = len;
+	record(c->srv, ex->method, status, ex->start_ms, ex->req_size, len, ex->host, ex->path);
+	exchange_detach(ex);
+	conn_close_after_write(c);
+}
+
 /* The response broke after its head went out: all the client can be told is
  * a closed connection. */
 static void exchange_abort(struct pk_proxy_exchange *ex)
@@ -228,7 +246,12 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 		return;
 	}
 	if (ex->upgraded) {
-		conn_write(c, data, len);
+		if (ex->ws) {
+			pk_proxy_tcp_output(&c->out, data, len);
+			lws_callback_on_writable(c->wsi);
+		} else {
+			conn_write(c, data, len);
+		}
 		ex->owed += len;
 		ex->resp_size += len;
 		return;
@@ -316,7 +339,13 @@ static void ex_stream_ended(struct pk_proxy_exchange *ex)
 	struct pk_proxy_conn *c = ex->conn;
 	if (!c)
 		return;
-	if (ex->upgraded) {
+	if (ex->ws) {
+		/* The upstream ended the connection: tell the client properly. */
+		pk_proxy_tcp_close(&c->out, 1000, "");
+		ex->close = 1;
+		ex->req_done = 1;
+		exchange_finish(ex);
+	} else if (ex->upgraded) {
 		ex->status = 101;
 		exchange_abort(ex);
 	} else if (!ex->resp_started) {
@@ -395,8 +424,15 @@ static void start_exchange(struct pk_proxy_conn *c)
 	pk_http1_reader_set_head_request(&ex->resp, ex->is_head_req);
 
 	char endpoint[512];
-	if (pk_route_endpoint_id(pk_http1_header_get(h, "x-piko-endpoint"), host, endpoint,
-	                         sizeof(endpoint)) < 0) {
+	char *ws_resp = NULL;
+	size_t ws_len = 0;
+	int tcp = pk_proxy_tcp_match(h, endpoint, sizeof(endpoint));
+	if (tcp && pk_proxy_tcp_handshake(h, &ws_resp, &ws_len) < 0) {
+		exchange_reply(ex, 400, ws_resp, ws_len);
+		return;
+	}
+	if (!tcp && pk_route_endpoint_id(pk_http1_header_get(h, "x-piko-endpoint"), host, endpoint,
+	                                 sizeof(endpoint)) < 0) {
 		exchange_fail(ex, 400, "missing endpoint id");
 		return;
 	}
@@ -404,16 +440,33 @@ static void start_exchange(struct pk_proxy_conn *c)
 	if (!up) {
 		pk_log(PK_LOG_WARN, SUBSYS, "no available upstreams", "endpoint-id", endpoint,
 		       NULL);
+		free(ws_resp);
 		exchange_fail(ex, 502, "no available upstreams");
 		return;
 	}
+	/* The stream is opened before the client is answered, so a failure
+	 * is still a 502 (protocol reference §1.4). */
 	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
 	if (!s) {
+		free(ws_resp);
 		exchange_fail(ex, 502, "upstream unreachable");
 		return;
 	}
 	ex->stream = s;
 	pk_yamux_stream_set_user(s, &ex->h);
+	if (tcp) {
+		/* From here on the client speaks WebSocket frames whose
+		 * payload is the raw byte stream; no proxy timeout applies. */
+		conn_write(c, ws_resp, ws_len);
+		free(ws_resp);
+		ex->ws = 1;
+		ex->upgraded = 1;
+		ex->resp_started = 1;
+		ex->req_done = 1;
+		ex->status = 101;
+		pk_ws_reader_init(&ex->wsr, 1);
+		return;
+	}
 	ex->head =
 	    pk_http1_build_request(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD, &ex->head_len);
 	const char *upgrade = pk_http1_header_get(h, "Upgrade");
@@ -438,7 +491,7 @@ static int flush_head(struct pk_proxy_exchange *ex)
 }
 
 /* Consume client bytes; returns how many were used (the rest must wait). */
-static int process(struct pk_proxy_conn *c, const uint8_t *p, size_t n)
+static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 {
 	size_t total = 0;
 	while (n > 0 && !c->close_after_write) {
@@ -464,6 +517,27 @@ static int process(struct pk_proxy_conn *c, const uint8_t *p, size_t n)
 				start_exchange(c);
 			/* DONE without an exchange: the request failed at its
 			 * head and had no body; nothing to forward. */
+		} else if (ex->ws && ex->client_closed) {
+			used = n; /* nothing may follow a close frame */
+		} else if (ex->ws) {
+			enum pk_proxy_tcp_action act =
+			    pk_proxy_tcp_input(&ex->wsr, p, n, &used, ex->stream, &c->out);
+			if (c->out.len)
+				lws_callback_on_writable(c->wsi);
+			if (act == PK_PROXY_TCP_CLOSE) {
+				/* Half-close towards the upstream; the exchange
+				 * ends when the stream does (ex_stream_ended). */
+				if (ex->stream)
+					pk_yamux_stream_close(ex->stream, pk_now_ms());
+				ex->client_closed = 1;
+				return (int)(total + n);
+			}
+			if (act == PK_PROXY_TCP_ERROR) {
+				exchange_abort(ex);
+				return (int)(total + n);
+			}
+			if (used == 0)
+				break;
 		} else if (ex->upgraded) {
 			used = pk_yamux_stream_write(ex->stream, p, n);
 			if (used == 0)
@@ -500,7 +574,8 @@ static void drain_in(struct pk_proxy_conn *c)
 {
 	while (c->in.len > 0 && !c->close_after_write) {
 		size_t n;
-		const uint8_t *p = pk_bufq_peek(&c->in, &n);
+		/* The queue's memory is ours: the TCP route unmasks in place. */
+		uint8_t *p = (uint8_t *)pk_bufq_peek(&c->in, &n);
 		int k = process(c, p, n);
 		if (k <= 0)
 			break;
@@ -515,7 +590,7 @@ static void drain_in(struct pk_proxy_conn *c)
 	}
 }
 
-static void conn_rx(struct pk_proxy_conn *c, const uint8_t *data, size_t len)
+static void conn_rx(struct pk_proxy_conn *c, uint8_t *data, size_t len)
 {
 	if (c->close_after_write)
 		return; /* everything after a fatal error is ignored */
