@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "log.h"
 #include "lwsio.h"
+#include "sock.h"
 
 #define SUBSYS "client"
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -133,6 +134,8 @@ static int on_stream(struct pk_tunnel *t, struct pk_yamux_stream *s)
 	struct pk_agent_listener *l = t->owner;
 	if (l->agent->shutting_down)
 		return -1;
+	if (!strcmp(l->cfg->protocol, "tcp"))
+		return pk_agent_tcp_accept(l, s);
 	return pk_agent_http_accept(l, s);
 }
 
@@ -360,6 +363,7 @@ static const struct lws_protocols agent_protocols[] = {
         .rx_buffer_size = 4096,
     },
     {.name = NULL}, /* filled with pk_agent_service_protocols[0] at start */
+    {.name = NULL}, /* filled with pk_sock_protocols[0] at start */
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -396,6 +400,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 		}
 	}
 	pk_agent_http_tick(a, now);
+	pk_sock_tick(now);
 	if (a->shutting_down && (streams == 0 || now >= a->shutdown_deadline_ms)) {
 		a->exit_now = 1;
 		lws_cancel_service(a->ctx);
@@ -422,9 +427,10 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 	signal(SIGPIPE, SIG_IGN);
 
-	struct lws_protocols protocols[4];
+	struct lws_protocols protocols[5];
 	memcpy(protocols, agent_protocols, sizeof(protocols));
 	protocols[2] = pk_agent_service_protocols[0];
+	protocols[3] = pk_sock_protocols[0];
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -438,6 +444,8 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		return 1;
 	}
+	/* Without explicit vhosts, lws made one "default" vhost from info. */
+	pk_sock_init(lws_get_vhost_by_name(a.ctx, "default"));
 
 	a.nlisteners = cfg->listeners.n;
 	/* Owner: this function; freed before it returns. */
@@ -447,7 +455,9 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		struct pk_agent_listener *l = &a.listeners[i];
 		l->agent = &a;
 		l->cfg = &lcfg[i];
-		pk_target_parse(lcfg[i].addr, 1, &l->target, err, sizeof(err)); /* validated */
+		/* validated already */
+		pk_target_parse(lcfg[i].addr, strcmp(lcfg[i].protocol, "tcp") != 0, &l->target, err,
+		                sizeof(err));
 		pk_backoff_init(&l->backoff, 100, 15000);
 	}
 

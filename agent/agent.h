@@ -2,7 +2,8 @@
  * `piko agent`: for each listener, one WebSocket tunnel to the server's
  * upstream port (GET <url>/piko/v1/upstream/<endpoint>) carrying a yamux
  * session in which the agent is the yamux client; every stream the server
- * opens is one exchange handed to the listener's service (agent_http.c).
+ * opens is one exchange handed to the listener's service (agent_http.c for
+ * HTTP listeners, agent_tcp.c for TCP ones).
  *
  * A tunnel that drops for any reason but our own shutdown is re-dialled with
  * backoff (100 ms .. 15 s, jitter) — including a clean close by the server,
@@ -58,6 +59,8 @@ int pk_agent_run(const struct pk_agent_config *cfg);
 /* agent_http.c: take a stream the server opened on l's tunnel. Returns 0 or
  * -1 (refuse: the stream is reset). */
 int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s);
+/* agent_tcp.c: the same for a TCP listener (the stream is piped raw). */
+int pk_agent_tcp_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s);
 void pk_agent_http_tick(struct pk_agent *a, uint64_t now_ms);
 
 extern const struct lws_protocols pk_agent_service_protocols[];

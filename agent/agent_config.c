@@ -271,17 +271,13 @@ int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_
 			         l->protocol ? l->protocol : "");
 			return -1;
 		}
-		if (!strcmp(l->protocol, "tcp")) {
-			snprintf(err, errlen, "listener %zu: tcp listeners are not supported yet",
-			         i);
-			return -1;
-		}
 		if (l->timeout_ms <= 0) {
 			snprintf(err, errlen, "listener %zu: missing timeout", i);
 			return -1;
 		}
 		char terr[256];
-		if (pk_target_parse(l->addr, 1, &t, terr, sizeof(terr)) < 0) {
+		if (pk_target_parse(l->addr, strcmp(l->protocol, "tcp") != 0, &t, terr,
+		                    sizeof(terr)) < 0) {
 			snprintf(err, errlen, "listener %zu: %s", i, terr);
 			return -1;
 		}

@@ -15,6 +15,8 @@
 #include "agent.h"
 #include "agent_config.h"
 #include "config.h"
+#include "forward.h"
+#include "forward_config.h"
 #include "log.h"
 #include "server.h"
 #include "server_config.h"
@@ -183,6 +185,63 @@ static int cmd_agent_start(int argc, char **argv)
 	return rc;
 }
 
+/* forward tcp <addr> <endpoint> (one port from the command line, replacing
+ * YAML ports, as in Piko) and forward start (ports from YAML). */
+static int cmd_forward(int tcp, int argc, char **argv)
+{
+	if (wants_help(argc, argv)) {
+		printf(tcp ? "Usage: piko forward tcp <addr> <endpoint> [flags]\n\nFlags:\n"
+		           : "Usage: piko forward start --config.path forward.yaml "
+		             "[flags]\n\nFlags:\n");
+		pk_config_print_help(pk_forward_opts, stdout);
+		return 0;
+	}
+	struct pk_forward_config cfg;
+	struct pk_forward_port_config one;
+	memset(&cfg, 0, sizeof(cfg));
+	memset(&one, 0, sizeof(one));
+	char err[512];
+	char *pos[MAX_POS];
+	size_t npos = 0;
+	int rc;
+	if (load_config(pk_forward_opts, pk_forward_opts, &cfg, sizeof(cfg), argc, argv, pos, &npos,
+	                err, sizeof(err)) < 0) {
+		rc = config_error(err);
+	} else if (tcp && npos != 2) {
+		snprintf(err, sizeof(err), "expected 2 arguments (<addr> <endpoint>), got %zu",
+		         npos);
+		rc = config_error(err);
+	} else if (!tcp && npos != 0) {
+		snprintf(err, sizeof(err), "unexpected argument: %s", pos[0]);
+		rc = config_error(err);
+	} else {
+		if (tcp) {
+			pk_forward_config_free_ports(&cfg);
+			/* Borrowed from argv: not freed. */
+			one.addr = pos[0];
+			one.endpoint_id = pos[1];
+			cfg.ports.v = &one;
+			cfg.ports.n = 1;
+		}
+		if (cfg.ports.n == 0)
+			rc = config_error("no ports configured");
+		else if (pk_forward_config_validate(&cfg, err, sizeof(err)) < 0)
+			rc = config_error(err);
+		else {
+			setup_logging(cfg.log.level, &cfg.log.subsystems);
+			rc = pk_forward_run(&cfg);
+			pk_log_reset();
+		}
+		if (tcp) {
+			cfg.ports.v = NULL;
+			cfg.ports.n = 0;
+		}
+	}
+	pk_forward_config_free_ports(&cfg);
+	pk_config_free(pk_forward_opts, &cfg);
+	return rc;
+}
+
 static void usage(FILE *out)
 {
 	fprintf(out, "Usage: piko <command> [flags]\n\n"
@@ -190,7 +249,12 @@ static void usage(FILE *out)
 	             "  server             start a server node\n"
 	             "  agent http <endpoint> <addr>\n"
 	             "                     register an HTTP endpoint served by a local service\n"
+	             "  agent tcp <endpoint> <addr>\n"
+	             "                     register a TCP endpoint served by a local service\n"
 	             "  agent start        start the listeners of --config.path\n"
+	             "  forward tcp <addr> <endpoint>\n"
+	             "                     forward a local TCP port to an endpoint\n"
+	             "  forward start      start the ports of --config.path\n"
 	             "\nRun 'piko <command> --help' for its flags.\n");
 }
 
@@ -214,11 +278,19 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "agent") && argc >= 3) {
 		if (!strcmp(argv[2], "http"))
 			return cmd_agent_listener("http", argc - 3, argv + 3);
+		if (!strcmp(argv[2], "tcp"))
+			return cmd_agent_listener("tcp", argc - 3, argv + 3);
 		if (!strcmp(argv[2], "start"))
 			return cmd_agent_start(argc - 3, argv + 3);
 	}
+	if (!strcmp(cmd, "forward") && argc >= 3) {
+		if (!strcmp(argv[2], "tcp"))
+			return cmd_forward(1, argc - 3, argv + 3);
+		if (!strcmp(argv[2], "start"))
+			return cmd_forward(0, argc - 3, argv + 3);
+	}
 	fprintf(stderr, "unknown command: %s\n",
-	        argc >= 3 && !strcmp(cmd, "agent") ? argv[2] : cmd);
+	        argc >= 3 && (!strcmp(cmd, "agent") || !strcmp(cmd, "forward")) ? argv[2] : cmd);
 	usage(stderr);
 	return 1;
 }

@@ -1,0 +1,1149 @@
+/*
+ * pk_sock: plain TCP connections whose readiness lws reports and whose bytes
+ * we move ourselves (see sock.h for why).
+ *
+ * What this relies on in lws 4.1.6 (checked in its source, lib/roles/raw-file/
+ * ops-raw-file.c, lib/core-net/{adopt,close,service,wsi}.c, and on this
+ * machine by experiment):
+ *
+ *  - A descriptor adopted with LWS_ADOPT_RAW_FILE_DESC gets RAW_ADOPT_FILE
+ *    synchronously inside lws_adopt_descriptor_vhost_via_info(), after the
+ *    adopt info's .opaque was stored (lws_get_opaque_user_data() works in it).
+ *    With per_session_data_size 0 lws allocates no user data. If adoption
+ *    fails, lws does not close a file descriptor (it only does for sockets).
+ *  - POLLOUT -> RAW_WRITEABLE_FILE, then lws clears POLLOUT *after* the
+ *    callback returns: lws_callback_on_writable() from inside that callback
+ *    is lost. We re-arm it from the doorbell below instead.
+ *  - POLLIN -> RAW_RX_FILE; lws reads nothing, a zero-length read is ours.
+ *  - lws_rx_flow_control() works on raw files (it toggles POLLIN; inside the
+ *    wsi's own RX/WRITEABLE callback the change is applied on return).
+ *  - The generic service code closes any wsi whose poll result has POLLHUP
+ *    without POLLIN both requested and reported. TCP reports POLLHUP once
+ *    both directions are shut (our FIN sent, the peer's received) or after a
+ *    reset, so a connection whose reading is paused is closed by lws the
+ *    moment the peer's FIN follows ours, with unread bytes still queued in
+ *    the kernel. We "park" such a connection: keep a dup() of the fd from the
+ *    close callback and adopt it again when reading resumes.
+ *  - RAW_CLOSE_FILE is called with the fd still open; lws closes the fd right
+ *    after (close.c, __lws_close_free_wsi_final), so we never close an
+ *    adopted fd ourselves. It is also called for every wsi left when the
+ *    context is destroyed.
+ *  - lws_set_timeout(wsi, .., LWS_TO_KILL_ASYNC) closes the wsi from the next
+ *    service pass, never from inside the call.
+ *  - lws_service() sleeps until an fd event or an lws_sul timer. There is no
+ *    public vhost -> context getter and the timed vhost-protocol callbacks
+ *    are compiled out of Debian's build, so work that must not run inside an
+ *    owner's call is queued and rung through an eventfd (the "doorbell")
+ *    adopted into the same vhost.
+ *
+ * Single-threaded: everything runs on the one lws service thread.
+ */
+#include "sock.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "buf.h"
+#include "log.h"
+
+#define SUBSYS "sock"
+#define PROTOCOL_NAME "pk-sock"
+/* One read() per RX callback; poll is level-triggered, so the rest of what
+ * is queued in the kernel comes on the next pass. */
+#define READ_MAX (64 * 1024)
+/* Bytes written per WRITEABLE callback, so one fast socket cannot starve the
+ * others sharing the loop. */
+#define WRITE_BUDGET (1024 * 1024)
+/* accept() calls per RX callback on a listener, for the same reason. */
+#define ACCEPT_MAX 64
+/* After EMFILE and friends the listening socket stays readable; stop polling
+ * it for this long rather than spin. */
+#define ACCEPT_BACKOFF_MS 1000
+/* A graceful close waits this long for the queue to drain, then resets. */
+#define CLOSE_LINGER_MS 30000
+#define LISTEN_BACKLOG 1024
+
+/* The first member of everything we hand lws as opaque user data, so that a
+ * callback knows what it got (and can tell a stale pointer from ours). */
+enum kind {
+	KIND_SOCK = 0x534b4f43,
+	KIND_LISTENER = 0x4c495354,
+	KIND_BELL = 0x42454c4c,
+};
+
+enum state {
+	ST_CONNECTING = 0,
+	ST_OPEN = 1,
+};
+
+/* Work done from the doorbell, i.e. outside any owner's pk_sock_*() call. */
+enum {
+	DEFER_WRITABLE = 1, /* ask lws for WRITEABLE again */
+	DEFER_RETRY = 2,    /* connect to the next resolved address */
+	DEFER_FINISH = 4,   /* call on_close and free (no wsi left) */
+};
+
+struct pk_sock {
+	uint32_t kind;
+	/* NULL while detached: parked, between connect attempts, or ending. */
+	struct lws *wsi;
+	/* Owned by lws while wsi is set (it closes it), by us otherwise. */
+	int fd;
+	enum state state;
+	const struct pk_sock_ops *ops;
+	void *user;
+	struct pk_bufq sendq;
+
+	unsigned paused : 1;       /* the owner stopped reading */
+	unsigned eof_seen : 1;     /* read() returned 0 */
+	unsigned fin_wanted : 1;   /* pk_sock_shutdown_write() */
+	unsigned fin_sent : 1;     /* shutdown(SHUT_WR) done */
+	unsigned close_wanted : 1; /* graceful pk_sock_close() */
+	unsigned drain_armed : 1;  /* on_drain is owed */
+	unsigned ending : 1;       /* on_close decided: end_reset/end_why */
+	unsigned retrying : 1;     /* wsi closing to try the next address */
+	unsigned parked : 1;       /* see the file comment */
+	unsigned rx_on : 1;        /* what we last told lws_rx_flow_control() */
+	unsigned in_cb : 1;        /* inside our RX/WRITEABLE handler for it */
+	unsigned in_writeable : 1; /* inside our WRITEABLE handler for it */
+	unsigned made_socket : 1;  /* connect: at least one socket() worked */
+
+	int end_reset;
+	const char *end_why;
+	unsigned defer_bits;
+	lws_dll2_t all_link;   /* g_socks */
+	lws_dll2_t defer_link; /* g_defer */
+	lws_dll2_t timer_link; /* g_timers */
+	uint64_t deadline_ms;
+	const char *deadline_why;
+
+	/* Owner: this sock; freed once connected or at the end. */
+	struct addrinfo *ai_list;
+	struct addrinfo *ai_next;
+	int last_err;
+	char peer[272]; /* "host:port" of up to 255 + ":65535" */
+};
+
+struct pk_sock_listener {
+	uint32_t kind;
+	struct lws *wsi; /* NULL once lws closed it (context destroyed) */
+	int fd;          /* owned by lws while wsi is set */
+	int port;
+	void (*on_accept)(void *user, int fd);
+	void *user;
+	int in_accept; /* inside on_accept: pk_sock_listener_close defers the free */
+	int closed;
+	uint64_t resume_ms; /* accepting paused after EMFILE until then; 0: not */
+	lws_dll2_t link;    /* g_listeners */
+};
+
+static struct lws_vhost *g_vh;
+static struct {
+	uint32_t kind;
+	struct lws *wsi;
+	int fd;
+	int rung;    /* an eventfd write is pending */
+	int running; /* draining g_defer now */
+} g_bell = {KIND_BELL, NULL, -1, 0, 0};
+static lws_dll2_owner_t g_socks;     /* every live pk_sock */
+static lws_dll2_owner_t g_defer;     /* socks with defer_bits */
+static lws_dll2_owner_t g_timers;    /* socks with a deadline */
+static lws_dll2_owner_t g_listeners; /* every live listener */
+static uint8_t g_rbuf[READ_MAX];     /* one service thread: one read buffer */
+
+/* ---- small helpers ---------------------------------------------------------- */
+
+static struct lws *adopt_fd(int fd, void *opaque)
+{
+	lws_adopt_desc_t ad;
+	memset(&ad, 0, sizeof(ad));
+	ad.vh = g_vh;
+	ad.type = LWS_ADOPT_RAW_FILE_DESC;
+	ad.fd.filefd = fd;
+	/* Named: without it lws binds the vhost's default protocol. */
+	ad.vh_prot_name = PROTOCOL_NAME;
+	ad.opaque = opaque;
+	if (!g_vh)
+		return NULL;
+	return lws_adopt_descriptor_vhost_via_info(&ad);
+}
+
+static void set_nodelay(int fd)
+{
+	int one = 1;
+	/* Fails harmlessly on a non-TCP fd. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+static void set_linger0(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	/* close() then sends a RST instead of a FIN. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static int so_error(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
+		return errno;
+	return err;
+}
+
+static int fd_hup(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+}
+
+static const char *errno_reason(int err, int connecting)
+{
+	switch (err) {
+	case ECONNREFUSED:
+		return "connection refused";
+	case ECONNRESET:
+	case EPIPE:
+	case ENOTCONN:
+	case 0:
+		return "reset";
+	case ETIMEDOUT:
+		return connecting ? "connect timeout" : "timed out";
+	case EHOSTUNREACH:
+		return "no route to host";
+	case ENETUNREACH:
+		return "network is unreachable";
+	case ECONNABORTED:
+		return "connection aborted";
+	default:
+		return strerror(err);
+	}
+}
+
+static void addr_text(const struct sockaddr *sa, char *out, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN];
+	const void *p = sa;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = p;
+		inet_ntop(AF_INET, &a->sin_addr, ip, sizeof(ip));
+		snprintf(out, len, "%s:%d", ip, ntohs(a->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = p;
+		if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+			inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], ip, sizeof(ip));
+			snprintf(out, len, "%s:%d", ip, ntohs(a->sin6_port));
+		} else {
+			inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof(ip));
+			snprintf(out, len, "[%s]:%d", ip, ntohs(a->sin6_port));
+		}
+	} else {
+		snprintf(out, len, "unknown");
+	}
+}
+
+/* ---- deferred work ---------------------------------------------------------- */
+
+static void bell_ring(void)
+{
+	uint64_t one = 1;
+	if (g_bell.rung || g_bell.running || g_bell.fd < 0)
+		return;
+	if (write(g_bell.fd, &one, sizeof(one)) == (ssize_t)sizeof(one))
+		g_bell.rung = 1;
+}
+
+static void defer(struct pk_sock *s, unsigned bits)
+{
+	s->defer_bits |= bits;
+	if (lws_dll2_is_detached(&s->defer_link))
+		lws_dll2_add_tail(&s->defer_link, &g_defer);
+	bell_ring();
+}
+
+static void timer_set(struct pk_sock *s, uint64_t deadline_ms, const char *why)
+{
+	if (!lws_dll2_is_detached(&s->timer_link) && s->deadline_ms <= deadline_ms)
+		return; /* an earlier deadline stands */
+	s->deadline_ms = deadline_ms;
+	s->deadline_why = why;
+	if (lws_dll2_is_detached(&s->timer_link))
+		lws_dll2_add_tail(&s->timer_link, &g_timers);
+}
+
+static void timer_clear(struct pk_sock *s)
+{
+	lws_dll2_remove(&s->timer_link);
+}
+
+/* Tell lws whether we want POLLIN. */
+static void rx_update(struct pk_sock *s)
+{
+	unsigned want = !s->paused && !s->eof_seen && !s->close_wanted && !s->ending;
+	if (!s->wsi || want == s->rx_on)
+		return;
+	s->rx_on = want;
+	lws_rx_flow_control(s->wsi, (int)want);
+}
+
+static void want_write(struct pk_sock *s)
+{
+	if (!s->wsi || s->ending)
+		return;
+	if (s->in_writeable)
+		defer(s, DEFER_WRITABLE); /* lws would drop the request */
+	else
+		lws_callback_on_writable(s->wsi);
+}
+
+/* Decide how it ends, once; on_close reports this. */
+static void mark_end(struct pk_sock *s, int reset, const char *why)
+{
+	if (s->ending)
+		return;
+	s->ending = 1;
+	s->end_reset = reset;
+	s->end_why = why;
+	timer_clear(s);
+}
+
+/* mark_end, then get rid of the wsi or fd: on_close follows from the loop
+ * (RAW_CLOSE_FILE, or the doorbell when there is no wsi). */
+static void sock_end(struct pk_sock *s, int reset, const char *why)
+{
+	if (s->ending)
+		return;
+	mark_end(s, reset, why);
+	if (s->wsi) {
+		/* Inside our own handler, returning -1 closes it. */
+		if (!s->in_cb)
+			lws_set_timeout(s->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT,
+			                LWS_TO_KILL_ASYNC);
+		return;
+	}
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	s->parked = 0;
+	defer(s, DEFER_FINISH);
+}
+
+static void sock_unlink(struct pk_sock *s)
+{
+	lws_dll2_remove(&s->all_link);
+	lws_dll2_remove(&s->defer_link);
+	lws_dll2_remove(&s->timer_link);
+	if (s->ai_list)
+		freeaddrinfo(s->ai_list);
+	s->ai_list = s->ai_next = NULL;
+	pk_bufq_clear(&s->sendq);
+}
+
+/* From the event loop only: report and free. The wsi is gone. */
+static void sock_finish(struct pk_sock *s)
+{
+	if (s->fd >= 0) {
+		close(s->fd);
+		s->fd = -1;
+	}
+	if (!s->ending)
+		mark_end(s, 1, "reset");
+	sock_unlink(s);
+	if (s->ops && s->ops->on_close)
+		s->ops->on_close(s, s->end_reset, s->end_why);
+	s->kind = 0;
+	free(s);
+}
+
+static struct pk_sock *sock_new(const struct pk_sock_ops *ops, void *user, size_t send_cap)
+{
+	/* Owner: the event loop, through g_socks; freed by sock_finish() right
+	 * after on_close (or at once by sock_discard() if never handed out). */
+	struct pk_sock *s = pk_xcalloc(1, sizeof(*s));
+	s->kind = KIND_SOCK;
+	s->fd = -1;
+	s->ops = ops;
+	s->user = user;
+	pk_bufq_init(&s->sendq, send_cap);
+	lws_dll2_add_tail(&s->all_link, &g_socks);
+	return s;
+}
+
+static void sock_discard(struct pk_sock *s)
+{
+	sock_unlink(s);
+	free(s);
+}
+
+/* ---- connecting ------------------------------------------------------------- */
+
+/* Start a nonblocking connect to the next resolved address that takes one.
+ * Returns 0 with a wsi waiting for writability, or -1 (last_err set). */
+static int connect_next(struct pk_sock *s)
+{
+	while (s->ai_next) {
+		struct addrinfo *ai = s->ai_next;
+		s->ai_next = ai->ai_next;
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd == -1) {
+			s->last_err = errno;
+			continue;
+		}
+		s->made_socket = 1;
+		set_nodelay(fd);
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == -1 && errno != EINPROGRESS) {
+			s->last_err = errno;
+			close(fd);
+			continue;
+		}
+		addr_text(ai->ai_addr, s->peer, sizeof(s->peer));
+		s->fd = fd;
+		s->rx_on = 1; /* lws polls POLLIN from adoption on */
+		s->wsi = adopt_fd(fd, s);
+		if (!s->wsi) {
+			s->last_err = EMFILE;
+			close(fd);
+			s->fd = -1;
+			continue;
+		}
+		rx_update(s);
+		/* The connect's outcome comes as writability. */
+		lws_callback_on_writable(s->wsi);
+		return 0;
+	}
+	return -1;
+}
+
+/* In the WRITEABLE handler or the close callback: this address failed. */
+static void connect_failed(struct pk_sock *s, int err)
+{
+	s->last_err = err;
+	if (s->ai_next && !s->close_wanted)
+		s->retrying = 1; /* the close callback schedules the next try */
+	else
+		mark_end(s, 1, errno_reason(err, 1));
+}
+
+/* ---- I/O handlers ----------------------------------------------------------- */
+
+static int sock_flush(struct pk_sock *s)
+{
+	size_t budget = WRITE_BUDGET;
+	while (s->sendq.len && budget) {
+		size_t n;
+		const uint8_t *p = pk_bufq_peek(&s->sendq, &n);
+		if (n > budget)
+			n = budget;
+		ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			mark_end(s, 1, errno_reason(errno, 0));
+			return -1;
+		}
+		pk_bufq_consume(&s->sendq, (size_t)w);
+		budget -= (size_t)w;
+	}
+	if (s->sendq.len) {
+		defer(s, DEFER_WRITABLE);
+	} else if ((s->fin_wanted || s->close_wanted) && !s->fin_sent) {
+		if (shutdown(s->fd, SHUT_WR) == -1) {
+			mark_end(s, 1, errno_reason(errno, 0));
+			return -1;
+		}
+		s->fin_sent = 1;
+	}
+	if (s->close_wanted && !s->sendq.len) {
+		mark_end(s, 0, "closed");
+		return -1;
+	}
+	if (s->fin_sent && s->eof_seen) {
+		mark_end(s, 0, "closed");
+		return -1;
+	}
+	if (s->drain_armed && (s->sendq.len == 0 || s->sendq.len * 2 < s->sendq.cap) &&
+	    !s->fin_wanted) {
+		s->drain_armed = 0;
+		if (s->ops->on_drain)
+			s->ops->on_drain(s);
+	}
+	return 0;
+}
+
+static int sock_writeable(struct pk_sock *s)
+{
+	if (s->state == ST_CONNECTING) {
+		int err = so_error(s->fd);
+		if (!err) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			if (getpeername(s->fd, (void *)&ss, &sl) == -1) {
+				if (errno != ENOTCONN) {
+					err = errno;
+				} else {
+					/* Not connected yet: keep waiting. */
+					defer(s, DEFER_WRITABLE);
+					return 0;
+				}
+			}
+		}
+		if (err) {
+			connect_failed(s, err);
+			return -1;
+		}
+		s->state = ST_OPEN;
+		freeaddrinfo(s->ai_list);
+		s->ai_list = s->ai_next = NULL;
+		timer_clear(s);
+		if (s->close_wanted)
+			timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
+		rx_update(s);
+		if (!s->close_wanted && s->ops->on_connected)
+			s->ops->on_connected(s);
+		if (s->ending)
+			return -1;
+	}
+	return sock_flush(s);
+}
+
+static int sock_rx(struct pk_sock *s)
+{
+	/* Readiness can be stale: the owner may have paused us from another
+	 * callback in this same poll pass. */
+	if (s->state != ST_OPEN || s->paused || s->eof_seen || s->close_wanted)
+		return 0;
+	ssize_t n = read(s->fd, g_rbuf, sizeof(g_rbuf));
+	if (n > 0) {
+		if (s->ops->on_data)
+			s->ops->on_data(s, g_rbuf, (size_t)n);
+		return 0;
+	}
+	if (n == 0) {
+		s->eof_seen = 1;
+		rx_update(s);
+		if (s->ops->on_eof)
+			s->ops->on_eof(s);
+		if (!s->ending && s->fin_sent)
+			mark_end(s, 0, "closed");
+		return 0;
+	}
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return 0;
+	mark_end(s, 1, errno_reason(errno, 0));
+	return -1;
+}
+
+/* RAW_CLOSE_FILE: the wsi is going; the fd is still open and lws closes it
+ * right after we return. */
+static void sock_closed(struct pk_sock *s, struct lws *wsi)
+{
+	int fd = s->fd;
+	lws_set_opaque_user_data(wsi, NULL);
+	s->wsi = NULL;
+	s->fd = -1;
+	s->rx_on = 0;
+	if (s->retrying) {
+		s->retrying = 0;
+		if (!s->ending) {
+			defer(s, DEFER_RETRY);
+			return;
+		}
+	}
+	if (!s->ending) {
+		/* lws closed it on its own: find out why. */
+		int err = so_error(fd);
+		if (s->state == ST_CONNECTING && !err && !fd_hup(fd)) {
+			mark_end(s, 1, "shutdown"); /* the context is going away */
+		} else if (s->state == ST_CONNECTING) {
+			connect_failed(s, err ? err : ECONNREFUSED);
+			if (s->retrying) {
+				s->retrying = 0;
+				defer(s, DEFER_RETRY);
+				return;
+			}
+		} else if (err) {
+			mark_end(s, 1, errno_reason(err, 0));
+		} else if (!fd_hup(fd)) {
+			mark_end(s, 1, "shutdown"); /* the context is going away */
+		} else if (s->eof_seen && s->fin_sent) {
+			mark_end(s, 0, "closed");
+		} else if (s->fin_sent && s->paused && !s->close_wanted) {
+			/* POLLHUP while reading is paused: the peer's FIN came
+			 * after ours. Keep the socket, bytes may still be unread. */
+			int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+			if (nfd != -1) {
+				s->fd = nfd;
+				s->parked = 1;
+				return;
+			}
+			mark_end(s, 1, "reset");
+		} else {
+			mark_end(s, 1, "reset");
+		}
+	}
+	sock_finish(s);
+}
+
+static int sock_callback(struct pk_sock *s, struct lws *wsi, enum lws_callback_reasons reason)
+{
+	int r;
+	if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
+		sock_closed(s, wsi);
+		return 0;
+	}
+	if (s->ending)
+		return -1;
+	s->in_cb = 1;
+	if (reason == LWS_CALLBACK_RAW_WRITEABLE_FILE) {
+		s->in_writeable = 1;
+		r = sock_writeable(s);
+		s->in_writeable = 0;
+	} else {
+		r = sock_rx(s);
+	}
+	s->in_cb = 0;
+	/* An owner's pk_sock_close() from inside its callback lands here. */
+	if (s->ending || s->retrying)
+		r = -1;
+	return r;
+}
+
+/* ---- listeners -------------------------------------------------------------- */
+
+static int listener_rx(struct pk_sock_listener *l)
+{
+	for (int i = 0; i < ACCEPT_MAX; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			pk_log(PK_LOG_WARN, SUBSYS, "accept failed", "error", strerror(errno),
+			       NULL);
+			l->resume_ms = pk_now_ms() + ACCEPT_BACKOFF_MS;
+			lws_rx_flow_control(l->wsi, 0);
+			break;
+		}
+		l->in_accept = 1;
+		l->on_accept(l->user, fd);
+		l->in_accept = 0;
+		if (l->closed) {
+			/* pk_sock_listener_close() from on_accept. */
+			free(l);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- the protocol ----------------------------------------------------------- */
+
+/* Socks with no wsi left when the context goes: nothing will ever call them
+ * back, so report them now. */
+static void sock_teardown(void)
+{
+	for (;;) {
+		struct pk_sock *found = NULL;
+		lws_start_foreach_dll(struct lws_dll2 *, d, g_socks.head)
+		{
+			struct pk_sock *s = lws_container_of(d, struct pk_sock, all_link);
+			if (!s->wsi) {
+				found = s;
+				break;
+			}
+		}
+		lws_end_foreach_dll(d);
+		if (!found)
+			break;
+		mark_end(found, 1, "shutdown");
+		sock_finish(found);
+	}
+}
+
+static void bell_run(void)
+{
+	uint64_t v;
+	if (read(g_bell.fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+		pk_log(PK_LOG_WARN, SUBSYS, "doorbell read failed", "error", strerror(errno), NULL);
+	g_bell.rung = 0;
+	g_bell.running = 1;
+	/* Entries added while this runs are taken by the same loop. Each entry
+	 * adds itself again at most once per address (RETRY), so it ends. */
+	struct lws_dll2 *d;
+	while ((d = lws_dll2_get_head(&g_defer))) {
+		struct pk_sock *s = lws_container_of(d, struct pk_sock, defer_link);
+		unsigned bits = s->defer_bits;
+		lws_dll2_remove(d);
+		s->defer_bits = 0;
+		if (bits & DEFER_FINISH) {
+			sock_finish(s);
+			continue;
+		}
+		if ((bits & DEFER_RETRY) && !s->ending && connect_next(s) < 0)
+			sock_end(s, 1, errno_reason(s->last_err, 1));
+		if ((bits & DEFER_WRITABLE) && s->wsi && !s->ending)
+			lws_callback_on_writable(s->wsi);
+	}
+	g_bell.running = 0;
+}
+
+static int pk_sock_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+	(void)user;
+	(void)in;
+	(void)len;
+	switch (reason) {
+	case LWS_CALLBACK_RAW_RX_FILE:
+	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
+	case LWS_CALLBACK_RAW_CLOSE_FILE: {
+		uint32_t *kind = lws_get_opaque_user_data(wsi);
+		if (!kind) /* a closed listener waiting for its kill */
+			return reason == LWS_CALLBACK_RAW_CLOSE_FILE ? 0 : -1;
+		if (*kind == KIND_SOCK)
+			return sock_callback(lws_container_of(kind, struct pk_sock, kind), wsi,
+			                     reason);
+		if (*kind == KIND_LISTENER) {
+			struct pk_sock_listener *l =
+			    lws_container_of(kind, struct pk_sock_listener, kind);
+			if (reason == LWS_CALLBACK_RAW_RX_FILE)
+				return listener_rx(l);
+			if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
+				l->wsi = NULL; /* the owner still frees it */
+				l->fd = -1;
+			}
+			return 0;
+		}
+		if (*kind == KIND_BELL) {
+			if (reason == LWS_CALLBACK_RAW_RX_FILE)
+				bell_run();
+			if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
+				g_bell.wsi = NULL;
+				g_bell.fd = -1;
+				g_bell.rung = 0;
+				sock_teardown();
+			}
+			return 0;
+		}
+		return -1;
+	}
+	case LWS_CALLBACK_PROTOCOL_DESTROY:
+		/* After every wsi of the context was closed: parked socks and
+		 * pending deferred closes are all that can be left. */
+		if (g_vh && lws_get_vhost(wsi) == g_vh) {
+			sock_teardown();
+			g_vh = NULL;
+		}
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+const struct lws_protocols pk_sock_protocols[] = {
+    {.name = PROTOCOL_NAME, .callback = pk_sock_cb},
+    {.name = NULL, .callback = NULL},
+};
+
+void pk_sock_init(struct lws_vhost *vh)
+{
+	if (g_vh == vh && g_bell.wsi)
+		return;
+	g_vh = vh;
+	g_bell.rung = 0;
+	g_bell.running = 0;
+	g_bell.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (g_bell.fd == -1) {
+		fprintf(stderr, "pk_sock_init: eventfd: %s\n", strerror(errno));
+		abort();
+	}
+	g_bell.wsi = adopt_fd(g_bell.fd, &g_bell.kind);
+	if (!g_bell.wsi) {
+		/* The vhost lacks pk_sock_protocols[0]: a programming error. */
+		fprintf(stderr,
+		        "pk_sock_init: cannot adopt into the vhost (protocol \"%s\" "
+		        "missing?)\n",
+		        PROTOCOL_NAME);
+		abort();
+	}
+}
+
+/* ---- the public calls ------------------------------------------------------- */
+
+struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
+                                const struct pk_sock_ops *ops, void *user, size_t send_cap)
+{
+	struct pk_sock *s = sock_new(ops, user, send_cap);
+	char h[256], portstr[8];
+	s->state = ST_CONNECTING;
+	/* "[::1]" as well as "::1". */
+	size_t hl = host ? strlen(host) : 0;
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']' && hl - 2 < sizeof(h)) {
+		memcpy(h, host + 1, hl - 2);
+		h[hl - 2] = '\0';
+	} else {
+		snprintf(h, sizeof(h), "%s", host ? host : "");
+	}
+	snprintf(s->peer, sizeof(s->peer), "%s:%d", h, port);
+	if (timeout_ms)
+		timer_set(s, pk_now_ms() + timeout_ms, "connect timeout");
+	if (!h[0] || port <= 0 || port > 65535) {
+		sock_end(s, 1, "invalid address");
+		return s;
+	}
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	struct addrinfo hints;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	/* Blocking: the targets are IPs or local names in practice. Every
+	 * address is tried in order (as Go's dialer does for "localhost" when
+	 * the service listens on 127.0.0.1 only). */
+	int rc = getaddrinfo(h, portstr, &hints, &s->ai_list);
+	if (rc != 0) {
+		s->ai_list = NULL;
+		sock_end(s, 1, rc == EAI_NONAME ? "no such host" : gai_strerror(rc));
+		return s;
+	}
+	s->ai_next = s->ai_list;
+	if (connect_next(s) < 0) {
+		if (!s->made_socket) {
+			sock_discard(s);
+			return NULL;
+		}
+		sock_end(s, 1, errno_reason(s->last_err, 1));
+	}
+	return s;
+}
+
+struct pk_sock *pk_sock_adopt(int fd, const struct pk_sock_ops *ops, void *user, size_t send_cap)
+{
+	struct pk_sock *s = sock_new(ops, user, send_cap);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	s->state = ST_OPEN;
+	set_nodelay(fd);
+	if (getpeername(fd, (void *)&ss, &sl) == 0)
+		addr_text((const void *)&ss, s->peer, sizeof(s->peer));
+	else
+		snprintf(s->peer, sizeof(s->peer), "unknown");
+	s->fd = fd;
+	s->rx_on = 1;
+	s->wsi = adopt_fd(fd, s);
+	if (!s->wsi) {
+		close(fd);
+		s->fd = -1;
+		sock_discard(s);
+		return NULL;
+	}
+	return s;
+}
+
+size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len)
+{
+	if (s->ending || s->close_wanted || s->fin_wanted || !len)
+		return 0;
+	size_t n = pk_bufq_append(&s->sendq, data, len);
+	if (n < len || s->sendq.len * 2 >= s->sendq.cap)
+		s->drain_armed = 1;
+	if (n && s->state == ST_OPEN)
+		want_write(s); /* while connecting, writability is awaited anyway */
+	return n;
+}
+
+size_t pk_sock_write_space(const struct pk_sock *s)
+{
+	if (s->ending || s->close_wanted || s->fin_wanted)
+		return 0;
+	return pk_bufq_space(&s->sendq);
+}
+
+size_t pk_sock_queued(const struct pk_sock *s)
+{
+	return s->sendq.len;
+}
+
+void pk_sock_shutdown_write(struct pk_sock *s)
+{
+	if (s->ending || s->close_wanted || s->fin_wanted)
+		return;
+	s->fin_wanted = 1;
+	if (s->state != ST_OPEN || !s->wsi)
+		return; /* done once connected */
+	if (s->sendq.len) {
+		want_write(s);
+		return;
+	}
+	/* Nothing queued: the FIN needs no send-buffer space, so do not wait
+	 * for writability (the peer may not be reading). */
+	if (shutdown(s->fd, SHUT_WR) == -1) {
+		sock_end(s, 1, errno_reason(errno, 0));
+		return;
+	}
+	s->fin_sent = 1;
+	if (s->eof_seen)
+		sock_end(s, 0, "closed");
+}
+
+void pk_sock_pause(struct pk_sock *s, int paused)
+{
+	if (s->ending)
+		return;
+	s->paused = paused ? 1 : 0;
+	if (!paused && s->parked) {
+		s->parked = 0;
+		s->rx_on = 1;
+		s->wsi = adopt_fd(s->fd, s);
+		if (!s->wsi) {
+			sock_end(s, 1, "reset");
+			return;
+		}
+	}
+	rx_update(s);
+}
+
+void pk_sock_close(struct pk_sock *s, int abort)
+{
+	if (abort) {
+		if (s->fd >= 0)
+			set_linger0(s->fd);
+		if (s->ending)
+			return;
+		pk_bufq_clear(&s->sendq);
+		sock_end(s, 1, "aborted");
+		return;
+	}
+	if (s->ending || s->close_wanted)
+		return;
+	s->close_wanted = 1;
+	rx_update(s);
+	if (!s->wsi) {
+		/* Parked (our FIN is out) or between connect attempts. */
+		sock_end(s, s->state == ST_OPEN ? 0 : 1, "closed");
+		return;
+	}
+	if (!s->sendq.len) {
+		if (s->state == ST_CONNECTING) {
+			sock_end(s, 1, "closed");
+			return;
+		}
+		if (!s->fin_sent && shutdown(s->fd, SHUT_WR) == 0)
+			s->fin_sent = 1;
+		sock_end(s, 0, "closed");
+		return;
+	}
+	timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
+	if (s->state == ST_OPEN)
+		want_write(s);
+}
+
+void *pk_sock_user(const struct pk_sock *s)
+{
+	return s->user;
+}
+
+void pk_sock_set_user(struct pk_sock *s, void *user)
+{
+	s->user = user;
+}
+
+const char *pk_sock_peer(const struct pk_sock *s)
+{
+	return s->peer;
+}
+
+void pk_sock_tick(uint64_t now_ms)
+{
+	lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, g_timers.head)
+	{
+		struct pk_sock *s = lws_container_of(d, struct pk_sock, timer_link);
+		if (now_ms >= s->deadline_ms) {
+			if (s->state == ST_OPEN && s->fd >= 0)
+				set_linger0(s->fd); /* a close that did not drain */
+			pk_bufq_clear(&s->sendq);
+			sock_end(s, 1, s->deadline_why);
+		}
+	}
+	lws_end_foreach_dll_safe(d, d1);
+
+	lws_start_foreach_dll(struct lws_dll2 *, d, g_listeners.head)
+	{
+		struct pk_sock_listener *l = lws_container_of(d, struct pk_sock_listener, link);
+		if (l->resume_ms && now_ms >= l->resume_ms) {
+			l->resume_ms = 0;
+			if (l->wsi)
+				lws_rx_flow_control(l->wsi, 1);
+		}
+	}
+	lws_end_foreach_dll(d);
+}
+
+/* ---- listening -------------------------------------------------------------- */
+
+/* "host:port", ":port", "[v6]:port"; port 0 asks the kernel for one. */
+static int split_listen_addr(const char *addr, char *host, size_t hlen, int *port)
+{
+	const char *colon;
+	size_t n;
+	if (!addr)
+		return -1;
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || end[1] != ':')
+			return -1;
+		n = (size_t)(end - addr - 1);
+		if (n + 1 > hlen)
+			return -1;
+		memcpy(host, addr + 1, n);
+		host[n] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(addr, ':');
+		if (!colon)
+			return -1;
+		n = (size_t)(colon - addr);
+		if (n + 1 > hlen)
+			return -1;
+		memcpy(host, addr, n);
+		host[n] = '\0';
+	}
+	char *end;
+	errno = 0;
+	long p = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno || p < 0 || p > 65535)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, int *err)
+{
+	int one = 1, zero = 0;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		*err = errno;
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) == -1) ||
+	    bind(fd, sa, len) == -1 || listen(fd, LISTEN_BACKLOG) == -1) {
+		*err = errno;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+struct pk_sock_listener *pk_sock_listen(const char *addr, void (*on_accept)(void *user, int fd),
+                                        void *user, char *err, size_t errlen)
+{
+	char host[256], portstr[8];
+	int port, fd = -1, e = 0;
+	if (split_listen_addr(addr, host, sizeof(host), &port) < 0) {
+		snprintf(err, errlen, "invalid listen address \"%s\"", addr ? addr : "");
+		return NULL;
+	}
+	if (!host[0]) {
+		/* Every interface: one dual-stack socket, or IPv4 without IPv6. */
+		struct sockaddr_in6 a6;
+		memset(&a6, 0, sizeof(a6));
+		a6.sin6_family = AF_INET6;
+		a6.sin6_port = htons((uint16_t)port);
+		a6.sin6_addr = in6addr_any;
+		fd = listen_on((const void *)&a6, sizeof(a6), 1, &e);
+		if (fd == -1) {
+			struct sockaddr_in a4;
+			memset(&a4, 0, sizeof(a4));
+			a4.sin_family = AF_INET;
+			a4.sin_port = htons((uint16_t)port);
+			a4.sin_addr.s_addr = htonl(INADDR_ANY);
+			fd = listen_on((const void *)&a4, sizeof(a4), 0, &e);
+		}
+	} else {
+		/* "localhost" is the IPv4 loopback, as for the other ports. */
+		if (!strcmp(host, "localhost"))
+			snprintf(host, sizeof(host), "127.0.0.1");
+		struct addrinfo hints, *res = NULL;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+		snprintf(portstr, sizeof(portstr), "%d", port);
+		int rc = getaddrinfo(host, portstr, &hints, &res);
+		if (rc != 0) {
+			snprintf(err, errlen, "listen %s: %s", addr, gai_strerror(rc));
+			return NULL;
+		}
+		for (struct addrinfo *ai = res; ai && fd == -1; ai = ai->ai_next)
+			fd = listen_on(ai->ai_addr, ai->ai_addrlen, 0, &e);
+		freeaddrinfo(res);
+	}
+	if (fd == -1) {
+		snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
+		return NULL;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	const struct sockaddr_in *sin = (const void *)&ss;
+	const struct sockaddr_in6 *sin6 = (const void *)&ss;
+	if (getsockname(fd, (void *)&ss, &sl) == 0)
+		port = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
+
+	/* Owner: the caller; freed by pk_sock_listener_close(). */
+	struct pk_sock_listener *l = pk_xcalloc(1, sizeof(*l));
+	l->kind = KIND_LISTENER;
+	l->fd = fd;
+	l->port = port;
+	l->on_accept = on_accept;
+	l->user = user;
+	l->wsi = adopt_fd(fd, l);
+	if (!l->wsi) {
+		close(fd);
+		free(l);
+		snprintf(err, errlen, "listen %s: cannot add the socket to the event loop", addr);
+		return NULL;
+	}
+	lws_dll2_add_tail(&l->link, &g_listeners);
+	return l;
+}
+
+void pk_sock_listener_close(struct pk_sock_listener *l)
+{
+	if (!l)
+		return;
+	lws_dll2_remove(&l->link);
+	if (l->wsi) {
+		/* The wsi outlives l until lws closes it (and the fd with it) on
+		 * the next pass; with no opaque pointer it is only closed. */
+		lws_set_opaque_user_data(l->wsi, NULL);
+		if (l->in_accept) {
+			l->closed = 1; /* listener_rx() frees it */
+			return;
+		}
+		lws_set_timeout(l->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+	}
+	l->kind = 0;
+	free(l);
+}
+
+int pk_sock_listener_port(const struct pk_sock_listener *l)
+{
+	return l->port;
+}

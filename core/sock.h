@@ -1,0 +1,107 @@
+/*
+ * pk_sock: a plain TCP connection driven by the lws event loop but read and
+ * written by us, so that half-close works.
+ *
+ * lws 4.1's raw-socket role closes a connection on its first zero-length
+ * read (roles/raw-skt: "we need to go to fail here"), so a peer that shuts
+ * down its writing side could never receive the rest of our bytes. Here the
+ * file descriptor is adopted into lws as a raw *file* descriptor
+ * (LWS_ADOPT_RAW_FILE_DESC): lws only reports readiness (RAW_RX_FILE,
+ * RAW_WRITEABLE_FILE) and we do the nonblocking read(), write() and
+ * shutdown() ourselves. Used where bytes are piped raw and a TCP FIN must
+ * travel end to end: the agent's TCP listeners and `piko forward`.
+ *
+ * Backpressure: writes go to a capped queue (pk_sock_write accepts what
+ * fits); on_drain fires when it falls below half; pk_sock_pause() stops
+ * reading (lws rx flow control), so the other end of the pipe can hold off
+ * while its own queue is full.
+ *
+ * Lifetime: on_close fires exactly once, from the event loop, never from
+ * inside a pk_sock_*() call; the pk_sock is freed right after it returns.
+ * The owner must drop its pointer then.
+ */
+#ifndef PK_SOCK_H
+#define PK_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+struct pk_sock;
+
+struct pk_sock_ops {
+	/* An outgoing connection is established (not called for accepted ones). */
+	void (*on_connected)(struct pk_sock *s);
+	/* Bytes were read. */
+	void (*on_data)(struct pk_sock *s, const uint8_t *data, size_t len);
+	/* The peer shut down its writing side (read returned 0). We may still
+	 * write; the connection closes once our side is shut down too. */
+	void (*on_eof)(struct pk_sock *s);
+	/* The send queue fell below half its cap. */
+	void (*on_drain)(struct pk_sock *s);
+	/* The connection is gone: why is a short reason ("closed", "reset",
+	 * "connect timeout", "connection refused", ...). reset is 1 when it did
+	 * not end with both sides closing cleanly. */
+	void (*on_close)(struct pk_sock *s, int reset, const char *why);
+};
+
+/* Call once per lws context, before any other pk_sock function: registers
+ * nothing globally but remembers the vhost used for adoption. The vhost's
+ * protocol list must contain pk_sock_protocols[0] (see below). */
+void pk_sock_init(struct lws_vhost *vh);
+
+/* The lws protocol that carries pk_sock events; add it to the protocol list
+ * of the vhost given to pk_sock_init(). Terminated list of one entry. */
+extern const struct lws_protocols pk_sock_protocols[];
+
+/* Connect to host:port (host resolved with getaddrinfo; a name or an IP).
+ * on_connected or on_close follows; the attempt is abandoned with on_close
+ * "connect timeout" after timeout_ms (0 = no timeout). Returns NULL only if
+ * the socket could not even be created (on_close is then not called).
+ * Owner: the pk_sock itself (freed after on_close). */
+struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
+				const struct pk_sock_ops *ops, void *user, size_t send_cap);
+
+/* Wrap an already connected socket (e.g. from pk_sock_listen's accept). */
+struct pk_sock *pk_sock_adopt(int fd, const struct pk_sock_ops *ops, void *user, size_t send_cap);
+
+/* Queue up to len bytes; returns the count accepted (less once the send
+ * queue is full, 0 after pk_sock_shutdown_write or close). */
+size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len);
+size_t pk_sock_write_space(const struct pk_sock *s);
+/* Bytes queued and not yet written to the kernel. */
+size_t pk_sock_queued(const struct pk_sock *s);
+
+/* Send FIN once the queue is written (shutdown(SHUT_WR)). */
+void pk_sock_shutdown_write(struct pk_sock *s);
+
+/* Stop (1) or resume (0) reading. */
+void pk_sock_pause(struct pk_sock *s, int paused);
+
+/* Close: graceful (queued bytes are written first, then close) or, with
+ * abort, at once with a TCP RST (SO_LINGER 0). on_close follows from the
+ * event loop. */
+void pk_sock_close(struct pk_sock *s, int abort);
+
+void *pk_sock_user(const struct pk_sock *s);
+void pk_sock_set_user(struct pk_sock *s, void *user);
+/* "ip:port" of the peer, for logs. */
+const char *pk_sock_peer(const struct pk_sock *s);
+
+/* A listening socket whose accepted connections are handed to on_accept
+ * (which must pk_sock_adopt() or close the fd). addr: "host:port", ":port".
+ * Returns NULL with err set when it cannot listen. Owner: the caller;
+ * pk_sock_listener_close() stops and frees it. */
+struct pk_sock_listener;
+struct pk_sock_listener *pk_sock_listen(const char *addr,
+					void (*on_accept)(void *user, int fd), void *user,
+					char *err, size_t errlen);
+void pk_sock_listener_close(struct pk_sock_listener *l);
+/* The port actually bound (useful with port 0). */
+int pk_sock_listener_port(const struct pk_sock_listener *l);
+
+/* Timers (connect timeouts); call about every 250 ms. */
+void pk_sock_tick(uint64_t now_ms);
+
+#endif
