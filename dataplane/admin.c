@@ -43,6 +43,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	} else if (get && plen == 8 && !strncmp(h->url, "/metrics", plen)) {
 		status = 200;
 		ctype = "text/plain; version=0.0.4; charset=utf-8";
+		/* Gauges that are cheaper to read than to track. */
+		pk_metric_set(srv->m.open_streams, NULL, (double)pk_upstream_open_streams(srv));
 		owned = pk_metrics_render(srv->metrics, &body_len);
 		body = owned;
 	}

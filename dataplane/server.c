@@ -104,6 +104,11 @@ static void register_metrics(struct pk_server *srv)
 	srv->m.upstream_requests_total = pk_metrics_register(
 	    m, PK_METRIC_COUNTER, "piko_upstreams_upstream_requests_total",
 	    "Number of requests forwarded to local upstreams.", NULL, 0, NULL, 0);
+	/* Ours, not Piko's: streams in flight over this node's tunnels, so a
+	 * leak of streams shows (it returns to 0 when traffic stops). */
+	srv->m.open_streams = pk_metrics_register(
+	    m, PK_METRIC_GAUGE, "piko_upstreams_open_streams",
+	    "Number of streams open on the upstream connections of this node.", NULL, 0, NULL, 0);
 }
 
 /* One listening vhost. raw_protocol: accept as raw sockets bound to that

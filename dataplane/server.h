@@ -33,6 +33,7 @@ struct pk_server_metrics {
 	struct pk_metric *connected_upstreams;
 	struct pk_metric *registered_endpoints;
 	struct pk_metric *upstream_requests_total;
+	struct pk_metric *open_streams;
 };
 
 struct pk_server {
@@ -70,6 +71,8 @@ void pk_proxy_tick(struct pk_server *srv, uint64_t now_ms);
 void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms);
 /* Shutdown: tell upstreams to stop expecting new streams (Go Away). */
 void pk_upstream_go_away_all(struct pk_server *srv);
+/* Streams open on every upstream session (for the open-streams gauge). */
+size_t pk_upstream_open_streams(const struct pk_server *srv);
 /* Shutdown: close idle keep-alive client connections. */
 void pk_proxy_close_idle(struct pk_server *srv);
 

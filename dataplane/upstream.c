@@ -205,6 +205,15 @@ void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms)
 		pk_tunnel_tick(&up->tunnel, now_ms);
 }
 
+size_t pk_upstream_open_streams(const struct pk_server *srv)
+{
+	size_t n = 0;
+	for (const struct pk_upstream *up = srv->upstreams; up; up = up->next)
+		if (up->tunnel.sess)
+			n += pk_yamux_session_num_streams(up->tunnel.sess);
+	return n;
+}
+
 void pk_upstream_go_away_all(struct pk_server *srv)
 {
 	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
