@@ -5,7 +5,6 @@
  */
 #include "agent.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,31 +14,11 @@
 #include "buf.h"
 #include "log.h"
 #include "lwsio.h"
+#include "runloop.h"
 #include "sock.h"
 
 #define SUBSYS "client"
 #define TICK_US (250 * LWS_US_PER_MS)
-
-static volatile sig_atomic_t got_signal;
-static struct lws_context *signal_ctx;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	got_signal = 1;
-	if (signal_ctx)
-		lws_cancel_service(signal_ctx); /* only writes to a pipe */
-}
-
-static void lws_log_emit(int level, const char *line)
-{
-	char msg[512];
-	snprintf(msg, sizeof(msg), "%s", line);
-	size_t n = strlen(msg);
-	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-		msg[--n] = '\0';
-	pk_log(level == LLL_ERR ? PK_LOG_ERROR : PK_LOG_DEBUG, "lws", msg, NULL);
-}
 
 static void dial(struct pk_agent_listener *l);
 
@@ -91,15 +70,25 @@ static void path_escape(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
+/* The upstream URL path (Piko appends to the URL's path, without
+ * normalising) and Host header of a listener's tunnel. */
+static void upstream_target(struct pk_agent_listener *l, char *path, size_t plen, char *host,
+                            size_t hlen)
+{
+	struct pk_agent *a = l->agent;
+	char ep[768];
+	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
+	snprintf(path, plen, "%s/piko/v1/upstream/%s", a->url.path, ep);
+	snprintf(host, hlen, "%s:%d", a->url.host, a->url.port);
+}
+
 static void dial(struct pk_agent_listener *l)
 {
 	struct pk_agent *a = l->agent;
 	if (a->shutting_down || l->wsi)
 		return;
-	char ep[768], path[1400], hosthdr[300];
-	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
-	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
-	snprintf(hosthdr, sizeof(hosthdr), "%s:%d", a->url.host, a->url.port);
+	char path[1400], hosthdr[300];
+	upstream_target(l, path, sizeof(path), hosthdr, sizeof(hosthdr));
 
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof(i));
@@ -256,7 +245,7 @@ static int callback_probe(struct lws *wsi, enum lws_callback_reasons reason, voi
 static void probe_start(struct pk_agent_listener *l, unsigned int status)
 {
 	struct pk_agent *a = l->agent;
-	char ep[768], path[1400], hosthdr[300];
+	char path[1400], hosthdr[300];
 	if (l->probe)
 		return; /* one question is enough */
 	/* Owner: the listener (l->probe), freed when the agent exits, after
@@ -265,9 +254,7 @@ static void probe_start(struct pk_agent_listener *l, unsigned int status)
 	l->probe = p;
 	p->l = l;
 	p->status = status;
-	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
-	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
-	snprintf(hosthdr, sizeof(hosthdr), "%s:%d", a->url.host, a->url.port);
+	upstream_target(l, path, sizeof(path), hosthdr, sizeof(hosthdr));
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof(i));
 	i.context = a->ctx;
@@ -424,8 +411,7 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		return 1;
 	}
 
-	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
-	signal(SIGPIPE, SIG_IGN);
+	pk_runloop_lws_logs(0);
 
 	struct lws_protocols protocols[5];
 	memcpy(protocols, agent_protocols, sizeof(protocols));
@@ -461,13 +447,7 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		pk_backoff_init(&l->backoff, 100, 15000);
 	}
 
-	signal_ctx = a.ctx;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	pk_runloop_signals(a.ctx);
 
 	a.boot_deadline_ms = pk_now_ms() + (uint64_t)cfg->connect.timeout_ms;
 	for (size_t i = 0; i < a.nlisteners; i++)
@@ -477,10 +457,10 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	while (!a.exit_now) {
 		if (lws_service(a.ctx, 0) < 0)
 			break;
-		if (got_signal)
+		if (pk_runloop_stop_requested())
 			begin_shutdown(&a);
 	}
-	signal_ctx = NULL;
+	pk_runloop_signals_done();
 	a.shutting_down = 1; /* no reconnects while the context is torn down */
 	for (size_t i = 0; i < a.nlisteners; i++)
 		lws_sul_cancel(&a.listeners[i].retry_sul);

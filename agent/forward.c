@@ -20,7 +20,6 @@
  */
 #include "forward.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "log.h"
+#include "runloop.h"
 #include "sock.h"
 #include "ws.h"
 
@@ -72,17 +72,6 @@ struct fwd_conn {
 	int failed; /* already logged why */
 	struct fwd_conn *prev, *next;
 };
-
-static volatile sig_atomic_t got_signal;
-static struct lws_context *signal_ctx;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	got_signal = 1;
-	if (signal_ctx)
-		lws_cancel_service(signal_ctx); /* only writes to a pipe */
-}
 
 /* ---- connection bookkeeping ------------------------------------------- */
 
@@ -456,8 +445,7 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 		fprintf(stderr, "config: %s\n", err);
 		return 1;
 	}
-	signal(SIGPIPE, SIG_IGN);
-	lws_set_log_level(LLL_ERR, NULL);
+	pk_runloop_lws_logs(0);
 
 	struct lws_protocols protocols[2];
 	memset(protocols, 0, sizeof(protocols));
@@ -494,21 +482,15 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 		       p->cfg->endpoint_id, NULL);
 	}
 
-	signal_ctx = f.ctx;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	pk_runloop_signals(f.ctx);
 	lws_sul_schedule(f.ctx, 0, &f.tick_sul, tick, TICK_US);
-	while (!got_signal) {
+	while (!pk_runloop_stop_requested()) {
 		if (lws_service(f.ctx, 0) < 0)
 			break;
 	}
 	pk_log(PK_LOG_INFO, SUBSYS, "shutting down", NULL);
 out:
-	signal_ctx = NULL;
+	pk_runloop_signals_done();
 	for (size_t i = 0; i < f.nports; i++)
 		if (f.ports[i].ln)
 			pk_sock_listener_close(f.ports[i].ln);

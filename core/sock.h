@@ -38,32 +38,42 @@ struct pk_sock_ops {
 	/* The peer shut down its writing side (read returned 0). We may still
 	 * write; the connection closes once our side is shut down too. */
 	void (*on_eof)(struct pk_sock *s);
-	/* The send queue fell below half its cap. */
+	/* The send queue fell below half its cap. Owed once the queue reached
+	 * half its cap or a pk_sock_write() came back short; fires once per
+	 * such episode (never after pk_sock_shutdown_write or close). */
 	void (*on_drain)(struct pk_sock *s);
 	/* The connection is gone: why is a short reason ("closed", "reset",
-	 * "connect timeout", "connection refused", ...). reset is 1 when it did
-	 * not end with both sides closing cleanly. */
+	 * "connect timeout", "connection refused", "aborted" after our own
+	 * abort, "close timeout", "shutdown" when the lws context went away,
+	 * ...). reset is 1 when it did not end with both sides closing cleanly
+	 * (a graceful pk_sock_close() counts as clean). */
 	void (*on_close)(struct pk_sock *s, int reset, const char *why);
 };
 
-/* Call once per lws context, before any other pk_sock function: registers
- * nothing globally but remembers the vhost used for adoption. The vhost's
- * protocol list must contain pk_sock_protocols[0] (see below). */
+/* Call once per lws context, before any other pk_sock function: remembers
+ * the vhost used for adoption and adopts one eventfd into it, through which
+ * deferred work (callbacks that must not run inside a pk_sock_*() call) is
+ * run. The vhost's protocol list must contain pk_sock_protocols[0] (see
+ * below; aborts otherwise). One lws context at a time. */
 void pk_sock_init(struct lws_vhost *vh);
 
 /* The lws protocol that carries pk_sock events; add it to the protocol list
  * of the vhost given to pk_sock_init(). Terminated list of one entry. */
 extern const struct lws_protocols pk_sock_protocols[];
 
-/* Connect to host:port (host resolved with getaddrinfo; a name or an IP).
- * on_connected or on_close follows; the attempt is abandoned with on_close
- * "connect timeout" after timeout_ms (0 = no timeout). Returns NULL only if
- * the socket could not even be created (on_close is then not called).
- * Owner: the pk_sock itself (freed after on_close). */
+/* Connect to host:port (host resolved with getaddrinfo, blocking; a name or
+ * an IP, "[::1]" accepted). Each resolved address is tried in turn until one
+ * connects. on_connected or on_close follows; the attempt is abandoned with
+ * on_close "connect timeout" after timeout_ms (0 = no timeout; enforced by
+ * pk_sock_tick). Bytes written meanwhile are sent once connected. Returns
+ * NULL only if the socket could not even be created (on_close is then not
+ * called). Owner: the pk_sock itself (freed after on_close). */
 struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
-				const struct pk_sock_ops *ops, void *user, size_t send_cap);
+                                const struct pk_sock_ops *ops, void *user, size_t send_cap);
 
-/* Wrap an already connected socket (e.g. from pk_sock_listen's accept). */
+/* Wrap an already connected socket (e.g. from pk_sock_listen's accept); the
+ * pk_sock owns fd from here. Returns NULL, with fd closed, only when lws
+ * cannot take another descriptor. */
 struct pk_sock *pk_sock_adopt(int fd, const struct pk_sock_ops *ops, void *user, size_t send_cap);
 
 /* Queue up to len bytes; returns the count accepted (less once the send
@@ -73,15 +83,18 @@ size_t pk_sock_write_space(const struct pk_sock *s);
 /* Bytes queued and not yet written to the kernel. */
 size_t pk_sock_queued(const struct pk_sock *s);
 
-/* Send FIN once the queue is written (shutdown(SHUT_WR)). */
+/* Send FIN once the queue is written (shutdown(SHUT_WR)). Once the peer's
+ * EOF was seen too, the connection closes (on_close "closed", reset 0). */
 void pk_sock_shutdown_write(struct pk_sock *s);
 
 /* Stop (1) or resume (0) reading. */
 void pk_sock_pause(struct pk_sock *s, int paused);
 
-/* Close: graceful (queued bytes are written first, then close) or, with
- * abort, at once with a TCP RST (SO_LINGER 0). on_close follows from the
- * event loop. */
+/* Close: graceful (queued bytes are written first, then FIN and close; no
+ * more on_data/on_eof/on_drain; after 30 s without draining it resets with
+ * "close timeout") or, with abort, at once with a TCP RST (SO_LINGER 0).
+ * Unread input makes the kernel send a RST on close even when graceful.
+ * on_close follows from the event loop. */
 void pk_sock_close(struct pk_sock *s, int abort);
 
 void *pk_sock_user(const struct pk_sock *s);
@@ -90,18 +103,20 @@ void pk_sock_set_user(struct pk_sock *s, void *user);
 const char *pk_sock_peer(const struct pk_sock *s);
 
 /* A listening socket whose accepted connections are handed to on_accept
- * (which must pk_sock_adopt() or close the fd). addr: "host:port", ":port".
+ * (which must pk_sock_adopt() or close the fd; it may close the listener).
+ * addr: "host:port", ":port" (every interface, dual-stack when IPv6 is
+ * there), "[v6]:port"; "localhost" means 127.0.0.1; port 0 picks one.
  * Returns NULL with err set when it cannot listen. Owner: the caller;
  * pk_sock_listener_close() stops and frees it. */
 struct pk_sock_listener;
-struct pk_sock_listener *pk_sock_listen(const char *addr,
-					void (*on_accept)(void *user, int fd), void *user,
-					char *err, size_t errlen);
+struct pk_sock_listener *pk_sock_listen(const char *addr, void (*on_accept)(void *user, int fd),
+                                        void *user, char *err, size_t errlen);
 void pk_sock_listener_close(struct pk_sock_listener *l);
 /* The port actually bound (useful with port 0). */
 int pk_sock_listener_port(const struct pk_sock_listener *l);
 
-/* Timers (connect timeouts); call about every 250 ms. */
+/* Timers (connect and close timeouts, accept back-off after EMFILE); call
+ * about every 250 ms with pk_now_ms(), the clock deadlines are set with. */
 void pk_sock_tick(uint64_t now_ms);
 
 #endif

@@ -7,7 +7,6 @@
  */
 #include "server.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,35 +15,14 @@
 #include "buf.h"
 #include "log.h"
 #include "lwsio.h"
+#include "runloop.h"
 
 #define SUBSYS "server"
 #define TICK_US (250 * LWS_US_PER_MS)
 
-static volatile sig_atomic_t got_signal;
-static struct lws_context *signal_ctx;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	got_signal = 1;
-	/* Wakes the service loop; lws_cancel_service() only writes to a pipe. */
-	if (signal_ctx)
-		lws_cancel_service(signal_ctx);
-}
-
 struct pk_server *pk_server_from_wsi(struct lws *wsi)
 {
 	return lws_context_user(lws_get_context(wsi));
-}
-
-static void lws_log_emit(int level, const char *line)
-{
-	char msg[512];
-	snprintf(msg, sizeof(msg), "%s", line);
-	size_t n = strlen(msg);
-	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-		msg[--n] = '\0';
-	pk_log(level == LLL_ERR ? PK_LOG_ERROR : PK_LOG_WARN, "lws", msg, NULL);
 }
 
 static void begin_shutdown(struct pk_server *srv)
@@ -152,8 +130,7 @@ int pk_server_run(const struct pk_server_config *cfg)
 	srv.metrics = pk_metrics_new();
 	register_metrics(&srv);
 
-	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
-	signal(SIGPIPE, SIG_IGN);
+	pk_runloop_lws_logs(1);
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -171,13 +148,7 @@ int pk_server_run(const struct pk_server_config *cfg)
 	    create_vhost(&srv, "admin", cfg->admin.bind_addr, pk_admin_protocols, "piko-admin"))
 		goto out;
 
-	signal_ctx = srv.ctx;
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	pk_runloop_signals(srv.ctx);
 
 	srv.ready = 1;
 	pk_log(PK_LOG_INFO, SUBSYS, "server ready", NULL);
@@ -186,14 +157,14 @@ int pk_server_run(const struct pk_server_config *cfg)
 	while (!srv.exit_now) {
 		if (lws_service(srv.ctx, 0) < 0)
 			break;
-		if (got_signal)
+		if (pk_runloop_stop_requested())
 			begin_shutdown(&srv);
 	}
 	rc = 0;
 	pk_log(PK_LOG_INFO, SUBSYS, "shutdown complete", NULL);
 
 out:
-	signal_ctx = NULL;
+	pk_runloop_signals_done();
 	if (srv.ctx)
 		lws_context_destroy(srv.ctx);
 	pk_registry_free(srv.registry);

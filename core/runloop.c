@@ -1,0 +1,56 @@
+#include "runloop.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static volatile sig_atomic_t got_signal;
+static struct lws_context *volatile signal_ctx;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	got_signal = 1;
+	struct lws_context *ctx = signal_ctx;
+	if (ctx)
+		lws_cancel_service(ctx);
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+	char msg[512];
+	snprintf(msg, sizeof(msg), "%s", line);
+	size_t n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	pk_log(level == LLL_ERR ? PK_LOG_ERROR : PK_LOG_WARN, "lws", msg, NULL);
+}
+
+void pk_runloop_lws_logs(int warnings)
+{
+	lws_set_log_level(warnings ? LLL_ERR | LLL_WARN : LLL_ERR, lws_log_emit);
+}
+
+void pk_runloop_signals(struct lws_context *ctx)
+{
+	signal_ctx = ctx;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+int pk_runloop_stop_requested(void)
+{
+	return got_signal;
+}
+
+void pk_runloop_signals_done(void)
+{
+	signal_ctx = NULL;
+}
