@@ -23,6 +23,7 @@
  * to its service connection until that is released; whichever lets go last
  * frees it. A service connection belongs to its lws wsi (freed on close).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,8 +63,6 @@ struct agent_exchange {
 	struct pk_yamux_stream *stream; /* NULL once gone */
 	struct svc_conn *svc;           /* NULL when not attached */
 	int svc_paused;
-	struct pk_http1_reader req;
-	struct pk_http1_reader resp;
 	struct pk_bufq to_svc;   /* bytes for the service */
 	struct pk_bufq from_svc; /* response bytes waiting for stream space */
 	size_t owed;             /* stream bytes in to_svc not yet credited */
@@ -84,6 +83,10 @@ struct agent_exchange {
 	char method[16];
 	char *path;
 	struct agent_exchange *prev, *next;
+	/* Last: not zeroed at allocation (pk_http1_reader_init sets them up
+	 * without clearing their 4 KiB header arrays). */
+	struct pk_http1_reader req;
+	struct pk_http1_reader resp;
 };
 
 static struct agent_exchange *exchanges; /* every live exchange, for timeouts */
@@ -406,7 +409,8 @@ static const struct pk_stream_ops agent_exchange_ops = {
 int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 {
 	/* Owner: see the file comment; freed by maybe_free(). */
-	struct agent_exchange *ex = pk_xcalloc(1, sizeof(*ex));
+	struct agent_exchange *ex = pk_xmalloc(sizeof(*ex));
+	memset(ex, 0, offsetof(struct agent_exchange, req));
 	ex->h.ops = &agent_exchange_ops;
 	ex->l = l;
 	ex->stream = s;

@@ -69,7 +69,8 @@ struct fwd_conn {
 	struct pk_bufq pending; /* server bytes waiting for local send space */
 	int sent_close;
 	int local_paused, remote_paused;
-	int failed; /* already logged why */
+	int failed;    /* already logged why */
+	int got_close; /* the server's close frame arrived */
 	struct fwd_conn *prev, *next;
 };
 
@@ -182,12 +183,16 @@ static size_t ws_input(struct fwd_conn *c, const uint8_t *data, size_t len)
 			if (op == PK_WS_PING) {
 				send_frame(c, PK_WS_PONG, cp, cl);
 			} else if (op == PK_WS_CLOSE) {
-				/* The server is done: answer, and the local side
-				 * gets its EOF once our queue to it is written. */
-				send_close(c, 1000);
+				/* The server is done sending: the local side gets
+				 * its EOF once our queue to it is written. Our own
+				 * close waits for the local side's EOF (a half-close,
+				 * as RFC 6455 lets the side that sent close keep
+				 * receiving), unless it was sent already. */
+				c->got_close = 1;
 				if (c->local)
 					pk_sock_shutdown_write(c->local);
-				pk_sock_close(c->remote, 0);
+				if (c->sent_close || !c->local)
+					pk_sock_close(c->remote, 0);
 				return len;
 			}
 		}
@@ -254,8 +259,11 @@ static void handshake_input(struct fwd_conn *c, const uint8_t *data, size_t len)
 		data += used;
 		len -= used;
 	}
-	if (c->state == ST_OPEN && len)
+	if (c->state == ST_OPEN && len) {
+		/* Frames in the same read as the 101. */
 		pk_bufq_append_force(&c->pending, data, len);
+		pump_pending(c);
+	}
 }
 
 static void remote_connected(struct pk_sock *s)
@@ -365,7 +373,10 @@ static void local_eof(struct pk_sock *s)
 {
 	/* Half-close: our close frame says we are done sending, and we keep
 	 * reading the server's frames until its own close. */
-	send_close(pk_sock_user(s), 1000);
+	struct fwd_conn *c = pk_sock_user(s);
+	send_close(c, 1000);
+	if (c->got_close && c->remote)
+		pk_sock_close(c->remote, 0);
 }
 
 static void local_drain(struct pk_sock *s)

@@ -17,6 +17,7 @@
  * window only once written to the client socket, so a slow client throttles
  * its own stream and never the shared tunnel.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,14 +60,15 @@ struct pk_proxy_exchange {
 	struct pk_stream_handler h;     /* first: the stream's user pointer */
 	struct pk_proxy_conn *conn;     /* NULL once detached from the client */
 	struct pk_yamux_stream *stream; /* NULL once the stream is gone */
-	struct pk_http1_reader resp;
-	char *head; /* rewritten request head still to be written */
+	char *head;                     /* rewritten request head still to be written */
 	size_t head_len, head_off;
 	int req_done;
 	int resp_started;
 	int upgraded;
 	int ws;            /* the TCP route: the client side speaks WebSocket frames */
 	int client_closed; /* ... and has sent its close frame (our FIN is sent) */
+	int upstream_done; /* ... the upstream sent FIN */
+	int close_sent;    /* ... our close frame is queued */
 	struct pk_ws_reader wsr;
 	int keep_alive;
 	int close;
@@ -77,6 +79,9 @@ struct pk_proxy_exchange {
 	char *host, *path;
 	int status;
 	size_t req_size, resp_size;
+	/* Last: only this is not zeroed at allocation (pk_http1_reader_init
+	 * sets it up without clearing its 4 KiB header array). */
+	struct pk_http1_reader resp;
 };
 
 static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n);
@@ -334,17 +339,26 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 }
 
 /* The stream ended (FIN or gone) while the client still waits. */
+/* The TCP route's end: our close frame, then the connection closes once it
+ * is written. */
+static void tcp_route_end(struct pk_proxy_exchange *ex, uint16_t code)
+{
+	if (!ex->close_sent)
+		pk_proxy_tcp_close(&ex->conn->out, code, "");
+	ex->close_sent = 1;
+	ex->close = 1;
+	ex->req_done = 1;
+	exchange_finish(ex);
+}
+
 static void ex_stream_ended(struct pk_proxy_exchange *ex)
 {
 	struct pk_proxy_conn *c = ex->conn;
 	if (!c)
 		return;
 	if (ex->ws) {
-		/* The upstream ended the connection: tell the client properly. */
-		pk_proxy_tcp_close(&c->out, 1000, "");
-		ex->close = 1;
-		ex->req_done = 1;
-		exchange_finish(ex);
+		/* The stream is gone (reset, or both sides finished). */
+		tcp_route_end(ex, ex->upstream_done ? 1000 : 1011);
 	} else if (ex->upgraded) {
 		ex->status = 101;
 		exchange_abort(ex);
@@ -359,7 +373,22 @@ static void ex_stream_ended(struct pk_proxy_exchange *ex)
 
 static void ex_on_fin(struct pk_stream_handler *h)
 {
-	ex_stream_ended((struct pk_proxy_exchange *)h);
+	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
+	if (ex->ws && ex->conn) {
+		/* The upstream is done sending: our close frame says so, and,
+		 * as RFC 6455 lets the side that sent close keep receiving,
+		 * the client may still send until its own close. */
+		ex->upstream_done = 1;
+		if (ex->client_closed) {
+			tcp_route_end(ex, 1000);
+		} else if (!ex->close_sent) {
+			pk_proxy_tcp_close(&ex->conn->out, 1000, "");
+			ex->close_sent = 1;
+			lws_callback_on_writable(ex->conn->wsi);
+		}
+		return;
+	}
+	ex_stream_ended(ex);
 }
 
 static void ex_on_writable(struct pk_stream_handler *h)
@@ -403,7 +432,8 @@ static void start_exchange(struct pk_proxy_conn *c)
 
 	/* Owner: the client connection while attached (c->ex), then the stream
 	 * (its user pointer) until on_close; see exchange_detach(). */
-	struct pk_proxy_exchange *ex = pk_xcalloc(1, sizeof(*ex));
+	struct pk_proxy_exchange *ex = pk_xmalloc(sizeof(*ex));
+	memset(ex, 0, offsetof(struct pk_proxy_exchange, resp));
 	ex->h.ops = &exchange_ops;
 	ex->conn = c;
 	c->ex = ex;
@@ -530,6 +560,8 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 				if (ex->stream)
 					pk_yamux_stream_close(ex->stream, pk_now_ms());
 				ex->client_closed = 1;
+				if (ex->upstream_done)
+					tcp_route_end(ex, 1000);
 				return (int)(total + n);
 			}
 			if (act == PK_PROXY_TCP_ERROR) {

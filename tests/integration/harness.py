@@ -183,6 +183,7 @@ class Proc:
         self.p = None
         self.started_at = None
         self.killed = False  # SIGKILLed on purpose by the test
+        self.signalled = False  # the harness/test sent it a signal
         self.runs = []  # (stderr path, stdout path) of every start
 
     def _spawn(self):
@@ -199,6 +200,7 @@ class Proc:
                                       start_new_session=True)
         self.started_at = time.monotonic()
         self.killed = False
+        self.signalled = False
         with _live_lock:
             _live.append(self.p)
 
@@ -229,6 +231,7 @@ class Proc:
     # control
     def signal(self, sig):
         if self.alive:
+            self.signalled = True
             self.p.send_signal(sig)
 
     def kill(self):
@@ -236,6 +239,7 @@ class Proc:
         if self.p is None:
             return
         if self.p.poll() is None:
+            self.signalled = True
             self.p.kill()
             self.killed = True
         self.p.wait(timeout=T(10))
@@ -256,6 +260,7 @@ class Proc:
             return None
         timeout = timeout or T(15)
         if self.p.poll() is None:
+            self.signalled = True
             self.p.send_signal(signal.SIGTERM)
             rc = self.wait(timeout)
             if rc is None:
@@ -570,6 +575,13 @@ class PikoTestCase(unittest.TestCase):
         for p in reversed(self.procs):
             if p.p is None:
                 continue
+            rc = p.poll()
+            if (rc is not None and not p.signalled and not isinstance(p, UpstreamService)
+                    and rc in (0, -signal.SIGTERM, -signal.SIGINT)):
+                problems.append(
+                    "%s exited (code %d) during the test although the test never signalled "
+                    "it: an external SIGTERM/SIGINT (e.g. a `pkill piko` elsewhere on this "
+                    "machine) or a spontaneous exit\n%s" % (p.name, rc, p.describe(20)))
             try:
                 if isinstance(p, UpstreamService):
                     p.kill()
