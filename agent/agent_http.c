@@ -231,8 +231,10 @@ static void release_svc(struct agent_exchange *ex, int reusable)
 /* Both directions finished: the connection may serve the next request. */
 static void maybe_release(struct agent_exchange *ex)
 {
-	if (ex->svc && ex->resp_done && ex->req_done && !ex->to_svc.len && !ex->upgraded)
+	if (ex->svc && ex->resp_done && ex->req_done && !ex->to_svc.len && !ex->upgraded) {
 		release_svc(ex, ex->resp_keep_alive);
+		maybe_free(ex); /* the stream may be gone already */
+	}
 }
 
 /* Send FIN once every response byte went to the stream. */
@@ -373,9 +375,13 @@ static void ex_on_fin(struct pk_stream_handler *hd)
 {
 	struct agent_exchange *ex = (struct agent_exchange *)hd;
 	/* The server finished sending. For an upgraded connection that is the
-	 * end of the client's side. */
-	if (ex->upgraded && ex->svc)
+	 * end of the client's side: the exchange ends (Piko's server sends FIN
+	 * when an upgraded connection ends). */
+	if (ex->upgraded) {
+		ex->resp_done = 1;
 		release_svc(ex, 0);
+		pump_to_stream(ex); /* FIN once what the service sent is through */
+	}
 }
 
 static void ex_on_writable(struct pk_stream_handler *hd)
@@ -390,12 +396,14 @@ static void ex_on_close(struct pk_stream_handler *hd, int reset)
 	ex->stream = NULL;
 	ex->owed = 0;
 	if (!ex->resp_done) {
-		/* The server side gave up first: the service connection is in
-		 * the middle of an exchange and cannot be reused. */
+		/* The server side gave up first. */
 		ex->status = ex->status ? ex->status : 499;
 		access_log(ex);
-		release_svc(ex, 0);
 	}
+	/* The service connection is reusable only after a complete exchange;
+	 * a request cut short (e.g. answered early, then reset) is not. */
+	if (!ex->resp_done || !ex->req_done || ex->to_svc.len)
+		release_svc(ex, 0);
 	maybe_free(ex);
 }
 

@@ -34,9 +34,4 @@ int pk_lwsio_write_bufq(struct lws *wsi, struct pk_bufq *q, enum lws_write_proto
  * shown as IPv4. */
 void pk_lwsio_peer_ip(struct lws *wsi, char *out, size_t len);
 
-/* Split a Piko bind address (":8000", "127.0.0.1:8000", "[::1]:8000",
- * "localhost:8000") into an interface for lws (NULL = all) and a port.
- * iface must hold at least 64 bytes. Returns 0 or -1. */
-int pk_lwsio_split_bind(const char *addr, char *iface, size_t iface_len, int *port);
-
 #endif

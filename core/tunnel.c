@@ -78,8 +78,12 @@ static void cb_on_session_close(void *user, int reason)
 	t->closing = 1;
 	if (t->ops->on_dead)
 		t->ops->on_dead(t, reason);
-	if (t->wsi)
+	if (t->wsi) {
 		lws_callback_on_writable(t->wsi);
+		/* If the peer has vanished, WRITEABLE may never come (lws holds
+		 * a partial send): close within a few seconds regardless. */
+		lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
+	}
 }
 
 static const struct pk_yamux_callbacks tunnel_callbacks = {

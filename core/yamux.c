@@ -942,7 +942,10 @@ int64_t pk_yamux_session_rtt_ms(const struct pk_yamux_session *sess)
 
 struct pk_yamux_stream *pk_yamux_stream_open(struct pk_yamux_session *sess, uint64_t now_ms)
 {
-	if (sess->dead || sess->remote_go_away || sess->local_go_away)
+	/* Our own Go Away only refuses the peer's streams (as hashicorp's
+	 * OpenStream): a server that is draining still opens streams to the
+	 * upstreams it has, for the requests it still accepts. */
+	if (sess->dead || sess->remote_go_away)
 		return NULL;
 	if (sess->pending_opens >= sess->cfg.max_pending_opens)
 		return NULL;

@@ -13,11 +13,15 @@
 
 #define ADMIN_MAX_HEAD (64 * 1024)
 #define ADMIN_OUT_CAP (4 * 1024 * 1024)
+/* Reading stops while this much unparsed input waits. */
+#define ADMIN_IN_HWM (64 * 1024)
 
 struct admin_conn {
 	struct pk_http1_reader req;
+	struct pk_bufq in; /* pipelined requests waiting for out to drain */
 	struct pk_bufq out;
 	int close_after_write;
+	int rx_paused;
 };
 
 static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
@@ -60,27 +64,36 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	lws_callback_on_writable(wsi);
 }
 
-static void admin_rx(struct lws *wsi, struct admin_conn *c, const char *p, size_t n)
+/* Parse requests from the front of in, one response at a time: a client
+ * that pipelines requests without reading the answers gets no more than
+ * one response queued (admin responses can be large: /metrics). */
+static void admin_pump(struct lws *wsi, struct admin_conn *c)
 {
-	while (n > 0 && !c->close_after_write) {
-		size_t used = 0;
+	while (c->in.len && !c->out.len && !c->close_after_write) {
+		size_t n, used = 0;
+		const char *p = (const char *)pk_bufq_peek(&c->in, &n);
 		enum pk_http1_event ev = pk_http1_reader_feed(&c->req, p, n, &used);
 		if (ev == PK_HTTP1_ERROR) {
 			int status;
 			const char *why = pk_http1_reader_error(&c->req, &status);
 			size_t len;
 			char *resp = pk_http1_simple_response(status, "text/plain; charset=utf-8",
-			                                      why, strlen(why), 1, &len);
+							      why, strlen(why), 1, &len);
 			pk_bufq_append_force(&c->out, resp, len);
 			free(resp);
 			c->close_after_write = 1;
-			lws_callback_on_writable(wsi);
-			return;
+			break;
 		}
+		pk_bufq_consume(&c->in, used);
 		if (ev == PK_HTTP1_HEAD)
 			respond(wsi, c, pk_http1_reader_head(&c->req));
-		p += used;
-		n -= used;
+	}
+	if (c->out.len || c->close_after_write)
+		lws_callback_on_writable(wsi);
+	int full = c->in.len >= ADMIN_IN_HWM;
+	if (full != c->rx_paused) {
+		c->rx_paused = full;
+		lws_rx_flow_control(wsi, !full);
 	}
 }
 
@@ -95,12 +108,15 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 		/* Owner: the lws connection's slot; freed on RAW_CLOSE. */
 		c = pk_xcalloc(1, sizeof(*c));
 		pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST, ADMIN_MAX_HEAD);
+		pk_bufq_init(&c->in, ADMIN_IN_HWM * 2);
 		pk_bufq_init(&c->out, ADMIN_OUT_CAP);
 		*slot = c;
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
-		if (c)
-			admin_rx(wsi, c, in, len);
+		if (c && !c->close_after_write) {
+			pk_bufq_append_force(&c->in, in, len);
+			admin_pump(wsi, c);
+		}
 		return 0;
 	case LWS_CALLBACK_RAW_WRITEABLE:
 		if (!c)
@@ -111,11 +127,14 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 			return -1;
 		if (c->out.len || c->close_after_write)
 			lws_callback_on_writable(wsi);
+		else
+			admin_pump(wsi, c); /* the next pipelined request, if any */
 		return 0;
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c) {
 			*slot = NULL;
 			pk_http1_reader_free(&c->req);
+			pk_bufq_clear(&c->in);
 			pk_bufq_clear(&c->out);
 			free(c);
 		}

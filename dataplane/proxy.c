@@ -38,6 +38,8 @@
 /* out holds response bytes not yet written to the client: at most the
  * stream's window (we credit only what was written) plus heads and errors. */
 #define OUT_CAP (512 * 1024)
+/* Above this, client input is not processed (see process()). */
+#define OUT_HWM (128 * 1024)
 
 struct pk_proxy_exchange;
 
@@ -50,6 +52,7 @@ struct pk_proxy_conn {
 	struct pk_bufq out; /* bytes for the client */
 	struct pk_proxy_exchange *ex;
 	int rx_paused;
+	int in_process; /* process() is running: see drain_in() */
 	int close_after_write;
 	uint64_t idle_since_ms; /* keep-alive idle start; 0 while busy */
 	uint64_t head_start_ms; /* first byte of the current head; 0 when none */
@@ -444,6 +447,10 @@ static void start_exchange(struct pk_proxy_conn *c)
 	ex->host = pk_xstrdup(host ? host : "");
 	ex->path = pk_xstrdup(h->url);
 	ex->keep_alive = h->keep_alive && !srv->shutting_down;
+	/* The client asked to close (or is HTTP/1.0 without keep-alive, or we
+	 * are shutting down): the response says Connection: close and the
+	 * connection ends after it. */
+	ex->close = !ex->keep_alive;
 	ex->req_size = approx_request_size(h);
 	/* A request without a body (and an upgrade request) is complete with
 	 * its head. The reader reports its DONE (zero bytes) on the next feed,
@@ -527,6 +534,11 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 	while (n > 0 && !c->close_after_write) {
 		struct pk_proxy_exchange *ex = c->ex;
 		size_t used = 0;
+		/* A client that does not read its responses (or pongs) gets
+		 * nothing more processed until it does: out stays bounded,
+		 * and once in is full its reading stops too. */
+		if (c->out.len >= OUT_HWM)
+			break;
 		if (!ex) {
 			if (!pk_http1_reader_in_message(&c->req) && !c->head_start_ms)
 				c->head_start_ms = pk_now_ms();
@@ -604,6 +616,13 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 
 static void drain_in(struct pk_proxy_conn *c)
 {
+	/* Called from inside process() (an exchange that ends at once, e.g. a
+	 * pipelined request failing at its head): the running loop goes on
+	 * with the next bytes itself. Recursing here would parse the same
+	 * unconsumed bytes again, without end. */
+	if (c->in_process)
+		return;
+	c->in_process = 1;
 	while (c->in.len > 0 && !c->close_after_write) {
 		size_t n;
 		/* The queue's memory is ours: the TCP route unmasks in place. */
@@ -613,6 +632,7 @@ static void drain_in(struct pk_proxy_conn *c)
 			break;
 		pk_bufq_consume(&c->in, (size_t)k);
 	}
+	c->in_process = 0;
 	/* The head may still be waiting for stream space. */
 	if (c->ex && c->ex->stream && !c->ex->upgraded)
 		flush_head(c->ex);
@@ -627,7 +647,9 @@ static void conn_rx(struct pk_proxy_conn *c, uint8_t *data, size_t len)
 	if (c->close_after_write)
 		return; /* everything after a fatal error is ignored */
 	if (c->in.len == 0) {
+		c->in_process = 1;
 		int k = process(c, data, len);
+		c->in_process = 0;
 		data += k;
 		len -= (size_t)k;
 	}
@@ -656,6 +678,8 @@ static int conn_writeable(struct pk_proxy_conn *c)
 	}
 	if (c->out.len || c->close_after_write)
 		lws_callback_on_writable(c->wsi);
+	if (c->in.len && c->out.len < OUT_HWM / 2)
+		drain_in(c); /* input held back while out was full */
 	return 0;
 }
 
@@ -705,7 +729,9 @@ static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, voi
 		                     (size_t)srv->cfg->proxy.http.max_header_bytes);
 		pk_bufq_init(&c->in, IN_CAP);
 		pk_bufq_init(&c->out, OUT_CAP);
-		c->idle_since_ms = pk_now_ms();
+		/* Go's ReadHeaderTimeout runs from the accept for the first
+		 * request: a client that never sends anything is not kept. */
+		c->head_start_ms = pk_now_ms();
 		c->next = srv->conns;
 		if (srv->conns)
 			srv->conns->prev = c;

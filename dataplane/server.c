@@ -16,6 +16,7 @@
 #include "log.h"
 #include "lwsio.h"
 #include "runloop.h"
+#include "sock.h"
 
 #define SUBSYS "server"
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -89,35 +90,60 @@ static void register_metrics(struct pk_server *srv)
 	    "Number of streams open on the upstream connections of this node.", NULL, 0, NULL, 0);
 }
 
-/* One listening vhost. raw_protocol: accept as raw sockets bound to that
- * protocol (our own HTTP/1.1 parsing); NULL: lws's HTTP/WebSocket server. */
-static int create_vhost(struct pk_server *srv, const char *name, const char *bind,
-                        const struct lws_protocols *protocols, const char *raw_protocol)
+/* Accepted connections are adopted into their port's vhost. */
+static void on_accept(void *user, int fd)
 {
-	char iface[128];
-	int port;
-	if (pk_lwsio_split_bind(bind, iface, sizeof(iface), &port) < 0) {
-		fprintf(stderr, "config: invalid %s bind address: %s\n", name, bind);
-		return -1;
-	}
+	struct pk_server_port *p = user;
+	lws_sock_file_fd_type u;
+	u.sockfd = fd;
+	/* On failure lws closes the fd itself. */
+	struct lws *wsi = p->adopt & LWS_ADOPT_HTTP
+	                      ? lws_adopt_socket_vhost(p->vh, fd)
+	                      : lws_adopt_descriptor_vhost(p->vh, p->adopt, u, p->protocol, NULL);
+	if (!wsi)
+		pk_log(PK_LOG_WARN, SUBSYS, "failed to adopt a connection", "port-name", p->name,
+		       NULL);
+}
+
+/* One port: a vhost that only serves adopted sockets, and our own listening
+ * socket (core/sock.c). lws 4.1's own listener binds [::] even for an IPv4
+ * address and fails silently on a host name; ours binds what was asked,
+ * understands host names and port 0, and fails loudly.
+ * raw: connections are raw sockets bound to protocol (our own HTTP/1.1
+ * parsing); else lws's HTTP/WebSocket server role, with protocol named
+ * explicitly (adopted sockets are not bound to the vhost's first protocol). */
+static int create_port(struct pk_server *srv, struct pk_server_port *p, const char *name,
+                       const struct lws_protocols *protocols, const char *protocol, int raw)
+{
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
 	info.vhost_name = name;
-	info.port = port;
-	info.iface = iface[0] ? iface : NULL;
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = protocols;
 	info.pt_serv_buf_size = 64 * 1024;
-	if (raw_protocol) {
-		info.options = LWS_SERVER_OPTION_ADOPT_APPLY_LISTEN_ACCEPT_CONFIG;
-		info.listen_accept_role = "raw-skt";
-		info.listen_accept_protocol = raw_protocol;
-	}
-	if (!lws_create_vhost(srv->ctx, &info)) {
-		pk_log(PK_LOG_ERROR, SUBSYS, "failed to listen", "port-name", name, "addr", bind,
-		       NULL);
+	p->name = name;
+	p->protocol = protocol;
+	p->adopt = raw ? LWS_ADOPT_SOCKET : LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
+	p->vh = lws_create_vhost(srv->ctx, &info);
+	if (!p->vh) {
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create a vhost", "port-name", name, NULL);
 		return -1;
 	}
-	pk_log(PK_LOG_INFO, SUBSYS, "listening", "port-name", name, "addr", bind, NULL);
+	return 0;
+}
+
+static int listen_port(struct pk_server_port *p, const char *bind)
+{
+	char err[256], port[16];
+	p->ln = pk_sock_listen(bind, on_accept, p, err, sizeof(err));
+	if (!p->ln) {
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to listen", "port-name", p->name, "addr", bind,
+		       "error", err, NULL);
+		return -1;
+	}
+	snprintf(port, sizeof(port), "%d", pk_sock_listener_port(p->ln));
+	pk_log(PK_LOG_INFO, SUBSYS, "listening", "port-name", p->name, "addr", bind, "port", port,
+	       NULL);
 	return 0;
 }
 
@@ -143,9 +169,25 @@ int pk_server_run(const struct pk_server_config *cfg)
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		goto out;
 	}
-	if (create_vhost(&srv, "proxy", cfg->proxy.bind_addr, pk_proxy_protocols, "piko-proxy") ||
-	    create_vhost(&srv, "upstream", cfg->upstream.bind_addr, pk_upstream_protocols, NULL) ||
-	    create_vhost(&srv, "admin", cfg->admin.bind_addr, pk_admin_protocols, "piko-admin"))
+	/* The admin vhost also carries core/sock.c's protocol, which runs
+	 * every port's listening socket. */
+	/* The upstream vhost is created first: lws re-selects the vhost of an
+	 * HTTP connection by its listening port, and with none of ours
+	 * listening through lws that is the first vhost created. The raw
+	 * ports (proxy, admin) are never re-selected. The admin vhost also
+	 * carries core/sock.c's protocol, which runs every listening socket. */
+	static struct lws_protocols admin_protocols[3];
+	admin_protocols[0] = pk_admin_protocols[0];
+	admin_protocols[1] = pk_sock_protocols[0];
+	if (create_port(&srv, &srv.upstream, "upstream", pk_upstream_protocols, "piko-upstream",
+	                0) ||
+	    create_port(&srv, &srv.admin, "admin", admin_protocols, "piko-admin", 1) ||
+	    create_port(&srv, &srv.proxy, "proxy", pk_proxy_protocols, "piko-proxy", 1))
+		goto out;
+	pk_sock_init(srv.admin.vh);
+	if (listen_port(&srv.admin, cfg->admin.bind_addr) ||
+	    listen_port(&srv.proxy, cfg->proxy.bind_addr) ||
+	    listen_port(&srv.upstream, cfg->upstream.bind_addr))
 		goto out;
 
 	pk_runloop_signals(srv.ctx);
@@ -165,6 +207,10 @@ int pk_server_run(const struct pk_server_config *cfg)
 
 out:
 	pk_runloop_signals_done();
+	struct pk_server_port *ports[] = {&srv.proxy, &srv.upstream, &srv.admin};
+	for (size_t i = 0; i < 3; i++)
+		if (ports[i]->ln)
+			pk_sock_listener_close(ports[i]->ln);
 	if (srv.ctx)
 		lws_context_destroy(srv.ctx);
 	pk_registry_free(srv.registry);

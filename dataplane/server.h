@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "registry.h"
 #include "server_config.h"
+#include "sock.h"
 
 struct pk_upstream;
 struct pk_proxy_conn;
@@ -36,9 +37,19 @@ struct pk_server_metrics {
 	struct pk_metric *open_streams;
 };
 
+/* A listening port: our socket, and the vhost its connections join. */
+struct pk_server_port {
+	const char *name;
+	struct lws_vhost *vh;
+	struct pk_sock_listener *ln;
+	const char *protocol; /* the protocol its connections are bound to */
+	int adopt;            /* lws_adoption_type */
+};
+
 struct pk_server {
 	const struct pk_server_config *cfg;
 	struct lws_context *ctx;
+	struct pk_server_port proxy, upstream, admin;
 	struct pk_registry *registry;
 	struct pk_metrics *metrics;
 	struct pk_server_metrics m;

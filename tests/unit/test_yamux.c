@@ -512,7 +512,6 @@ static void test_go_away_codes(void **state)
 	pk_yamux_session_go_away(p->sess, PK_YAMUX_GOAWAY_NORMAL); /* not repeated */
 	const uint8_t ga0[] = {0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
 	expect_wire(drain(p->sess), ga0, sizeof(ga0));
-	assert_null(pk_yamux_stream_open(p->sess, 0)); /* we said no more */
 	pk_yamux_session_go_away(p->sess, PK_YAMUX_GOAWAY_INTERNAL_ERR);
 	const uint8_t ga2[] = {0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
 	expect_wire(drain(p->sess), ga2, sizeof(ga2));
@@ -567,6 +566,21 @@ static void test_syn_after_go_away(void **state)
 	assert_int_equal(p->n_stream, 0);
 	assert_int_equal(p->n_data, 0);
 	const uint8_t exp[] = {0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0};
+	expect_wire(drain(p->sess), exp, sizeof(exp));
+	peer_free(p);
+}
+
+/* After our own Go Away we still open streams: it only refuses the peer's. */
+static void test_open_after_own_go_away(void **state)
+{
+	(void)state;
+	struct peer *p = peer_new(0, NULL);
+	pk_yamux_session_go_away(p->sess, PK_YAMUX_GOAWAY_NORMAL);
+	drain(p->sess);
+	struct pk_yamux_stream *s = pk_yamux_stream_open(p->sess, 0);
+	assert_non_null(s);
+	/* Server ids are even: the SYN is a window update for stream 2. */
+	const uint8_t exp[] = {0, 1, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0};
 	expect_wire(drain(p->sess), exp, sizeof(exp));
 	peer_free(p);
 }
@@ -1341,6 +1355,7 @@ int main(void)
 	    cmocka_unit_test(test_remote_go_away_normal),
 	    cmocka_unit_test(test_remote_go_away_fatal),
 	    cmocka_unit_test(test_syn_after_go_away),
+	    cmocka_unit_test(test_open_after_own_go_away),
 	    cmocka_unit_test(test_window_update_half),
 	    cmocka_unit_test(test_window_overflow),
 	    cmocka_unit_test(test_send_window_respected),
