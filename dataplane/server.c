@@ -7,6 +7,10 @@
  */
 #include "server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +100,10 @@ static void on_accept(void *user, int fd)
 	struct pk_server_port *p = user;
 	lws_sock_file_fd_type u;
 	u.sockfd = fd;
+	/* Small responses and yamux frames must not wait for Nagle (lws sets
+	 * this on sockets it accepts itself; these are ours). */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	/* On failure lws closes the fd itself. */
 	struct lws *wsi = p->adopt & LWS_ADOPT_HTTP
 	                      ? lws_adopt_socket_vhost(p->vh, fd)

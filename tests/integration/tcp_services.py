@@ -62,9 +62,9 @@ def pattern_chunks(seed, total, max_chunk=1 << 20):
     left = None if (total is None or total < 0) else total
     while left is None or left > 0:
         n = rng.randint(1, max_chunk)
-        if left is not None:
-            n = min(n, left)
         off = rng.randrange(0, POOL_SIZE - n + 1)
+        if left is not None:
+            n = min(n, left)  # after the offset: a prefix of the endless stream's chunk
         yield pool[off: off + n]
         if left is not None:
             left -= n
@@ -173,7 +173,7 @@ if __name__ == "__main__":
 
 # --- everything below is for the tests (imports the harness) --------------------
 
-import harness  # noqa: E402
+
 from harness import (CONFIG, PikoTestCase, Proc, StartupError, T, UpstreamService,  # noqa: E402
                      free_port, wait_for)
 

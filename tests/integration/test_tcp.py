@@ -377,6 +377,95 @@ class TcpHalfCloseTest(TcpTestCase):
         self.wait_open_streams(srv, 0)
 
 
+class TcpServiceSpeaksFirstTest(TcpTestCase):
+    def test_service_banner_reaches_every_client(self):
+        # Like SSH or SMTP, the service writes first, on connect, and then
+        # waits for the client. The banner must arrive without the client
+        # sending anything, on every connection.
+        banner = b"SSH-2.0-piko-itest\r\n"
+
+        def handler(conn):
+            conn.sendall(banner)
+            line = conn.recv(100)
+            conn.sendall(b"echo:" + line)
+            return line
+
+        svc = self.threaded_service(handler)
+        srv = self.server()
+        self.tcp_agent(srv, "banner", svc.addr)
+        fwd = self.forward(srv, "banner")
+        # one connection after the other (the race is per connection)
+        count = 200
+        for i in range(count):
+            c = fwd.connect(T(10))
+            try:
+                c.settimeout(T(2))
+                try:
+                    got = recv_exact(c, len(banner))
+                except socket.timeout:
+                    self.fail("connection %d of %d never received the service's banner "
+                              "(%.0fs; the %d before it did)" % (i + 1, count, T(2), i))
+                self.assertEqual(got, banner, "connection %d" % i)
+                c.sendall(b"hi %d\n" % i)
+                self.assertEqual(recv_all(c), b"echo:hi %d\n" % i)
+            finally:
+                c.close()
+        self.wait_open_streams(srv, 0)
+
+
+class TcpInteractiveLatencyTest(TcpTestCase):
+    def test_small_writes_are_not_delayed(self):
+        # Interactive traffic (a shell over SSH, a REPL): small messages,
+        # each written in two small writes, must not wait for delayed ACKs
+        # (Nagle's algorithm on a hop without TCP_NODELAY costs ~40 ms per
+        # write pair). On loopback a round trip through the tunnel takes a
+        # few ms; the bound (20 ms, median of 30) leaves a wide margin.
+        def handler(conn):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sendall(b"ready\n")
+            while True:
+                try:
+                    d = recv_exact(conn, 8)
+                except AssertionError:
+                    return "eof"
+                conn.sendall(b"HDR:")
+                time.sleep(0.001)
+                conn.sendall(d)
+
+        svc = self.threaded_service(handler)
+        srv = self.server()
+        self.tcp_agent(srv, "latency", svc.addr)
+        fwd = self.forward(srv, "latency")
+        first = []
+        for _ in range(10):
+            t0 = time.monotonic()
+            c = fwd.connect(T(10))
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.assertEqual(recv_exact(c, 6), b"ready\n")
+            first.append(time.monotonic() - t0)
+            c.close()
+        c = fwd.connect(T(10))
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.assertEqual(recv_exact(c, 6), b"ready\n")
+        rtts = []
+        for i in range(30):
+            t0 = time.monotonic()
+            c.sendall(b"abcd")
+            time.sleep(0.001)
+            c.sendall(b"%04d" % i)
+            self.assertEqual(recv_exact(c, 12), b"HDR:abcd%04d" % i)
+            rtts.append(time.monotonic() - t0)
+        c.close()
+        med_first = sorted(first)[len(first) // 2] * 1000
+        med_rtt = sorted(rtts)[len(rtts) // 2] * 1000
+        print("\n    [latency] connect → first service byte: median %.1f ms; round trip "
+              "(2+2 small writes): median %.1f ms, max %.1f ms"
+              % (med_first, med_rtt, max(rtts) * 1000), flush=True)
+        self.assertLess(med_rtt, T(20), "median round trip of small two-write messages (ms)")
+        self.assertLess(med_first, T(20), "median time from connect to the service's "
+                                          "first byte (ms)")
+
+
 class TcpErrorsTest(TcpTestCase):
     def test_forward_to_endpoint_without_upstream(self):
         srv = self.server()

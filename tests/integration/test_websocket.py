@@ -11,7 +11,7 @@ import string
 import threading
 import time
 
-from harness import T, wait_for
+from harness import T
 from tcp_services import TcpTestCase, pattern_chunks
 from tcp_ws import (OP_BINARY, OP_CLOSE, OP_TEXT, WsConn, accept_key, client_handshake,
                     encode_frame, read_body, WsEchoService)
