@@ -228,12 +228,7 @@ bad:
 
 void pk_agent_config_free_listeners(struct pk_agent_config *cfg)
 {
-	struct pk_listener_config *ls = cfg->listeners.v;
-	for (size_t i = 0; i < cfg->listeners.n; i++)
-		pk_config_free(listener_opts, &ls[i]);
-	free(ls);
-	cfg->listeners.v = NULL;
-	cfg->listeners.n = 0;
+	pk_config_free_key(pk_agent_opts, cfg, "listeners");
 }
 
 int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_t errlen)

@@ -33,12 +33,7 @@ const struct pk_opt pk_forward_opts[] = {
 
 void pk_forward_config_free_ports(struct pk_forward_config *cfg)
 {
-	struct pk_forward_port_config *ps = cfg->ports.v;
-	for (size_t i = 0; i < cfg->ports.n; i++)
-		pk_config_free(port_opts, &ps[i]);
-	free(ps);
-	cfg->ports.v = NULL;
-	cfg->ports.n = 0;
+	pk_config_free_key(pk_forward_opts, cfg, "ports");
 }
 
 int pk_forward_listen_addr(const char *addr, char *out, size_t cap)

@@ -426,6 +426,17 @@ int pk_config_defaults(const struct pk_opt *opts, void *cfg, char *err, size_t e
 	return 0;
 }
 
+void pk_config_free_key(const struct pk_opt *opts, void *cfg, const char *key)
+{
+	for (const struct pk_opt *o = opts; o && o->key; o++) {
+		if (strcmp(o->key, key) != 0)
+			continue;
+		const struct pk_opt one[2] = {*o, {0}};
+		pk_config_free(one, cfg);
+		return;
+	}
+}
+
 void pk_config_free(const struct pk_opt *opts, void *cfg)
 {
 	if (!cfg)

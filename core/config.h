@@ -37,12 +37,12 @@ struct pk_strlist {
 };
 
 struct pk_opt {
-	const char *key;       /* YAML path, dot separated */
+	const char *key; /* YAML path, dot separated */
 	enum pk_opt_type type;
-	size_t offset;         /* offsetof the field in the config struct */
-	const char *def;       /* default as text, or NULL */
-	const char *help;      /* one line for --help */
-	int yaml_only;         /* 1: no command-line flag */
+	size_t offset;    /* offsetof the field in the config struct */
+	const char *def;  /* default as text, or NULL */
+	const char *help; /* one line for --help */
+	int yaml_only;    /* 1: no command-line flag */
 	/* PK_OPT_LIST only: elements are structs of elem_size bytes, described by
 	 * the sub table (keys relative to the element); the field at offset is a
 	 * struct pk_list. */
@@ -67,19 +67,19 @@ int pk_config_defaults(const struct pk_opt *opts, void *cfg, char *err, size_t e
  * count in *npos. "--config.path" and "--config.expand-env" are always
  * accepted and stored in *config_path / *expand_env (either may be NULL to
  * refuse them). An unknown flag is an error: "unknown flag: --x". */
-int pk_config_parse_flags(const struct pk_opt *opts, void *cfg, int argc, char **argv,
-			  char **pos, size_t pos_cap, size_t *npos, const char **config_path,
-			  int *expand_env, char *err, size_t errlen);
+int pk_config_parse_flags(const struct pk_opt *opts, void *cfg, int argc, char **argv, char **pos,
+                          size_t pos_cap, size_t *npos, const char **config_path, int *expand_env,
+                          char *err, size_t errlen);
 
 /* Load a YAML file (at most 1 MiB) into cfg. Unknown keys are errors naming
  * the full path ("unknown key: proxy.foo"); a wrong type names the key too.
  * With expand_env the file text is expanded by pk_config_expand_env() before
  * parsing. */
 int pk_config_load_yaml(const struct pk_opt *opts, void *cfg, const char *path, int expand_env,
-			char *err, size_t errlen);
+                        char *err, size_t errlen);
 /* Same, from memory (for tests and fuzzing). */
 int pk_config_load_yaml_buf(const struct pk_opt *opts, void *cfg, const char *text, size_t len,
-			    int expand_env, char *err, size_t errlen);
+                            int expand_env, char *err, size_t errlen);
 
 /* Expand $VAR, ${VAR} and ${VAR:default} (default used when VAR is unset or
  * empty), Go os.Expand style: undefined variables become "". Returns a new
@@ -92,6 +92,10 @@ int pk_parse_duration(const char *s, int64_t *ms);
 
 /* Free strings and lists owned by cfg. */
 void pk_config_free(const struct pk_opt *opts, void *cfg);
+
+/* Free what one option of cfg owns (e.g. a list, before replacing it) and
+ * leave it empty. */
+void pk_config_free_key(const struct pk_opt *opts, void *cfg, const char *key);
 
 /* Print the flags of a table, one per line, for --help. */
 void pk_config_print_help(const struct pk_opt *opts, FILE *out);

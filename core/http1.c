@@ -22,6 +22,7 @@
 #include <strings.h>
 
 #include "buf.h"
+#include "strbuf.h"
 
 #include <http_parser.h>
 
@@ -791,64 +792,29 @@ static int is_framing(const char *name)
 	return strcasecmp(name, "Host") == 0 || strcasecmp(name, "Content-Length") == 0;
 }
 
-/* A growable string for the builders. */
-struct sb {
-	char *p; /* owned until returned to the caller */
-	size_t len, cap;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n)
+static void sb_header(struct pk_sb *b, const char *name, const char *value)
 {
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 512;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		b->p = pk_xrealloc(b->p, cap);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sb *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
-static void sb_header(struct sb *b, const char *name, const char *value)
-{
-	sb_str(b, name);
-	sb_put(b, ": ", 2);
-	sb_str(b, value);
-	sb_put(b, "\r\n", 2);
-}
-
-static char *sb_finish(struct sb *b, size_t *len)
-{
-	if (!b->p)
-		sb_put(b, "", 0);
-	if (len)
-		*len = b->len;
-	/* Owner: the caller. */
-	return b->p;
+	pk_sb_str(b, name);
+	pk_sb_put(b, ": ", 2);
+	pk_sb_str(b, value);
+	pk_sb_put(b, "\r\n", 2);
 }
 
 /* Re-announce the trailers of a chunked body: the Trailer header is
  * hop-by-hop, but Go's transport and server both write it again for the
  * trailers they forward. */
-static void put_trailer_announcement(struct sb *b, const struct pk_http1_head *h)
+static void put_trailer_announcement(struct pk_sb *b, const struct pk_http1_head *h)
 {
 	int n = 0;
 	for (size_t i = 0; i < h->nheaders; i++) {
 		if (strcasecmp(h->headers[i].name, "Trailer") != 0 ||
 		    h->headers[i].value[0] == '\0')
 			continue;
-		sb_str(b, n++ ? ", " : "Trailer: ");
-		sb_str(b, h->headers[i].value);
+		pk_sb_str(b, n++ ? ", " : "Trailer: ");
+		pk_sb_str(b, h->headers[i].value);
 	}
 	if (n)
-		sb_put(b, "\r\n", 2);
+		pk_sb_put(b, "\r\n", 2);
 }
 
 /* The origin-form of an absolute-form request-target ("http://h/p?q" gives
@@ -868,16 +834,16 @@ char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_pre
                              const char *client_ip, unsigned flags, size_t *len)
 {
 	int piko_forward = (flags & PK_HTTP1_PIKO_FORWARD) != 0;
-	struct sb b = {0};
-	sb_str(&b, h->method ? h->method : "GET");
-	sb_put(&b, " ", 1);
+	struct pk_sb b = {0};
+	pk_sb_str(&b, h->method ? h->method : "GET");
+	pk_sb_put(&b, " ", 1);
 	if (path_prefix)
-		sb_str(&b, path_prefix);
+		pk_sb_str(&b, path_prefix);
 	const char *target = origin_form(h->url ? h->url : "/");
 	if (target[0] == '?' || target[0] == '\0')
-		sb_put(&b, "/", 1); /* "http://host?q" has an empty path */
-	sb_str(&b, target);
-	sb_str(&b, " HTTP/1.1\r\n");
+		pk_sb_put(&b, "/", 1); /* "http://host?q" has an empty path */
+	pk_sb_str(&b, target);
+	pk_sb_str(&b, " HTTP/1.1\r\n");
 
 	const char *upgrade = h->upgrade ? pk_http1_header_get(h, "Upgrade") : NULL;
 	const char *conn[MAX_CONNECTION_HEADERS];
@@ -905,37 +871,37 @@ char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_pre
 		sb_header(&b, name, value);
 	}
 	if (h->chunked) {
-		sb_str(&b, "Transfer-Encoding: chunked\r\n");
+		pk_sb_str(&b, "Transfer-Encoding: chunked\r\n");
 		put_trailer_announcement(&b, h);
 	}
 	if (upgrade) {
-		sb_str(&b, "Connection: Upgrade\r\n");
+		pk_sb_str(&b, "Connection: Upgrade\r\n");
 		sb_header(&b, "Upgrade", upgrade);
 	} else if (!(flags & PK_HTTP1_KEEP_ALIVE)) {
-		sb_str(&b, "Connection: close\r\n");
+		pk_sb_str(&b, "Connection: close\r\n");
 	}
 	if (client_ip) {
 		/* Go: prior values joined by ", ", then the client address;
 		 * a Connection-listed X-Forwarded-For was dropped before. */
-		sb_str(&b, "X-Forwarded-For: ");
+		pk_sb_str(&b, "X-Forwarded-For: ");
 		for (size_t i = 0; i < h->nheaders && !xff_hop; i++) {
 			if (strcasecmp(h->headers[i].name, "X-Forwarded-For") != 0)
 				continue;
-			sb_str(&b, h->headers[i].value);
-			sb_put(&b, ", ", 2);
+			pk_sb_str(&b, h->headers[i].value);
+			pk_sb_put(&b, ", ", 2);
 		}
-		sb_str(&b, client_ip);
-		sb_put(&b, "\r\n", 2);
+		pk_sb_str(&b, client_ip);
+		pk_sb_put(&b, "\r\n", 2);
 	}
 	if (piko_forward)
-		sb_str(&b, "X-Piko-Forward: true\r\n");
-	sb_put(&b, "\r\n", 2);
-	return sb_finish(&b, len);
+		pk_sb_str(&b, "X-Piko-Forward: true\r\n");
+	pk_sb_put(&b, "\r\n", 2);
+	return pk_sb_finish(&b, len);
 }
 
 /* The status line Go's server writes: its own text for the code, or
  * "status code N" for a code it does not know. */
-static void put_status_line(struct sb *b, int status)
+static void put_status_line(struct pk_sb *b, int status)
 {
 	char line[64];
 	const char *text = pk_http1_status_text(status);
@@ -943,12 +909,12 @@ static void put_status_line(struct sb *b, int status)
 		snprintf(line, sizeof(line), "HTTP/1.1 %03d status code %d\r\n", status, status);
 	else
 		snprintf(line, sizeof(line), "HTTP/1.1 %03d %s\r\n", status, text);
-	sb_str(b, line);
+	pk_sb_str(b, line);
 }
 
 char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *len)
 {
-	struct sb b = {0};
+	struct pk_sb b = {0};
 	put_status_line(&b, h->status);
 	const char *conn[MAX_CONNECTION_HEADERS];
 	size_t nconn = connection_values(h, conn, MAX_CONNECTION_HEADERS);
@@ -958,28 +924,28 @@ char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *
 		sb_header(&b, h->headers[i].name, h->headers[i].value);
 	}
 	if (h->chunked) {
-		sb_str(&b, "Transfer-Encoding: chunked\r\n");
+		pk_sb_str(&b, "Transfer-Encoding: chunked\r\n");
 		put_trailer_announcement(&b, h);
 	}
 	const char *upgrade = h->status == 101 ? pk_http1_header_get(h, "Upgrade") : NULL;
 	if (h->status == 101) {
-		sb_str(&b, "Connection: Upgrade\r\n");
+		pk_sb_str(&b, "Connection: Upgrade\r\n");
 		if (upgrade)
 			sb_header(&b, "Upgrade", upgrade);
 	} else if (close) {
-		sb_str(&b, "Connection: close\r\n");
+		pk_sb_str(&b, "Connection: close\r\n");
 	}
-	sb_put(&b, "\r\n", 2);
-	return sb_finish(&b, len);
+	pk_sb_put(&b, "\r\n", 2);
+	return pk_sb_finish(&b, len);
 }
 
 /* Go's encoding/json string escaping (HTML-safe, as json.Encoder does by
  * default): invalid UTF-8 becomes U+FFFD. */
-static void put_json_string(struct sb *b, const char *s)
+static void put_json_string(struct pk_sb *b, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = (const unsigned char *)s;
-	sb_put(b, "\"", 1);
+	pk_sb_put(b, "\"", 1);
 	while (*p) {
 		unsigned char c = *p;
 		if (c < 0x80) {
@@ -987,20 +953,20 @@ static void put_json_string(struct sb *b, const char *s)
 			if (c == '"' || c == '\\') {
 				esc[0] = '\\';
 				esc[1] = (char)c;
-				sb_put(b, esc, 2);
+				pk_sb_put(b, esc, 2);
 			} else if (c == '\n') {
-				sb_put(b, "\\n", 2);
+				pk_sb_put(b, "\\n", 2);
 			} else if (c == '\r') {
-				sb_put(b, "\\r", 2);
+				pk_sb_put(b, "\\r", 2);
 			} else if (c == '\t') {
-				sb_put(b, "\\t", 2);
+				pk_sb_put(b, "\\t", 2);
 			} else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
 				memcpy(esc, "\\u00", 4);
 				esc[4] = hex[c >> 4];
 				esc[5] = hex[c & 15];
-				sb_put(b, esc, 6);
+				pk_sb_put(b, esc, 6);
 			} else {
-				sb_put(b, (const char *)p, 1);
+				pk_sb_put(b, (const char *)p, 1);
 			}
 			p++;
 			continue;
@@ -1019,56 +985,56 @@ static void put_json_string(struct sb *b, const char *s)
 		         !(n == 3 && cp < 0x800) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
 		         !(cp >= 0xd800 && cp <= 0xdfff);
 		if (!ok) {
-			sb_str(b, "\\ufffd");
+			pk_sb_str(b, "\\ufffd");
 			p++;
 			continue;
 		}
 		if (cp == 0x2028 || cp == 0x2029)
-			sb_str(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
+			pk_sb_str(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
 		else
-			sb_put(b, (const char *)p, n);
+			pk_sb_put(b, (const char *)p, n);
 		p += n;
 	}
-	sb_put(b, "\"", 1);
+	pk_sb_put(b, "\"", 1);
 }
 
 char *pk_http1_error_response(int status, const char *msg, int close, size_t *len)
 {
-	struct sb body = {0};
-	sb_str(&body, "{\"error\":");
+	struct pk_sb body = {0};
+	pk_sb_str(&body, "{\"error\":");
 	put_json_string(&body, msg ? msg : "");
-	sb_str(&body, "}\n");
-	struct sb b = {0};
+	pk_sb_str(&body, "}\n");
+	struct pk_sb b = {0};
 	char cl[64];
 	put_status_line(&b, status);
-	sb_str(&b, "Content-Type: application/json\r\n"
-	           "X-Content-Type-Options: nosniff\r\n");
+	pk_sb_str(&b, "Content-Type: application/json\r\n"
+	              "X-Content-Type-Options: nosniff\r\n");
 	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body.len);
-	sb_str(&b, cl);
+	pk_sb_str(&b, cl);
 	if (close)
-		sb_str(&b, "Connection: close\r\n");
-	sb_put(&b, "\r\n", 2);
-	sb_put(&b, body.p, body.len);
+		pk_sb_str(&b, "Connection: close\r\n");
+	pk_sb_put(&b, "\r\n", 2);
+	pk_sb_put(&b, body.p, body.len);
 	free(body.p);
-	return sb_finish(&b, len);
+	return pk_sb_finish(&b, len);
 }
 
 char *pk_http1_simple_response(int status, const char *content_type, const char *body,
                                size_t body_len, int close, size_t *len)
 {
-	struct sb b = {0};
+	struct pk_sb b = {0};
 	char cl[64];
 	put_status_line(&b, status);
 	if (content_type)
 		sb_header(&b, "Content-Type", content_type);
 	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body_len);
-	sb_str(&b, cl);
+	pk_sb_str(&b, cl);
 	if (close)
-		sb_str(&b, "Connection: close\r\n");
-	sb_put(&b, "\r\n", 2);
+		pk_sb_str(&b, "Connection: close\r\n");
+	pk_sb_put(&b, "\r\n", 2);
 	if (body_len)
-		sb_put(&b, body, body_len);
-	return sb_finish(&b, len);
+		pk_sb_put(&b, body, body_len);
+	return pk_sb_finish(&b, len);
 }
 
 /* Go's net/http StatusText. */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "strbuf.h"
 
 const double pk_metrics_default_buckets[11] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10};
 const double pk_metrics_size_buckets[8] = {256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304};
@@ -265,30 +266,6 @@ double pk_metric_value(const struct pk_metric *metric, const char *const *label_
 
 /* Rendering */
 
-struct sb {
-	char *p; /* owned until handed to the caller */
-	size_t len, cap;
-};
-
-static void sb_put(struct sb *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 1024;
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		b->p = pk_xrealloc(b->p, cap);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sb *b, const char *s)
-{
-	sb_put(b, s, strlen(s));
-}
-
 /* strconv.FormatFloat(v, 'g', -1, 64): the shortest digits that read back as
  * v, in %e form when the decimal exponent is < -4 or >= 6 (Go's 'g' uses 6 as
  * the threshold for shortest formatting: 1e+06, 123456, 0.0001, 1e-05). */
@@ -323,14 +300,14 @@ static void format_float(double v, char out[40])
 	snprintf(out, 40, "%.*f", decimals > 0 ? decimals : 0, v);
 }
 
-static void put_float(struct sb *b, double v)
+static void put_float(struct pk_sb *b, double v)
 {
 	char buf[40];
 	format_float(v, buf);
-	sb_str(b, buf);
+	pk_sb_str(b, buf);
 }
 
-static void put_u64(struct sb *b, uint64_t v)
+static void put_u64(struct pk_sb *b, uint64_t v)
 {
 	/* Counts beyond 2^53 lose precision in Go too (they are float64
 	 * there); format them the same way. */
@@ -338,45 +315,45 @@ static void put_u64(struct sb *b, uint64_t v)
 }
 
 /* HELP text: backslash and newline escaped; label values also escape '"'. */
-static void put_escaped(struct sb *b, const char *s, int quote)
+static void put_escaped(struct pk_sb *b, const char *s, int quote)
 {
 	for (; *s; s++) {
 		if (*s == '\\')
-			sb_put(b, "\\\\", 2);
+			pk_sb_put(b, "\\\\", 2);
 		else if (*s == '\n')
-			sb_put(b, "\\n", 2);
+			pk_sb_put(b, "\\n", 2);
 		else if (quote && *s == '"')
-			sb_put(b, "\\\"", 2);
+			pk_sb_put(b, "\\\"", 2);
 		else
-			sb_put(b, s, 1);
+			pk_sb_put(b, s, 1);
 	}
 }
 
 /* name{a="x",b="y"[,le="..."]} */
-static void put_series_name(struct sb *b, const struct pk_metric *mt, const char *suffix,
+static void put_series_name(struct pk_sb *b, const struct pk_metric *mt, const char *suffix,
                             const struct series *s, const char *le)
 {
-	sb_str(b, mt->name);
-	sb_str(b, suffix);
+	pk_sb_str(b, mt->name);
+	pk_sb_str(b, suffix);
 	if (mt->nlabels == 0 && !le)
 		return;
-	sb_put(b, "{", 1);
+	pk_sb_put(b, "{", 1);
 	for (size_t i = 0; i < mt->nlabels; i++) {
 		if (i)
-			sb_put(b, ",", 1);
-		sb_str(b, mt->labels[i]);
-		sb_put(b, "=\"", 2);
+			pk_sb_put(b, ",", 1);
+		pk_sb_str(b, mt->labels[i]);
+		pk_sb_put(b, "=\"", 2);
 		put_escaped(b, s->values[i], 1);
-		sb_put(b, "\"", 1);
+		pk_sb_put(b, "\"", 1);
 	}
 	if (le) {
 		if (mt->nlabels)
-			sb_put(b, ",", 1);
-		sb_str(b, "le=\"");
-		sb_str(b, le);
-		sb_put(b, "\"", 1);
+			pk_sb_put(b, ",", 1);
+		pk_sb_str(b, "le=\"");
+		pk_sb_str(b, le);
+		pk_sb_put(b, "\"", 1);
 	}
-	sb_put(b, "}", 1);
+	pk_sb_put(b, "}", 1);
 }
 
 static size_t sort_nlabels;
@@ -393,13 +370,13 @@ static int cmp_series(const void *a, const void *b)
 	return 0;
 }
 
-static void render_series(struct sb *b, const struct pk_metric *mt, const struct series *s)
+static void render_series(struct pk_sb *b, const struct pk_metric *mt, const struct series *s)
 {
 	if (mt->type != PK_METRIC_HISTOGRAM) {
 		put_series_name(b, mt, "", s, NULL);
-		sb_put(b, " ", 1);
+		pk_sb_put(b, " ", 1);
 		put_float(b, s->value);
-		sb_put(b, "\n", 1);
+		pk_sb_put(b, "\n", 1);
 		return;
 	}
 	uint64_t cum = 0;
@@ -411,18 +388,18 @@ static void render_series(struct sb *b, const struct pk_metric *mt, const struct
 		else
 			strcpy(le, "+Inf");
 		put_series_name(b, mt, "_bucket", s, le);
-		sb_put(b, " ", 1);
+		pk_sb_put(b, " ", 1);
 		put_u64(b, cum);
-		sb_put(b, "\n", 1);
+		pk_sb_put(b, "\n", 1);
 	}
 	put_series_name(b, mt, "_sum", s, NULL);
-	sb_put(b, " ", 1);
+	pk_sb_put(b, " ", 1);
 	put_float(b, s->sum);
-	sb_put(b, "\n", 1);
+	pk_sb_put(b, "\n", 1);
 	put_series_name(b, mt, "_count", s, NULL);
-	sb_put(b, " ", 1);
+	pk_sb_put(b, " ", 1);
 	put_u64(b, s->count);
-	sb_put(b, "\n", 1);
+	pk_sb_put(b, "\n", 1);
 }
 
 static const char *type_name(enum pk_metric_type t)
@@ -440,23 +417,23 @@ static const char *type_name(enum pk_metric_type t)
 
 char *pk_metrics_render(const struct pk_metrics *m, size_t *len)
 {
-	struct sb b = {0};
-	sb_put(&b, "", 0); /* an empty registry still returns a string */
+	struct pk_sb b = {0};
+	pk_sb_put(&b, "", 0); /* an empty registry still returns a string */
 	for (const struct pk_metric *mt = m->head; mt; mt = mt->next) {
 		if (mt->nall == 0)
 			continue; /* a vec without children is not exposed */
 		if (mt->help) {
-			sb_str(&b, "# HELP ");
-			sb_str(&b, mt->name);
-			sb_put(&b, " ", 1);
+			pk_sb_str(&b, "# HELP ");
+			pk_sb_str(&b, mt->name);
+			pk_sb_put(&b, " ", 1);
 			put_escaped(&b, mt->help, 0);
-			sb_put(&b, "\n", 1);
+			pk_sb_put(&b, "\n", 1);
 		}
-		sb_str(&b, "# TYPE ");
-		sb_str(&b, mt->name);
-		sb_put(&b, " ", 1);
-		sb_str(&b, type_name(mt->type));
-		sb_put(&b, "\n", 1);
+		pk_sb_str(&b, "# TYPE ");
+		pk_sb_str(&b, mt->name);
+		pk_sb_put(&b, " ", 1);
+		pk_sb_str(&b, type_name(mt->type));
+		pk_sb_put(&b, "\n", 1);
 		/* Sorted by label values like the Go client, on a scratch copy so
 		 * rendering does not modify the metric. */
 		struct series **order = pk_xmalloc(mt->nall * sizeof(*order));
@@ -467,8 +444,6 @@ char *pk_metrics_render(const struct pk_metrics *m, size_t *len)
 			render_series(&b, mt, order[i]);
 		free(order);
 	}
-	if (len)
-		*len = b.len;
 	/* Owner: the caller. */
-	return b.p;
+	return pk_sb_finish(&b, len);
 }
