@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "backoff.h"
 #include "buf.h"
@@ -53,6 +54,7 @@ struct pk_proxy_conn {
 	struct pk_proxy_exchange *ex;
 	int rx_paused;
 	int in_process; /* process() is running: see drain_in() */
+	int fin_sent;   /* closing: our FIN is out, waiting for the client's */
 	int close_after_write;
 	uint64_t idle_since_ms; /* keep-alive idle start; 0 while busy */
 	uint64_t head_start_ms; /* first byte of the current head; 0 when none */
@@ -663,10 +665,31 @@ static void conn_rx(struct pk_proxy_conn *c, uint8_t *data, size_t len)
 	}
 }
 
+/* Everything is written and the connection should end. Closing a socket
+ * whose peer still has bytes in flight to us makes the kernel answer with a
+ * reset, which can destroy the tail of what we sent before the client read
+ * it. So, as Go's server does (closeWriteAndWait), send FIN first, keep
+ * reading (and dropping) until the client closes, and give up after a few
+ * seconds. */
+static int conn_finish_close(struct pk_proxy_conn *c)
+{
+	if (c->fin_sent)
+		return 0;
+	c->fin_sent = 1;
+	if (shutdown(lws_get_socket_fd(c->wsi), SHUT_WR) == -1)
+		return -1;
+	if (c->rx_paused) {
+		c->rx_paused = 0;
+		lws_rx_flow_control(c->wsi, 1);
+	}
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
+	return 0;
+}
+
 static int conn_writeable(struct pk_proxy_conn *c)
 {
 	if (c->out.len == 0)
-		return c->close_after_write ? -1 : 0;
+		return c->close_after_write ? conn_finish_close(c) : 0;
 	int w = pk_lwsio_write_bufq(c->wsi, &c->out, LWS_WRITE_RAW);
 	if (w < 0)
 		return -1;
