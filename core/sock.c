@@ -93,6 +93,7 @@ enum {
 	DEFER_WRITABLE = 1, /* ask lws for WRITEABLE again */
 	DEFER_RETRY = 2,    /* connect to the next resolved address */
 	DEFER_FINISH = 4,   /* call on_close and free (no wsi left) */
+	DEFER_RESUME = 8,   /* re-adopt a parked socket whose reading is wanted */
 };
 
 struct pk_sock {
@@ -582,13 +583,21 @@ static void sock_closed(struct pk_sock *s, struct lws *wsi)
 			mark_end(s, 1, "shutdown"); /* the context is going away */
 		} else if (s->eof_seen && s->fin_sent) {
 			mark_end(s, 0, "closed");
-		} else if (s->fin_sent && s->paused && !s->close_wanted) {
-			/* POLLHUP while reading is paused: the peer's FIN came
-			 * after ours. Keep the socket, bytes may still be unread. */
+		} else if (s->fin_sent && !s->close_wanted) {
+			/* POLLHUP with reading off: the peer's FIN came after
+			 * ours. Keep the socket, bytes may still be unread.
+			 * "Reading off" is what lws polled with, which can lag
+			 * our paused flag: a resume from another callback in
+			 * the same poll pass has not reached the poll set yet.
+			 * So park whenever EOF was not seen, and if reading is
+			 * wanted already, re-adopt at once (from the doorbell:
+			 * not inside this close callback). */
 			int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 			if (nfd != -1) {
 				s->fd = nfd;
 				s->parked = 1;
+				if (!s->paused)
+					defer(s, DEFER_RESUME);
 				return;
 			}
 			mark_end(s, 1, "reset");
@@ -699,6 +708,8 @@ static void bell_run(void)
 			sock_end(s, 1, errno_reason(s->last_err, 1));
 		if ((bits & DEFER_WRITABLE) && s->wsi && !s->ending)
 			lws_callback_on_writable(s->wsi);
+		if ((bits & DEFER_RESUME) && s->parked && !s->paused && !s->ending)
+			pk_sock_pause(s, 0);
 	}
 	g_bell.running = 0;
 }
