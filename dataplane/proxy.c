@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "backoff.h"
@@ -82,6 +83,7 @@ struct pk_proxy_exchange {
 	uint64_t start_ms, deadline_ms;
 	char method[16];
 	char *host, *path;
+	char *upgrade; /* the request's Upgrade header, or NULL */
 	int status;
 	size_t req_size, resp_size;
 	/* Last: only this is not zeroed at allocation (pk_http1_reader_init
@@ -155,6 +157,7 @@ static void exchange_free(struct pk_proxy_exchange *ex)
 	free(ex->head);
 	free(ex->host);
 	free(ex->path);
+	free(ex->upgrade);
 	free(ex);
 }
 
@@ -247,6 +250,13 @@ static void exchange_abort(struct pk_proxy_exchange *ex)
 	exchange_finish(ex);
 }
 
+/* A 101 must switch to the protocol the request asked for. */
+static int upgrade_matches(const struct pk_proxy_exchange *ex, const struct pk_http1_head *r)
+{
+	const char *got = pk_http1_header_get(r, "Upgrade");
+	return ex->upgrade && got && strcasecmp(ex->upgrade, got) == 0;
+}
+
 static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t len)
 {
 	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
@@ -282,6 +292,13 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 		case PK_HTTP1_HEAD: {
 			pk_yamux_stream_consumed(ex->stream, used);
 			ex->status = r->status;
+			if (r->status == 101 && !upgrade_matches(ex, r)) {
+				/* As Go's reverse proxy: a switch the client did not
+				 * ask for is a broken upstream. */
+				pk_yamux_stream_consumed(ex->stream, len - used);
+				exchange_fail(ex, 502, "upstream unreachable");
+				return;
+			}
 			int interim = r->status >= 100 && r->status < 200 && r->status != 101;
 			int body_allowed = !ex->is_head_req && r->status != 204 &&
 			                   r->status != 304 && !interim && r->status != 101;
@@ -509,6 +526,8 @@ static void start_exchange(struct pk_proxy_conn *c)
 	ex->head =
 	    pk_http1_build_request(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD, &ex->head_len);
 	const char *upgrade = pk_http1_header_get(h, "Upgrade");
+	if (h->upgrade && upgrade)
+		ex->upgrade = pk_xstrdup(upgrade);
 	/* No timeout for WebSocket upgrades (protocol reference §2.4). */
 	if (srv->cfg->proxy.timeout_ms > 0 && !(upgrade && strcmp(upgrade, "websocket") == 0))
 		ex->deadline_ms = now + (uint64_t)srv->cfg->proxy.timeout_ms;

@@ -359,6 +359,17 @@ class ErrorTest(PikoTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body, b"slow done\n")
 
+    def test_unrequested_switching_protocols_is_502(self):
+        # A service answering 101 to a plain request, or switching to another
+        # protocol than the one asked for, is broken: 502 as Go's reverse
+        # proxy answers, never a relay of raw bytes.
+        _, srv, _ = self.stack("sw")
+        r = proxy_request(srv, "sw", "GET", "/switch")
+        self.assertJsonError(r, 502, "upstream unreachable")
+        r = proxy_request(srv, "sw", "GET", "/switch?proto=bogus",
+                          headers={"Connection": "Upgrade", "Upgrade": "websocket"})
+        self.assertJsonError(r, 502, "upstream unreachable")
+
     def test_upstream_unreachable_502(self):
         srv = self.server()
         dead = free_port()  # nothing listens there

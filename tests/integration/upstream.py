@@ -24,6 +24,8 @@ adds response headers to any route):
   /big?bytes=N           N deterministic bytes (see big_payload())
   /stats                 JSON {inflight, requests, by_route: {route: count}}
                          (not counted itself)
+  /switch?proto=P        a bare 101 with Upgrade: P (default bogus), whatever
+                         the request asked for
   /reject/<code>/...     <code> with JSON {"error": <msg>} where msg is the
                          query `msg` or "invalid token" for 401, else
                          "rejected by test upstream" (used as a fake Piko
@@ -181,7 +183,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         p = self.parsed.path
         if p == "/stats":
             return "stats"
-        for prefix in ("/echo", "/headers", "/status", "/slow", "/chunked-slow", "/big", "/reject"):
+        for prefix in ("/echo", "/headers", "/status", "/slow", "/chunked-slow", "/big", "/reject",
+                       "/switch"):
             if p == prefix or p.startswith(prefix + "/"):
                 return prefix[1:]
         if p == "/":
@@ -308,6 +311,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             piece = min(left, len(BIG_PATTERN))
             self.wfile.write(BIG_PATTERN[:piece])
             left -= piece
+
+    def _r_switch(self):
+        # A misbehaving service: 101 whatever was asked (Upgrade token from
+        # the query, default "bogus"), then closes.
+        self._drain_body()
+        proto = self.query.get("proto", ["bogus"])[0]
+        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\n"
+                          "Connection: Upgrade\r\n\r\n" % proto).encode())
+        self.close_connection = True
 
     def _r_reject(self):
         self._drain_body()
