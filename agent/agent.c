@@ -70,16 +70,30 @@ static void path_escape(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-/* The upstream URL path (Piko appends to the URL's path, without
- * normalising) and Host header of a listener's tunnel. */
-static void upstream_target(struct pk_agent_listener *l, char *path, size_t plen, char *host,
-                            size_t hlen)
+/* Buffers for what an lws connect info points at. */
+struct upstream_target {
+	char path[1400];
+	char host[300];
+};
+
+/* Connect info for a listener's upstream URL: the tunnel and the probe both
+ * dial it. The path is Piko's: appended to the URL's path without
+ * normalising. i and t are the caller's. */
+static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client_connect_info *i,
+                                  struct upstream_target *t)
 {
 	struct pk_agent *a = l->agent;
 	char ep[768];
 	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
-	snprintf(path, plen, "%s/piko/v1/upstream/%s", a->url.path, ep);
-	snprintf(host, hlen, "%s:%d", a->url.host, a->url.port);
+	snprintf(t->path, sizeof(t->path), "%s/piko/v1/upstream/%s", a->url.path, ep);
+	snprintf(t->host, sizeof(t->host), "%s:%d", a->url.host, a->url.port);
+	memset(i, 0, sizeof(*i));
+	i->context = a->ctx;
+	i->address = a->url.host;
+	i->port = a->url.port;
+	i->path = t->path;
+	i->host = t->host;
+	i->origin = NULL; /* Piko's clients send no Origin */
 }
 
 static void dial(struct pk_agent_listener *l)
@@ -87,18 +101,10 @@ static void dial(struct pk_agent_listener *l)
 	struct pk_agent *a = l->agent;
 	if (a->shutting_down || l->wsi)
 		return;
-	char path[1400], hosthdr[300];
-	upstream_target(l, path, sizeof(path), hosthdr, sizeof(hosthdr));
-
+	struct upstream_target t;
 	struct lws_client_connect_info i;
-	memset(&i, 0, sizeof(i));
-	i.context = a->ctx;
-	i.address = a->url.host;
-	i.port = a->url.port;
-	i.path = path;
-	i.host = hosthdr;
-	i.origin = NULL; /* Piko's clients send no Origin */
-	i.protocol = NULL;
+	upstream_connect_info(l, &i, &t);
+	i.protocol = NULL; /* no subprotocol, as Piko's clients */
 	i.local_protocol_name = "piko-agent-tunnel";
 	i.userdata = l;
 	i.pwsi = &l->wsi;
@@ -244,8 +250,6 @@ static int callback_probe(struct lws *wsi, enum lws_callback_reasons reason, voi
 
 static void probe_start(struct pk_agent_listener *l, unsigned int status)
 {
-	struct pk_agent *a = l->agent;
-	char path[1400], hosthdr[300];
 	if (l->probe)
 		return; /* one question is enough */
 	/* Owner: the listener (l->probe), freed when the agent exits, after
@@ -254,14 +258,9 @@ static void probe_start(struct pk_agent_listener *l, unsigned int status)
 	l->probe = p;
 	p->l = l;
 	p->status = status;
-	upstream_target(l, path, sizeof(path), hosthdr, sizeof(hosthdr));
+	struct upstream_target t;
 	struct lws_client_connect_info i;
-	memset(&i, 0, sizeof(i));
-	i.context = a->ctx;
-	i.address = a->url.host;
-	i.port = a->url.port;
-	i.path = path;
-	i.host = hosthdr;
+	upstream_connect_info(l, &i, &t);
 	i.method = "GET";
 	i.local_protocol_name = "piko-agent-probe";
 	i.userdata = p;

@@ -146,6 +146,32 @@ static int split_host_port(const char *s, size_t n, char *host, size_t hostlen, 
 	return 0;
 }
 
+/* "scheme://host[:port][/path]": the scheme must be one of the plain
+ * (tls 0) or TLS (tls 1) names given; the port defaults to 80 or 443.
+ * *path points into url (NULL when there is none). */
+static int split_url(const char *url, const char *const plain[], const char *const secure[],
+                     int *tls, char *host, size_t hostlen, int *port, const char **path)
+{
+	const char *sep = url ? strstr(url, "://") : NULL;
+	if (!sep)
+		return -1;
+	size_t slen = (size_t)(sep - url);
+	int which = -1;
+	for (int k = 0; k < 2 && which < 0; k++) {
+		const char *const *names = k ? secure : plain;
+		for (size_t i = 0; names[i]; i++)
+			if (strlen(names[i]) == slen && !strncmp(url, names[i], slen))
+				which = k;
+	}
+	if (which < 0)
+		return -1;
+	*tls = which;
+	const char *hp = sep + 3;
+	*path = strchr(hp, '/');
+	size_t hlen = *path ? (size_t)(*path - hp) : strlen(hp);
+	return split_host_port(hp, hlen, host, hostlen, port, which ? 443 : 80);
+}
+
 int pk_target_parse(const char *addr, int http, struct pk_target *t, char *err, size_t errlen)
 {
 	memset(t, 0, sizeof(*t));
@@ -159,25 +185,15 @@ int pk_target_parse(const char *addr, int http, struct pk_target *t, char *err, 
 		t->port = port;
 		return 0;
 	}
-	const char *sep = strstr(addr, "://");
-	if (!sep) {
+	if (!strstr(addr, "://")) {
 		if (split_host_port(addr, strlen(addr), t->host, sizeof(t->host), &t->port, 0) < 0)
 			goto bad;
 		return 0;
 	}
-	if (!http)
-		goto bad;
-	size_t slen = (size_t)(sep - addr);
-	if (slen == 4 && !strncmp(addr, "http", 4))
-		t->tls = 0;
-	else if (slen == 5 && !strncmp(addr, "https", 5))
-		t->tls = 1;
-	else
-		goto bad;
-	const char *hp = sep + 3;
-	const char *path = strchr(hp, '/');
-	size_t hlen = path ? (size_t)(path - hp) : strlen(hp);
-	if (split_host_port(hp, hlen, t->host, sizeof(t->host), &t->port, t->tls ? 443 : 80) < 0)
+	static const char *const plain[] = {"http", NULL}, *const secure[] = {"https", NULL};
+	const char *path;
+	if (!http ||
+	    split_url(addr, plain, secure, &t->tls, t->host, sizeof(t->host), &t->port, &path) < 0)
 		goto bad;
 	if (path) {
 		size_t plen = strlen(path);
@@ -200,21 +216,11 @@ void pk_target_free(struct pk_target *t)
 
 int pk_server_url_parse(const char *url, struct pk_server_url *u, char *err, size_t errlen)
 {
+	static const char *const plain[] = {"http", "ws", NULL}, *const secure[] = {"https", "wss",
+	                                                                            NULL};
+	const char *path;
 	memset(u, 0, sizeof(*u));
-	const char *sep = url ? strstr(url, "://") : NULL;
-	if (!sep)
-		goto bad;
-	size_t slen = (size_t)(sep - url);
-	if ((slen == 4 && !strncmp(url, "http", 4)) || (slen == 2 && !strncmp(url, "ws", 2)))
-		u->tls = 0;
-	else if ((slen == 5 && !strncmp(url, "https", 5)) || (slen == 3 && !strncmp(url, "wss", 3)))
-		u->tls = 1;
-	else
-		goto bad;
-	const char *hp = sep + 3;
-	const char *path = strchr(hp, '/');
-	size_t hlen = path ? (size_t)(path - hp) : strlen(hp);
-	if (split_host_port(hp, hlen, u->host, sizeof(u->host), &u->port, u->tls ? 443 : 80) < 0)
+	if (split_url(url, plain, secure, &u->tls, u->host, sizeof(u->host), &u->port, &path) < 0)
 		goto bad;
 	/* Piko appends its path to whatever the URL has, without normalising. */
 	if (path && strlen(path) >= sizeof(u->path))
