@@ -125,8 +125,8 @@ static void send_close(struct fwd_conn *c, uint16_t code)
 static void fail(struct fwd_conn *c, const char *why)
 {
 	c->failed = 1;
-	pk_log(PK_LOG_WARN, SUBSYS, "connect failed", "endpoint-id", c->port->cfg->endpoint_id,
-	       "error", why, NULL);
+	pk_log(PK_LOG_ERROR, SUBSYS, "failed to dial endpoint", "endpoint-id",
+	       c->port->cfg->endpoint_id, "error", why, NULL);
 	if (c->local)
 		pk_sock_close(c->local, 0);
 	if (c->remote)
@@ -335,7 +335,7 @@ static void remote_close(struct pk_sock *s, int reset, const char *why)
 	if (c->state != ST_OPEN && c->local && !c->failed) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "dial server: %s", why);
-		pk_log(PK_LOG_WARN, SUBSYS, "connect failed", "endpoint-id",
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to dial endpoint", "endpoint-id",
 		       c->port->cfg->endpoint_id, "error", msg, NULL);
 		pk_sock_close(c->local, 1);
 	} else if (c->local) {
@@ -433,8 +433,8 @@ static void on_accept(void *user, int fd)
 	c->remote = pk_sock_connect(f->url.host, f->url.port, (uint64_t)f->cfg->connect.timeout_ms,
 	                            &remote_ops, c, SEND_CAP);
 	if (!c->remote) {
-		pk_log(PK_LOG_WARN, SUBSYS, "connect failed", "endpoint-id", port->cfg->endpoint_id,
-		       "error", "cannot create a socket", NULL);
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to dial endpoint", "endpoint-id",
+		       port->cfg->endpoint_id, "error", "cannot create a socket", NULL);
 		pk_sock_close(c->local, 1);
 	}
 }

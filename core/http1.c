@@ -1037,6 +1037,22 @@ char *pk_http1_simple_response(int status, const char *content_type, const char 
 	return pk_sb_finish(&b, len);
 }
 
+char *pk_http1_ws_bad_request(size_t *len)
+{
+	static const char body[] = "Bad Request\n";
+	struct pk_sb b = {0};
+	char cl[64];
+	put_status_line(&b, 400);
+	sb_header(&b, "Content-Type", "text/plain; charset=utf-8");
+	sb_header(&b, "Sec-Websocket-Version", "13");
+	sb_header(&b, "X-Content-Type-Options", "nosniff");
+	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", sizeof(body) - 1);
+	pk_sb_str(&b, cl);
+	pk_sb_str(&b, "Connection: close\r\n\r\n");
+	pk_sb_put(&b, body, sizeof(body) - 1);
+	return pk_sb_finish(&b, len);
+}
+
 /* Go's net/http StatusText. */
 static const struct {
 	int code;

@@ -115,7 +115,7 @@ void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head);
  * body then reports DONE with *used = 0 at once; in a body, len 0 gives BODY
  * with *used = 0. */
 enum pk_http1_event pk_http1_reader_feed(struct pk_http1_reader *r, const char *data, size_t len,
-					 size_t *used);
+                                         size_t *used);
 
 /* The transport hit EOF. Returns 1 when that completes the current message (a
  * response whose body runs to the connection close), 0 otherwise (nothing in
@@ -152,11 +152,12 @@ int pk_http1_is_hop_by_hop(const struct pk_http1_head *h, const char *name);
  * path_prefix may be NULL. Returns a new NUL-terminated string owned by the
  * caller; *len gets its length. */
 char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_prefix,
-			     const char *client_ip, unsigned flags, size_t *len);
+                             const char *client_ip, unsigned flags, size_t *len);
 
 /* Flags of pk_http1_build_request(). */
 #define PK_HTTP1_PIKO_FORWARD 0x1 /* add X-Piko-Forward: true */
-#define PK_HTTP1_KEEP_ALIVE 0x2   /* no Connection: close (the agent's kept-alive service connections) */
+#define PK_HTTP1_KEEP_ALIVE                                                                        \
+	0x2 /* no Connection: close (the agent's kept-alive service connections) */
 
 /* Build the response head for the client side: status line as HTTP/1.1,
  * headers minus hop-by-hop ones, then Transfer-Encoding: chunked when
@@ -173,7 +174,17 @@ char *pk_http1_error_response(int status, const char *msg, int close, size_t *le
 
 /* A plain response with a body of the given content type (admin port). */
 char *pk_http1_simple_response(int status, const char *content_type, const char *body,
-			       size_t body_len, int close, size_t *len);
+                               size_t body_len, int close, size_t *len);
+
+/* The 404 of Piko's router (gin) on the upstream and admin ports: no
+ * charset, no trailing newline. */
+#define PK_HTTP1_ROUTER_404_TYPE "text/plain"
+#define PK_HTTP1_ROUTER_404_BODY "404 page not found"
+
+/* What gorilla/websocket answers a request on a WebSocket route that is not an
+ * upgrade: 400 with Go's http.Error body and Sec-Websocket-Version: 13. The
+ * connection is closed after it. Owned by the caller. */
+char *pk_http1_ws_bad_request(size_t *len);
 
 /* "OK", "Not Found", ... ("Unknown" for codes it does not know). */
 const char *pk_http1_status_text(int status);

@@ -33,9 +33,9 @@ void pk_metrics_free(struct pk_metrics *m);
  * bounds (+Inf is implicit); for other types pass NULL, 0. Returns the metric,
  * owned by the registry. */
 struct pk_metric *pk_metrics_register(struct pk_metrics *m, enum pk_metric_type type,
-				      const char *name, const char *help,
-				      const char *const *label_names, size_t nlabels,
-				      const double *buckets, size_t nbuckets);
+                                      const char *name, const char *help,
+                                      const char *const *label_names, size_t nlabels,
+                                      const double *buckets, size_t nbuckets);
 
 /* Update a series. label_values has exactly the metric's number of labels
  * (NULL when it has none). */

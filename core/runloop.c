@@ -31,7 +31,10 @@ static void lws_log_emit(int level, const char *line)
 
 void pk_runloop_lws_logs(int warnings)
 {
-	lws_set_log_level(getenv("PK_LWS_DEBUG") ? 0xff : warnings ? LLL_ERR | LLL_WARN : LLL_ERR, lws_log_emit);
+	lws_set_log_level(getenv("PK_LWS_DEBUG") ? 0xff
+	                  : warnings             ? LLL_ERR | LLL_WARN
+	                                         : LLL_ERR,
+	                  lws_log_emit);
 }
 
 void pk_runloop_signals(struct lws_context *ctx)

@@ -69,7 +69,7 @@ void pk_ws_reader_init(struct pk_ws_reader *r, int expect_masked);
  *  - CONTROL: a whole ping/pong/close frame was read.
  *  - ERROR: stop; send a close with pk_ws_reader_error()'s code. */
 enum pk_ws_event pk_ws_reader_feed(struct pk_ws_reader *r, uint8_t *data, size_t len, size_t *used,
-				   uint8_t **payload, size_t *payload_len);
+                                   uint8_t **payload, size_t *payload_len);
 
 /* The opcode of the data message being read (PK_WS_TEXT or PK_WS_BINARY). */
 int pk_ws_reader_data_opcode(const struct pk_ws_reader *r);

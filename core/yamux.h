@@ -155,8 +155,8 @@ struct pk_yamux_callbacks {
  * (starts the keepalive schedule). Owner: the caller; free with
  * pk_yamux_session_free(). */
 struct pk_yamux_session *pk_yamux_session_new(int is_client, const struct pk_yamux_config *cfg,
-					      const struct pk_yamux_callbacks *cb, void *user,
-					      uint64_t now_ms);
+                                              const struct pk_yamux_callbacks *cb, void *user,
+                                              uint64_t now_ms);
 
 /* Fire on_stream_close for every live stream, then free everything. The
  * transport is the caller's to close. No frames are sent (as in Go, session

@@ -28,8 +28,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 {
 	struct pk_server *srv = pk_server_from_wsi(wsi);
 	int status = 404;
-	const char *ctype = "text/plain; charset=utf-8";
-	const char *body = "404 page not found\n";
+	const char *ctype = PK_HTTP1_ROUTER_404_TYPE;
+	const char *body = PK_HTTP1_ROUTER_404_BODY;
 	size_t body_len = strlen(body);
 	char *owned = NULL;
 
@@ -78,7 +78,7 @@ static void admin_pump(struct lws *wsi, struct admin_conn *c)
 			const char *why = pk_http1_reader_error(&c->req, &status);
 			size_t len;
 			char *resp = pk_http1_simple_response(status, "text/plain; charset=utf-8",
-							      why, strlen(why), 1, &len);
+			                                      why, strlen(why), 1, &len);
 			pk_bufq_append_force(&c->out, resp, len);
 			free(resp);
 			c->close_after_write = 1;

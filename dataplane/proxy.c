@@ -483,10 +483,6 @@ static void start_exchange(struct pk_proxy_conn *c)
 	char *ws_resp = NULL;
 	size_t ws_len = 0;
 	int tcp = pk_proxy_tcp_match(h, endpoint, sizeof(endpoint));
-	if (tcp && pk_proxy_tcp_handshake(h, &ws_resp, &ws_len) < 0) {
-		exchange_reply(ex, 400, ws_resp, ws_len);
-		return;
-	}
 	if (!tcp && pk_route_endpoint_id(pk_http1_header_get(h, "x-piko-endpoint"), host, endpoint,
 	                                 sizeof(endpoint)) < 0) {
 		exchange_fail(ex, 400, "missing endpoint id");
@@ -496,8 +492,13 @@ static void start_exchange(struct pk_proxy_conn *c)
 	if (!up) {
 		pk_log(PK_LOG_WARN, SUBSYS, "no available upstreams", "endpoint-id", endpoint,
 		       NULL);
-		free(ws_resp);
 		exchange_fail(ex, 502, "no available upstreams");
+		return;
+	}
+	/* Piko checks the upgrade headers only once it has an upstream, so
+	 * "no available upstreams" wins over a bad handshake. */
+	if (tcp && pk_proxy_tcp_handshake(h, &ws_resp, &ws_len) < 0) {
+		exchange_reply(ex, 400, ws_resp, ws_len);
 		return;
 	}
 	/* The stream is opened before the client is answered, so a failure
@@ -566,11 +567,19 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 			enum pk_http1_event ev =
 			    pk_http1_reader_feed(&c->req, (const char *)p, n, &used);
 			if (ev == PK_HTTP1_ERROR) {
+				/* As Go's server: the body is "<code> <text>" and
+				 * the reason stays in our log. */
 				int status;
 				const char *why = pk_http1_reader_error(&c->req, &status);
+				pk_log(PK_LOG_DEBUG, SUBSYS, "bad request", "client-ip",
+				       c->client_ip, "error", why, NULL);
+				char body[96];
+				snprintf(body, sizeof(body), "%d %s", status,
+				         pk_http1_status_text(status));
 				size_t len;
-				char *resp = pk_http1_simple_response(
-				    status, "text/plain; charset=utf-8", why, strlen(why), 1, &len);
+				char *resp =
+				    pk_http1_simple_response(status, "text/plain; charset=utf-8",
+				                             body, strlen(body), 1, &len);
 				conn_write(c, resp, len);
 				free(resp);
 				conn_close_after_write(c);

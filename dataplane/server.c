@@ -119,13 +119,18 @@ static void on_accept(void *user, int fd)
  * understands host names and port 0, and fails loudly.
  * raw: connections are raw sockets bound to protocol (our own HTTP/1.1
  * parsing); else lws's HTTP/WebSocket server role, with protocol named
- * explicitly (adopted sockets are not bound to the vhost's first protocol). */
+ * explicitly (adopted sockets are not bound to the vhost's first protocol).
+ * vhost_name: lws 4.1 re-selects the vhost of an HTTP connection from its
+ * Host header, comparing only as many characters as the Host's name has, so
+ * "Host: a:8001" would land in a vhost named "admin". Our vhost names start
+ * with '/', which no Host name can, so no Host ever matches one by name. */
 static int create_port(struct pk_server *srv, struct pk_server_port *p, const char *name,
-                       const struct lws_protocols *protocols, const char *protocol, int raw)
+                       const char *vhost_name, const struct lws_protocols *protocols,
+                       const char *protocol, int raw)
 {
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
-	info.vhost_name = name;
+	info.vhost_name = vhost_name;
 	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = protocols;
 	info.pt_serv_buf_size = 64 * 1024;
@@ -177,20 +182,19 @@ int pk_server_run(const struct pk_server_config *cfg)
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		goto out;
 	}
-	/* The admin vhost also carries core/sock.c's protocol, which runs
-	 * every port's listening socket. */
-	/* The upstream vhost is created first: lws re-selects the vhost of an
-	 * HTTP connection by its listening port, and with none of ours
-	 * listening through lws that is the first vhost created. The raw
-	 * ports (proxy, admin) are never re-selected. The admin vhost also
-	 * carries core/sock.c's protocol, which runs every listening socket. */
+	/* The upstream vhost is created first: when no vhost's name matches an
+	 * HTTP connection's Host (none can, see create_port), lws re-selects the
+	 * first vhost on its listening port, and with none of ours listening
+	 * through lws that is the first vhost created. The raw ports (proxy,
+	 * admin) are never re-selected. The admin vhost also carries
+	 * core/sock.c's protocol, which runs every listening socket. */
 	static struct lws_protocols admin_protocols[3];
 	admin_protocols[0] = pk_admin_protocols[0];
 	admin_protocols[1] = pk_sock_protocols[0];
-	if (create_port(&srv, &srv.upstream, "upstream", pk_upstream_protocols, "piko-upstream",
-	                0) ||
-	    create_port(&srv, &srv.admin, "admin", admin_protocols, "piko-admin", 1) ||
-	    create_port(&srv, &srv.proxy, "proxy", pk_proxy_protocols, "piko-proxy", 1))
+	if (create_port(&srv, &srv.upstream, "upstream", "/upstream", pk_upstream_protocols,
+	                "piko-upstream", 0) ||
+	    create_port(&srv, &srv.admin, "admin", "/admin", admin_protocols, "piko-admin", 1) ||
+	    create_port(&srv, &srv.proxy, "proxy", "/proxy", pk_proxy_protocols, "piko-proxy", 1))
 		goto out;
 	pk_sock_init(srv.admin.vh);
 	if (listen_port(&srv.admin, cfg->admin.bind_addr) ||

@@ -1,9 +1,10 @@
 /*
  * Upstream port (protocol reference §1.1): the WebSocket server role of lws.
  * Checks happen before the upgrade: a path that is not
- * /piko/v1/upstream/<endpoint> gets Go's router 404 and the connection is
- * refused. Once upgraded, the socket carries a yamux session (tunnel.c) and
- * the upstream joins its endpoint's round-robin rotation in the registry.
+ * /piko/v1/upstream/<endpoint> gets the router's 404, and a plain GET of that
+ * path gorilla's 400; the connection is closed after either. Once upgraded, the socket carries a
+ * yamux session (tunnel.c) and the upstream joins its endpoint's round-robin rotation in the
+ * registry.
  */
 #include "upstream.h"
 
@@ -90,10 +91,10 @@ static void reject(struct lws *wsi, char *resp, size_t len)
 
 static void reject_not_found(struct lws *wsi)
 {
-	static const char body[] = "404 page not found\n";
 	size_t len;
-	char *resp = pk_http1_simple_response(404, "text/plain; charset=utf-8", body,
-	                                      sizeof(body) - 1, 1, &len);
+	char *resp =
+	    pk_http1_simple_response(404, PK_HTTP1_ROUTER_404_TYPE, PK_HTTP1_ROUTER_404_BODY,
+	                             sizeof(PK_HTTP1_ROUTER_404_BODY) - 1, 1, &len);
 	reject(wsi, resp, len);
 }
 
@@ -163,7 +164,13 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
 		/* Not a WebSocket upgrade: nothing is served here but upgrades. */
-		reject_not_found(wsi);
+		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
+			reject_not_found(wsi);
+		} else {
+			size_t n;
+			char *resp = pk_http1_ws_bad_request(&n);
+			reject(wsi, resp, n);
+		}
 		return -1;
 
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:

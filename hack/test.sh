@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build and run every test: unit tests (cmocka), fuzz-corpus replays, the
-# integration suite on loopback; then the same again under ASan+UBSan; then a
-# short libFuzzer run of each harness.
+# integration suite on loopback (with the interop tests against the real Piko,
+# built by hack/peers.sh into ~/.cache/pikoc); then the same again under
+# ASan+UBSan; then a short libFuzzer run of each harness.
 # Environment: PK_TEST_QUICK=1 skips the sanitizer pass and the fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,10 +11,17 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "build (RelWithDebInfo)"
 hack/build.sh build
+step "clang-format check"
+hack/format.sh --check
+step "Go test peers (the real Piko, the SDK program)"
+peers=$(hack/peers.sh)
+echo "$peers"
+peer() { awk -v n="$1" '$1 == n { print $2 }' <<<"$peers"; }
+interop=(--piko-peer "$(peer piko)" --sdk-peer "$(peer sdkpeer)" --require-peers)
 step "unit tests and corpus replays"
 ctest --test-dir build --output-on-failure -j"$(nproc)"
 step "integration tests"
-python3 tests/integration/run.py --bin build/bin/piko
+python3 tests/integration/run.py --bin build/bin/piko "${interop[@]}"
 
 if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "build (ASan+UBSan)"
@@ -23,7 +31,7 @@ if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "unit tests under sanitizers"
 	ctest --test-dir build-asan --output-on-failure -j"$(nproc)"
 	step "integration tests under sanitizers"
-	python3 tests/integration/run.py --bin build-asan/bin/piko --sanitized
+	python3 tests/integration/run.py --bin build-asan/bin/piko --sanitized "${interop[@]}"
 	step "fuzz (libFuzzer, bounded)"
 	hack/fuzz.sh 15
 fi

@@ -35,13 +35,21 @@ class _Config:
         scale = os.environ.get("PIKO_TIMEOUT_SCALE")
         self.scale = float(scale) if scale else (4.0 if self.sanitized else 1.0)
         self.keep_logs = os.environ.get("PIKO_KEEP_LOGS") == "1"
+        # the Go test peers (hack/peers.sh): the real Piko and the SDK program
+        self.piko_peer = os.environ.get("PIKO_PEER_PIKO")
+        self.sdk_peer = os.environ.get("PIKO_PEER_SDK")
+        self.require_peers = os.environ.get("PIKO_REQUIRE_PEERS") == "1"
 
 
 CONFIG = _Config()
 
 
-def configure(bin_path, sanitized=False, scale=None, keep_logs=False):
+def configure(bin_path, sanitized=False, scale=None, keep_logs=False, piko_peer=None,
+              sdk_peer=None, require_peers=False):
     CONFIG.bin = os.path.abspath(bin_path)
+    CONFIG.piko_peer = piko_peer and os.path.abspath(piko_peer)
+    CONFIG.sdk_peer = sdk_peer and os.path.abspath(sdk_peer)
+    CONFIG.require_peers = require_peers
     CONFIG.sanitized = sanitized
     CONFIG.scale = scale if scale else (4.0 if sanitized else 1.0)
     CONFIG.keep_logs = keep_logs
@@ -332,7 +340,8 @@ class Server(Proc):
     """`piko server` on 127.0.0.1 with three picked ports."""
 
     def __init__(self, workdir, args=(), ports=None, env=None, use_bind_flags=True,
-                 log_level="debug"):
+                 log_level="debug", bin=None):
+        self.bin = bin or CONFIG.bin
         self.fixed_ports = ports is not None
         self.proxy_port, self.upstream_port, self.admin_port = ports or (
             free_port(), free_port(), free_port())
@@ -343,7 +352,7 @@ class Server(Proc):
         self._build_argv()
 
     def _build_argv(self):
-        argv = [CONFIG.bin, "server"]
+        argv = [self.bin, "server"]
         if self.use_bind_flags:
             argv += ["--proxy.bind-addr", "127.0.0.1:%d" % self.proxy_port,
                      "--upstream.bind-addr", "127.0.0.1:%d" % self.upstream_port,
@@ -418,12 +427,12 @@ class Agent(Proc):
     """`piko agent http <endpoint> <addr> --connect.url ...`."""
 
     def __init__(self, workdir, server, endpoint, addr, args=(), connect_url=None,
-                 log_level="debug"):
+                 log_level="debug", bin=None):
         self.server = server
         self.endpoint = endpoint
         self.addr = str(addr)
         self.connect_url = connect_url or server.upstream_url
-        argv = [CONFIG.bin, "agent", "http", endpoint, self.addr,
+        argv = [bin or CONFIG.bin, "agent", "http", endpoint, self.addr,
                 "--connect.url", self.connect_url]
         if log_level:
             argv += ["--log.level", log_level]

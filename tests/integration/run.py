@@ -89,6 +89,10 @@ def main():
                     help="multiply every timeout (default 1, or 4 with --sanitized)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the temp dirs (process logs) of failed tests")
+    ap.add_argument("--piko-peer", help="the real Piko binary (hack/peers.sh), for test_interop")
+    ap.add_argument("--sdk-peer", help="the Go SDK test program (hack/peers.sh), for test_interop")
+    ap.add_argument("--require-peers", action="store_true",
+                    help="fail (not skip) the interop tests when a peer is not given")
     ap.add_argument("-x", "--failfast", action="store_true")
     ap.add_argument("--list", action="store_true", help="list the selected tests and exit")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -100,7 +104,8 @@ def main():
         return 2
 
     harness.configure(binary, sanitized=args.sanitized, scale=args.timeout_scale,
-                      keep_logs=args.keep_logs)
+                      keep_logs=args.keep_logs, piko_peer=args.piko_peer,
+                      sdk_peer=args.sdk_peer, require_peers=args.require_peers)
     os.environ["PIKO_BIN"] = binary
     if args.sanitized:
         os.environ["PIKO_SANITIZED"] = "1"

@@ -217,10 +217,10 @@ class TcpAgent(Proc):
     """`piko agent tcp <endpoint> <addr>`; ready once the agent logged
     `connected` and the server `upstream connected` for the endpoint."""
 
-    def __init__(self, workdir, server, endpoint, addr, args=(), log_level="debug"):
+    def __init__(self, workdir, server, endpoint, addr, args=(), log_level="debug", bin=None):
         self.server = server
         self.endpoint = endpoint
-        argv = [CONFIG.bin, "agent", "tcp", endpoint, str(addr),
+        argv = [bin or CONFIG.bin, "agent", "tcp", endpoint, str(addr),
                 "--connect.url", server.upstream_url]
         if log_level:
             argv += ["--log.level", log_level]
@@ -257,7 +257,8 @@ class Forward(Proc):
     port; ready once it logged `forwarding` (logged after the bind)."""
 
     def __init__(self, workdir, server, endpoint, args=(), connect_url=None,
-                 log_level="debug"):
+                 log_level="debug", bin=None):
+        self.bin = bin or CONFIG.bin
         self.server = server
         self.endpoint = endpoint
         self.connect_url = connect_url or "http://127.0.0.1:%d" % server.proxy_port
@@ -268,7 +269,7 @@ class Forward(Proc):
         self._argv()
 
     def _argv(self):
-        self.argv = [CONFIG.bin, "forward", "tcp", "127.0.0.1:%d" % self.port, self.endpoint,
+        self.argv = [self.bin, "forward", "tcp", "127.0.0.1:%d" % self.port, self.endpoint,
                      "--connect.url", self.connect_url]
         if self.log_level:
             self.argv += ["--log.level", self.log_level]

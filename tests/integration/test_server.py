@@ -80,6 +80,34 @@ class AdminTest(PikoTestCase):
         wait_for(lambda: gauge() == 0, T(5), what="connected_upstreams back to 0")
 
 
+class UpstreamPortTest(PikoTestCase):
+    def test_any_host_header_reaches_the_upstream_route(self):
+        # lws picks a vhost by comparing the Host's name with vhost names
+        # over the Host's length only: "a" once matched "admin" and the
+        # connection hung in the wrong vhost until a 5 s timeout.
+        import socket
+        from tcp_ws import client_handshake, read_body
+        srv = self.server()
+        for host in ("a", "ad", "admin", "p", "proxy", "u", "upstream", "x.example.com:1"):
+            with self.subTest(host=host):
+                s = socket.create_connection(("127.0.0.1", srv.upstream_port), timeout=T(5))
+                try:
+                    hs = client_handshake(s, "/piko/v1/upstream/ep-%s" % host.split(":")[0],
+                                          host)
+                    self.assertEqual(hs.status, 101, hs.headers)
+                finally:
+                    s.close()
+                r = request(srv.upstream_port, "GET", "/nope", headers={"Host": host},
+                            timeout=T(5))
+                self.assertEqual((r.status, r.header("Content-Type"), r.body),
+                                 (404, "text/plain", b"404 page not found"))
+                # a plain GET of the upgrade route: gorilla's answer
+                r = request(srv.upstream_port, "GET", "/piko/v1/upstream/e",
+                            headers={"Host": host}, timeout=T(5))
+                self.assertEqual((r.status, r.header("Sec-Websocket-Version"), r.body),
+                                 (400, "13", b"Bad Request\n"))
+
+
 class ConfigTest(PikoTestCase):
     def _run_to_exit(self, srv, timeout):
         srv.start(wait=False)

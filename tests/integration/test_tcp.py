@@ -479,8 +479,8 @@ class TcpErrorsTest(TcpTestCase):
             how, secs = wait_closed(c, T(10))
             c.close()
         self.assertTrue(fwd.alive, "forward exited after a failed dial\n" + fwd.describe())
-        lines = wait_for(lambda: find_logs(fwd, "connect failed"), T(5),
-                         what="forward to log `connect failed`")
+        lines = wait_for(lambda: find_logs(fwd, "failed to dial endpoint"), T(5),
+                         what="forward to log `failed to dial endpoint`")
         self.assertIn("no available upstreams", fwd.stderr())
         self.assertEqual(lines[0].get("error"), "502: no available upstreams", lines[0])
         self.assertEqual(lines[0].get("subsystem"), "forwarder", lines[0])
