@@ -256,6 +256,16 @@ class PikoClientsAgainstOurServer(InteropCase):
         fwd = self.forward(srv, "go-tcp")
         self.check_tcp(fwd.port)
 
+    def test_piko_agent_tcp_with_a_larger_window(self):
+        # v0.10's --stream.max-window-size: the agent grows its receive
+        # window past yamux's 256 KiB with a window update; we must honour it
+        # and never exceed it.
+        svc = self.tcp_service()
+        srv = self.server()
+        self.piko_agent_tcp(srv, "go-win", svc.addr, "--stream.max-window-size", "4194304")
+        fwd = self.forward(srv, "go-win")
+        self.check_tcp(fwd.port, total=32 * MiB)
+
     def test_piko_forward_with_our_agent_tcp(self):
         svc = self.tcp_service()
         srv = self.server()
@@ -344,9 +354,9 @@ class OurClientsAgainstPikoServer(InteropCase):
         self.assertEqual(srv.proxy("c-back", "GET", "/status/200").status, 200)
 
 
-class ErrorParity(InteropCase):
-    """The same bad request to Piko's server and to ours: what a Piko user
-    sees must not change."""
+class Parity(InteropCase):
+    """The same request to Piko's server and to ours: what a Piko user sees
+    must not change."""
 
     def both(self):
         return self.piko_server(), self.server()
@@ -384,6 +394,35 @@ class ErrorParity(InteropCase):
 
     def assertSame(self, piko, ours, what):
         self.assertEqual(ours, piko, "%s: ours %r, Piko %r" % (what, ours, piko))
+
+    def test_request_and_response_through_piko_agent(self):
+        # Piko's agent behind each server, the same service: the request the
+        # service sees and the response the client gets are the same (the
+        # Host differs only by the server's port).
+        piko, ours = self.both()
+        up = self.upstream()
+        for srv in (piko, ours):
+            self.piko_agent_http(srv, "same", up.addr)
+        cases = [
+            ("GET", "/headers?a=b&c", {"User-Agent": "interop", "X-Forwarded-For": "1.2.3.4",
+                                       "Connection": "keep-alive, X-Hop", "X-Hop": "1",
+                                       "TE": "trailers", "Authorization": "Bearer t"}),
+            ("GET", "/headers", {}),
+            ("POST", "/headers", {"Content-Type": "text/plain"}),
+        ]
+        for method, path, headers in cases:
+            with self.subTest(method=method, path=path):
+                seen = []
+                for srv in (piko, ours):
+                    r = srv.proxy("same", method, path, headers=headers,
+                                  body=b"body" if method == "POST" else None)
+                    doc = r.json()
+                    doc["headers"] = [[k, "<host>" if k.lower() == "host" else v]
+                                      for k, v in doc["headers"]]
+                    resp_headers = sorted((k.lower(), v) for k, v in r.headers.items()
+                                          if k.lower() != "date")
+                    seen.append((r.status, doc, resp_headers))
+                self.assertSame(seen[0], seen[1], "%s %s" % (method, path))
 
     def test_http_error_responses(self):
         piko, ours = self.both()
