@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 
@@ -586,6 +587,11 @@ const char *pk_verifier_verify(const struct pk_verifier *v, const char *token, s
 	const char *why = check_claims(v, payload, now, out);
 	free(payload);
 	return why;
+}
+
+int64_t pk_auth_now(void)
+{
+	return (int64_t)time(NULL);
 }
 
 int pk_token_permits(const struct pk_token *t, const char *endpoint)

@@ -74,6 +74,9 @@ const char *pk_auth_token_from_headers(const char *x_piko_authorization, const c
 const char *pk_verifier_verify(const struct pk_verifier *v, const char *token, size_t token_len,
                                int64_t now, struct pk_token *out);
 
+/* Wall-clock seconds since the epoch: what exp and nbf are compared with. */
+int64_t pk_auth_now(void);
+
 /* Whether a verified token may use endpoint. */
 int pk_token_permits(const struct pk_token *t, const char *endpoint);
 

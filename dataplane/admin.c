@@ -33,6 +33,23 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	size_t body_len = strlen(body);
 	char *owned = NULL;
 
+	/* Admin auth guards every route, /health and /ready included, as in
+	 * Piko (protocol reference §10.3 item 4). */
+	struct pk_access_headers ah = {
+	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),
+	    .authorization = pk_http1_header_get(h, "Authorization"),
+	};
+	const char *denied = pk_access_check(srv->access.admin, &ah, pk_auth_now(), NULL);
+	size_t len;
+	if (denied) {
+		char *resp = pk_access_error_response(denied, &len);
+		pk_bufq_append_force(&c->out, resp, len);
+		free(resp);
+		c->close_after_write = 1;
+		lws_callback_on_writable(wsi);
+		return;
+	}
+
 	/* Route on the path alone, as Go's router does (query ignored). */
 	size_t plen = strcspn(h->url, "?");
 	int get = !strcmp(h->method, "GET") || !strcmp(h->method, "HEAD");
@@ -53,7 +70,6 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		body = owned;
 	}
 	int close = !h->keep_alive || h->chunked || h->content_length > 0;
-	size_t len;
 	char *resp = pk_http1_simple_response(
 	    status, ctype, body, strcmp(h->method, "HEAD") ? body_len : 0, close, &len);
 	pk_bufq_append_force(&c->out, resp, len);

@@ -111,6 +111,12 @@ static void conn_close_after_write(struct pk_proxy_conn *c)
 
 /* ---- metrics and access log ------------------------------------------- */
 
+static void flight_done(struct pk_server *srv)
+{
+	srv->in_flight--;
+	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
+}
+
 static void record(struct pk_server *srv, const char *method, int status, uint64_t start_ms,
                    size_t req_size, size_t resp_size, const char *host, const char *path)
 {
@@ -122,8 +128,7 @@ static void record(struct pk_server *srv, const char *method, int status, uint64
 	pk_metric_observe(srv->m.request_latency, labels, secs);
 	pk_metric_observe(srv->m.request_size, NULL, (double)req_size);
 	pk_metric_observe(srv->m.response_size, NULL, (double)resp_size);
-	srv->in_flight--;
-	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
+	flight_done(srv);
 
 	const struct pk_server_config *cfg = srv->cfg;
 	if (cfg->proxy.access_log.disable || (path && strncmp(path, "/_piko", 6) == 0))
@@ -237,6 +242,26 @@ static void exchange_reply(struct pk_proxy_exchange *ex, int status, char *resp,
 	ex->status = status;
 	ex->resp_size = len;
 	record(c->srv, ex->method, status, ex->start_ms, ex->req_size, len, ex->host, ex->path);
+	exchange_detach(ex);
+	conn_close_after_write(c);
+}
+
+/* Auth refused the request: Piko's 401. A bad token is refused by its auth
+ * middleware, before the access log and metrics; a token without the
+ * endpoint is refused by the route, so that one is logged and counted. */
+static void exchange_deny(struct pk_proxy_exchange *ex, const char *reason)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	size_t len;
+	char *resp = pk_access_error_response(reason, &len);
+	if (!strcmp(reason, PK_AUTH_NOT_PERMITTED)) {
+		exchange_reply(ex, 401, resp, len);
+		return;
+	}
+	conn_write(c, resp, len);
+	free(resp);
+	ex->status = 401;
+	flight_done(c->srv);
 	exchange_detach(ex);
 	conn_close_after_write(c);
 }
@@ -483,9 +508,27 @@ static void start_exchange(struct pk_proxy_conn *c)
 	char *ws_resp = NULL;
 	size_t ws_len = 0;
 	int tcp = pk_proxy_tcp_match(h, endpoint, sizeof(endpoint));
+	struct pk_access_headers ah = {
+	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),
+	    .authorization = pk_http1_header_get(h, "Authorization"),
+	};
+	struct pk_token tok;
+	const char *denied = pk_access_check(srv->access.proxy, &ah, pk_auth_now(), &tok);
+	if (denied) {
+		exchange_deny(ex, denied);
+		return;
+	}
 	if (!tcp && pk_route_endpoint_id(pk_http1_header_get(h, "x-piko-endpoint"), host, endpoint,
 	                                 sizeof(endpoint)) < 0) {
+		pk_token_clear(&tok);
 		exchange_fail(ex, 400, "missing endpoint id");
+		return;
+	}
+	/* The token's endpoint list, once the endpoint is known. */
+	int permitted = pk_token_permits(&tok, endpoint);
+	pk_token_clear(&tok);
+	if (!permitted) {
+		exchange_deny(ex, PK_AUTH_NOT_PERMITTED);
 		return;
 	}
 	struct pk_upstream *up = pk_registry_next(srv->registry, endpoint);

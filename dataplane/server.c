@@ -170,6 +170,15 @@ int pk_server_run(const struct pk_server_config *cfg)
 	register_metrics(&srv);
 
 	pk_runloop_lws_logs(1);
+	char err[512];
+	if (pk_access_init(&srv.access, cfg, err, sizeof(err)) < 0) {
+		/* Keys are checked before any port opens: a bad key is a
+		 * config error, not a server that lets everyone in. */
+		pk_log(PK_LOG_ERROR, SUBSYS, "invalid auth config", "error", err, NULL);
+		pk_registry_free(srv.registry);
+		pk_metrics_free(srv.metrics);
+		return 1;
+	}
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -226,6 +235,7 @@ out:
 	if (srv.ctx)
 		lws_context_destroy(srv.ctx);
 	pk_registry_free(srv.registry);
+	pk_access_free(&srv.access);
 	pk_metrics_free(srv.metrics);
 	pk_buf_freelist_release();
 	return rc;

@@ -17,6 +17,7 @@
 
 #include <libwebsockets.h>
 
+#include "access.h"
 #include "metrics.h"
 #include "registry.h"
 #include "server_config.h"
@@ -51,6 +52,7 @@ struct pk_server {
 	struct lws_context *ctx;
 	struct pk_server_port proxy, upstream, admin;
 	struct pk_registry *registry;
+	struct pk_access access;
 	struct pk_metrics *metrics;
 	struct pk_server_metrics m;
 	int ready;

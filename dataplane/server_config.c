@@ -8,9 +8,16 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth_config.h"
 #include "log.h"
 
 #define O(f) offsetof(struct pk_server_config, f)
+
+static const struct pk_opt tenant_opts[] = {
+    {"id", PK_OPT_STRING, offsetof(struct pk_tenant_config, id), NULL, "tenant ID", 0, NULL, 0},
+    PK_AUTH_OPTS("auth.", offsetof(struct pk_tenant_config, auth)),
+    {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
+};
 
 const struct pk_opt pk_server_opts[] = {
     {"proxy.bind_addr", PK_OPT_STRING, O(proxy.bind_addr), ":8000",
@@ -34,14 +41,20 @@ const struct pk_opt pk_server_opts[] = {
      "level of access log records", 0, NULL, 0},
     {"proxy.access_log.disable", PK_OPT_BOOL, O(proxy.access_log.disable), "false",
      "disable the access log", 0, NULL, 0},
+    PK_AUTH_OPTS("proxy.auth.", O(proxy.auth)),
     {"upstream.bind_addr", PK_OPT_STRING, O(upstream.bind_addr), ":8001",
      "upstream port: where agents connect", 0, NULL, 0},
     {"upstream.advertise_addr", PK_OPT_STRING, O(upstream.advertise_addr), NULL,
      "advertised upstream address (derived when empty)", 0, NULL, 0},
+    PK_AUTH_OPTS("upstream.auth.", O(upstream.auth)),
+    {"upstream.tenants", PK_OPT_LIST, O(upstream.tenants), NULL,
+     "tenants, each with its own auth keys (x-piko-tenant-id)", 1, tenant_opts,
+     sizeof(struct pk_tenant_config)},
     {"admin.bind_addr", PK_OPT_STRING, O(admin.bind_addr), ":8002",
      "admin port: /health, /ready, /metrics", 0, NULL, 0},
     {"admin.advertise_addr", PK_OPT_STRING, O(admin.advertise_addr), NULL,
      "advertised admin address (derived when empty)", 0, NULL, 0},
+    PK_AUTH_OPTS("admin.auth.", O(admin.auth)),
     {"log.level", PK_OPT_STRING, O(log.level), "info", "debug, info, warn or error", 0, NULL, 0},
     {"log.subsystems", PK_OPT_STRLIST, O(log.subsystems), NULL, "subsystems logged at every level",
      0, NULL, 0},
@@ -80,6 +93,17 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 	if (cfg->proxy.timeout_ms < 0) {
 		snprintf(err, errlen, "invalid proxy timeout");
 		return -1;
+	}
+	const struct pk_tenant_config *tenants = cfg->upstream.tenants.v;
+	for (size_t i = 0; i < cfg->upstream.tenants.n; i++) {
+		if (!tenants[i].id || !*tenants[i].id) {
+			snprintf(err, errlen, "upstream: tenant %zu: missing id", i);
+			return -1;
+		}
+		if (!pk_auth_enabled(&tenants[i].auth)) {
+			snprintf(err, errlen, "upstream: tenant %s: missing auth", tenants[i].id);
+			return -1;
+		}
 	}
 	if (cfg->proxy.http.max_header_bytes < 1024 ||
 	    cfg->proxy.http.max_header_bytes > 64 * 1024 * 1024) {

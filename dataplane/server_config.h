@@ -8,7 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth.h"
 #include "config.h"
+
+/* upstream.tenants[]: a tenant's own keys (protocol reference §5). */
+struct pk_tenant_config {
+	char *id;
+	struct pk_auth_config auth;
+};
 
 struct pk_server_config {
 	struct {
@@ -26,14 +33,18 @@ struct pk_server_config {
 			char *level;
 			int disable;
 		} access_log;
+		struct pk_auth_config auth;
 	} proxy;
 	struct {
 		char *bind_addr;
 		char *advertise_addr;
+		struct pk_auth_config auth;
+		struct pk_list tenants; /* of struct pk_tenant_config */
 	} upstream;
 	struct {
 		char *bind_addr;
 		char *advertise_addr;
+		struct pk_auth_config auth;
 	} admin;
 	struct {
 		char *level;

@@ -98,6 +98,40 @@ static void reject_not_found(struct lws *wsi)
 	reject(wsi, resp, len);
 }
 
+/* lws's per-connection data: the session once established, and what the
+ * handshake's token allows until then. */
+struct upstream_pss {
+	struct pk_upstream *up;
+	int64_t token_exp; /* seconds; 0: no expiry to enforce */
+};
+
+/* A header lws does not know by name; NULL when absent. */
+static const char *custom_header(struct lws *wsi, const char *name_colon, char *buf, size_t cap)
+{
+	int n = lws_hdr_custom_copy(wsi, buf, (int)cap, name_colon, (int)strlen(name_colon));
+	return n > 0 ? buf : NULL;
+}
+
+/* Upstream auth before the upgrade (protocol reference §5): NULL to accept,
+ * else Piko's 401 reason. */
+static const char *authorize(struct lws *wsi, const char *endpoint, int64_t *exp)
+{
+	struct pk_server *srv = pk_server_from_wsi(wsi);
+	*exp = 0;
+	if (!srv->access.upstream && srv->access.n_tenants == 0)
+		return NULL;
+	/* Tokens and tenant IDs are short; a longer header is no valid one. */
+	char xpa[4096], authz[4096], tenant[256];
+	struct pk_access_headers h = {
+	    .x_piko_authorization = custom_header(wsi, "x-piko-authorization:", xpa, sizeof(xpa)),
+	    .authorization =
+	        lws_hdr_copy(wsi, authz, sizeof(authz), WSI_TOKEN_HTTP_AUTHORIZATION) > 0 ? authz
+	                                                                                  : NULL,
+	    .tenant_id = custom_header(wsi, "x-piko-tenant-id:", tenant, sizeof(tenant)),
+	};
+	return pk_access_check_upstream(&srv->access, &h, endpoint, pk_auth_now(), exp);
+}
+
 static int endpoint_of(struct lws *wsi, char *out, size_t cap)
 {
 	char uri[1024];
@@ -106,7 +140,7 @@ static int endpoint_of(struct lws *wsi, char *out, size_t cap)
 	return pk_route_upstream_path(uri, out, cap);
 }
 
-static void upstream_established(struct lws *wsi, struct pk_upstream **slot)
+static void upstream_established(struct lws *wsi, struct upstream_pss *pss)
 {
 	struct pk_server *srv = pk_server_from_wsi(wsi);
 	char ep[512];
@@ -116,7 +150,8 @@ static void upstream_established(struct lws *wsi, struct pk_upstream **slot)
 	/* Owner: the lws connection (slot in its per-session data); freed on
 	 * LWS_CALLBACK_CLOSED. */
 	struct pk_upstream *up = pk_xcalloc(1, sizeof(*up));
-	*slot = up;
+	pss->up = up;
+	up->token_exp = pss->token_exp;
 	up->srv = srv;
 	up->endpoint = pk_xstrdup(ep);
 	pk_lwsio_peer_ip(wsi, up->client_ip, sizeof(up->client_ip));
@@ -157,31 +192,47 @@ static void upstream_closed(struct pk_upstream *up)
 static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len)
 {
-	struct pk_upstream **slot = user;
-	struct pk_upstream *up = slot ? *slot : NULL;
+	struct upstream_pss *pss = user;
+	struct pk_upstream *up = pss ? pss->up : NULL;
 	char ep[512];
 
 	switch (reason) {
-	case LWS_CALLBACK_HTTP:
-		/* Not a WebSocket upgrade: nothing is served here but upgrades. */
+	case LWS_CALLBACK_HTTP: {
+		/* Not a WebSocket upgrade: nothing is served here but upgrades.
+		 * Piko's order still holds: route, auth, then the upgrade fails
+		 * (which is how an agent reads why it was refused). */
+		int64_t exp;
+		const char *denied;
+		size_t n;
+		char *resp;
 		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
 			reject_not_found(wsi);
-		} else {
-			size_t n;
-			char *resp = pk_http1_ws_bad_request(&n);
-			reject(wsi, resp, n);
+			return -1;
 		}
+		if ((denied = authorize(wsi, ep, &exp)))
+			resp = pk_access_error_response(denied, &n);
+		else
+			resp = pk_http1_ws_bad_request(&n);
+		reject(wsi, resp, n);
 		return -1;
+	}
 
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
 			reject_not_found(wsi);
 			return 1;
 		}
+		const char *denied = authorize(wsi, ep, &pss->token_exp);
+		if (denied) {
+			size_t n;
+			char *resp = pk_access_error_response(denied, &n);
+			reject(wsi, resp, n);
+			return 1;
+		}
 		return 0;
 
 	case LWS_CALLBACK_ESTABLISHED:
-		upstream_established(wsi, slot);
+		upstream_established(wsi, pss);
 		return 0;
 
 	case LWS_CALLBACK_RECEIVE:
@@ -196,7 +247,7 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 
 	case LWS_CALLBACK_CLOSED:
 		if (up) {
-			*slot = NULL;
+			pss->up = NULL;
 			upstream_closed(up);
 		}
 		return 0;
@@ -208,8 +259,19 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 
 void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms)
 {
-	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
+	int64_t now = pk_auth_now();
+	for (struct pk_upstream *up = srv->upstreams; up; up = up->next) {
+		if (up->token_exp && now >= up->token_exp && !up->tunnel.closing) {
+			/* The session ends with its token; streams in flight die
+			 * with it, as in Piko. */
+			pk_log(PK_LOG_INFO, SUBSYS, "upstream token expired", "endpoint-id",
+			       up->endpoint, "client-ip", up->client_ip, NULL);
+			unregister(up);
+			pk_tunnel_close(&up->tunnel);
+			continue;
+		}
 		pk_tunnel_tick(&up->tunnel, now_ms);
+	}
 }
 
 size_t pk_upstream_open_streams(const struct pk_server *srv)
@@ -231,7 +293,7 @@ const struct lws_protocols pk_upstream_protocols[] = {
     {
         .name = "piko-upstream",
         .callback = callback_upstream,
-        .per_session_data_size = sizeof(struct pk_upstream *),
+        .per_session_data_size = sizeof(struct upstream_pss),
         .rx_buffer_size = 64 * 1024,
     },
     {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */

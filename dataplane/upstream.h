@@ -15,7 +15,8 @@ struct pk_upstream {
 	struct pk_server *srv;
 	char *endpoint;
 	char client_ip[64];
-	int registered; /* in the registry (removal is idempotent, §10.3 item 2) */
+	int registered;    /* in the registry (removal is idempotent, §10.3 item 2) */
+	int64_t token_exp; /* seconds since the epoch; 0: none to enforce */
 	struct pk_upstream *prev, *next;
 };
 

@@ -340,8 +340,9 @@ class Server(Proc):
     """`piko server` on 127.0.0.1 with three picked ports."""
 
     def __init__(self, workdir, args=(), ports=None, env=None, use_bind_flags=True,
-                 log_level="debug", bin=None):
+                 log_level="debug", bin=None, admin_headers=None):
         self.bin = bin or CONFIG.bin
+        self.admin_headers = admin_headers  # e.g. a token when admin auth is on
         self.fixed_ports = ports is not None
         self.proxy_port, self.upstream_port, self.admin_port = ports or (
             free_port(), free_port(), free_port())
@@ -400,7 +401,8 @@ class Server(Proc):
                 raise StartupError("server exited with %d before it was ready\n%s"
                                    % (self.poll(), self.describe()))
             try:
-                r = request(self.admin_port, "GET", "/ready", timeout=T(2))
+                r = request(self.admin_port, "GET", "/ready", headers=self.admin_headers,
+                            timeout=T(2))
                 if r.status == 200:
                     return
                 last = r
@@ -411,7 +413,8 @@ class Server(Proc):
                            % (timeout, last, self.describe()))
 
     def admin(self, path, timeout=None):
-        return request(self.admin_port, "GET", path, timeout=timeout)
+        return request(self.admin_port, "GET", path, headers=self.admin_headers,
+                       timeout=timeout)
 
     def proxy(self, endpoint, method, path, **kw):
         return proxy_request(self, endpoint, method, path, **kw)
