@@ -3,6 +3,14 @@
  * signatures; which key it is given is decided here, from the token's `alg`
  * (static keys) or `kid` (JWKS), before libjwt sees the token. Claims are
  * read with json-c from the payload libjwt verified.
+ *
+ * A remote JWK Set (http:// or https://) is fetched by a worker thread with
+ * libcurl, never on the event loop: at start, every cache_ttl (default 1 h),
+ * 10 s after a failed fetch, and when a token names an unknown kid (at most
+ * once per 5 minutes, as Piko's keyfunc). The worker swaps the whole key set
+ * under a mutex; verification copies the one key it needs under that mutex.
+ * A token with an unknown kid is refused even when it triggers a refresh:
+ * the loop does not wait for the network.
  */
 #include "auth.h"
 
@@ -17,12 +25,21 @@
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "buf.h"
+#include "fetch.h"
+#include "log.h"
+
+#define JWKS_MAX_BYTES (1 << 20)
+#define JWKS_DEFAULT_TTL_MS (60 * 60 * 1000)
+#define JWKS_RETRY_MS 10000
+#define JWKS_UNKNOWN_KID_EVERY_MS (5 * 60 * 1000)
 
 enum key_kind { KEY_HMAC, KEY_RSA, KEY_EC };
 
@@ -33,12 +50,26 @@ struct key {
 	size_t len;
 };
 
+/* The worker of a remote JWK Set. */
+struct remote {
+	pthread_t thread;
+	int started;
+	pthread_mutex_t mu; /* guards the verifier's keys/n and the fields below */
+	pthread_cond_t cv;
+	char *url;
+	int64_t ttl_ms, timeout_ms;
+	int stop;
+	int refresh_wanted;
+	uint64_t last_unknown_kid_ms; /* 0: never */
+};
+
 struct pk_verifier {
 	struct key *keys;
 	size_t n;
 	int jwks; /* keys are selected by kid */
 	char *audience;
 	char *issuer;
+	struct remote *remote; /* NULL unless the JWK Set is fetched over HTTP */
 };
 
 int pk_auth_enabled(const struct pk_auth_config *c)
@@ -296,16 +327,109 @@ static int load_jwks(struct pk_verifier *v, const char *text, char *err, size_t 
 	return 0;
 }
 
-static int load_jwks_endpoint(struct pk_verifier *v, const char *endpoint, char *err, size_t errlen)
+/* One fetch: the new key set replaces the old one whole. */
+static void free_keys(struct key *keys, size_t n);
+
+static int remote_fetch(struct pk_verifier *v)
 {
+	struct remote *r = v->remote;
+	char *body = NULL, err[512];
+	size_t len;
+	if (pk_fetch(r->url, r->timeout_ms, JWKS_MAX_BYTES, &body, &len, err, sizeof(err)) < 0) {
+		pk_log(PK_LOG_WARN, "auth", "jwks fetch failed", "error", err, NULL);
+		return -1;
+	}
+	struct pk_verifier fresh;
+	memset(&fresh, 0, sizeof(fresh));
+	int rc = load_jwks(&fresh, body, err, sizeof(err));
+	free(body);
+	if (rc < 0) {
+		pk_log(PK_LOG_WARN, "auth", "jwks fetch failed", "url", r->url, "error", err, NULL);
+		return -1;
+	}
+	char n[32];
+	snprintf(n, sizeof(n), "%zu", fresh.n);
+	pthread_mutex_lock(&r->mu);
+	struct key *old = v->keys;
+	size_t old_n = v->n;
+	v->keys = fresh.keys;
+	v->n = fresh.n;
+	pthread_mutex_unlock(&r->mu);
+	free_keys(old, old_n);
+	pk_log(PK_LOG_DEBUG, "auth", "jwks fetched", "url", r->url, "keys", n, NULL);
+	return 0;
+}
+
+static void *remote_main(void *arg)
+{
+	struct pk_verifier *v = arg;
+	struct remote *r = v->remote;
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop) {
+		r->refresh_wanted = 0;
+		pthread_mutex_unlock(&r->mu);
+		int ok = remote_fetch(v) == 0;
+		pthread_mutex_lock(&r->mu);
+		int64_t wait_ms =
+		    ok ? (r->ttl_ms > 0 ? r->ttl_ms : JWKS_DEFAULT_TTL_MS) : JWKS_RETRY_MS;
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += wait_ms / 1000;
+		until.tv_nsec += (wait_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		while (!r->stop && !r->refresh_wanted &&
+		       pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
+			;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
+}
+
+static int start_remote(struct pk_verifier *v, const struct pk_auth_config *c, char *err,
+                        size_t errlen)
+{
+	/* Owner: v (pk_verifier_free stops and frees it). */
+	struct remote *r = pk_xcalloc(1, sizeof(*r));
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	r->url = pk_xstrdup(c->jwks.endpoint);
+	r->ttl_ms = c->jwks.cache_ttl_ms;
+	r->timeout_ms = c->jwks.timeout_ms;
+	v->remote = r;
+	/* A failed first fetch does not stop the server (as Piko): the worker
+	 * keeps trying, and tokens are refused until keys arrive. */
+	if (pthread_create(&r->thread, NULL, remote_main, v) != 0) {
+		snprintf(err, errlen, "jwks: cannot start the fetch thread");
+		return -1;
+	}
+	r->started = 1;
+	return 0;
+}
+
+/* A token named a kid we do not have: fetch again soon (rate-limited). */
+static void remote_unknown_kid(struct remote *r)
+{
+	uint64_t now = pk_now_ms();
+	pthread_mutex_lock(&r->mu);
+	if (!r->last_unknown_kid_ms || now - r->last_unknown_kid_ms >= JWKS_UNKNOWN_KID_EVERY_MS) {
+		r->last_unknown_kid_ms = now;
+		r->refresh_wanted = 1;
+		pthread_cond_signal(&r->cv);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+static int load_jwks_endpoint(struct pk_verifier *v, const struct pk_auth_config *c, char *err,
+                              size_t errlen)
+{
+	const char *endpoint = c->jwks.endpoint;
+	if (!strncmp(endpoint, "https://", 8) || !strncmp(endpoint, "http://", 7))
+		return start_remote(v, c, err, errlen);
 	if (strncmp(endpoint, "file://", 7) != 0) {
-		const char *colon = strstr(endpoint, "://");
-		if (colon && (!strncmp(endpoint, "https", 5) || !strncmp(endpoint, "http", 4)))
-			snprintf(err, errlen,
-			         "jwks: %.*s endpoints are not supported yet (use file://)",
-			         (int)(colon - endpoint), endpoint);
-		else
-			snprintf(err, errlen, "jwks: unsupported scheme: %s", endpoint);
+		snprintf(err, errlen, "jwks: unsupported scheme: %s", endpoint);
 		return -1;
 	}
 	const char *path = endpoint + 7;
@@ -348,7 +472,7 @@ struct pk_verifier *pk_verifier_new(const struct pk_auth_config *c, char *err, s
 			goto fail;
 		}
 		v->jwks = 1;
-		if (load_jwks_endpoint(v, c->jwks.endpoint, err, errlen) < 0)
+		if (load_jwks_endpoint(v, c, err, errlen) < 0)
 			goto fail;
 		return v;
 	}
@@ -366,17 +490,40 @@ fail:
 	return NULL;
 }
 
+static void free_keys(struct key *keys, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(keys[i].kid);
+		/* The HMAC secret and key text are not needed once freed. */
+		OPENSSL_cleanse(keys[i].bytes, keys[i].len);
+		free(keys[i].bytes);
+	}
+	free(keys);
+}
+
+static void remote_stop(struct remote *r)
+{
+	if (r->started) {
+		pthread_mutex_lock(&r->mu);
+		r->stop = 1;
+		pthread_cond_signal(&r->cv);
+		pthread_mutex_unlock(&r->mu);
+		/* A fetch in progress ends within its timeout. */
+		pthread_join(r->thread, NULL);
+	}
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->cv);
+	free(r->url);
+	free(r);
+}
+
 void pk_verifier_free(struct pk_verifier *v)
 {
 	if (!v)
 		return;
-	for (size_t i = 0; i < v->n; i++) {
-		free(v->keys[i].kid);
-		/* The HMAC secret and key text are not needed once freed. */
-		OPENSSL_cleanse(v->keys[i].bytes, v->keys[i].len);
-		free(v->keys[i].bytes);
-	}
-	free(v->keys);
+	if (v->remote)
+		remote_stop(v->remote);
+	free_keys(v->keys, v->n);
 	free(v->audience);
 	free(v->issuer);
 	free(v);
@@ -407,8 +554,9 @@ const char *pk_auth_token_from_headers(const char *x_piko_authorization, const c
 /* The key for a token, from its header (alg, kid); NULL when none may check
  * it. *alg_out is the algorithm libjwt must report after verifying. */
 static const struct key *pick_key(const struct pk_verifier *v, const char *hdr, size_t hdr_len,
-                                  jwt_alg_t *alg_out)
+                                  jwt_alg_t *alg_out, int *unknown_kid)
 {
+	*unknown_kid = 0;
 	size_t n;
 	uint8_t *json = b64url_decode(hdr, hdr_len, &n);
 	if (!json)
@@ -449,12 +597,20 @@ static const struct key *pick_key(const struct pk_verifier *v, const char *hdr, 
 	a = algs[i].alg;
 	kind = algs[i].kind;
 	for (size_t k = 0; k < v->n && !key; k++) {
-		if (v->keys[k].kind != kind)
-			continue;
 		if (v->jwks && (!kid || strcmp(kid, v->keys[k].kid)))
 			continue;
+		if (v->keys[k].kind != kind) {
+			if (v->jwks)
+				break; /* the kid's key is of another type: refused */
+			continue;
+		}
 		key = &v->keys[k];
 	}
+	/* No key with this kid at all: the set may have rotated. */
+	*unknown_kid = v->jwks && kid && !key;
+	for (size_t k = 0; *unknown_kid && k < v->n; k++)
+		if (!strcmp(kid, v->keys[k].kid))
+			*unknown_kid = 0;
 out:
 	json_object_put(root);
 	*alg_out = a;
@@ -568,14 +724,30 @@ const char *pk_verifier_verify(const struct pk_verifier *v, const char *token, s
 	    memchr(token, 0, token_len))
 		return PK_AUTH_INVALID;
 	jwt_alg_t want;
-	const struct key *key = pick_key(v, token, (size_t)(d1 - token), &want);
-	if (!key)
+	int unknown_kid = 0;
+	/* A remote key set can be swapped by its worker at any time: take a
+	 * copy of the one key under its lock. */
+	if (v->remote)
+		pthread_mutex_lock(&v->remote->mu);
+	const struct key *key = pick_key(v, token, (size_t)(d1 - token), &want, &unknown_kid);
+	uint8_t *kbytes = key ? pk_xmalloc(key->len + 1) : NULL;
+	size_t klen = key ? key->len : 0;
+	if (key)
+		memcpy(kbytes, key->bytes, key->len + 1);
+	if (v->remote)
+		pthread_mutex_unlock(&v->remote->mu);
+	if (!key) {
+		if (v->remote && unknown_kid)
+			remote_unknown_kid(v->remote);
 		return PK_AUTH_INVALID;
+	}
 
 	char *copy = pk_xstrndup(token, token_len); /* libjwt wants a C string */
 	jwt_t *jwt = NULL;
-	int rc = jwt_decode(&jwt, copy, key->bytes, (int)key->len);
+	int rc = jwt_decode(&jwt, copy, kbytes, (int)klen);
 	free(copy);
+	OPENSSL_cleanse(kbytes, klen);
+	free(kbytes);
 	if (rc != 0 || !jwt || jwt_get_alg(jwt) != want) {
 		jwt_free(jwt);
 		return PK_AUTH_INVALID;

@@ -30,7 +30,7 @@ struct pk_auth_config {
 	char *issuer;
 	int disable_disconnect_on_expiry;
 	struct {
-		char *endpoint; /* file://<path> (https:// and http:// are not supported yet) */
+		char *endpoint; /* file://<path>, http:// or https:// (fetched by a thread) */
 		int64_t cache_ttl_ms;
 		int64_t timeout_ms;
 	} jwks;

@@ -30,7 +30,7 @@
 	 PK_AUTH_OFF(BASE, disable_disconnect_on_expiry), "false",                                 \
 	 "keep an upstream connected after its token expires", 0, NULL, 0},                        \
 	{P "jwks.endpoint", PK_OPT_STRING, PK_AUTH_OFF(BASE, jwks.endpoint), NULL,                 \
-	 "JWK Set to verify tokens with (file://<path>)", 0, NULL, 0},                             \
+	 "JWK Set to verify tokens with (https://, http:// or file://<path>)", 0, NULL, 0},                             \
 	{P "jwks.cache_ttl", PK_OPT_DURATION, PK_AUTH_OFF(BASE, jwks.cache_ttl_ms), "0s",          \
 	 "how long a fetched JWK Set is used (0: 1h)", 0, NULL, 0},                                \
 	{P "jwks.timeout", PK_OPT_DURATION, PK_AUTH_OFF(BASE, jwks.timeout_ms), "0s",              \

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 
-from harness import T, request, wait_for
+from harness import T, free_port, request, wait_for
 from jwt_util import KeyPair, now, tamper, token
 from tcp_services import TcpTestCase, find_logs
 from tcp_ws import client_handshake, read_body
@@ -202,6 +202,59 @@ upstream:
                 a = self.agent(srv, "x", up.addr, "--connect.token", tok, wait=False)
                 self.assertEqual(a.wait(T(15)), 1, a.describe())
                 self.assertIn("connect: 401: invalid token", a.stderr())
+
+    def test_jwks_over_http_with_rotation(self):
+        import http.server
+        import threading
+        rsa, ec = self.keys()
+        doc = {"keys": [rsa.jwk("rsa-1")], "served": 0}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = json.dumps({"keys": doc["keys"]}).encode()
+                doc["served"] += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.shutdown)
+        url = "http://127.0.0.1:%d/jwks.json" % httpd.server_address[1]
+        up = self.upstream()
+        srv = self.server(*auth_flags("upstream", jwks_endpoint=url,
+                                      jwks_cache_ttl="1h"))
+        wait_for(lambda: find_logs(srv, "jwks fetched"), T(10), what="first JWKS fetch")
+        self.agent(srv, "one", up.addr, "--connect.token", token({}, "RS256", rsa, kid="rsa-1"))
+
+        # rotation: a new key appears; the first token naming it is refused
+        # (the loop does not wait for the network) and triggers a refresh
+        doc["keys"] = [rsa.jwk("rsa-1"), ec.jwk("ec-2")]
+        tok2 = token({}, "ES256", ec, kid="ec-2")
+        first = self.agent(srv, "two", up.addr, "--connect.token", tok2, wait=False)
+        self.assertEqual(first.wait(T(15)), 1, first.describe())
+        self.assertIn("connect: 401: invalid token", first.stderr())
+        wait_for(lambda: len(find_logs(srv, "jwks fetched")) >= 2, T(10),
+                 what="JWKS refetched after an unknown kid")
+        self.agent(srv, "two-again", up.addr, "--connect.token", tok2)
+        self.assertEqual(srv.proxy("two-again", "GET", "/status/200").status, 200)
+        self.assertEqual(doc["served"], 2)
+
+    def test_jwks_unreachable_at_start(self):
+        rsa, _ = self.keys()
+        dead = "http://127.0.0.1:%d/jwks.json" % free_port()
+        up = self.upstream()
+        srv = self.server(*auth_flags("upstream", jwks_endpoint=dead))  # still starts
+        wait_for(lambda: find_logs(srv, "jwks fetch failed"), T(10), what="failed fetch logged")
+        a = self.agent(srv, "x", up.addr, "--connect.token", token({}, "RS256", rsa, kid="k"),
+                       wait=False)
+        self.assertEqual(a.wait(T(15)), 1, a.describe())
+        self.assertIn("connect: 401: invalid token", a.stderr())
 
     def test_upstream_disconnected_when_its_token_expires(self):
         up = self.upstream()
