@@ -5,6 +5,7 @@
  */
 #include "agent.h"
 
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,13 @@ static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client
 	i->path = t->path;
 	i->host = t->host;
 	i->origin = NULL; /* Piko's clients send no Origin */
+	if (a->url.tls) {
+		i->ssl_connection = LCCSCF_USE_SSL;
+		if (a->cfg->connect.tls.insecure_skip_verify)
+			i->ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_ALLOW_EXPIRED |
+			                     LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+			                     LCCSCF_ALLOW_INSECURE;
+	}
 }
 
 static void dial(struct pk_agent_listener *l)
@@ -268,11 +276,32 @@ static void probe_start(struct pk_agent_listener *l, unsigned int status)
 		probe_finish(p, NULL);
 }
 
+/* The first connection kept failing for connect.timeout: exit, saying why. */
+static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l)
+{
+	char why[320];
+	if (l->last_error[0])
+		snprintf(why, sizeof(why), "connect timeout: %s", l->last_error);
+	else
+		snprintf(why, sizeof(why), "connect timeout");
+	fatal(a, l->cfg->endpoint_id, why);
+}
+
 static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len)
 {
 	struct pk_agent *a = lws_context_user(lws_get_context(wsi));
 	struct pk_agent_listener *l = user;
+	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION) {
+		/* user is OpenSSL's X509_STORE_CTX, len its preverify_ok: keep
+		 * the reason for the connection error that follows; OpenSSL's
+		 * decision stands. */
+		if (!len)
+			snprintf(a->tls_error, sizeof(a->tls_error), "%s",
+			         X509_verify_cert_error_string(
+			             X509_STORE_CTX_get_error((X509_STORE_CTX *)user)));
+		return 0;
+	}
 	/* lws also reports some events of other wsi (service connections) to
 	 * the vhost's first protocol, with their own user pointer: only act on
 	 * our listeners. */
@@ -305,15 +334,20 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		char why[256];
 		if (status)
 			snprintf(why, sizeof(why), "%u", status);
+		else if (a->tls_error[0])
+			snprintf(why, sizeof(why), "tls: certificate verify failed: %s",
+			         a->tls_error);
 		else
 			snprintf(why, sizeof(why), "%s",
 			         in ? (const char *)in : "connection failed");
+		a->tls_error[0] = '\0';
+		snprintf(l->last_error, sizeof(l->last_error), "%s", why);
 		if (!retryable(status)) {
 			probe_start(l, status);
 			return 0;
 		}
 		if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
-			fatal(a, l->cfg->endpoint_id, "connect timeout");
+			boot_timeout(a, l);
 			return 0;
 		}
 		schedule_retry(l, why);
@@ -380,8 +414,11 @@ static void tick(lws_sorted_usec_list_t *sul)
 		if (l->up)
 			pk_tunnel_tick(&l->tunnel, now);
 		streams += l->streams;
-		if (!l->ever_up && !l->wsi && now >= a->boot_deadline_ms) {
-			fatal(a, l->cfg->endpoint_id, "connect timeout");
+		/* Also while an attempt is in progress: lws 4.1's TLS client can
+		 * miss a server that closes right after the handshake (mTLS
+		 * refusal) and would only notice at its 60 s timeout. */
+		if (!l->ever_up && !l->probe && now >= a->boot_deadline_ms) {
+			boot_timeout(a, l);
 			return;
 		}
 	}
@@ -405,10 +442,6 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		fprintf(stderr, "config: %s\n", err);
 		return 1;
 	}
-	if (a.url.tls) {
-		fprintf(stderr, "config: https connect urls are not supported yet\n");
-		return 1;
-	}
 
 	pk_runloop_lws_logs(0);
 
@@ -424,6 +457,17 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	info.user = &a;
 	info.pt_serv_buf_size = 64 * 1024;
 	info.timeout_secs = 60; /* Piko's client handshake timeout */
+	const struct pk_tls_client_config *tls = &cfg->connect.tls;
+	if (a.url.tls) {
+		/* The default vhost's client TLS context: our CAs (else the
+		 * system's) and the client certificate for mTLS. */
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.client_ssl_ca_filepath =
+		    tls->root_cas && *tls->root_cas ? tls->root_cas : NULL;
+		info.client_ssl_cert_filepath = tls->cert && *tls->cert ? tls->cert : NULL;
+		info.client_ssl_private_key_filepath = tls->key && *tls->key ? tls->key : NULL;
+		info.alpn = "http/1.1";
+	}
 	a.ctx = lws_create_context(&info);
 	if (!a.ctx) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);

@@ -34,8 +34,9 @@ struct pk_agent_listener {
 	char server_ip[64]; /* the server as seen on the tunnel (X-Forwarded-For) */
 	struct pk_backoff backoff;
 	lws_sorted_usec_list_t retry_sul;
-	size_t streams;      /* exchanges in progress */
-	struct probe *probe; /* reading why the server refused us, if it did */
+	size_t streams;       /* exchanges in progress */
+	struct probe *probe;  /* reading why the server refused us, if it did */
+	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
 };
 
 struct pk_agent {
@@ -50,6 +51,9 @@ struct pk_agent {
 	int exit_now;
 	int exit_code;
 	lws_sorted_usec_list_t tick_sul;
+	/* Why OpenSSL rejected the server's certificate in the handshake now
+	 * failing (lws only reports "connect SSL err"). */
+	char tls_error[160];
 };
 
 /* Run until SIGTERM/SIGINT (graceful) or a fatal error. Returns the exit

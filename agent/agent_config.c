@@ -80,6 +80,7 @@ static const struct pk_opt listener_opts[] = {
 
 const struct pk_opt pk_agent_opts[] = {
     AGENT_OPTS(A),
+    PK_TLS_CLIENT_OPTS("connect.tls.", A(connect.tls)),
     {"listeners", PK_OPT_LIST, A(listeners), NULL, "listeners", 1, listener_opts,
      sizeof(struct pk_listener_config)},
     {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
@@ -89,6 +90,7 @@ const struct pk_opt pk_agent_opts[] = {
 
 const struct pk_opt pk_agent_http_opts[] = {
     AGENT_OPTS(AGENT_CMD),
+    PK_TLS_CLIENT_OPTS("connect.tls.", C(agent.connect.tls)),
     {"timeout", PK_OPT_DURATION, C(listener.timeout_ms), "10s",
      "request timeout (http) or dial timeout (tcp)", 0, NULL, 0},
     {"access_log.level", PK_OPT_STRING, C(listener.access_log.level), "info", "access log level", 0,
@@ -246,6 +248,9 @@ int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_
 		snprintf(err, errlen, "missing connect timeout");
 		return -1;
 	}
+	if (pk_tls_check_pair("connect tls", cfg->connect.tls.cert, cfg->connect.tls.key, err,
+	                      errlen) < 0)
+		return -1;
 	if (pk_log_parse_level(cfg->log.level) < 0) {
 		snprintf(err, errlen, "invalid log level: %s", cfg->log.level);
 		return -1;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "tls_config.h"
 
 struct pk_listener_config {
 	char *endpoint_id;
@@ -28,6 +29,7 @@ struct pk_agent_config {
 		char *token;
 		char *tenant_id;
 		int64_t timeout_ms;
+		struct pk_tls_client_config tls;
 	} connect;
 	struct {
 		char *level;

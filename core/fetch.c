@@ -68,7 +68,8 @@ int pk_fetch(const char *url, int64_t timeout_ms, size_t max_bytes, char **body,
 		if (s.over)
 			snprintf(err, errlen, "%s: larger than %zu bytes", url, max_bytes);
 		else if (rc != CURLE_OK)
-			snprintf(err, errlen, "%s: %s", url, cerr[0] ? cerr : curl_easy_strerror(rc));
+			snprintf(err, errlen, "%s: %s", url,
+			         cerr[0] ? cerr : curl_easy_strerror(rc));
 		else
 			snprintf(err, errlen, "%s: status %ld", url, status);
 		free(s.buf);

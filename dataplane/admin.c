@@ -116,6 +116,8 @@ static void admin_pump(struct lws *wsi, struct admin_conn *c)
 static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                           size_t len)
 {
+	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION)
+		return pk_server_client_cert_verdict(len); /* user is not ours here */
 	struct admin_conn **slot = user;
 	struct admin_conn *c = slot ? *slot : NULL;
 

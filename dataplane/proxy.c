@@ -17,6 +17,7 @@
  * window only once written to the client socket, so a slow client throttles
  * its own stream and never the shared tunnel.
  */
+#include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -747,6 +748,11 @@ static int conn_finish_close(struct pk_proxy_conn *c)
 	if (c->fin_sent)
 		return 0;
 	c->fin_sent = 1;
+	/* Over TLS, the end of our data is a close_notify alert before the FIN
+	 * (everything queued is written: the alert goes straight out). */
+	SSL *ssl = lws_get_ssl(c->wsi);
+	if (ssl)
+		SSL_shutdown(ssl);
 	if (shutdown(lws_get_socket_fd(c->wsi), SHUT_WR) == -1)
 		return -1;
 	if (c->rx_paused) {
@@ -806,6 +812,8 @@ static void conn_closed(struct pk_proxy_conn *c)
 static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                           size_t len)
 {
+	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION)
+		return pk_server_client_cert_verdict(len); /* user is not ours here */
 	struct pk_proxy_conn **slot = user;
 	struct pk_proxy_conn *c = slot ? *slot : NULL;
 

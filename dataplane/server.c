@@ -126,20 +126,37 @@ static void on_accept(void *user, int fd)
  * with '/', which no Host name can, so no Host ever matches one by name. */
 static int create_port(struct pk_server *srv, struct pk_server_port *p, const char *name,
                        const char *vhost_name, const struct lws_protocols *protocols,
-                       const char *protocol, int raw)
+                       const char *protocol, int raw, const struct pk_tls_server_config *tls)
 {
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
 	info.vhost_name = vhost_name;
+	/* TLS-only when a certificate is set; with client_cas, a client
+	 * certificate signed by one of them is required (mTLS). */
+	p->tls = tls->cert && *tls->cert;
+	if (p->tls) {
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = tls->cert;
+		info.ssl_private_key_filepath = tls->key;
+		/* Only HTTP/1.1 is spoken here: lws would offer h2 by ALPN. */
+		info.alpn = "http/1.1";
+		if (tls->client_cas && *tls->client_cas) {
+			info.ssl_ca_filepath = tls->client_cas;
+			info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+		}
+	}
 	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = protocols;
 	info.pt_serv_buf_size = 64 * 1024;
 	p->name = name;
 	p->protocol = protocol;
 	p->adopt = raw ? LWS_ADOPT_SOCKET : LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
+	if (p->tls)
+		p->adopt |= LWS_ADOPT_ALLOW_SSL;
 	p->vh = lws_create_vhost(srv->ctx, &info);
 	if (!p->vh) {
-		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create a vhost", "port-name", name, NULL);
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create a vhost", "port-name", name, "error",
+		       p->tls ? "cannot load the TLS certificate, key or client CAs" : "lws", NULL);
 		return -1;
 	}
 	return 0;
@@ -182,7 +199,8 @@ int pk_server_run(const struct pk_server_config *cfg)
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
-	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	/* OpenSSL is initialised once for every vhost that may use it. */
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.user = &srv;
 	info.pt_serv_buf_size = 64 * 1024;
 	srv.ctx = lws_create_context(&info);
@@ -201,9 +219,11 @@ int pk_server_run(const struct pk_server_config *cfg)
 	admin_protocols[0] = pk_admin_protocols[0];
 	admin_protocols[1] = pk_sock_protocols[0];
 	if (create_port(&srv, &srv.upstream, "upstream", "/upstream", pk_upstream_protocols,
-	                "piko-upstream", 0) ||
-	    create_port(&srv, &srv.admin, "admin", "/admin", admin_protocols, "piko-admin", 1) ||
-	    create_port(&srv, &srv.proxy, "proxy", "/proxy", pk_proxy_protocols, "piko-proxy", 1))
+	                "piko-upstream", 0, &cfg->upstream.tls) ||
+	    create_port(&srv, &srv.admin, "admin", "/admin", admin_protocols, "piko-admin", 1,
+	                &cfg->admin.tls) ||
+	    create_port(&srv, &srv.proxy, "proxy", "/proxy", pk_proxy_protocols, "piko-proxy", 1,
+	                &cfg->proxy.tls))
 		goto out;
 	pk_sock_init(srv.admin.vh);
 	if (listen_port(&srv.admin, cfg->admin.bind_addr) ||

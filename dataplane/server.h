@@ -45,6 +45,7 @@ struct pk_server_port {
 	struct pk_sock_listener *ln;
 	const char *protocol; /* the protocol its connections are bound to */
 	int adopt;            /* lws_adoption_type */
+	int tls;              /* TLS-only port */
 };
 
 struct pk_server {
@@ -70,6 +71,17 @@ struct pk_server {
 /* Run a node until SIGTERM/SIGINT and a graceful shutdown. Returns the
  * process exit status. */
 int pk_server_run(const struct pk_server_config *cfg);
+
+/* mTLS: lws asks the first protocol of the context to judge each client
+ * certificate and takes the callback's return value as the verdict (0 =
+ * accept, whatever OpenSSL decided). Every server callback answers
+ * LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION with this: OpenSSL's
+ * own verdict (preverify_ok is the callback's len), so a certificate from
+ * another CA is refused. */
+static inline int pk_server_client_cert_verdict(size_t preverify_ok)
+{
+	return preverify_ok ? 0 : 1;
+}
 
 /* The server a wsi belongs to. */
 struct pk_server *pk_server_from_wsi(struct lws *wsi);

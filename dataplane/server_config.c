@@ -42,11 +42,13 @@ const struct pk_opt pk_server_opts[] = {
     {"proxy.access_log.disable", PK_OPT_BOOL, O(proxy.access_log.disable), "false",
      "disable the access log", 0, NULL, 0},
     PK_AUTH_OPTS("proxy.auth.", O(proxy.auth)),
+    PK_TLS_SERVER_OPTS("proxy.tls.", O(proxy.tls)),
     {"upstream.bind_addr", PK_OPT_STRING, O(upstream.bind_addr), ":8001",
      "upstream port: where agents connect", 0, NULL, 0},
     {"upstream.advertise_addr", PK_OPT_STRING, O(upstream.advertise_addr), NULL,
      "advertised upstream address (derived when empty)", 0, NULL, 0},
     PK_AUTH_OPTS("upstream.auth.", O(upstream.auth)),
+    PK_TLS_SERVER_OPTS("upstream.tls.", O(upstream.tls)),
     {"upstream.tenants", PK_OPT_LIST, O(upstream.tenants), NULL,
      "tenants, each with its own auth keys (x-piko-tenant-id)", 1, tenant_opts,
      sizeof(struct pk_tenant_config)},
@@ -55,6 +57,7 @@ const struct pk_opt pk_server_opts[] = {
     {"admin.advertise_addr", PK_OPT_STRING, O(admin.advertise_addr), NULL,
      "advertised admin address (derived when empty)", 0, NULL, 0},
     PK_AUTH_OPTS("admin.auth.", O(admin.auth)),
+    PK_TLS_SERVER_OPTS("admin.tls.", O(admin.tls)),
     {"log.level", PK_OPT_STRING, O(log.level), "info", "debug, info, warn or error", 0, NULL, 0},
     {"log.subsystems", PK_OPT_STRLIST, O(log.subsystems), NULL, "subsystems logged at every level",
      0, NULL, 0},
@@ -94,6 +97,11 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 		snprintf(err, errlen, "invalid proxy timeout");
 		return -1;
 	}
+	if (pk_tls_check_pair("proxy tls", cfg->proxy.tls.cert, cfg->proxy.tls.key, err, errlen) ||
+	    pk_tls_check_pair("upstream tls", cfg->upstream.tls.cert, cfg->upstream.tls.key, err,
+	                      errlen) ||
+	    pk_tls_check_pair("admin tls", cfg->admin.tls.cert, cfg->admin.tls.key, err, errlen))
+		return -1;
 	const struct pk_tenant_config *tenants = cfg->upstream.tenants.v;
 	for (size_t i = 0; i < cfg->upstream.tenants.n; i++) {
 		if (!tenants[i].id || !*tenants[i].id) {

@@ -10,6 +10,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "tls_config.h"
 
 /* upstream.tenants[]: a tenant's own keys (protocol reference §5). */
 struct pk_tenant_config {
@@ -34,17 +35,20 @@ struct pk_server_config {
 			int disable;
 		} access_log;
 		struct pk_auth_config auth;
+		struct pk_tls_server_config tls;
 	} proxy;
 	struct {
 		char *bind_addr;
 		char *advertise_addr;
 		struct pk_auth_config auth;
 		struct pk_list tenants; /* of struct pk_tenant_config */
+		struct pk_tls_server_config tls;
 	} upstream;
 	struct {
 		char *bind_addr;
 		char *advertise_addr;
 		struct pk_auth_config auth;
+		struct pk_tls_server_config tls;
 	} admin;
 	struct {
 		char *level;

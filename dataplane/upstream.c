@@ -192,6 +192,8 @@ static void upstream_closed(struct pk_upstream *up)
 static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len)
 {
+	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION)
+		return pk_server_client_cert_verdict(len); /* user is not ours here */
 	struct upstream_pss *pss = user;
 	struct pk_upstream *up = pss ? pss->up : NULL;
 	char ep[512];

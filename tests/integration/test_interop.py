@@ -600,3 +600,32 @@ class AuthInterop(InteropCase):
                         # bodies differ by design
                         p, o = p[0], o[0]
                     self.assertEqual(o, p, "%s %s: ours %r, Piko %r" % (what, port, o, p))
+
+
+class TlsInterop(InteropCase):
+    """TLS across implementations, certificates from test_tls.Pki."""
+
+    def test_piko_agent_over_tls_to_our_server(self):
+        from test_tls import Pki
+        pki = Pki(self.tmpdir)
+        up = self.upstream()
+        srv = self.server(*pki.server_flags("upstream"))
+        a = Agent(self.tmpdir, srv, "go-tls", up.addr, bin=CONFIG.piko_peer,
+                  connect_url="https://localhost:%d" % srv.upstream_port,
+                  args=["--connect.tls.root-cas", pki.path("ca.crt")])
+        a.name = "piko-agent-go-tls"
+        self.procs.append(a)
+        a.start()
+        self.check_http(srv, "go-tls")
+
+    def test_our_agent_over_tls_to_piko_server(self):
+        from test_tls import Pki
+        pki = Pki(self.tmpdir)
+        up = self.upstream()
+        srv = self.piko_server(*pki.server_flags("upstream"))
+        a = Agent(self.tmpdir, srv, "c-tls", up.addr,
+                  connect_url="https://localhost:%d" % srv.upstream_port,
+                  args=["--connect.tls.root-cas", pki.path("ca.crt")])
+        self.procs.append(a)
+        a.start()
+        self.check_http(srv, "c-tls")
