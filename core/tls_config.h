@@ -58,8 +58,8 @@ struct pk_tls_server_config {
 
 /* Cert and key come together; files must be readable. Returns 0 or -1 with
  * err set ("<what>: ..."). */
-static inline int pk_tls_check_pair(const char *what, const char *cert, const char *key,
-                                    char *err, size_t errlen)
+static inline int pk_tls_check_pair(const char *what, const char *cert, const char *key, char *err,
+                                    size_t errlen)
 {
 	int c = cert && *cert, k = key && *key;
 	if (c != k) {
