@@ -1,0 +1,717 @@
+#!/usr/bin/env python3
+"""The benchmark of issue 4: nginx direct, nginx one hop, Piko (Go) and ours, in one run.
+
+Run through hack/bench/run.sh, which installs the packages, builds our binary and the bench
+tools and the real Piko, and raises `ulimit -n`. This script only orchestrates: it starts every
+process on free 127.0.0.1 ports, measures, kills everything it started, and prints one markdown
+table of medians (also written to hack/bench/out/latest.md). docs/benchmarks.md explains the
+rows.
+
+Workloads (each repeated --runs times; the table shows the median, the per-run values follow):
+  tput   wrk -c64 -t2 -d10s, small GET over keep-alive, maximum throughput; CPU per request
+         from /proc/<pid>/stat of the processes on the path, before and after the run
+  lat    pk_openloop at a fixed rate (open loop, latency from the intended send time)
+  bulk   pk_bulk through forward -> server -> agent tcp -> pk_bulk service, up and down
+  idle   server RSS when idle, then with 10,000 idle upstream WebSockets (pk_upstream hold)
+  churn  upstream connects per second (pk_upstream churn: upgrade, 101, close)
+"""
+
+import argparse
+import atexit
+import datetime
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.join(ROOT, "hack", "bench")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = "0123456789abcdef0123456789abcde\n"  # 32 bytes
+ENDPOINT = "bench"
+TCP_ENDPOINT = "bench-tcp"
+PATHS = ["direct", "nginx", "piko", "ours"]
+WORKLOADS = ["tput", "lat", "bulk", "idle", "churn"]
+
+
+def log(msg):
+    print("[bench %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+# --- processes ----------------------------------------------------------------
+
+class Procs:
+    """Every process this script starts, each in its own process group; all killed at exit."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.live = []
+        self.n = 0
+
+    def start(self, name, argv, **kw):
+        self.n += 1
+        logf = open(os.path.join(self.tmp, "%02d-%s.log" % (self.n, name)), "wb")
+        p = subprocess.Popen(argv, stdout=kw.pop("stdout", logf), stderr=logf,
+                             stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+        p.name = name
+        p.logpath = logf.name
+        self.live.append(p)
+        return p
+
+    def stop(self, p, timeout=5):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+        else:
+            # the leader is gone; its group (nginx workers) may not be
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(reversed(self.live)):
+            self.stop(p, timeout=3)
+
+
+class Ports:
+    def __init__(self):
+        self.used = set()
+
+    def get(self):
+        for _ in range(200):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            if port not in self.used:
+                self.used.add(port)
+                return port
+        raise RuntimeError("no free port")
+
+
+def wait_until(what, fn, timeout, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("%s: %s exited with %s (log %s)" % (what, proc.name,
+                                                                   proc.returncode, proc.logpath))
+        try:
+            if fn():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("timed out (%ss) waiting for %s" % (timeout, what))
+
+
+def http_status(url, headers=None, timeout=2):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def cpu_secs(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS for %d" % pid)
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def kv(line):
+    return {k: v for k, v in re.findall(r"(\w+)=(\S+)", line)}
+
+
+# --- the stacks ---------------------------------------------------------------
+
+NGINX_CONF = """worker_processes 1;
+pid nginx.pid;
+error_log error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path tmp_body;
+  proxy_temp_path tmp_proxy;
+  fastcgi_temp_path tmp_fastcgi;
+  uwsgi_temp_path tmp_uwsgi;
+  scgi_temp_path tmp_scgi;
+{body}
+}}
+"""
+
+UPSTREAM_SERVER = """  server {{
+    listen 127.0.0.1:{port};
+    location / {{ default_type text/plain; return 200 "{body}"; }}
+    location = /_bench_status {{ stub_status; }}
+  }}"""
+
+PROXY_SERVER = """  upstream u {{
+    server 127.0.0.1:{up};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://u;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}"""
+
+
+class Bench:
+    def __init__(self, args, tmp):
+        self.args = args
+        self.tmp = tmp
+        self.procs = Procs(tmp)
+        self.ports = Ports()
+        self.bin = {
+            "ours": os.path.join(ROOT, "build", "bin", "piko"),
+            "piko": args.piko,
+        }
+        self.tools = os.path.join(ROOT, "build", "bench")
+        self.results = {}  # (workload, metric, path) -> [values per run]
+        self.notes = []
+        self.stacks = {}
+
+    def record(self, metric, path, value):
+        self.results.setdefault((metric, path), []).append(value)
+
+    def tool(self, name):
+        return os.path.join(self.tools, name)
+
+    # nginx ---------------------------------------------------------------------
+
+    def nginx(self, name, server_block):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(body=server_block))
+        p = self.procs.start(name, ["nginx", "-p", d, "-c", os.path.join(d, "nginx.conf"),
+                                    "-e", os.path.join(d, "error.log"), "-g", "daemon off;"])
+        return p
+
+    def nginx_worker(self, master):
+        wait_until("nginx worker of %d" % master.pid, lambda: children(master.pid), 5, master)
+        return children(master.pid)[0]
+
+    # Piko and ours -------------------------------------------------------------
+
+    def server(self, impl, name):
+        ports = {k: self.ports.get() for k in ("proxy", "upstream", "admin")}
+        argv = [self.bin[impl], "server",
+                "--proxy.bind-addr", "127.0.0.1:%d" % ports["proxy"],
+                "--upstream.bind-addr", "127.0.0.1:%d" % ports["upstream"],
+                "--admin.bind-addr", "127.0.0.1:%d" % ports["admin"],
+                "--proxy.access-log.disable"]
+        if impl == "piko":
+            argv += ["--cluster.gossip.bind-addr", "127.0.0.1:%d" % self.ports.get()]
+        p = self.procs.start(name, argv)
+        p.ports = ports
+        wait_until("%s /ready" % name,
+                   lambda: http_status("http://127.0.0.1:%d/ready" % ports["admin"]) == 200,
+                   15, p)
+        return p
+
+    def tunnel_stack(self, impl, up_port, bulk_port):
+        srv = self.server(impl, impl + "-server")
+        url = "http://127.0.0.1:%d" % srv.ports["upstream"]
+        agent = self.procs.start(impl + "-agent-http", [
+            self.bin[impl], "agent", "http", ENDPOINT, "127.0.0.1:%d" % up_port,
+            "--connect.url", url, "--access-log.disable"])
+        agent_tcp = self.procs.start(impl + "-agent-tcp", [
+            self.bin[impl], "agent", "tcp", TCP_ENDPOINT, "127.0.0.1:%d" % bulk_port,
+            "--connect.url", url])
+        fwd_port = self.ports.get()
+        fwd = self.procs.start(impl + "-forward", [
+            self.bin[impl], "forward", "tcp", "127.0.0.1:%d" % fwd_port, TCP_ENDPOINT,
+            "--connect.url", "http://127.0.0.1:%d" % srv.ports["proxy"]])
+        wait_until("%s HTTP route" % impl, lambda: http_status(
+            "http://127.0.0.1:%d/" % srv.ports["proxy"], {"x-piko-endpoint": ENDPOINT}) == 200,
+            20, agent)
+        wait_until("%s TCP route" % impl, lambda: self.bulk_client(fwd_port, "up", 1, 3)["ok"]
+                   == "1", 20, fwd)
+        return {"server": srv, "agent": agent, "agent_tcp": agent_tcp, "forward": fwd,
+                "proxy_port": srv.ports["proxy"], "fwd_port": fwd_port}
+
+    def setup(self):
+        up = self.ports.get()
+        self.up_port = up
+        self.up_nginx = self.nginx("nginx-upstream", UPSTREAM_SERVER.format(port=up, body=BODY[:-1] + "\\n"))
+        px = self.ports.get()
+        self.px_port = px
+        self.px_nginx = self.nginx("nginx-proxy", PROXY_SERVER.format(port=px, up=up))
+        for port, p in ((up, self.up_nginx), (px, self.px_nginx)):
+            wait_until("nginx on %d" % port,
+                       lambda port=port: http_status("http://127.0.0.1:%d/" % port) == 200, 10, p)
+        self.up_worker = self.nginx_worker(self.up_nginx)
+        self.px_worker = self.nginx_worker(self.px_nginx)
+        self.bulk_port = self.ports.get()
+        self.bulk_svc = self.procs.start("bulk-service", [self.tool("pk_bulk"), "serve",
+                                                          "--port", str(self.bulk_port)])
+        wait_until("bulk service", lambda: self.bulk_client(self.bulk_port, "up", 1, 3)["ok"]
+                   == "1", 10, self.bulk_svc)
+        for impl in ("piko", "ours"):
+            self.stacks[impl] = self.tunnel_stack(impl, up, self.bulk_port)
+        log("stacks up: nginx upstream :%d, nginx proxy :%d, piko proxy :%d, ours proxy :%d"
+            % (up, px, self.stacks["piko"]["proxy_port"], self.stacks["ours"]["proxy_port"]))
+
+    def http_port(self, path):
+        return {"direct": self.up_port, "nginx": self.px_port,
+                "piko": self.stacks.get("piko", {}).get("proxy_port"),
+                "ours": self.stacks.get("ours", {}).get("proxy_port")}[path]
+
+    def hop_pids(self, path):
+        """The processes a request crosses besides the upstream nginx: role -> pid."""
+        if path == "direct":
+            return {}
+        if path == "nginx":
+            return {"proxy": self.px_worker}
+        st = self.stacks[path]
+        return {"proxy": st["server"].pid, "agent": st["agent"].pid}
+
+    # tools -------------------------------------------------------------------------
+
+    def run_tool(self, argv, timeout):
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout)
+        return r
+
+    def bulk_client(self, port, direction, nbytes, timeout):
+        r = self.run_tool([self.tool("pk_bulk"), "client", "--port", str(port),
+                           "--upload" if direction == "up" else "--download", str(nbytes),
+                           "--timeout", str(timeout)], timeout + 10)
+        return kv(r.stdout)
+
+    # workloads ---------------------------------------------------------------------
+
+    def wrk(self, port, secs, conns=64):
+        argv = ["wrk", "-c%d" % conns, "-t2", "-d%ds" % secs, "-H", "x-piko-endpoint: " + ENDPOINT,
+                "http://127.0.0.1:%d/" % port]
+        r = self.run_tool(argv, secs + 30)
+        out = r.stdout
+        m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        n = re.search(r"(\d+) requests in", out)
+        if not m or not n:
+            raise RuntimeError("wrk output not understood:\n%s\n%s" % (out, r.stderr))
+        errors = 0
+        e = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        if e:
+            errors += int(e.group(1))
+        e = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        if e:
+            errors += sum(int(x) for x in e.groups())
+        return float(m.group(1)), int(n.group(1)), errors
+
+    def w_tput(self, path, warm):
+        port = self.http_port(path)
+        if warm:
+            self.wrk(port, self.args.warmup)
+        for conns, m in ((64, "tput."), (2, "tput2.")):
+            pids = dict(self.hop_pids(path))
+            pids["upstream"] = self.up_worker
+            accepts0 = self.upstream_accepts()
+            before = {k: cpu_secs(p) for k, p in pids.items()}
+            rps, n, errors = self.wrk(port, self.args.tput_secs, conns)
+            after = {k: cpu_secs(p) for k, p in pids.items()}
+            self.record(m + "upconns", path, (self.upstream_accepts() - accepts0) / n * 1000)
+            self.record(m + "rps", path, rps)
+            self.record(m + "errors", path, errors)
+            hop = 0.0
+            for k in pids:
+                us = (after[k] - before[k]) / n * 1e6
+                self.record(m + "cpu.%s" % k, path, us)
+                if k != "upstream":
+                    hop += us
+            if path != "direct":
+                self.record(m + "cpu.hop", path, hop)
+            log("tput %-6s -c%-2d %9.0f req/s  errors %d  hop CPU %.1f us/req" % (
+                path, conns, rps, errors, hop))
+
+    def upstream_accepts(self):
+        """Connections the upstream nginx has accepted so far (stub_status)."""
+        with urllib.request.urlopen("http://127.0.0.1:%d/_bench_status" % self.up_port,
+                                    timeout=5) as r:
+            text = r.read().decode()
+        return int(text.splitlines()[2].split()[0])
+
+    def w_lat(self, path, warm):
+        port = self.http_port(path)
+        a = self.args
+        for rate in a.rates:
+            argv = [self.tool("pk_openloop"), "--port", str(port), "--header",
+                    "x-piko-endpoint: " + ENDPOINT, "--rate", str(rate), "--conns", "64",
+                    "--duration", str(a.lat_secs), "--warmup", str(a.lat_warmup), "--drain", "5"]
+            r = self.run_tool(argv, a.lat_secs + a.lat_warmup + 30)
+            d = kv(r.stdout)
+            if "p50_us" not in d:
+                raise RuntimeError("pk_openloop failed: %s %s" % (r.stdout, r.stderr))
+            m = "lat%d." % rate
+            for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us", "achieved"):
+                self.record(m + k, path, float(d[k]))
+            self.record(m + "errors", path, int(d["errors"]) + int(d["lost"]))
+            if float(d["achieved"]) < 0.95 * rate:
+                self.notes.append("latency at %d req/s: %s answered only %s req/s within the "
+                                  "window (saturated; its percentiles are queueing time)"
+                                  % (rate, path, d["achieved"]))
+            log("lat  %-6s @%d p50 %s p99 %s p99.9 %s max %s us, achieved %s, errors %s lost %s"
+                % (path, rate, d["p50_us"], d["p99_us"], d["p999_us"], d["max_us"],
+                   d["achieved"], d["errors"], d["lost"]))
+
+    def w_bulk(self, path, warm):
+        if path == "direct":
+            port, pids = self.bulk_port, {}
+        else:
+            st = self.stacks[path]
+            port = st["fwd_port"]
+            pids = {"forward": st["forward"].pid, "server": st["server"].pid,
+                    "agent": st["agent_tcp"].pid}
+        for direction in ("up", "down"):
+            before = sum(cpu_secs(p) for p in pids.values())
+            d = self.bulk_client(port, direction, self.args.bulk_bytes, self.args.bulk_timeout)
+            after = sum(cpu_secs(p) for p in pids.values())
+            if d.get("ok") != "1":
+                self.notes.append("bulk %s %s did not complete: %s" % (path, direction, d))
+            self.record("bulk.%s" % direction, path, float(d.get("mib_per_s", 0)))
+            moved = int(d.get("bytes", 0))
+            if pids and moved:
+                self.record("bulk.%s.cpu" % direction, path, (after - before) / (moved / 2**30))
+            log("bulk %-6s %-4s %s MiB/s (ok=%s), tunnel CPU %.2f s" % (
+                path, direction, d.get("mib_per_s"), d.get("ok"), after - before))
+
+    def w_idle(self, path, warm):
+        srv = self.server(path, path + "-server-idle")
+        try:
+            time.sleep(1)
+            base = rss_kib(srv.pid)
+            self.record("idle.rss0", path, base / 1024)
+            n = self.args.idle_conns
+            hold = self.procs.start(path + "-hold", [
+                self.tool("pk_upstream"), "hold", "--port", str(srv.ports["upstream"]),
+                "--count", str(n), "--concurrency", "256", "--hold", "300", "--timeout", "90"],
+                stdout=subprocess.PIPE, text=True)
+            line = hold.stdout.readline()  # bounded by the tool's own --timeout 90
+            d = kv(line)
+            if d.get("established") is None:
+                raise RuntimeError("pk_upstream hold: %r (log %s)" % (line, hold.logpath))
+            est = int(d["established"])
+            time.sleep(self.args.idle_settle)
+            rss = rss_kib(srv.pid)
+            alive = hold.poll() is None
+            self.procs.stop(hold)
+            self.record("idle.rss", path, rss / 1024)
+            self.record("idle.per_conn", path, (rss - base) / max(est, 1))
+            self.record("idle.setup_rate", path, est / float(d["secs"]))
+            if est != n or not alive:
+                self.notes.append("idle %s: %d of %d upstreams established (holder alive: %s)"
+                                  % (path, est, n, alive))
+            log("idle %-6s RSS idle %.1f MiB, with %d upstreams %.1f MiB (%.2f KiB each), "
+                "opened in %ss" % (path, base / 1024, est, rss / 1024, (rss - base) / max(est, 1),
+                                   d["secs"]))
+        finally:
+            self.procs.stop(srv)
+
+    def w_churn(self, path, warm):
+        srv = self.server(path, path + "-server-churn")
+        try:
+            argv = [self.tool("pk_upstream"), "churn", "--port", str(srv.ports["upstream"]),
+                    "--concurrency", "32", "--duration", str(self.args.churn_secs)]
+            c0 = cpu_secs(srv.pid)
+            r = self.run_tool(argv, self.args.churn_secs + 30)
+            c1 = cpu_secs(srv.pid)
+            d = kv(r.stdout)
+            if "rate" not in d:
+                raise RuntimeError("pk_upstream churn failed: %s %s" % (r.stdout, r.stderr))
+            if int(d["connects"]):
+                self.record("churn.cpu", path, (c1 - c0) / int(d["connects"]) * 1e6)
+            self.record("churn.rate", path, float(d["rate"]))
+            self.record("churn.p99_us", path, float(d["p99_us"]))
+            self.record("churn.errors", path, int(d["errors"]))
+            log("churn %-6s %s connects/s, p99 %s us, errors %s" % (path, d["rate"], d["p99_us"],
+                                                                   d["errors"]))
+        finally:
+            self.procs.stop(srv)
+
+    def check_alive(self):
+        for p in self.procs.live:
+            if p.poll() is not None:
+                raise RuntimeError("%s exited with %s (log %s)" % (p.name, p.returncode,
+                                                                   p.logpath))
+
+    def run(self):
+        a = self.args
+        self.setup()
+        plans = {
+            "tput": (self.w_tput, PATHS),
+            "lat": (self.w_lat, PATHS),
+            "bulk": (self.w_bulk, ["direct", "piko", "ours"]),
+            "idle": (self.w_idle, ["piko", "ours"]),
+            "churn": (self.w_churn, ["piko", "ours"]),
+        }
+        for run in range(a.runs):
+            log("run %d of %d" % (run + 1, a.runs))
+            for w in a.only:
+                fn, paths = plans[w]
+                # alternate the order of the paths between runs
+                paths = [p for p in paths if p in a.paths]
+                order = paths if run % 2 == 0 else list(reversed(paths))
+                for path in order:
+                    self.check_alive()
+                    fn(path, warm=(run == 0))
+
+
+# --- the report -------------------------------------------------------------------
+
+# metric, label, higher is better, format
+def rows(args):
+    r = [
+        ("tput.rps", "GET throughput, wrk -c64 -t2 (req/s)", True, "%.0f"),
+        ("tput.errors", "  errors during it (non-2xx + socket)", False, "%.0f"),
+        ("tput.cpu.hop", "  CPU per request, proxy hop: server + agent (µs)", False, "%.1f"),
+        ("tput.cpu.proxy", "  CPU per request, server / nginx proxy (µs)", False, "%.1f"),
+        ("tput.cpu.agent", "  CPU per request, agent (µs)", False, "%.1f"),
+        ("tput.cpu.upstream", "  CPU per request, upstream nginx (µs)", False, "%.1f"),
+        ("tput.upconns", "  new connections to nginx per 1000 requests", False, "%.1f"),
+        ("tput2.rps", "GET throughput, wrk -c2 -t2 (req/s)", True, "%.0f"),
+        ("tput2.errors", "  errors during it (non-2xx + socket)", False, "%.0f"),
+        ("tput2.cpu.hop", "  CPU per request, proxy hop: server + agent (µs)", False, "%.1f"),
+        ("tput2.upconns", "  new connections to nginx per 1000 requests", False, "%.1f"),
+    ]
+    for rate in args.rates:
+        m = "lat%d." % rate
+        r += [
+            (m + "p50_us", "Latency at %d req/s, open loop, p50 (µs)" % rate, False, "%.0f"),
+            (m + "p90_us", "  p90 (µs)", False, "%.0f"),
+            (m + "p99_us", "  p99 (µs)", False, "%.0f"),
+            (m + "p999_us", "  p99.9 (µs)", False, "%.0f"),
+            (m + "max_us", "  max (µs)", False, "%.0f"),
+            (m + "achieved", "  answered within the window (req/s)", True, "%.0f"),
+            (m + "errors", "  errors + lost", False, "%.0f"),
+        ]
+    r += [
+        ("bulk.up", "Bulk TCP upload, forward→server→agent (MiB/s)", True, "%.0f"),
+        ("bulk.up.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
+        ("bulk.down", "Bulk TCP download (MiB/s)", True, "%.0f"),
+        ("bulk.down.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
+        ("idle.rss0", "Server RSS, idle (MiB)", False, "%.1f"),
+        ("idle.rss", "Server RSS with %d idle upstreams (MiB)" % args.idle_conns, False, "%.1f"),
+        ("idle.per_conn", "  per upstream connection (KiB)", False, "%.2f"),
+        ("idle.setup_rate", "  upstreams opened per second, 256 at a time", True, "%.0f"),
+        ("churn.rate", "Upstream connects per second, 32 at a time", True, "%.0f"),
+        ("churn.p99_us", "  p99 connect→101 (µs)", False, "%.0f"),
+        ("churn.cpu", "  server CPU per connect (µs)", False, "%.1f"),
+        ("churn.errors", "  errors", False, "%.0f"),
+    ]
+    return r
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/etc/debian_version") as f:
+            deb = f.read().strip()
+    except OSError:
+        deb = "?"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return "%d cores (%s), %.0f GiB, Debian %s, Linux %s" % (os.cpu_count(), cpu, mem, deb,
+                                                              platform.release())
+
+
+def versions(args):
+    def out(argv):
+        try:
+            r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=10)
+            return r.stdout.strip().splitlines()[0] if r.stdout.strip() else "?"
+        except Exception:
+            return "?"
+    rev = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = out(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "nginx": out(["nginx", "-v"]).replace("nginx version: ", ""),
+        "wrk": out(["wrk", "-v"]).split(" [")[0],
+        "piko": piko_pin(),
+        "ours": "%s%s" % (rev, " + uncommitted changes" if dirty and dirty != "?" else ""),
+    }
+
+
+def piko_pin():
+    try:
+        with open(os.path.join(ROOT, "tests", "interop", "gopeers", "go.mod")) as f:
+            m = re.search(r"github.com/andydunstall/piko (v\S+)", f.read())
+            return m.group(1) if m else "?"
+    except OSError:
+        return "?"
+
+
+def fmt(v, f):
+    return "–" if v is None else f % v
+
+
+def report(b, args, started, elapsed):
+    med = {}
+    for (metric, path), vals in b.results.items():
+        med[(metric, path)] = statistics.median(vals)
+    lines = []
+    v = versions(args)
+    lines.append("Run %s, %d run(s) per figure, median shown%s; took %.0f s." % (
+        started.strftime("%Y-%m-%d %H:%M %Z").strip(), args.runs,
+        " (--quick: short durations)" if args.quick else "", elapsed))
+    lines.append("Machine: %s; load average %s before the run, %s after it." % (
+        machine(), args.load_before, " ".join(open("/proc/loadavg").read().split()[:3])))
+    lines.append("Versions: nginx %s, %s, Piko %s (Go, hack/peers.sh), ours %s." % (v["nginx"], v["wrk"],
+                                                               v["piko"], v["ours"]))
+    lines.append("")
+    lines.append("| metric | direct | nginx 1-hop | Piko | ours | ours/Piko | ours/nginx |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    for metric, label, higher, f in rows(args):
+        vals = [med.get((metric, p)) for p in PATHS]
+        if all(x is None for x in vals):
+            continue
+        arrow = " ↑" if higher else " ↓"
+        ours, piko, ngx = vals[3], vals[2], vals[1]
+
+        def ratio(x, y):
+            if x is None or y is None or metric.endswith(("errors", "upconns")):
+                return ""
+            if y == 0:
+                return "–" if x == 0 else "∞"
+            return "%.2f" % (x / y)
+        lines.append("| %s%s | %s | %s |" % (label, arrow, " | ".join(fmt(x, f) for x in vals),
+                                             " | ".join([ratio(ours, piko), ratio(ours, ngx)])))
+    lines.append("")
+    lines.append("↑ higher is better, ↓ lower is better; a ratio is ours divided by the other.")
+    lines.append("")
+    lines.append("Per-run values (path: run 1, run 2, ...):")
+    lines.append("")
+    lines.append("```")
+    for metric, label, higher, f in rows(args):
+        parts = []
+        for p in PATHS:
+            vals = b.results.get((metric, p))
+            if vals:
+                parts.append("%s: %s" % (p, ", ".join(f % x for x in vals)))
+        if parts:
+            lines.append("%-18s %s" % (metric, "; ".join(parts)))
+    lines.append("```")
+    if b.notes:
+        lines.append("")
+        lines.append("Notes from this run:")
+        lines.append("")
+        for n in b.notes:
+            lines.append("- " + n)
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--piko", required=True, help="the real Piko binary (hack/peers.sh)")
+    ap.add_argument("--quick", action="store_true", help="short durations, for development")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rates", default="1000,5000",
+                    help="comma list of open-loop request rates (req/s)")
+    ap.add_argument("--only", default=",".join(WORKLOADS),
+                    help="comma list of workloads: " + ",".join(WORKLOADS))
+    ap.add_argument("--paths", default=",".join(PATHS),
+                    help="comma list of paths to measure (development): " + ",".join(PATHS))
+    ap.add_argument("--out", default=os.path.join(HERE, "out", "latest.md"))
+    args = ap.parse_args()
+    args.only = [w for w in args.only.split(",") if w]
+    args.paths = [p for p in args.paths.split(",") if p]
+    args.rates = [int(r) for r in args.rates.split(",") if r]
+    for w in args.only:
+        if w not in WORKLOADS:
+            ap.error("unknown workload %s" % w)
+    if args.quick:
+        args.tput_secs, args.warmup, args.lat_secs, args.lat_warmup = 3, 1, 3, 1
+        args.bulk_bytes, args.churn_secs, args.idle_settle = 256 << 20, 2, 2
+    else:
+        args.tput_secs, args.warmup, args.lat_secs, args.lat_warmup = 10, 3, 10, 2
+        args.bulk_bytes, args.churn_secs, args.idle_settle = 1 << 30, 5, 5
+    args.bulk_timeout = 60
+    args.idle_conns = 10000
+
+    started = datetime.datetime.now().astimezone()
+    args.load_before = " ".join(open("/proc/loadavg").read().split()[:3])
+    t0 = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="pk-bench-")
+    b = Bench(args, tmp)
+    atexit.register(b.procs.stop_all)
+
+    def on_signal(sig, frame):
+        raise SystemExit(128 + sig)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        b.run()
+    except SystemExit:  # a signal: stop everything, keep nothing
+        b.procs.stop_all()
+        subprocess.run(["rm", "-rf", tmp])
+        raise
+    except Exception as e:
+        log("FAILED: %s (logs kept in %s)" % (e, tmp))
+        b.procs.stop_all()
+        return 1
+    b.procs.stop_all()
+    text = report(b, args, started, time.monotonic() - t0)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+    log("table written to %s" % args.out)
+    subprocess.run(["rm", "-rf", tmp])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
