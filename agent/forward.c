@@ -33,6 +33,7 @@
 #include "log.h"
 #include "runloop.h"
 #include "sock.h"
+#include "tls.h"
 #include "ws.h"
 
 #define SUBSYS "forwarder"
@@ -432,6 +433,9 @@ static void on_accept(void *user, int fd)
 	pk_sock_pause(c->local, 1);
 	c->remote = pk_sock_connect(f->url.host, f->url.port, (uint64_t)f->cfg->connect.timeout_ms,
 	                            &remote_ops, c, SEND_CAP);
+	if (c->remote && f->tls)
+		pk_sock_use_tls(c->remote, f->tls, f->url.host,
+		                !f->cfg->connect.tls.insecure_skip_verify);
 	if (!c->remote) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to dial endpoint", "endpoint-id",
 		       port->cfg->endpoint_id, "error", "cannot create a socket", NULL);
@@ -456,6 +460,12 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 		fprintf(stderr, "config: %s\n", err);
 		return 1;
 	}
+	/* Owner: this function (SSL_CTX_free at the end); connections hold
+	 * their own references. */
+	if (f.url.tls && !(f.tls = pk_tls_client_ctx(&cfg->connect.tls, err, sizeof(err)))) {
+		fprintf(stderr, "config: %s\n", err);
+		return 1;
+	}
 	pk_runloop_lws_logs(0);
 
 	struct lws_protocols protocols[2];
@@ -468,6 +478,7 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 	f.ctx = lws_create_context(&info);
 	if (!f.ctx) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
+		SSL_CTX_free(f.tls);
 		return 1;
 	}
 	pk_sock_init(lws_get_vhost_by_name(f.ctx, "default"));
@@ -515,6 +526,7 @@ out:
 		free(c);
 	}
 	free(f.ports);
+	SSL_CTX_free(f.tls);
 	pk_buf_freelist_release();
 	return rc;
 }

@@ -16,6 +16,7 @@ struct fwd_conn;
 struct pk_forward {
 	const struct pk_forward_config *cfg;
 	struct pk_server_url url;
+	SSL_CTX *tls; /* https:// proxy URL: the client context, else NULL */
 	struct lws_context *ctx;
 	struct fwd_port *ports;
 	size_t nports;

@@ -23,6 +23,7 @@ const struct pk_opt pk_forward_opts[] = {
      0, NULL, 0},
     {"connect.timeout", PK_OPT_DURATION, F(connect.timeout_ms), "30s",
      "timeout connecting to the server", 0, NULL, 0},
+    PK_TLS_CLIENT_OPTS("connect.tls.", F(connect.tls)),
     {"log.level", PK_OPT_STRING, F(log.level), "info", "debug, info, warn or error", 0, NULL, 0},
     {"log.subsystems", PK_OPT_STRLIST, F(log.subsystems), NULL, "subsystems logged at every level",
      0, NULL, 0},
@@ -57,10 +58,9 @@ int pk_forward_config_validate(const struct pk_forward_config *cfg, char *err, s
 	struct pk_server_url u;
 	if (pk_server_url_parse(cfg->connect.url, &u, err, errlen) < 0)
 		return -1;
-	if (u.tls) {
-		snprintf(err, errlen, "https connect urls are not supported yet");
+	if (pk_tls_check_pair("connect tls", cfg->connect.tls.cert, cfg->connect.tls.key, err,
+	                      errlen) < 0)
 		return -1;
-	}
 	if (cfg->connect.timeout_ms <= 0) {
 		snprintf(err, errlen, "missing connect timeout");
 		return -1;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "tls_config.h"
 
 struct pk_forward_port_config {
 	char *addr;
@@ -20,6 +21,7 @@ struct pk_forward_config {
 		char *url;
 		char *token;
 		int64_t timeout_ms;
+		struct pk_tls_client_config tls;
 	} connect;
 	struct {
 		char *level;

@@ -43,9 +43,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +89,7 @@ enum kind {
 enum state {
 	ST_CONNECTING = 0,
 	ST_OPEN = 1,
+	ST_TLS_HANDSHAKE = 2, /* TCP is up, the TLS client handshake runs */
 };
 
 /* Work done from the doorbell, i.e. outside any owner's pk_sock_*() call. */
@@ -94,6 +98,7 @@ enum {
 	DEFER_RETRY = 2,    /* connect to the next resolved address */
 	DEFER_FINISH = 4,   /* call on_close and free (no wsi left) */
 	DEFER_RESUME = 8,   /* re-adopt a parked socket whose reading is wanted */
+	DEFER_READ = 16,    /* TLS: decrypted bytes wait in OpenSSL, poll won't tell */
 };
 
 struct pk_sock {
@@ -135,6 +140,14 @@ struct pk_sock {
 	struct addrinfo *ai_next;
 	int last_err;
 	char peer[272]; /* "host:port" of up to 255 + ":65535" */
+
+	/* TLS (pk_sock_use_tls): the context referenced until the handshake
+	 * starts, then the connection. Owner: this sock. */
+	SSL_CTX *tls_ctx;
+	SSL *ssl;
+	char *tls_name;
+	int tls_verify_name;
+	char tls_why[192]; /* on_close's reason when TLS failed */
 };
 
 struct pk_sock_listener {
@@ -292,7 +305,8 @@ static void timer_clear(struct pk_sock *s)
 /* Tell lws whether we want POLLIN. */
 static void rx_update(struct pk_sock *s)
 {
-	unsigned want = !s->paused && !s->eof_seen && !s->close_wanted && !s->ending;
+	unsigned want = (!s->paused && !s->eof_seen && !s->close_wanted && !s->ending) ||
+	                (s->state == ST_TLS_HANDSHAKE && !s->ending);
 	if (!s->wsi || want == s->rx_on)
 		return;
 	s->rx_on = want;
@@ -351,6 +365,12 @@ static void sock_unlink(struct pk_sock *s)
 		freeaddrinfo(s->ai_list);
 	s->ai_list = s->ai_next = NULL;
 	pk_bufq_clear(&s->sendq);
+	SSL_free(s->ssl);
+	s->ssl = NULL;
+	SSL_CTX_free(s->tls_ctx);
+	s->tls_ctx = NULL;
+	free(s->tls_name);
+	s->tls_name = NULL;
 }
 
 /* From the event loop only: report and free. The wsi is gone. */
@@ -438,6 +458,132 @@ static void connect_failed(struct pk_sock *s, int err)
 		mark_end(s, 1, errno_reason(err, 1));
 }
 
+/* ---- TLS ---------------------------------------------------------------------- */
+
+/* Our FIN: over TLS a close_notify first (a few bytes; a full send buffer
+ * only loses the alert, the FIN still ends the stream). */
+static int send_fin(struct pk_sock *s)
+{
+	if (s->ssl && s->state == ST_OPEN)
+		SSL_shutdown(s->ssl);
+	return shutdown(s->fd, SHUT_WR);
+}
+
+/* on_close's reason for a TLS failure, kept in the sock. */
+static const char *tls_failure(struct pk_sock *s, int ssl_error)
+{
+	long v = s->ssl ? SSL_get_verify_result(s->ssl) : X509_V_OK;
+	unsigned long e = ERR_get_error();
+	if (v != X509_V_OK)
+		snprintf(s->tls_why, sizeof(s->tls_why), "tls: certificate verify failed: %s",
+		         X509_verify_cert_error_string(v));
+	else if (e)
+		snprintf(s->tls_why, sizeof(s->tls_why), "tls: %s", ERR_reason_error_string(e));
+	else if (ssl_error == SSL_ERROR_SYSCALL)
+		snprintf(s->tls_why, sizeof(s->tls_why), "tls: %s",
+		         errno ? errno_reason(errno, 0) : "connection closed in the handshake");
+	else
+		snprintf(s->tls_why, sizeof(s->tls_why), "tls: error %d", ssl_error);
+	ERR_clear_error();
+	return s->tls_why;
+}
+
+static int sock_flush(struct pk_sock *s);
+
+/* TCP is up: start or continue the client handshake. */
+static int tls_step(struct pk_sock *s)
+{
+	if (!s->ssl) {
+		s->ssl = SSL_new(s->tls_ctx);
+		if (!s->ssl || SSL_set_fd(s->ssl, s->fd) != 1) {
+			mark_end(s, 1, tls_failure(s, SSL_ERROR_SSL));
+			return -1;
+		}
+		unsigned char ip[16];
+		int is_ip = inet_pton(AF_INET, s->tls_name, ip) == 1 ||
+		            inet_pton(AF_INET6, s->tls_name, ip) == 1;
+		if (!is_ip)
+			SSL_set_tlsext_host_name(s->ssl, s->tls_name);
+		if (s->tls_verify_name) {
+			X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+			if (is_ip)
+				X509_VERIFY_PARAM_set1_ip_asc(vp, s->tls_name);
+			else
+				SSL_set1_host(s->ssl, s->tls_name);
+		}
+		s->state = ST_TLS_HANDSHAKE;
+		rx_update(s);
+	}
+	ERR_clear_error();
+	int r = SSL_connect(s->ssl);
+	if (r == 1) {
+		s->state = ST_OPEN;
+		timer_clear(s);
+		if (s->close_wanted)
+			timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
+		rx_update(s);
+		if (!s->close_wanted && s->ops->on_connected)
+			s->ops->on_connected(s);
+		if (s->ending)
+			return -1;
+		return sock_flush(s);
+	}
+	int e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return 0; /* POLLIN is on during the handshake */
+	if (e == SSL_ERROR_WANT_WRITE) {
+		defer(s, DEFER_WRITABLE);
+		return 0;
+	}
+	mark_end(s, 1, tls_failure(s, e));
+	return -1;
+}
+
+/* Read decrypted bytes: records can hold more than one read takes, and what
+ * OpenSSL already decrypted never shows up in poll, so read until it wants
+ * the socket again (bounded per call; the rest is deferred). */
+static int tls_rx(struct pk_sock *s)
+{
+	size_t budget = READ_MAX;
+	while (budget && !s->paused && !s->eof_seen && !s->close_wanted && !s->ending) {
+		ERR_clear_error();
+		errno = 0;
+		int n = SSL_read(s->ssl, g_rbuf, (int)sizeof(g_rbuf));
+		if (n > 0) {
+			if (s->ops->on_data)
+				s->ops->on_data(s, g_rbuf, (size_t)n);
+			budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+			continue;
+		}
+		int e = SSL_get_error(s->ssl, n);
+		if (e == SSL_ERROR_WANT_READ)
+			return 0;
+		if (e == SSL_ERROR_WANT_WRITE) {
+			want_write(s);
+			return 0;
+		}
+		if (e == SSL_ERROR_ZERO_RETURN ||
+		    (e == SSL_ERROR_SYSCALL && errno == 0 && !ERR_peek_error())) {
+			/* close_notify, or (allowed by the context) a bare FIN. */
+			s->eof_seen = 1;
+			rx_update(s);
+			if (s->ops->on_eof)
+				s->ops->on_eof(s);
+			if (!s->ending && s->fin_sent)
+				mark_end(s, 0, "closed");
+			return 0;
+		}
+		if (e == SSL_ERROR_SYSCALL && errno)
+			mark_end(s, 1, errno_reason(errno, 0));
+		else
+			mark_end(s, 1, tls_failure(s, e));
+		return -1;
+	}
+	if (!s->ending && !s->paused && !s->eof_seen && SSL_pending(s->ssl) > 0)
+		defer(s, DEFER_READ);
+	return 0;
+}
+
 /* ---- I/O handlers ----------------------------------------------------------- */
 
 static int sock_flush(struct pk_sock *s)
@@ -448,7 +594,24 @@ static int sock_flush(struct pk_sock *s)
 		const uint8_t *p = pk_bufq_peek(&s->sendq, &n);
 		if (n > budget)
 			n = budget;
-		ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+		ssize_t w;
+		if (s->ssl) {
+			ERR_clear_error();
+			errno = 0;
+			int r = SSL_write(s->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+			if (r <= 0) {
+				int e = SSL_get_error(s->ssl, r);
+				if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+					break;
+				mark_end(s, 1,
+				         e == SSL_ERROR_SYSCALL && errno ? errno_reason(errno, 0)
+				                                         : tls_failure(s, e));
+				return -1;
+			}
+			w = r;
+		} else {
+			w = send(s->fd, p, n, MSG_NOSIGNAL);
+		}
 		if (w == -1) {
 			if (errno == EINTR)
 				continue;
@@ -463,7 +626,7 @@ static int sock_flush(struct pk_sock *s)
 	if (s->sendq.len) {
 		defer(s, DEFER_WRITABLE);
 	} else if ((s->fin_wanted || s->close_wanted) && !s->fin_sent) {
-		if (shutdown(s->fd, SHUT_WR) == -1) {
+		if (send_fin(s) == -1) {
 			mark_end(s, 1, errno_reason(errno, 0));
 			return -1;
 		}
@@ -507,9 +670,11 @@ static int sock_writeable(struct pk_sock *s)
 			connect_failed(s, err);
 			return -1;
 		}
-		s->state = ST_OPEN;
 		freeaddrinfo(s->ai_list);
 		s->ai_list = s->ai_next = NULL;
+		if (s->tls_ctx)
+			return tls_step(s); /* the connect timeout still runs */
+		s->state = ST_OPEN;
 		timer_clear(s);
 		if (s->close_wanted)
 			timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
@@ -519,15 +684,21 @@ static int sock_writeable(struct pk_sock *s)
 		if (s->ending)
 			return -1;
 	}
+	if (s->state == ST_TLS_HANDSHAKE)
+		return tls_step(s);
 	return sock_flush(s);
 }
 
 static int sock_rx(struct pk_sock *s)
 {
+	if (s->state == ST_TLS_HANDSHAKE)
+		return tls_step(s);
 	/* Readiness can be stale: the owner may have paused us from another
 	 * callback in this same poll pass. */
 	if (s->state != ST_OPEN || s->paused || s->eof_seen || s->close_wanted)
 		return 0;
+	if (s->ssl)
+		return tls_rx(s);
 	ssize_t n = read(s->fd, g_rbuf, sizeof(g_rbuf));
 	if (n > 0) {
 		if (s->ops->on_data)
@@ -595,6 +766,9 @@ static void sock_closed(struct pk_sock *s, struct lws *wsi)
 			int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 			if (nfd != -1) {
 				s->fd = nfd;
+				/* OpenSSL reads and writes the descriptor too. */
+				if (s->ssl)
+					SSL_set_fd(s->ssl, nfd);
 				s->parked = 1;
 				if (!s->paused)
 					defer(s, DEFER_RESUME);
@@ -710,6 +884,15 @@ static void bell_run(void)
 			lws_callback_on_writable(s->wsi);
 		if ((bits & DEFER_RESUME) && s->parked && !s->paused && !s->ending)
 			pk_sock_pause(s, 0);
+		if ((bits & DEFER_READ) && s->wsi && !s->ending) {
+			/* As from RX: a failure must take the wsi down too. */
+			s->in_cb = 1;
+			int r = sock_rx(s);
+			s->in_cb = 0;
+			if ((r < 0 || s->ending || s->retrying) && s->wsi)
+				lws_set_timeout(s->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT,
+				                LWS_TO_KILL_ASYNC);
+		}
 	}
 	g_bell.running = 0;
 }
@@ -867,6 +1050,16 @@ struct pk_sock *pk_sock_adopt(int fd, const struct pk_sock_ops *ops, void *user,
 	return s;
 }
 
+void pk_sock_use_tls(struct pk_sock *s, SSL_CTX *ctx, const char *name, int verify_name)
+{
+	if (s->ending || s->state != ST_CONNECTING || s->tls_ctx)
+		return;
+	SSL_CTX_up_ref(ctx);
+	s->tls_ctx = ctx;
+	s->tls_name = pk_xstrdup(name ? name : "");
+	s->tls_verify_name = verify_name;
+}
+
 size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len)
 {
 	if (s->ending || s->close_wanted || s->fin_wanted || !len)
@@ -904,7 +1097,7 @@ void pk_sock_shutdown_write(struct pk_sock *s)
 	}
 	/* Nothing queued: the FIN needs no send-buffer space, so do not wait
 	 * for writability (the peer may not be reading). */
-	if (shutdown(s->fd, SHUT_WR) == -1) {
+	if (send_fin(s) == -1) {
 		sock_end(s, 1, errno_reason(errno, 0));
 		return;
 	}
@@ -928,6 +1121,8 @@ void pk_sock_pause(struct pk_sock *s, int paused)
 		}
 	}
 	rx_update(s);
+	if (!paused && s->ssl && s->state == ST_OPEN && SSL_pending(s->ssl) > 0)
+		defer(s, DEFER_READ);
 }
 
 void pk_sock_close(struct pk_sock *s, int abort)
@@ -951,11 +1146,11 @@ void pk_sock_close(struct pk_sock *s, int abort)
 		return;
 	}
 	if (!s->sendq.len) {
-		if (s->state == ST_CONNECTING) {
+		if (s->state != ST_OPEN) { /* connecting, or in the TLS handshake */
 			sock_end(s, 1, "closed");
 			return;
 		}
-		if (!s->fin_sent && shutdown(s->fd, SHUT_WR) == 0)
+		if (!s->fin_sent && send_fin(s) == 0)
 			s->fin_sent = 1;
 		sock_end(s, 0, "closed");
 		return;

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 struct pk_sock;
 
@@ -70,6 +71,17 @@ extern const struct lws_protocols pk_sock_protocols[];
  * called). Owner: the pk_sock itself (freed after on_close). */
 struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
                                 const struct pk_sock_ops *ops, void *user, size_t send_cap);
+
+/* Speak TLS on a connection from pk_sock_connect (call right after it, before
+ * the loop runs): once TCP is up, a TLS client handshake with ctx runs first
+ * (under the same connect timeout), and on_connected comes after it. name is
+ * the server's name for SNI and, when verify_name, for checking the
+ * certificate (an IP literal is checked as an IP). Reads and writes are then
+ * TLS records, pk_sock_shutdown_write() sends close_notify before the FIN,
+ * and a failed handshake ends with on_close "tls: <reason>" (e.g. "tls:
+ * certificate verify failed: unable to get local issuer certificate"). The
+ * sock takes its own reference to ctx. */
+void pk_sock_use_tls(struct pk_sock *s, SSL_CTX *ctx, const char *name, int verify_name);
 
 /* Wrap an already connected socket (e.g. from pk_sock_listen's accept); the
  * pk_sock owns fd from here. Returns NULL, with fd closed, only when lws

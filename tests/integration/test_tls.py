@@ -61,7 +61,7 @@ def curl(url, *args):
     return r.returncode, int(code or 0), body, r.stderr.decode(errors="replace")
 
 
-class TlsTest(TcpTestCase):
+class TlsBase(TcpTestCase):
     def pki(self):
         return Pki(self.tmpdir)
 
@@ -85,6 +85,8 @@ class TlsTest(TcpTestCase):
         a._spawn()
         return a
 
+
+class TlsTest(TlsBase):
     def test_all_three_ports_with_curl_and_our_agent(self):
         pki = self.pki()
         up = self.upstream()
@@ -182,3 +184,84 @@ class TlsTest(TcpTestCase):
         a._spawn()
         self.assertEqual(a.wait(T(10)), 1, a.describe())
         self.assertIn("connect tls: missing key", a.stderr())
+
+
+class TlsClientsTest(TlsBase):
+    """piko forward to a TLS proxy port (core/sock.c's TLS client)."""
+
+    def test_forward_over_tls(self):
+        import hashlib
+        from tcp_services import pattern_chunks, pattern_digest
+        pki = self.pki()
+        svc = self.tcp_service()
+        srv = self.tls_server(pki, ports=("proxy",), client_cas=False)
+        self.tcp_agent(srv, "tls-tcp", svc.addr)
+        url = "https://localhost:%d" % srv.proxy_port
+        fwd = self.forward(srv, "tls-tcp", "--connect.tls.root-cas", pki.path("ca.crt"),
+                           connect_url=url)
+        # 8 MiB echoed, with a half-close at the end: the FIN crosses TLS too
+        s = fwd.connect(T(30))
+        s.sendall(b"ECHO tls\n")
+        total = 8 << 20
+        import threading
+        def send():
+            for c in pattern_chunks(3, total):
+                s.sendall(c)
+            s.shutdown(__import__("socket").SHUT_WR)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        h = hashlib.sha256()
+        n = 0
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        t.join(T(10))
+        s.close()
+        self.assertEqual((n, h.hexdigest()), (total, pattern_digest(3, total)))
+
+        bad = self.forward(srv, "tls-tcp", "--connect.tls.root-cas", pki.path("other-ca.crt"),
+                           connect_url=url)
+        c = bad.connect(T(10))
+        try:
+            c.recv(10)
+        except ConnectionResetError:
+            pass
+        c.close()
+        logs = wait_for(lambda: find_logs(bad, "failed to dial endpoint"), T(10),
+                        what="forward's TLS error")
+        self.assertEqual(logs[0].get("error"), "dial server: tls: certificate verify failed: "
+                         "unable to get local issuer certificate")
+
+    def test_forward_with_client_certificate(self):
+        pki = self.pki()
+        svc = self.tcp_service()
+        srv = self.tls_server(pki, ports=("proxy",), client_cas=True)
+        self.tcp_agent(srv, "m-tcp", svc.addr)
+        url = "https://localhost:%d" % srv.proxy_port
+        fwd = self.forward(srv, "m-tcp", "--connect.tls.root-cas", pki.path("ca.crt"),
+                           "--connect.tls.cert", pki.path("client.crt"),
+                           "--connect.tls.key", pki.path("client.key"), connect_url=url)
+        c = fwd.connect(T(10))
+        c.sendall(b"ECHO m\nping")
+        got = b""
+        while len(got) < 4:
+            d = c.recv(10)
+            if not d:
+                break
+            got += d
+        c.close()
+        self.assertEqual(got, b"ping")
+        nocert = self.forward(srv, "m-tcp", "--connect.tls.root-cas", pki.path("ca.crt"),
+                              connect_url=url)
+        c = nocert.connect(T(10))
+        c.sendall(b"ECHO m\nping")
+        try:
+            self.assertEqual(c.recv(10), b"")
+        except ConnectionResetError:
+            pass
+        c.close()
+        wait_for(lambda: find_logs(nocert, "failed to dial endpoint"), T(10),
+                 what="forward refused without a client certificate")
