@@ -490,6 +490,32 @@ static const char *tls_failure(struct pk_sock *s, int ssl_error)
 
 static int sock_flush(struct pk_sock *s);
 
+/* The peer is done sending; with our FIN out too, the connection is done. */
+static void saw_eof(struct pk_sock *s)
+{
+	s->eof_seen = 1;
+	rx_update(s);
+	if (s->ops->on_eof)
+		s->ops->on_eof(s);
+	if (!s->ending && s->fin_sent)
+		mark_end(s, 0, "closed");
+}
+
+/* Connected (and past TLS, if any): the connect timeout ends, reading
+ * follows the owner's wishes, and the owner hears of it. -1 when the owner
+ * ended it from on_connected. */
+static int became_open(struct pk_sock *s)
+{
+	s->state = ST_OPEN;
+	timer_clear(s);
+	if (s->close_wanted)
+		timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
+	rx_update(s);
+	if (!s->close_wanted && s->ops->on_connected)
+		s->ops->on_connected(s);
+	return s->ending ? -1 : 0;
+}
+
 /* TCP is up: start or continue the client handshake. */
 static int tls_step(struct pk_sock *s)
 {
@@ -516,18 +542,8 @@ static int tls_step(struct pk_sock *s)
 	}
 	ERR_clear_error();
 	int r = SSL_connect(s->ssl);
-	if (r == 1) {
-		s->state = ST_OPEN;
-		timer_clear(s);
-		if (s->close_wanted)
-			timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
-		rx_update(s);
-		if (!s->close_wanted && s->ops->on_connected)
-			s->ops->on_connected(s);
-		if (s->ending)
-			return -1;
-		return sock_flush(s);
-	}
+	if (r == 1)
+		return became_open(s) < 0 ? -1 : sock_flush(s);
 	int e = SSL_get_error(s->ssl, r);
 	if (e == SSL_ERROR_WANT_READ)
 		return 0; /* POLLIN is on during the handshake */
@@ -565,12 +581,7 @@ static int tls_rx(struct pk_sock *s)
 		if (e == SSL_ERROR_ZERO_RETURN ||
 		    (e == SSL_ERROR_SYSCALL && errno == 0 && !ERR_peek_error())) {
 			/* close_notify, or (allowed by the context) a bare FIN. */
-			s->eof_seen = 1;
-			rx_update(s);
-			if (s->ops->on_eof)
-				s->ops->on_eof(s);
-			if (!s->ending && s->fin_sent)
-				mark_end(s, 0, "closed");
+			saw_eof(s);
 			return 0;
 		}
 		if (e == SSL_ERROR_SYSCALL && errno)
@@ -674,14 +685,7 @@ static int sock_writeable(struct pk_sock *s)
 		s->ai_list = s->ai_next = NULL;
 		if (s->tls_ctx)
 			return tls_step(s); /* the connect timeout still runs */
-		s->state = ST_OPEN;
-		timer_clear(s);
-		if (s->close_wanted)
-			timer_set(s, pk_now_ms() + CLOSE_LINGER_MS, "close timeout");
-		rx_update(s);
-		if (!s->close_wanted && s->ops->on_connected)
-			s->ops->on_connected(s);
-		if (s->ending)
+		if (became_open(s) < 0)
 			return -1;
 	}
 	if (s->state == ST_TLS_HANDSHAKE)
@@ -706,12 +710,7 @@ static int sock_rx(struct pk_sock *s)
 		return 0;
 	}
 	if (n == 0) {
-		s->eof_seen = 1;
-		rx_update(s);
-		if (s->ops->on_eof)
-			s->ops->on_eof(s);
-		if (!s->ending && s->fin_sent)
-			mark_end(s, 0, "closed");
+		saw_eof(s);
 		return 0;
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)

@@ -456,6 +456,37 @@ def recv_all(sock, limit=None):
             raise AssertionError("more than %d bytes received" % limit)
 
 
+def forward_dial_error(fwd, timeout):
+    """Opens one connection to a forward whose dial must fail; returns the
+    error of its `failed to dial endpoint` log record."""
+    c = fwd.connect(timeout)
+    try:
+        c.recv(10)
+    except ConnectionResetError:
+        pass  # closed with nothing read: a reset is as good as a FIN here
+    c.close()
+    logs = wait_for(lambda: find_logs(fwd, "failed to dial endpoint"), timeout,
+                    what="%s's dial error" % fwd.name)
+    return logs[0].get("error")
+
+
+def echo_through(port, payload, timeout):
+    """One connection to a forwarder on port, whose endpoint's TCP service
+    echoes: sends payload, returns what comes back (up to len(payload))."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        c.sendall(b"ECHO t\n" + payload)
+        got = b""
+        while len(got) < len(payload):
+            d = c.recv(len(payload) - len(got))
+            if not d:
+                break
+            got += d
+        return got
+    finally:
+        c.close()
+
+
 def recv_exact(sock, n):
     out = bytearray()
     while len(out) < n:

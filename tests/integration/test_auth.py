@@ -4,13 +4,12 @@ each port; tenants; JWKS from a file; an upstream cut off when its token
 expires; our agent and forward with --connect.token."""
 
 import json
-import os
 import socket
 import time
 
 from harness import T, free_port, request, wait_for
 from jwt_util import KeyPair, now, tamper, token
-from tcp_services import TcpTestCase, find_logs
+from tcp_services import TcpTestCase, echo_through, find_logs, forward_dial_error
 from tcp_ws import client_handshake, read_body
 
 SECRET = "piko-test-secret"
@@ -111,28 +110,11 @@ class ProxyAuthTest(AuthTestBase):
         self.assertEqual((hs.status, body), (401, b'{"error":"missing authorization"}'))
 
         bad = self.forward(srv, "tcp-ep", "--connect.token", token({}, key="wrong"))
-        c = bad.connect(T(10))
-        try:
-            c.recv(10)
-        except ConnectionResetError:
-            pass
-        c.close()
-        logs = wait_for(lambda: find_logs(bad, "failed to dial endpoint"), T(10),
-                        what="forward's dial error")
-        self.assertEqual(logs[0].get("error"), "401: invalid token")
+        self.assertEqual(forward_dial_error(bad, T(10)), "401: invalid token")
 
         fwd = self.forward(srv, "tcp-ep", "--connect.token",
                            token({"piko": {"endpoints": ["tcp-ep"]}}, key=SECRET))
-        c = fwd.connect(T(10))
-        c.sendall(b"ECHO t\nhello")
-        got = b""
-        while len(got) < 5:
-            d = c.recv(100)
-            if not d:
-                break
-            got += d
-        c.close()
-        self.assertEqual(got, b"hello")
+        self.assertEqual(echo_through(fwd.port, b"hello", T(10)), b"hello")
 
 
 class UpstreamAuthTest(AuthTestBase):

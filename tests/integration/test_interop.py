@@ -19,12 +19,11 @@ import re
 import socket
 import subprocess
 import threading
-import time
 import unittest
 
 from harness import CONFIG, Agent, Proc, Server, StartupError, T, free_port, request, wait_for
-from tcp_services import (TcpAgent, Forward, TcpTestCase, find_logs, pattern_chunks,
-                          pattern_digest, recv_exact, wait_registered)
+from tcp_services import (TcpAgent, Forward, TcpTestCase, find_logs, forward_dial_error,
+                          pattern_chunks, pattern_digest)
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, accept_key, client_handshake, read_body,
                     WsEchoService)
 
@@ -458,16 +457,7 @@ class Parity(InteropCase):
         texts = []
         for srv in (piko, ours):
             fwd = self.piko_forward(srv, "nobody-%d" % srv.proxy_port)
-            s = socket.create_connection(("127.0.0.1", fwd.port), timeout=T(10))
-            s.sendall(b"x")
-            try:
-                self.assertEqual(s.recv(10), b"")
-            except ConnectionResetError:
-                pass  # Piko's forward closes with our byte unread
-            s.close()
-            logs = wait_for(lambda: find_logs(fwd, "failed to dial endpoint"), T(10),
-                            what="forward's dial error")
-            texts.append(logs[0].get("error"))
+            texts.append(forward_dial_error(fwd, T(10)))
         self.assertEqual(texts[0], "502: no available upstreams")
         self.assertSame(texts[0], texts[1], "piko forward's error")
 
@@ -485,22 +475,10 @@ class Parity(InteropCase):
         piko, ours = self.both()
         texts = []
         for srv in (piko, ours):
-            fwd = self.forward(srv, "nobody")
-            s = fwd.connect(T(10))
-            try:
-                s.recv(10)
-            except ConnectionResetError:
-                pass
-            s.close()
-            logs = wait_for(lambda: [d for d in find_logs(fwd, "failed to dial endpoint")],
-                            T(10), what="our forward's dial error")
-            texts.append(logs[0].get("error"))
+            texts.append(forward_dial_error(self.forward(srv, "nobody"), T(10)))
         self.assertIn("502: no available upstreams", texts[0])
         self.assertSame(texts[0], texts[1], "our forward's error")
 
-
-if __name__ == "__main__":
-    unittest.main()
 
 
 class AuthInterop(InteropCase):
@@ -629,3 +607,7 @@ class TlsInterop(InteropCase):
         self.procs.append(a)
         a.start()
         self.check_http(srv, "c-tls")
+
+
+if __name__ == "__main__":
+    unittest.main()
