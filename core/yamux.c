@@ -940,6 +940,11 @@ int64_t pk_yamux_session_rtt_ms(const struct pk_yamux_session *sess)
 
 /* ---- streams ---- */
 
+int pk_yamux_session_opens_full(const struct pk_yamux_session *sess)
+{
+	return sess->pending_opens >= sess->cfg.max_pending_opens;
+}
+
 struct pk_yamux_stream *pk_yamux_stream_open(struct pk_yamux_session *sess, uint64_t now_ms)
 {
 	/* Our own Go Away only refuses the peer's streams (as hashicorp's

@@ -189,6 +189,9 @@ void pk_yamux_session_go_away(struct pk_yamux_session *sess, uint32_t code);
 int pk_yamux_session_remote_go_away(const struct pk_yamux_session *sess);
 /* Number of live streams. */
 size_t pk_yamux_session_num_streams(const struct pk_yamux_session *sess);
+/* 1 when max_pending_opens SYNs wait for their ACK: pk_yamux_stream_open()
+ * fails until an ACK (or a reset) arrives. */
+int pk_yamux_session_opens_full(const struct pk_yamux_session *sess);
 /* Milliseconds of the last ping round trip, or -1 if none yet. */
 int64_t pk_yamux_session_rtt_ms(const struct pk_yamux_session *sess);
 

@@ -43,6 +43,12 @@
 #define OUT_CAP (512 * 1024)
 /* Above this, client input is not processed (see process()). */
 #define OUT_HWM (128 * 1024)
+/* Exchanges that may wait, node-wide, for an upstream whose 256 opens all
+ * wait for ACKs (a burst, or a slow agent); beyond this, 502 at once. */
+#define MAX_WAITING 4096
+/* How long a TCP-route exchange may wait (HTTP ones wait within
+ * proxy.timeout); Go's yamux gives up on an open after 75 s. */
+#define TCP_OPEN_WAIT_MS 30000
 
 struct pk_proxy_exchange;
 
@@ -85,6 +91,14 @@ struct pk_proxy_exchange {
 	char method[16];
 	char *host, *path;
 	char *upgrade; /* the request's Upgrade header, or NULL */
+	/* Until a stream is open: where to, and (TCP route) the 101 to send. */
+	char *endpoint;
+	int tcp;
+	char *ws_resp;
+	size_t ws_len;
+	int waiting; /* on srv's waiting list */
+	struct pk_proxy_exchange *wprev, *wnext;
+	struct pk_server *srv;
 	int status;
 	size_t req_size, resp_size;
 	/* Last: only this is not zeroed at allocation (pk_http1_reader_init
@@ -95,6 +109,7 @@ struct pk_proxy_exchange {
 static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n);
 static void drain_in(struct pk_proxy_conn *c);
 static int flush_head(struct pk_proxy_exchange *ex);
+static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up);
 
 /* ---- output to the client --------------------------------------------- */
 
@@ -157,8 +172,50 @@ static size_t approx_request_size(const struct pk_http1_head *h)
 
 /* ---- exchanges ---------------------------------------------------------- */
 
+static void wait_remove(struct pk_proxy_exchange *ex)
+{
+	if (!ex->waiting)
+		return;
+	struct pk_server *srv = ex->srv;
+	if (ex->wprev)
+		ex->wprev->wnext = ex->wnext;
+	else
+		srv->waiting_head = ex->wnext;
+	if (ex->wnext)
+		ex->wnext->wprev = ex->wprev;
+	else
+		srv->waiting_tail = ex->wprev;
+	ex->wprev = ex->wnext = NULL;
+	ex->waiting = 0;
+	srv->n_waiting--;
+}
+
+/* Park an exchange until its upstream can take another open. 0 when the
+ * node-wide list is full. */
+static int wait_add(struct pk_proxy_exchange *ex)
+{
+	struct pk_server *srv = ex->srv;
+	if (ex->waiting)
+		return 1;
+	if (srv->n_waiting >= MAX_WAITING)
+		return 0;
+	ex->waiting = 1;
+	ex->wprev = srv->waiting_tail;
+	ex->wnext = NULL;
+	if (srv->waiting_tail)
+		srv->waiting_tail->wnext = ex;
+	else
+		srv->waiting_head = ex;
+	srv->waiting_tail = ex;
+	srv->n_waiting++;
+	return 1;
+}
+
 static void exchange_free(struct pk_proxy_exchange *ex)
 {
+	wait_remove(ex);
+	free(ex->endpoint);
+	free(ex->ws_resp);
 	pk_http1_reader_free(&ex->resp);
 	free(ex->head);
 	free(ex->host);
@@ -545,38 +602,82 @@ static void start_exchange(struct pk_proxy_conn *c)
 		exchange_reply(ex, 400, ws_resp, ws_len);
 		return;
 	}
-	/* The stream is opened before the client is answered, so a failure
-	 * is still a 502 (protocol reference §1.4). */
+	ex->srv = srv;
+	ex->endpoint = pk_xstrdup(endpoint);
+	ex->tcp = tcp;
+	ex->ws_resp = ws_resp; /* owned by ex from here */
+	ex->ws_len = ws_len;
+	if (tcp) {
+		ex->deadline_ms = now + TCP_OPEN_WAIT_MS; /* only while it waits */
+	} else {
+		ex->head = pk_http1_build_request(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD,
+		                                  &ex->head_len);
+		const char *upgrade = pk_http1_header_get(h, "Upgrade");
+		if (h->upgrade && upgrade)
+			ex->upgrade = pk_xstrdup(upgrade);
+		/* No timeout for WebSocket upgrades (protocol reference §2.4);
+		 * the timeout includes any wait for the stream. */
+		if (srv->cfg->proxy.timeout_ms > 0 &&
+		    !(upgrade && strcmp(upgrade, "websocket") == 0))
+			ex->deadline_ms = now + (uint64_t)srv->cfg->proxy.timeout_ms;
+	}
+	exchange_open(ex, up);
+}
+
+/* Open the exchange's stream on up. The stream is opened before the client
+ * is answered, so a failure is still a 502 (protocol reference §1.4). When
+ * up already has 256 opens waiting for their ACK, Go's yamux would block the
+ * opener: the exchange waits on the node's list instead (retried as ACKs
+ * arrive, bounded by its deadline) and its client's bytes stay queued. */
+static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
+{
+	struct pk_proxy_conn *c = ex->conn;
 	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
 	if (!s) {
-		free(ws_resp);
+		if (pk_upstream_opens_full(up) && wait_add(ex))
+			return;
+		wait_remove(ex);
 		exchange_fail(ex, 502, "upstream unreachable");
 		return;
 	}
+	int was_waiting = ex->waiting;
+	wait_remove(ex);
 	ex->stream = s;
 	pk_yamux_stream_set_user(s, &ex->h);
-	if (tcp) {
+	if (ex->tcp) {
 		/* From here on the client speaks WebSocket frames whose
 		 * payload is the raw byte stream; no proxy timeout applies. */
-		conn_write(c, ws_resp, ws_len);
-		free(ws_resp);
+		conn_write(c, ex->ws_resp, ex->ws_len);
+		free(ex->ws_resp);
+		ex->ws_resp = NULL;
 		ex->ws = 1;
 		ex->upgraded = 1;
 		ex->resp_started = 1;
 		ex->req_done = 1;
 		ex->status = 101;
+		ex->deadline_ms = 0;
 		pk_ws_reader_init(&ex->wsr, 1);
-		return;
+	} else {
+		flush_head(ex);
 	}
-	ex->head =
-	    pk_http1_build_request(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD, &ex->head_len);
-	const char *upgrade = pk_http1_header_get(h, "Upgrade");
-	if (h->upgrade && upgrade)
-		ex->upgrade = pk_xstrdup(upgrade);
-	/* No timeout for WebSocket upgrades (protocol reference §2.4). */
-	if (srv->cfg->proxy.timeout_ms > 0 && !(upgrade && strcmp(upgrade, "websocket") == 0))
-		ex->deadline_ms = now + (uint64_t)srv->cfg->proxy.timeout_ms;
-	flush_head(ex);
+	/* Bytes that arrived while it waited (a body, WebSocket frames). */
+	if (was_waiting && c->in.len)
+		drain_in(c);
+}
+
+void pk_proxy_retry_waiting(struct pk_server *srv)
+{
+	struct pk_proxy_exchange *next;
+	for (struct pk_proxy_exchange *ex = srv->waiting_head; ex; ex = next) {
+		next = ex->wnext;
+		struct pk_upstream *up = pk_registry_next(srv->registry, ex->endpoint);
+		if (!up) {
+			wait_remove(ex);
+			exchange_fail(ex, 502, "no available upstreams");
+		} else if (!pk_upstream_opens_full(up)) {
+			exchange_open(ex, up);
+		}
+	}
 }
 
 /* Move as much as possible of the request towards the stream. */
@@ -861,6 +962,9 @@ void pk_proxy_tick(struct pk_server *srv, uint64_t now)
 {
 	const struct pk_server_config *cfg = srv->cfg;
 	struct pk_proxy_conn *next;
+	/* Upstreams that went away leave their waiters to others (or 502). */
+	if (srv->n_waiting)
+		pk_proxy_retry_waiting(srv);
 	for (struct pk_proxy_conn *c = srv->conns; c; c = next) {
 		next = c->next;
 		if (c->close_after_write)
@@ -869,7 +973,9 @@ void pk_proxy_tick(struct pk_server *srv, uint64_t now)
 		if (ex) {
 			if (ex->upgraded || !ex->deadline_ms || now < ex->deadline_ms)
 				continue;
-			if (!ex->resp_started)
+			if (ex->waiting && ex->tcp)
+				exchange_fail(ex, 502, "upstream unreachable"); /* never opened */
+			else if (!ex->resp_started)
 				exchange_fail(ex, 504, "upstream timeout");
 			else
 				exchange_abort(ex); /* deadline hit mid-body */

@@ -48,6 +48,8 @@ struct pk_server_port {
 	int tls;              /* TLS-only port */
 };
 
+struct pk_proxy_exchange;
+
 struct pk_server {
 	const struct pk_server_config *cfg;
 	struct lws_context *ctx;
@@ -64,6 +66,10 @@ struct pk_server {
 	 * shutdown. Owned by their lws connections; these are only links. */
 	struct pk_upstream *upstreams;
 	struct pk_proxy_conn *conns;
+	/* Exchanges waiting for an upstream that has 256 unacknowledged opens,
+	 * oldest first; links only (proxy.c). */
+	struct pk_proxy_exchange *waiting_head, *waiting_tail;
+	size_t n_waiting;
 	size_t in_flight; /* proxied exchanges not finished */
 	lws_sorted_usec_list_t tick_sul;
 };
@@ -98,6 +104,8 @@ void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms);
 void pk_upstream_go_away_all(struct pk_server *srv);
 /* Streams open on every upstream session (for the open-streams gauge). */
 size_t pk_upstream_open_streams(const struct pk_server *srv);
+/* Open streams for waiting exchanges where there is room now. */
+void pk_proxy_retry_waiting(struct pk_server *srv);
 /* Shutdown: close idle keep-alive client connections. */
 void pk_proxy_close_idle(struct pk_server *srv);
 

@@ -54,6 +54,13 @@ struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up)
 	return s;
 }
 
+int pk_upstream_opens_full(const struct pk_upstream *up)
+{
+	return up->tunnel.sess && !up->tunnel.closing &&
+	       !pk_yamux_session_remote_go_away(up->tunnel.sess) &&
+	       pk_yamux_session_opens_full(up->tunnel.sess);
+}
+
 static void on_go_away(struct pk_tunnel *t)
 {
 	struct pk_upstream *up = t->owner;
@@ -237,10 +244,16 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 		upstream_established(wsi, pss);
 		return 0;
 
-	case LWS_CALLBACK_RECEIVE:
+	case LWS_CALLBACK_RECEIVE: {
 		if (!up)
 			return -1;
-		return pk_tunnel_rx(&up->tunnel, in, len);
+		struct pk_server *srv = up->srv;
+		int rc = pk_tunnel_rx(&up->tunnel, in, len);
+		/* ACKs may have made room for exchanges waiting to open. */
+		if (srv->n_waiting)
+			pk_proxy_retry_waiting(srv);
+		return rc;
+	}
 
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		if (!up)
