@@ -24,6 +24,8 @@ step "unit tests and corpus replays"
 ctest --test-dir build --output-on-failure -j"$(nproc)"
 step "integration tests"
 python3 tests/integration/run.py --bin build/bin/piko "${interop[@]}"
+step "Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager on loopback)"
+tests/k8s/smoke.sh
 
 if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "build (ASan+UBSan)"

@@ -215,8 +215,9 @@ class InteropCase(TcpTestCase):
             ws.send_close(1000)
         finally:
             s.close()
+        # the service counts a message after echoing it: wait for the last
+        wait_for(lambda: svc.echoed == 200, T(5), what="service echoed 200 messages")
         self.assertEqual(svc.errors, [])
-        self.assertEqual(svc.echoed, 200)
 
     def check_tcp(self, port, total=8 * MiB, seed=11):
         want, got, n = echo_roundtrip(port, total, seed, T(60))
