@@ -17,6 +17,7 @@
 #include "lwsio.h"
 #include "runloop.h"
 #include "sock.h"
+#include "tls.h"
 
 #define SUBSYS "client"
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -382,7 +383,6 @@ static const struct lws_protocols agent_protocols[] = {
         .per_session_data_size = 0,
         .rx_buffer_size = 4096,
     },
-    {.name = NULL}, /* filled with pk_agent_service_protocols[0] at start */
     {.name = NULL}, /* filled with pk_sock_protocols[0] at start */
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -445,10 +445,9 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 
 	pk_runloop_lws_logs(0);
 
-	struct lws_protocols protocols[5];
+	struct lws_protocols protocols[4];
 	memcpy(protocols, agent_protocols, sizeof(protocols));
-	protocols[2] = pk_agent_service_protocols[0];
-	protocols[3] = pk_sock_protocols[0];
+	protocols[2] = pk_sock_protocols[0];
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -488,12 +487,20 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		pk_target_parse(lcfg[i].addr, strcmp(lcfg[i].protocol, "tcp") != 0, &l->target, err,
 		                sizeof(err));
 		pk_backoff_init(&l->backoff, 100, 15000);
+		/* Owner: the listener; freed below (connections hold references). */
+		if (l->target.tls && !a.exit_now &&
+		    !(l->svc_tls = pk_tls_client_ctx(&lcfg[i].tls, err, sizeof(err)))) {
+			pk_log(PK_LOG_ERROR, SUBSYS, "invalid listener tls", "endpoint-id",
+			       lcfg[i].endpoint_id, "error", err, NULL);
+			a.exit_code = 1;
+			a.exit_now = 1; /* straight to the teardown below */
+		}
 	}
 
 	pk_runloop_signals(a.ctx);
 
 	a.boot_deadline_ms = pk_now_ms() + (uint64_t)cfg->connect.timeout_ms;
-	for (size_t i = 0; i < a.nlisteners; i++)
+	for (size_t i = 0; i < a.nlisteners && !a.exit_now; i++)
 		dial(&a.listeners[i]);
 	lws_sul_schedule(a.ctx, 0, &a.tick_sul, tick, TICK_US);
 
@@ -511,6 +518,7 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	for (size_t i = 0; i < a.nlisteners; i++) {
 		pk_target_free(&a.listeners[i].target);
 		free(a.listeners[i].probe);
+		SSL_CTX_free(a.listeners[i].svc_tls);
 	}
 	free(a.listeners);
 	pk_buf_freelist_release();

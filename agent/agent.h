@@ -37,6 +37,7 @@ struct pk_agent_listener {
 	size_t streams;       /* exchanges in progress */
 	struct probe *probe;  /* reading why the server refused us, if it did */
 	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
+	SSL_CTX *svc_tls;     /* https:// service: the listener's tls settings */
 };
 
 struct pk_agent {
@@ -66,7 +67,5 @@ int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 /* agent_tcp.c: the same for a TCP listener (the stream is piped raw). */
 int pk_agent_tcp_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s);
 void pk_agent_http_tick(struct pk_agent *a, uint64_t now_ms);
-
-extern const struct lws_protocols pk_agent_service_protocols[];
 
 #endif

@@ -21,6 +21,7 @@ static const struct pk_opt listener_opts[] = {
      0},
     {"access_log.disable", PK_OPT_BOOL, L(access_log.disable), "false", "disable the access log", 0,
      NULL, 0},
+    PK_TLS_CLIENT_OPTS("tls.", L(tls)),
     {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
 };
 
@@ -287,13 +288,11 @@ int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_
 			snprintf(err, errlen, "listener %zu: %s", i, terr);
 			return -1;
 		}
-		if (t.tls) {
-			pk_target_free(&t);
-			snprintf(err, errlen, "listener %zu: https services are not supported yet",
-			         i);
-			return -1;
-		}
 		pk_target_free(&t);
+		char what[64];
+		snprintf(what, sizeof(what), "listener %zu: tls", i);
+		if (pk_tls_check_pair(what, l->tls.cert, l->tls.key, err, errlen) < 0)
+			return -1;
 		if (pk_log_parse_level(l->access_log.level) < 0) {
 			snprintf(err, errlen, "listener %zu: invalid access log level", i);
 			return -1;

@@ -21,6 +21,7 @@ struct pk_listener_config {
 		char *level;
 		int disable;
 	} access_log;
+	struct pk_tls_client_config tls; /* to an https:// service */
 };
 
 struct pk_agent_config {

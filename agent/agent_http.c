@@ -19,9 +19,13 @@
  * to be closed by the service before any response byte is retried once on a
  * fresh connection, when it had no body (so nothing is lost).
  *
+ * Service connections are core/sock.c connections (plain, or TLS for an
+ * https:// service with the listener's tls settings): lws 4.1's raw client
+ * cannot start TLS (warmcat/libwebsockets#2916, fixed after 4.1).
+ *
  * Ownership: an exchange belongs to its stream until the stream is gone and
  * to its service connection until that is released; whichever lets go last
- * frees it. A service connection belongs to its lws wsi (freed on close).
+ * frees it. A service connection belongs to its pk_sock (freed in on_close).
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -32,7 +36,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "log.h"
-#include "lwsio.h"
+#include "sock.h"
 
 #define SUBSYS "proxy.http"
 #define MAX_HEAD (1024 * 1024)
@@ -41,13 +45,16 @@
 #define FROM_SVC_HWM (64 * 1024)
 #define POOL_MAX_IDLE 100
 #define POOL_IDLE_MS (90 * 1000)
+/* What a service connection queues in the kernel's direction; the exchange's
+ * to_svc holds the rest (credited to the stream as it moves here). */
+#define SVC_SEND_CAP (64 * 1024)
 
 struct agent_exchange;
 
 /* A TCP connection to the local service, attached to one exchange at a time
  * or idle in its listener's pool. */
 struct svc_conn {
-	struct lws *wsi; /* NULL once closed */
+	struct pk_sock *sock; /* NULL once closed */
 	struct pk_agent_listener *l;
 	struct agent_exchange *ex; /* NULL while idle */
 	int connected;
@@ -107,22 +114,24 @@ static void pool_remove(struct svc_conn *c)
 	idle_count--;
 }
 
+static void svc_pump(struct svc_conn *c);
+
 /* Close a connection once what is queued for it is written. */
 static void conn_close(struct svc_conn *c)
 {
 	c->closing = 1;
-	if (!c->wsi)
+	if (!c->sock)
 		return;
-	if (!c->connected) /* still connecting: no WRITEABLE will come */
-		lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+	if (!c->connected)
+		pk_sock_close(c->sock, 0); /* still connecting: just stop */
 	else
-		lws_callback_on_writable(c->wsi);
+		svc_pump(c); /* closes once the exchange's bytes are handed on */
 }
 
 static struct svc_conn *pool_take(struct pk_agent_listener *l)
 {
 	for (struct svc_conn *c = idle_conns; c; c = c->next) {
-		if (c->l == l && c->wsi && !c->closing) {
+		if (c->l == l && c->sock && !c->closing) {
 			pool_remove(c);
 			return c;
 		}
@@ -147,26 +156,22 @@ static void pool_put(struct svc_conn *c)
 	idle_count++;
 }
 
+static const struct pk_sock_ops svc_ops;
+
 static struct svc_conn *conn_new(struct pk_agent_listener *l)
 {
-	/* Owner: its lws wsi (userdata); freed on RAW_CLOSE or
-	 * CLIENT_CONNECTION_ERROR. */
+	/* Owner: its pk_sock (user pointer); freed in on_close. */
 	struct svc_conn *c = pk_xcalloc(1, sizeof(*c));
 	c->l = l;
-	struct lws_client_connect_info i;
-	memset(&i, 0, sizeof(i));
-	i.context = l->agent->ctx;
-	i.address = l->target.host;
-	i.port = l->target.port;
-	i.host = l->target.host;
-	i.method = "RAW";
-	i.local_protocol_name = pk_agent_service_protocols[0].name;
-	i.userdata = c;
-	i.pwsi = &c->wsi;
-	if (!lws_client_connect_via_info(&i)) {
+	c->sock = pk_sock_connect(l->target.host, l->target.port, (uint64_t)l->cfg->timeout_ms,
+	                          &svc_ops, c, SVC_SEND_CAP);
+	if (!c->sock) {
 		free(c);
 		return NULL;
 	}
+	if (l->target.tls)
+		pk_sock_use_tls(c->sock, l->svc_tls, l->target.host,
+		                !l->cfg->tls.insecure_skip_verify);
 	return c;
 }
 
@@ -219,10 +224,10 @@ static void release_svc(struct agent_exchange *ex, int reusable)
 		return;
 	ex->svc = NULL;
 	c->ex = NULL;
-	if (ex->svc_paused && c->wsi)
-		lws_rx_flow_control(c->wsi, 1);
+	if (ex->svc_paused && c->sock)
+		pk_sock_pause(c->sock, 0);
 	ex->svc_paused = 0;
-	if (reusable && c->wsi && c->connected && !c->closing)
+	if (reusable && c->sock && c->connected && !c->closing)
 		pool_put(c);
 	else
 		conn_close(c);
@@ -258,9 +263,9 @@ static void pump_to_stream(struct agent_exchange *ex)
 			break;
 		pk_bufq_consume(&ex->from_svc, w);
 	}
-	if (ex->svc_paused && ex->from_svc.len < FROM_SVC_HWM && ex->svc && ex->svc->wsi) {
+	if (ex->svc_paused && ex->from_svc.len < FROM_SVC_HWM && ex->svc && ex->svc->sock) {
 		ex->svc_paused = 0;
-		lws_rx_flow_control(ex->svc->wsi, 1);
+		pk_sock_pause(ex->svc->sock, 0);
 	}
 	maybe_fin(ex);
 }
@@ -287,7 +292,7 @@ static void attach(struct agent_exchange *ex, struct svc_conn *c)
 	ex->svc = c;
 	c->ex = ex;
 	if (c->connected)
-		lws_callback_on_writable(c->wsi);
+		svc_pump(c);
 }
 
 static void start_service(struct agent_exchange *ex, int allow_pool)
@@ -368,7 +373,7 @@ static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t
 		ex->owed += len;
 	}
 	if (ex->svc && ex->svc->connected && ex->to_svc.len)
-		lws_callback_on_writable(ex->svc->wsi);
+		svc_pump(ex->svc);
 }
 
 static void ex_on_fin(struct pk_stream_handler *hd)
@@ -488,9 +493,10 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 	if (ex->stream) {
 		pk_bufq_append_force(&ex->from_svc, data, fwd);
 		pump_to_stream(ex);
-		if (ex->from_svc.len >= FROM_SVC_HWM && !ex->svc_paused && ex->svc) {
+		if (ex->from_svc.len >= FROM_SVC_HWM && !ex->svc_paused && ex->svc &&
+		    ex->svc->sock) {
 			ex->svc_paused = 1;
-			lws_rx_flow_control(ex->svc->wsi, 0);
+			pk_sock_pause(ex->svc->sock, 1);
 		}
 	}
 	maybe_release(ex);
@@ -530,29 +536,39 @@ static void svc_gone(struct agent_exchange *ex)
 }
 
 /* Bytes written to the service: credit the stream window. */
-static int svc_writeable(struct svc_conn *c)
+/* Hand the exchange's bytes to the connection as its queue takes them,
+ * crediting the stream for what moved; a closing connection closes once
+ * nothing is left. */
+static void svc_pump(struct svc_conn *c)
 {
 	struct agent_exchange *ex = c->ex;
-	if (!ex || !ex->to_svc.len)
-		return c->closing ? -1 : 0;
-	int w = pk_lwsio_write_bufq(c->wsi, &ex->to_svc, LWS_WRITE_RAW);
-	if (w < 0)
-		return -1;
-	if (ex->stream && ex->owed) {
-		size_t credit = ex->owed < (size_t)w ? ex->owed : (size_t)w;
-		ex->owed -= credit;
-		pk_yamux_stream_consumed(ex->stream, credit);
+	if (!c->sock || !c->connected)
+		return;
+	while (ex && ex->to_svc.len) {
+		size_t n;
+		const uint8_t *p = pk_bufq_peek(&ex->to_svc, &n);
+		size_t w = pk_sock_write(c->sock, p, n);
+		if (!w)
+			break; /* on_drain brings us back */
+		pk_bufq_consume(&ex->to_svc, w);
+		if (ex->stream && ex->owed) {
+			size_t credit = ex->owed < w ? ex->owed : w;
+			ex->owed -= credit;
+			pk_yamux_stream_consumed(ex->stream, credit);
+		}
 	}
-	if (ex->to_svc.len || c->closing)
-		lws_callback_on_writable(c->wsi);
-	maybe_release(ex);
-	return 0;
+	if (c->closing && (!ex || !ex->to_svc.len)) {
+		pk_sock_close(c->sock, 0);
+		return;
+	}
+	if (ex)
+		maybe_release(ex);
 }
 
-/* The wsi is gone (closed or never connected). */
+/* The connection is gone (closed, or never connected). */
 static void conn_gone(struct svc_conn *c)
 {
-	c->wsi = NULL;
+	c->sock = NULL;
 	if (c->ex)
 		svc_gone(c->ex);
 	else if (c->prev || c->next || idle_conns == c)
@@ -560,38 +576,51 @@ static void conn_gone(struct svc_conn *c)
 	free(c);
 }
 
-static int callback_service(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                            size_t len)
+static void svc_on_connected(struct pk_sock *s)
 {
-	struct svc_conn *c = user;
-	if (!c)
-		return 0;
-	switch (reason) {
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		pk_log(PK_LOG_DEBUG, SUBSYS, "service connect failed", "error",
-		       in ? (const char *)in : "unknown", NULL);
-		conn_gone(c);
-		return 0;
-	case LWS_CALLBACK_RAW_CONNECTED:
-		c->connected = 1;
-		if (c->closing || (c->ex && c->ex->to_svc.len))
-			lws_callback_on_writable(wsi);
-		return 0;
-	case LWS_CALLBACK_RAW_RX:
-		if (c->ex)
-			svc_rx(c->ex, in, len);
-		else
-			conn_close(c); /* an idle connection has nothing to say */
-		return 0;
-	case LWS_CALLBACK_RAW_WRITEABLE:
-		return svc_writeable(c);
-	case LWS_CALLBACK_RAW_CLOSE:
-		conn_gone(c);
-		return 0;
-	default:
-		return 0;
-	}
+	struct svc_conn *c = pk_sock_user(s);
+	c->connected = 1;
+	svc_pump(c);
 }
+
+static void svc_on_data(struct pk_sock *s, const uint8_t *data, size_t len)
+{
+	struct svc_conn *c = pk_sock_user(s);
+	if (c->ex)
+		svc_rx(c->ex, data, len);
+	else
+		conn_close(c); /* an idle connection has nothing to say */
+}
+
+/* The service finished sending: as Go's transport, the connection is done
+ * (a response read to EOF ends here, when the connection closes). */
+static void svc_on_eof(struct pk_sock *s)
+{
+	struct svc_conn *c = pk_sock_user(s);
+	conn_close(c);
+}
+
+static void svc_on_drain(struct pk_sock *s)
+{
+	svc_pump(pk_sock_user(s));
+}
+
+static void svc_on_close(struct pk_sock *s, int reset, const char *why)
+{
+	struct svc_conn *c = pk_sock_user(s);
+	if (!c->connected)
+		pk_log(PK_LOG_DEBUG, SUBSYS, "service connect failed", "error", why, NULL);
+	(void)reset;
+	conn_gone(c);
+}
+
+static const struct pk_sock_ops svc_ops = {
+    .on_connected = svc_on_connected,
+    .on_data = svc_on_data,
+    .on_eof = svc_on_eof,
+    .on_drain = svc_on_drain,
+    .on_close = svc_on_close,
+};
 
 void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 {
@@ -618,13 +647,3 @@ void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 			conn_close(c);
 	}
 }
-
-const struct lws_protocols pk_agent_service_protocols[] = {
-    {
-        .name = "piko-agent-service",
-        .callback = callback_service,
-        .per_session_data_size = 0,
-        .rx_buffer_size = 64 * 1024,
-    },
-    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
-};

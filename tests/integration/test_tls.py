@@ -248,3 +248,72 @@ class TlsClientsTest(TlsBase):
         c.close()
         wait_for(lambda: find_logs(nocert, "failed to dial endpoint"), T(10),
                  what="forward refused without a client certificate")
+
+
+class HttpsServiceTest(TlsBase):
+    """agent http to an https:// service (listeners[].tls)."""
+
+    def https_service(self, pki):
+        import http.server
+        import ssl
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                body = ("secure %s" % self.path).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki.path("server.crt"), pki.path("server.key"))
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.shutdown)
+        return httpd.server_address[1]
+
+    def test_agent_to_https_service(self):
+        from harness import CONFIG
+        from tcp_services import wait_registered
+        pki = self.pki()
+        port = self.https_service(pki)
+        srv = self.server()
+        cfg = self.write_file("agent.yaml", """
+connect:
+  url: %s
+listeners:
+  - endpoint_id: web
+    addr: https://localhost:%d/base
+    timeout: 5s
+    tls:
+      root_cas: %s
+  - endpoint_id: web-insecure
+    addr: https://127.0.0.1:%d
+    timeout: 5s
+    tls:
+      insecure_skip_verify: true
+  - endpoint_id: web-untrusted
+    addr: https://localhost:%d
+    timeout: 5s
+""" % (srv.upstream_url, port, pki.path("ca.crt"), port, port))
+        ag = self.config_proc("agent-start", [CONFIG.bin, "agent", "start", "--config.path", cfg,
+                                              "--log.level", "debug"])
+        wait_registered(ag, srv, ["web", "web-insecure", "web-untrusted"])
+        for i in range(3):  # the second and third reuse the kept-alive TLS connection
+            r = srv.proxy("web", "GET", "/x?y=%d" % i)
+            self.assertEqual((r.status, r.body), (200, b"secure /base/x?y=%d" % i))
+        r = srv.proxy("web-insecure", "GET", "/z")
+        self.assertEqual((r.status, r.body), (200, b"secure /z"))
+        # the system's CAs do not know the test CA: the agent answers 502
+        r = srv.proxy("web-untrusted", "GET", "/z")
+        self.assertJsonError(r, 502, "upstream unreachable")
+        logs = [d for d in find_logs(ag, "service connect failed")
+                if "certificate verify failed" in d.get("error", "")]
+        self.assertTrue(logs, ag.describe())
