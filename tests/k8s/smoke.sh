@@ -9,6 +9,9 @@
 #   - the EndpointSlice controller makes a slice for a Service;
 #   - the garbage collector deletes a dependent whose owner was deleted
 #     (a ConfigMap with an ownerReference to another ConfigMap);
+#   - the PikoCluster CRD (crds/) applies, gets its defaults, shows its
+#     printer columns, is validated by the apiserver (schema and CEL) and
+#     scales;
 # then tears it down (hack/k8s/down.sh) and checks that no process is left.
 # Exit 0 when all passed; otherwise 1, naming what failed, with the logs'
 # tails. PK_K8S_KEEP=1 keeps the temporary directory (it is kept anyway on
@@ -171,7 +174,77 @@ else
 	fail "garbage collection setup" "$got"
 fi
 
-# 6. Tear down, and nothing is left running.
+# 6. The PikoCluster CRD (crds/): applied, defaults, printer columns, the
+# apiserver's own validation (schema and CEL rules), and the scale subresource.
+crd_ok=0
+if got=$(k apply -f crds/ 2>&1) &&
+	got=$(eventually True k get crd pikoclusters.piko.dev \
+		-o jsonpath='{.status.conditions[?(@.type=="Established")].status}'); then
+	pass "kubectl apply -f crds/: PikoCluster established"
+	crd_ok=1
+else
+	fail "crd apply" "$got"
+fi
+if [ $crd_ok = 1 ]; then
+	# A minimal cluster gets the schema's defaults.
+	if got=$(printf 'apiVersion: piko.dev/v1alpha1\nkind: PikoCluster\nmetadata: {name: edge}\nspec: {}\n' |
+		k apply -f - 2>&1) && got=$(k get pikocluster edge -o \
+		jsonpath='{.spec.replicas}/{.spec.image}/{.spec.service.type}/{.spec.gracePeriod}/{.spec.server.proxyTimeout}' 2>&1) &&
+		[ "$got" = "3/ghcr.io/pikoc/piko:0.1.0/ClusterIP/60s/30s" ]; then
+		pass "a minimal PikoCluster gets the schema defaults"
+	else
+		fail "pikocluster defaults" "$got"
+	fi
+	if got=$(k get piko 2>&1) && head -1 <<<"$got" | grep -Eq '^NAME +READY +REPLICAS +AVAILABLE +AGE$' &&
+		[ "$(tail -1 <<<"$got" | awk '{ print $1 "/" $2 }')" = edge/3 ]; then
+		pass "kubectl get piko shows the printer columns"
+	else
+		fail "printer columns" "$got"
+	fi
+	# A full spec is accepted (the rules below must not refuse valid ones).
+	full='{replicas: 3, auth: {upstream: {hmacSecretRef: {name: piko-auth, key: secret}, audience: piko}, proxy: {rsaPublicKeyRef: {name: piko-auth, key: rsa.pem}}}, tls: {proxy: {secretName: piko-tls, clientCASecretName: piko-ca}}, service: {type: LoadBalancer, annotations: {example.com/lb: internal}}, podDisruptionBudget: {minAvailable: 1}, resources: {requests: {cpu: 100m}}}'
+	if got=$(printf 'apiVersion: piko.dev/v1alpha1\nkind: PikoCluster\nmetadata: {name: full}\nspec: %s\n' \
+		"$full" | k apply -f - 2>&1) &&
+		got=$(k get pikocluster full -o jsonpath='{.spec.tls.proxy.clientCASecretName}/{.spec.service.annotations}' 2>&1) &&
+		[ "$got" = 'piko-ca/{"example.com/lb":"internal"}' ]; then
+		pass "a full spec is accepted as written"
+	else
+		fail "full spec" "$got"
+	fi
+	# Rejected by the apiserver, each with its message.
+	reject() { # what, expected text, spec (YAML flow)
+		local what=$1 want=$2 spec=$3 out
+		if out=$(printf 'apiVersion: piko.dev/v1alpha1\nkind: PikoCluster\nmetadata: {name: bad}\nspec: %s\n' \
+			"$spec" | k apply -f - 2>&1); then
+			k delete pikocluster bad --ignore-not-found >/dev/null 2>&1 || true
+			fail "rejects $what" "accepted"
+		elif grep -qF "$want" <<<"$out"; then
+			pass "rejects $what"
+		else
+			fail "rejects $what" "$out"
+		fi
+	}
+	reject "negative replicas" "spec.replicas in body should be greater than or equal to 0" \
+		'{replicas: -1}'
+	reject "a bad duration" "spec.gracePeriod in body should match" '{gracePeriod: soon}'
+	reject "admin auth (CEL)" "admin auth is not supported" \
+		'{auth: {admin: {hmacSecretRef: {name: s, key: k}}}}'
+	reject "an auth block without a key (CEL)" "an auth block needs a key" \
+		'{auth: {upstream: {audience: piko}}}'
+	reject "mTLS without a certificate" "spec.tls.proxy.secretName: Required value" \
+		'{tls: {proxy: {clientCASecretName: ca}}}'
+	reject "minAvailable >= replicas (CEL)" "must be lower than replicas" \
+		'{replicas: 2, podDisruptionBudget: {minAvailable: 2}}'
+	# The scale subresource.
+	if got=$(k scale pikocluster/edge --replicas=5 2>&1) &&
+		got=$(k get pikocluster edge -o jsonpath='{.spec.replicas}' 2>&1) && [ "$got" = 5 ]; then
+		pass "kubectl scale pikocluster/edge --replicas=5"
+	else
+		fail "scale subresource" "$got"
+	fi
+fi
+
+# 7. Tear down, and nothing is left running.
 pids=$(awk '{ print $2 }' "$DIR/pids")
 t=$(date +%s.%N)
 if hack/k8s/down.sh "$DIR" 2>/dev/null; then
