@@ -11,7 +11,7 @@
 #     (a ConfigMap with an ownerReference to another ConfigMap);
 #   - the PikoCluster CRD (crds/) applies, gets its defaults, shows its
 #     printer columns, is validated by the apiserver (schema and CEL) and
-#     scales;
+#     scales, and the controller's RBAC allows what it needs and no more;
 # then tears it down (hack/k8s/down.sh) and checks that no process is left.
 # Exit 0 when all passed; otherwise 1, naming what failed, with the logs'
 # tails. PK_K8S_KEEP=1 keeps the temporary directory (it is kept anyway on
@@ -235,6 +235,31 @@ if [ $crd_ok = 1 ]; then
 		'{tls: {proxy: {clientCASecretName: ca}}}'
 	reject "minAvailable >= replicas (CEL)" "must be lower than replicas" \
 		'{replicas: 2, podDisruptionBudget: {minAvailable: 2}}'
+	# The controller's RBAC (crds/rbac.yaml): what it needs, and no more.
+	can() { # expected yes/no, verb, resource, [flags...]
+		local want=$1 got
+		shift
+		got=$(k auth can-i --as=system:serviceaccount:piko-system:piko-controller "$@" 2>/dev/null) ||
+			true
+		if [ "$got" = "$want" ]; then
+			pass "controller can-i $* = $want"
+		else
+			fail "controller can-i $*" "got '$got', want $want"
+		fi
+	}
+	can yes watch pikoclusters.piko.dev --all-namespaces
+	can yes patch pikoclusters.piko.dev --subresource=status -n default
+	can no update pikoclusters.piko.dev -n default
+	can no delete pikoclusters.piko.dev -n default
+	can yes create statefulsets.apps -n default
+	can yes delete services -n default
+	can yes create poddisruptionbudgets.policy -n default
+	can yes watch endpointslices.discovery.k8s.io --all-namespaces
+	can yes create events -n default
+	can yes update leases.coordination.k8s.io -n piko-system
+	can no update leases.coordination.k8s.io -n default
+	can no get secrets -n default
+	can no list pods -n default
 	# The scale subresource.
 	if got=$(k scale pikocluster/edge --replicas=5 2>&1) &&
 		got=$(k get pikocluster edge -o jsonpath='{.spec.replicas}' 2>&1) && [ "$got" = 5 ]; then
