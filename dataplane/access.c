@@ -92,12 +92,16 @@ const char *pk_access_check(const struct pk_verifier *v, const struct pk_access_
 	return why;
 }
 
+int pk_access_upstream_on(const struct pk_access *a)
+{
+	return a->upstream || a->n_tenants > 0;
+}
+
 const char *pk_access_check_upstream(const struct pk_access *a, const struct pk_access_headers *h,
                                      const char *endpoint, int64_t now, int64_t *exp_out)
 {
 	*exp_out = 0;
-	/* With upstream auth off entirely, the tenant header is ignored. */
-	if (!a->upstream && a->n_tenants == 0)
+	if (!pk_access_upstream_on(a))
 		return NULL;
 	const struct pk_verifier *v = a->upstream;
 	const struct pk_access_tenant *tenant = NULL;

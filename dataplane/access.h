@@ -43,6 +43,10 @@ struct pk_access_headers {
 const char *pk_access_check(const struct pk_verifier *v, const struct pk_access_headers *h,
                             int64_t now, struct pk_token *tok);
 
+/* Whether the upstream port checks anything (keys or tenants): with neither,
+ * the tenant header is ignored too. */
+int pk_access_upstream_on(const struct pk_access *a);
+
 /* Upstream port, with tenants: NULL when allowed (*exp_out is the token's
  * expiry in seconds, 0 when none or when expiry must not disconnect), else
  * Piko's 401 reason. */
