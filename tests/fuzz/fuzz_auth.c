@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "fuzz_input.h"
 
 static char *public_pem(const char *type, const char *param)
 {
@@ -51,14 +52,10 @@ static struct pk_verifier *verifier(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *a = malloc(size + 1);
+	const char *b;
+	char *a = pk_fuzz_two_strings(data, size, &b);
 	if (!a)
 		return 0;
-	memcpy(a, data, size);
-	a[size] = '\0';
-	const char *b = a + strlen(a);
-	if ((size_t)(b - a) < size)
-		b++;
 	const char *tok;
 	size_t len;
 	if (!pk_auth_token_from_headers(a, b, &tok, &len)) {

@@ -9,18 +9,15 @@
 #include <string.h>
 
 #include "agent_config.h"
+#include "fuzz_input.h"
 #include "route.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *a = malloc(size + 1);
+	const char *b;
+	char *a = pk_fuzz_two_strings(data, size, &b);
 	if (!a)
 		return 0;
-	memcpy(a, data, size);
-	a[size] = '\0';
-	const char *b = a + strlen(a);
-	if ((size_t)(b - a) < size)
-		b++; /* the part after the first NUL */
 
 	char out[512], small[4], err[256];
 	pk_route_endpoint_id(a, b, out, sizeof(out));
