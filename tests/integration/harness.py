@@ -563,6 +563,34 @@ class PikoTestCase(unittest.TestCase):
         ag = self.agent(srv, endpoint, up.addr)
         return up, srv, ag
 
+    def http_service(self, respond, tls_context=None):
+        """An in-process HTTP/1.1 service on 127.0.0.1 (stopped at cleanup):
+        respond(path) returns (content type, body bytes) for every GET. With
+        tls_context (an ssl.SSLContext) it speaks HTTPS. Returns its port."""
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                ctype, body = respond(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls_context:
+            httpd.socket = tls_context.wrap_socket(httpd.socket, server_side=True)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.server_close)
+        self.addCleanup(httpd.shutdown)
+        return httpd.server_address[1]
+
     def write_file(self, name, text):
         path = os.path.join(self.tmpdir, name)
         with open(path, "w") as f:

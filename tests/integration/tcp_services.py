@@ -456,6 +456,54 @@ def recv_all(sock, limit=None):
             raise AssertionError("more than %d bytes received" % limit)
 
 
+def echo_transfer(sock, total, seed, timeout):
+    """Sends `total` pattern bytes (a thread) while reading the echo back
+    until EOF (this thread). Returns (sent sha256, received sha256, received
+    byte count, seconds). sock has a per-operation timeout."""
+    sent = {"h": None, "n": 0, "err": None}
+
+    def sender():
+        h = hashlib.sha256()
+        try:
+            for c in pattern_chunks(seed, total):
+                sock.sendall(c)
+                h.update(c)
+                sent["n"] += len(c)
+            sock.shutdown(socket.SHUT_WR)
+        except Exception as e:  # noqa: BLE001 - reported below
+            sent["err"] = e
+        sent["h"] = h.hexdigest()
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    h = hashlib.sha256()
+    n = 0
+    buf = bytearray((1 << 20))
+    mv = memoryview(buf)
+    deadline = t0 + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError("transfer not done after %.0fs (%d bytes back, %d sent)"
+                                     % (timeout, n, sent["n"]))
+            k = sock.recv_into(mv)
+            if not k:
+                break
+            h.update(mv[:k])
+            n += k
+    except socket.timeout:
+        raise AssertionError("transfer stalled: no byte for %.0fs (%d bytes back, %d sent)"
+                             % (sock.gettimeout(), n, sent["n"]))
+    dt = time.monotonic() - t0
+    t.join(max(1.0, deadline - time.monotonic()))
+    if t.is_alive():
+        raise AssertionError("sender still blocked after EOF (%d sent)" % sent["n"])
+    if sent["err"] is not None:
+        raise AssertionError("send failed after %d bytes: %r" % (sent["n"], sent["err"]))
+    return sent["h"], h.hexdigest(), n, dt
+
+
 def forward_dial_error(fwd, timeout):
     """Opens one connection to a forward whose dial must fail; returns the
     error of its `failed to dial endpoint` log record."""

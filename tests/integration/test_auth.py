@@ -186,28 +186,14 @@ upstream:
                 self.assertIn("connect: 401: invalid token", a.stderr())
 
     def test_jwks_over_http_with_rotation(self):
-        import http.server
-        import threading
         rsa, ec = self.keys()
         doc = {"keys": [rsa.jwk("rsa-1")], "served": 0}
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = json.dumps({"keys": doc["keys"]}).encode()
-                doc["served"] += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def jwks(path):
+            doc["served"] += 1
+            return "application/json", json.dumps({"keys": doc["keys"]}).encode()
 
-            def log_message(self, *a):
-                pass
-
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        self.addCleanup(httpd.shutdown)
-        url = "http://127.0.0.1:%d/jwks.json" % httpd.server_address[1]
+        url = "http://127.0.0.1:%d/jwks.json" % self.http_service(jwks)
         up = self.upstream()
         srv = self.server(*auth_flags("upstream", jwks_endpoint=url,
                                       jwks_cache_ttl="1h"))

@@ -12,8 +12,8 @@ import threading
 import time
 
 from harness import CONFIG, T, free_port, wait_for
-from tcp_services import (TcpTestCase, find_logs, metric, open_streams, pattern_bytes,
-                          pattern_chunks, pattern_digest, recv_all, recv_exact, RssSampler,
+from tcp_services import (TcpTestCase, echo_transfer, find_logs, metric, open_streams,
+                          pattern_bytes, pattern_digest, recv_all, recv_exact, RssSampler,
                           set_linger0, wait_closed, wait_forwarding, wait_registered)
 
 MiB = 1 << 20
@@ -28,54 +28,6 @@ def connect_big(port, timeout):
     s.settimeout(timeout)
     s.connect(("127.0.0.1", port))
     return s
-
-
-def echo_transfer(sock, total, seed, timeout):
-    """Sends `total` pattern bytes (a thread) while reading the echo back
-    until EOF (this thread). Returns (sent sha256, received sha256, received
-    byte count, seconds). sock has a per-operation timeout."""
-    sent = {"h": None, "n": 0, "err": None}
-
-    def sender():
-        h = hashlib.sha256()
-        try:
-            for c in pattern_chunks(seed, total):
-                sock.sendall(c)
-                h.update(c)
-                sent["n"] += len(c)
-            sock.shutdown(socket.SHUT_WR)
-        except Exception as e:  # noqa: BLE001 - reported below
-            sent["err"] = e
-        sent["h"] = h.hexdigest()
-
-    t0 = time.monotonic()
-    t = threading.Thread(target=sender, daemon=True)
-    t.start()
-    h = hashlib.sha256()
-    n = 0
-    buf = bytearray(MiB)
-    mv = memoryview(buf)
-    deadline = t0 + timeout
-    try:
-        while True:
-            if time.monotonic() > deadline:
-                raise AssertionError("transfer not done after %.0fs (%d bytes back, %d sent)"
-                                     % (timeout, n, sent["n"]))
-            k = sock.recv_into(mv)
-            if not k:
-                break
-            h.update(mv[:k])
-            n += k
-    except socket.timeout:
-        raise AssertionError("transfer stalled: no byte for %.0fs (%d bytes back, %d sent)"
-                             % (sock.gettimeout(), n, sent["n"]))
-    dt = time.monotonic() - t0
-    t.join(max(1.0, deadline - time.monotonic()))
-    if t.is_alive():
-        raise AssertionError("sender still blocked after EOF (%d sent)" % sent["n"])
-    if sent["err"] is not None:
-        raise AssertionError("send failed after %d bytes: %r" % (sent["n"], sent["err"]))
-    return sent["h"], h.hexdigest(), n, dt
 
 
 class TcpBulkTest(TcpTestCase):

@@ -7,7 +7,8 @@ import os
 import subprocess
 
 from harness import T, Agent, wait_for
-from tcp_services import TcpTestCase, echo_through, find_logs, forward_dial_error
+from tcp_services import (TcpTestCase, echo_through, echo_transfer, find_logs,
+                          forward_dial_error)
 
 
 def openssl(*args):
@@ -190,8 +191,6 @@ class TlsClientsTest(TlsBase):
     """piko forward to a TLS proxy port (core/sock.c's TLS client)."""
 
     def test_forward_over_tls(self):
-        import hashlib
-        from tcp_services import pattern_chunks, pattern_digest
         pki = self.pki()
         svc = self.tcp_service()
         srv = self.tls_server(pki, ports=("proxy",), client_cas=False)
@@ -203,24 +202,9 @@ class TlsClientsTest(TlsBase):
         s = fwd.connect(T(30))
         s.sendall(b"ECHO tls\n")
         total = 8 << 20
-        import threading
-        def send():
-            for c in pattern_chunks(3, total):
-                s.sendall(c)
-            s.shutdown(__import__("socket").SHUT_WR)
-        t = threading.Thread(target=send, daemon=True)
-        t.start()
-        h = hashlib.sha256()
-        n = 0
-        while True:
-            d = s.recv(1 << 20)
-            if not d:
-                break
-            h.update(d)
-            n += len(d)
-        t.join(T(10))
+        sent_h, recv_h, n, _ = echo_transfer(s, total, 3, T(60))
         s.close()
-        self.assertEqual((n, h.hexdigest()), (total, pattern_digest(3, total)))
+        self.assertEqual((n, recv_h), (total, sent_h))
 
         bad = self.forward(srv, "tls-tcp", "--connect.tls.root-cas", pki.path("other-ca.crt"),
                            connect_url=url)
@@ -254,30 +238,11 @@ class HttpsServiceTest(TlsBase):
     """agent http to an https:// service (listeners[].tls)."""
 
     def https_service(self, pki):
-        import http.server
         import ssl
-        import threading
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self):
-                body = ("secure %s" % self.path).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-
-        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(pki.path("server.crt"), pki.path("server.key"))
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        self.addCleanup(httpd.shutdown)
-        return httpd.server_address[1]
+        return self.http_service(lambda path: ("text/plain", ("secure %s" % path).encode()),
+                                 tls_context=ctx)
 
     def test_agent_to_https_service(self):
         from harness import CONFIG
