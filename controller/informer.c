@@ -1,0 +1,408 @@
+/*
+ * List+watch of one kind into a cache. See informer.h for the state machine.
+ */
+#include "informer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "strbuf.h"
+
+/* A single watch event (one object) larger than this ends the watch and
+ * relists: the apiserver's own limit on an object is about 1.5 MiB. */
+#define PK_INFORMER_MAX_EVENT (16u << 20)
+#define PK_INFORMER_PAGE 500
+
+enum state {
+	ST_IDLE,     /* waiting for next_ms, then relist or rewatch */
+	ST_LISTING,  /* a LIST page is in flight */
+	ST_WATCHING, /* a watch is open */
+};
+
+struct pk_informer {
+	struct pk_kube *k;
+	char *kind, *path, *selector; /* owned copies */
+	uint32_t watch_timeout_s;
+	pk_informer_fn fn;
+	void *ud;
+
+	enum state state;
+	bool need_relist; /* when IDLE: list (true) or re-watch (false) */
+	uint64_t next_ms; /* when IDLE: when to act */
+	struct pk_backoff backoff;
+	bool synced;
+
+	struct json_object *cache;   /* owned: "ns/name" -> object */
+	struct json_object *listing; /* owned while paging: the new cache */
+	char *rv;                    /* owned: last resourceVersion seen */
+	struct pk_kube_req *req;     /* the LIST or WATCH in flight */
+	struct pk_watch_parser *parser; /* owned while watching */
+	bool gone;                      /* the stream said 410 */
+	struct pk_informer_stats stats;
+};
+
+static void list_page(struct pk_informer *inf, const char *cont);
+static void start_watch(struct pk_informer *inf);
+
+const char *pk_object_str(struct json_object *obj, const char *path)
+{
+	char part[64];
+	const char *p = path;
+	struct json_object *cur = obj;
+	while (cur && *p) {
+		const char *dot = strchr(p, '.');
+		size_t n = dot ? (size_t)(dot - p) : strlen(p);
+		if (n >= sizeof(part))
+			return NULL;
+		memcpy(part, p, n);
+		part[n] = 0;
+		if (!json_object_is_type(cur, json_type_object) ||
+		    !json_object_object_get_ex(cur, part, &cur))
+			return NULL;
+		p += n + (dot ? 1 : 0);
+	}
+	return cur && json_object_is_type(cur, json_type_string) ? json_object_get_string(cur) : NULL;
+}
+
+int pk_object_key(struct json_object *obj, char *buf, size_t len)
+{
+	const char *name = pk_object_str(obj, "metadata.name");
+	const char *ns = pk_object_str(obj, "metadata.namespace");
+	if (!name)
+		return -1;
+	snprintf(buf, len, "%s/%s", ns ? ns : "", name);
+	return 0;
+}
+
+static void set_rv(struct pk_informer *inf, const char *rv)
+{
+	if (!rv || !*rv)
+		return;
+	char *c = strdup(rv);
+	if (!c)
+		return;
+	free(inf->rv);
+	inf->rv = c;
+}
+
+static void idle(struct pk_informer *inf, bool relist, uint64_t delay_ms)
+{
+	inf->state = ST_IDLE;
+	inf->need_relist = relist;
+	inf->next_ms = pk_now_ms() + delay_ms;
+	inf->req = NULL;
+}
+
+/* ---- LIST ---------------------------------------------------------------- */
+
+static void list_done(void *ud, long status, const char *body, size_t len, const char *err)
+{
+	struct pk_informer *inf = ud;
+	(void)len;
+	inf->req = NULL;
+	struct json_object *doc = NULL, *items = NULL;
+	if (status == 200)
+		doc = json_tokener_parse(body);
+	if (!doc || !json_object_object_get_ex(doc, "items", &items) ||
+	    !json_object_is_type(items, json_type_array)) {
+		inf->stats.errors++;
+		uint64_t wait = pk_backoff_next(&inf->backoff);
+		char st[24], w[24];
+		snprintf(st, sizeof(st), "%ld", status);
+		snprintf(w, sizeof(w), "%llu", (unsigned long long)wait);
+		pk_log(PK_LOG_WARN, "informer", "list failed", "kind", inf->kind, "status", st,
+		       "error", err ? err : (status == 200 ? "malformed list" : body), "retry-ms", w,
+		       NULL);
+		json_object_put(doc);
+		json_object_put(inf->listing);
+		inf->listing = NULL;
+		idle(inf, true, wait);
+		return;
+	}
+	if (!inf->listing)
+		inf->listing = json_object_new_object(); /* owner: inf until swapped in */
+	/* Items of a LIST carry no apiVersion and kind (watch events do): give
+	 * them the list's, so a cached object looks the same however it came. */
+	const char *api = pk_object_str(doc, "apiVersion");
+	const char *lkind = pk_object_str(doc, "kind");
+	size_t lk = lkind ? strlen(lkind) : 0;
+	size_t n = json_object_array_length(items);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *it = json_object_array_get_idx(items, i);
+		char key[512];
+		if (pk_object_key(it, key, sizeof(key)) != 0)
+			continue;
+		if (api && !json_object_object_get_ex(it, "apiVersion", NULL))
+			json_object_object_add(it, "apiVersion", json_object_new_string(api));
+		if (lk > 4 && !strcmp(lkind + lk - 4, "List") &&
+		    !json_object_object_get_ex(it, "kind", NULL))
+			json_object_object_add(it, "kind", json_object_new_string_len(lkind, (int)lk - 4));
+		json_object_object_add(inf->listing, key, json_object_get(it));
+	}
+	const char *cont = pk_object_str(doc, "metadata.continue");
+	if (cont && *cont) {
+		char *c = strdup(cont);
+		json_object_put(doc);
+		list_page(inf, c);
+		free(c);
+		return;
+	}
+	set_rv(inf, pk_object_str(doc, "metadata.resourceVersion"));
+	json_object_put(doc);
+
+	/* Swap the new cache in, then tell the owner what changed: deletes for
+	 * keys that vanished while we were not watching, adds and modifies for
+	 * the rest (an unchanged resourceVersion is no event). */
+	struct json_object *old = inf->cache;
+	inf->cache = inf->listing;
+	inf->listing = NULL;
+	inf->stats.lists++;
+	inf->synced = true;
+	json_object_object_foreach(old, okey, oobj)
+	{
+		struct json_object *now;
+		if (!json_object_object_get_ex(inf->cache, okey, &now))
+			inf->fn(inf->ud, inf, PK_WATCH_DELETED, oobj, oobj);
+	}
+	json_object_object_foreach(inf->cache, nkey, nobj)
+	{
+		struct json_object *was = NULL;
+		if (!json_object_object_get_ex(old, nkey, &was))
+			inf->fn(inf->ud, inf, PK_WATCH_ADDED, NULL, nobj);
+		else {
+			const char *a = pk_object_str(was, "metadata.resourceVersion");
+			const char *b = pk_object_str(nobj, "metadata.resourceVersion");
+			if (!a || !b || strcmp(a, b) != 0)
+				inf->fn(inf->ud, inf, PK_WATCH_MODIFIED, was, nobj);
+		}
+	}
+	json_object_put(old);
+	start_watch(inf);
+}
+
+static void list_page(struct pk_informer *inf, const char *cont)
+{
+	struct pk_sb p = {0};
+	pk_sb_printf(&p, "%s?limit=%d", inf->path, PK_INFORMER_PAGE);
+	char esc[1024];
+	if (inf->selector) {
+		pk_kube_escape(inf->selector, esc, sizeof(esc));
+		pk_sb_printf(&p, "&labelSelector=%s", esc);
+	}
+	if (cont) {
+		pk_kube_escape(cont, esc, sizeof(esc));
+		pk_sb_printf(&p, "&continue=%s", esc);
+	}
+	char *path = pk_sb_finish(&p, NULL);
+	inf->state = ST_LISTING;
+	inf->req = pk_kube_request(inf->k, "GET", path, NULL, NULL, 0, list_done, inf);
+	free(path);
+	if (!inf->req) {
+		json_object_put(inf->listing);
+		inf->listing = NULL;
+		idle(inf, true, pk_backoff_next(&inf->backoff));
+	}
+}
+
+/* ---- WATCH --------------------------------------------------------------- */
+
+static int on_event(void *ud, enum pk_watch_type type, struct json_object *obj)
+{
+	struct pk_informer *inf = ud;
+	inf->stats.events++;
+	if (type == PK_WATCH_ERROR) {
+		int code = pk_watch_status_code(obj);
+		if (code == 410)
+			inf->gone = true;
+		else
+			inf->stats.errors++;
+		const char *msg = pk_object_str(obj, "message");
+		char c[16];
+		snprintf(c, sizeof(c), "%d", code);
+		pk_log(code == 410 ? PK_LOG_INFO : PK_LOG_WARN, "informer", "watch error event",
+		       "kind", inf->kind, "code", c, "message", msg ? msg : "", NULL);
+		return -1; /* the stream is over: relist */
+	}
+	set_rv(inf, pk_watch_object_rv(obj));
+	if (type == PK_WATCH_BOOKMARK) {
+		inf->stats.bookmarks++;
+		return 0;
+	}
+	char key[512];
+	if (pk_object_key(obj, key, sizeof(key)) != 0)
+		return 0;
+	struct json_object *old = NULL;
+	json_object_object_get_ex(inf->cache, key, &old);
+	json_object_get(old); /* keep it alive across the replace */
+	if (type == PK_WATCH_DELETED) {
+		json_object_object_del(inf->cache, key);
+		inf->fn(inf->ud, inf, type, old, obj);
+	} else {
+		json_object_object_add(inf->cache, key, json_object_get(obj));
+		inf->fn(inf->ud, inf, old ? PK_WATCH_MODIFIED : PK_WATCH_ADDED, old, obj);
+	}
+	json_object_put(old);
+	return 0;
+}
+
+static int watch_data(void *ud, const char *data, size_t len)
+{
+	struct pk_informer *inf = ud;
+	/* Data proves the connection works: a later drop re-watches quickly. */
+	pk_backoff_reset(&inf->backoff);
+	return pk_watch_parser_feed(inf->parser, data, len);
+}
+
+static void watch_done(void *ud, long status, const char *body, size_t len, const char *err)
+{
+	struct pk_informer *inf = ud;
+	(void)len;
+	inf->req = NULL;
+	int parse_failed = 0;
+	if (status == 200 && !err)
+		parse_failed = pk_watch_parser_finish(inf->parser) != 0;
+	else if (err && inf->parser && pk_watch_parser_error(inf->parser)[0])
+		parse_failed = !inf->gone;
+	pk_watch_parser_free(inf->parser);
+	inf->parser = NULL;
+	char st[24];
+	snprintf(st, sizeof(st), "%ld", status);
+	if (inf->gone || status == 410) {
+		inf->stats.gone++;
+		pk_log(PK_LOG_INFO, "informer", "resource version too old; relisting", "kind",
+		       inf->kind, NULL);
+		idle(inf, true, 0);
+	} else if (parse_failed || (status != 200 && status != 0)) {
+		inf->stats.errors++;
+		pk_log(PK_LOG_WARN, "informer", "watch failed; relisting", "kind", inf->kind, "status",
+		       st, "error", parse_failed ? "malformed watch stream" : (err ? err : body), NULL);
+		idle(inf, true, pk_backoff_next(&inf->backoff));
+	} else if (err) {
+		/* The connection went away (apiserver restart, network): the RV is
+		 * still good, so re-watch from it after a backoff. */
+		uint64_t wait = pk_backoff_next(&inf->backoff);
+		char w[24];
+		snprintf(w, sizeof(w), "%llu", (unsigned long long)wait);
+		pk_log(PK_LOG_WARN, "informer", "watch lost", "kind", inf->kind, "error", err,
+		       "retry-ms", w, NULL);
+		idle(inf, false, wait);
+	} else {
+		/* The server ended the watch (timeoutSeconds): go on from the RV. */
+		idle(inf, false, 0);
+	}
+}
+
+static void start_watch(struct pk_informer *inf)
+{
+	uint32_t t = inf->watch_timeout_s + (uint32_t)(rand() % (inf->watch_timeout_s / 4 + 1));
+	struct pk_sb p = {0};
+	char esc[1024];
+	pk_kube_escape(inf->rv ? inf->rv : "", esc, sizeof(esc));
+	pk_sb_printf(&p, "%s?watch=1&allowWatchBookmarks=true&timeoutSeconds=%u&resourceVersion=%s",
+	             inf->path, t, esc);
+	if (inf->selector) {
+		pk_kube_escape(inf->selector, esc, sizeof(esc));
+		pk_sb_printf(&p, "&labelSelector=%s", esc);
+	}
+	char *path = pk_sb_finish(&p, NULL);
+	inf->gone = false;
+	inf->parser = pk_watch_parser_new(PK_INFORMER_MAX_EVENT, on_event, inf); /* owner: inf */
+	inf->state = ST_WATCHING;
+	inf->req = inf->parser ? pk_kube_watch(inf->k, path, watch_data, watch_done, inf) : NULL;
+	free(path);
+	inf->stats.watches++;
+	if (!inf->req) {
+		pk_watch_parser_free(inf->parser);
+		inf->parser = NULL;
+		idle(inf, false, pk_backoff_next(&inf->backoff));
+	}
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+struct pk_informer *pk_informer_new(struct pk_kube *k, const struct pk_informer_opts *o,
+                                    pk_informer_fn fn, void *ud)
+{
+	struct pk_informer *inf = calloc(1, sizeof(*inf)); /* owner: the caller */
+	if (!inf)
+		return NULL;
+	inf->k = k;
+	inf->kind = strdup(o->kind);
+	inf->path = strdup(o->path);
+	inf->selector = o->label_selector ? strdup(o->label_selector) : NULL;
+	inf->watch_timeout_s = o->watch_timeout_s ? o->watch_timeout_s : 300;
+	inf->fn = fn;
+	inf->ud = ud;
+	inf->cache = json_object_new_object();
+	pk_backoff_init(&inf->backoff, 200, 30000);
+	if (!inf->kind || !inf->path || (o->label_selector && !inf->selector) || !inf->cache) {
+		pk_informer_free(inf);
+		return NULL;
+	}
+	idle(inf, true, 0);
+	return inf;
+}
+
+void pk_informer_free(struct pk_informer *inf)
+{
+	if (!inf)
+		return;
+	pk_kube_cancel(inf->req);
+	pk_watch_parser_free(inf->parser);
+	json_object_put(inf->cache);
+	json_object_put(inf->listing);
+	free(inf->rv);
+	free(inf->kind);
+	free(inf->path);
+	free(inf->selector);
+	free(inf);
+}
+
+uint64_t pk_informer_tick(struct pk_informer *inf, uint64_t now_ms)
+{
+	if (inf->state != ST_IDLE)
+		return UINT64_MAX;
+	if (now_ms < inf->next_ms)
+		return inf->next_ms - now_ms;
+	if (inf->need_relist || !inf->rv) {
+		json_object_put(inf->listing);
+		inf->listing = NULL;
+		list_page(inf, NULL);
+	} else {
+		start_watch(inf);
+	}
+	return inf->state == ST_IDLE ? inf->next_ms - now_ms : UINT64_MAX;
+}
+
+bool pk_informer_synced(const struct pk_informer *inf)
+{
+	return inf->synced;
+}
+
+struct json_object *pk_informer_get(const struct pk_informer *inf, const char *ns,
+                                    const char *name)
+{
+	char key[512];
+	snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", name);
+	struct json_object *o = NULL;
+	json_object_object_get_ex(inf->cache, key, &o);
+	return o;
+}
+
+struct json_object *pk_informer_cache(const struct pk_informer *inf)
+{
+	return inf->cache;
+}
+
+const char *pk_informer_kind(const struct pk_informer *inf)
+{
+	return inf->kind;
+}
+
+void pk_informer_stats(const struct pk_informer *inf, struct pk_informer_stats *out)
+{
+	*out = inf->stats;
+}

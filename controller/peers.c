@@ -1,0 +1,327 @@
+/*
+ * Member sets from EndpointSlices, pushed to the nodes. See peers.h.
+ */
+#include "peers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "controller.h"
+#include "log.h"
+#include "strbuf.h"
+
+/* Clusters tracked at once; a cluster past this is not pushed to (and
+ * logged): membership then comes from DNS alone. */
+#define PK_PEERS_MAX_CLUSTERS 4096
+/* Members per cluster, as the CRD's status.members. */
+#define PK_PEERS_MAX_MEMBERS 256
+#define PK_PEERS_PUSH_TIMEOUT_MS 5000
+
+struct cluster {
+	char key[512];
+	char ns[256], name[256];
+	bool dirty;           /* recompute the set at the next tick */
+	char *members_json;   /* owned: the current set, canonical JSON array */
+	char (*admin_urls)[300]; /* owned: one per member */
+	size_t nmembers;
+	uint64_t generation;  /* of members_json */
+	uint64_t pushed_gen;  /* last generation every member acknowledged */
+	uint64_t next_push_ms;
+	int inflight;
+	bool failed;
+	struct pk_backoff backoff;
+	struct cluster *next;
+};
+
+struct pk_peers {
+	struct pk_ctrl *c;
+	struct cluster *clusters; /* owned */
+	size_t n;
+	uint64_t last_gen;
+};
+
+struct push {
+	struct cluster *cl;
+	struct pk_peers *p;
+	char url[300];
+};
+
+struct pk_peers *pk_peers_new(struct pk_ctrl *c)
+{
+	struct pk_peers *p = calloc(1, sizeof(*p));
+	if (p)
+		p->c = c;
+	return p;
+}
+
+static void cluster_free(struct cluster *cl)
+{
+	free(cl->members_json);
+	free(cl->admin_urls);
+	free(cl);
+}
+
+void pk_peers_free(struct pk_peers *p)
+{
+	if (!p)
+		return;
+	while (p->clusters) {
+		struct cluster *cl = p->clusters;
+		p->clusters = cl->next;
+		cluster_free(cl);
+	}
+	free(p);
+}
+
+void pk_peers_touch(struct pk_peers *p, const char *key)
+{
+	for (struct cluster *cl = p->clusters; cl; cl = cl->next)
+		if (!strcmp(cl->key, key)) {
+			cl->dirty = true;
+			return;
+		}
+	if (p->n >= PK_PEERS_MAX_CLUSTERS) {
+		pk_log(PK_LOG_WARN, "peers", "too many clusters; not tracking", "cluster", key, NULL);
+		return;
+	}
+	const char *slash = strchr(key, '/');
+	if (!slash)
+		return;
+	struct cluster *cl = calloc(1, sizeof(*cl)); /* owner: p->clusters */
+	if (!cl)
+		return;
+	snprintf(cl->key, sizeof(cl->key), "%s", key);
+	snprintf(cl->ns, sizeof(cl->ns), "%.*s", (int)(slash - key), key);
+	snprintf(cl->name, sizeof(cl->name), "%s", slash + 1);
+	cl->dirty = true;
+	pk_backoff_init(&cl->backoff, 1000, 30000);
+	cl->next = p->clusters;
+	p->clusters = cl;
+	p->n++;
+}
+
+struct member {
+	char id[254];
+	char addr[80];
+	char admin[300];
+	bool ready;
+};
+
+static int member_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct member *)a)->id, ((const struct member *)b)->id);
+}
+
+static int port_named(struct json_object *slice, const char *name, int dflt)
+{
+	struct json_object *ports;
+	if (!json_object_object_get_ex(slice, "ports", &ports) ||
+	    !json_object_is_type(ports, json_type_array))
+		return dflt;
+	for (size_t i = 0; i < json_object_array_length(ports); i++) {
+		struct json_object *pt = json_object_array_get_idx(ports, i), *num;
+		const char *n = pk_object_str(pt, "name");
+		if (n && !strcmp(n, name) && json_object_object_get_ex(pt, "port", &num))
+			return json_object_get_int(num);
+	}
+	return dflt;
+}
+
+/* Recompute the cluster's set from the slices in the cache. Returns true when
+ * it changed. */
+static bool recompute(struct pk_peers *p, struct cluster *cl)
+{
+	struct pk_ctrl *c = p->c;
+	char svc[300];
+	snprintf(svc, sizeof(svc), "%s-peers", cl->name);
+	struct member *m = calloc(PK_PEERS_MAX_MEMBERS, sizeof(*m)); /* owner: this function */
+	if (!m)
+		return false;
+	size_t n = 0;
+	json_object_object_foreach(pk_informer_cache(c->inf[PK_INF_SLICES]), k, s)
+	{
+		(void)k;
+		const char *ns = pk_object_str(s, "metadata.namespace");
+		struct json_object *labels, *sn, *eps;
+		if (!ns || strcmp(ns, cl->ns) ||
+		    !json_object_object_get_ex(json_object_object_get(s, "metadata"), "labels",
+		                               &labels) ||
+		    !json_object_object_get_ex(labels, "kubernetes.io/service-name", &sn) ||
+		    strcmp(json_object_get_string(sn), svc) ||
+		    !json_object_object_get_ex(s, "endpoints", &eps) ||
+		    !json_object_is_type(eps, json_type_array))
+			continue;
+		const char *family = pk_object_str(s, "addressType");
+		bool v6 = family && !strcmp(family, "IPv6");
+		int cport = port_named(s, "cluster", 8003);
+		int aport = port_named(s, "admin", c->o.node_admin_port);
+		for (size_t i = 0; i < json_object_array_length(eps) && n < PK_PEERS_MAX_MEMBERS; i++) {
+			struct json_object *ep = json_object_array_get_idx(eps, i), *addrs, *conds, *v;
+			if (!json_object_object_get_ex(ep, "addresses", &addrs) ||
+			    json_object_array_length(addrs) == 0)
+				continue;
+			bool terminating = false, ready = true;
+			if (json_object_object_get_ex(ep, "conditions", &conds)) {
+				if (json_object_object_get_ex(conds, "terminating", &v))
+					terminating = json_object_get_boolean(v);
+				if (json_object_object_get_ex(conds, "ready", &v))
+					ready = json_object_get_boolean(v);
+			}
+			if (terminating)
+				continue;
+			const char *ip = json_object_get_string(json_object_array_get_idx(addrs, 0));
+			const char *pod = pk_object_str(ep, "targetRef.name");
+			struct member *mm = &m[n++];
+			snprintf(mm->id, sizeof(mm->id), "%s", pod ? pod : ip);
+			snprintf(mm->addr, sizeof(mm->addr), v6 ? "[%s]:%d" : "%s:%d", ip, cport);
+			snprintf(mm->admin, sizeof(mm->admin),
+			         v6 ? "http://[%s]:%d/piko/v1/cluster/members"
+			            : "http://%s:%d/piko/v1/cluster/members",
+			         ip, aport);
+			mm->ready = ready;
+		}
+	}
+	qsort(m, n, sizeof(*m), member_cmp);
+	struct json_object *arr = json_object_new_array(); /* owner: this function */
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_string(m[i].id));
+		json_object_object_add(o, "addr", json_object_new_string(m[i].addr));
+		json_object_object_add(o, "ready", json_object_new_boolean(m[i].ready));
+		json_object_array_add(arr, o);
+	}
+	const char *js = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	bool changed = !cl->members_json || strcmp(cl->members_json, js) != 0;
+	if (changed) {
+		char *copy = strdup(js);
+		char(*urls)[300] = n ? calloc(n, sizeof(*urls)) : NULL;
+		if (copy && (urls || n == 0)) {
+			for (size_t i = 0; i < n; i++)
+				snprintf(urls[i], sizeof(urls[i]), "%s", m[i].admin);
+			free(cl->members_json);
+			free(cl->admin_urls);
+			cl->members_json = copy;
+			cl->admin_urls = urls;
+			cl->nmembers = n;
+			/* Generations are wall-clock milliseconds, kept strictly
+			 * increasing: a restarted controller never goes backwards, so
+			 * nodes can drop a late, older push. */
+			uint64_t g = (uint64_t)time(NULL) * 1000;
+			struct timespec ts;
+			if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
+				g = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+			if (g <= p->last_gen)
+				g = p->last_gen + 1;
+			p->last_gen = g;
+			cl->generation = g;
+			cl->next_push_ms = 0;
+			pk_backoff_reset(&cl->backoff);
+			const char *lv[] = {cl->key};
+			pk_metric_set(c->m_members, lv, (double)n);
+			char nn[24];
+			snprintf(nn, sizeof(nn), "%zu", n);
+			pk_log(PK_LOG_INFO, "peers", "member set changed", "cluster", cl->key, "members",
+			       nn, NULL);
+		} else {
+			free(copy);
+			free(urls);
+			changed = false;
+		}
+	}
+	json_object_put(arr);
+	free(m);
+	return changed;
+}
+
+static void push_done(void *ud, long status, const char *body, size_t len, const char *err)
+{
+	struct push *ps = ud; /* owner: this callback */
+	struct cluster *cl = ps->cl;
+	struct pk_ctrl *c = ps->p->c;
+	(void)body;
+	(void)len;
+	bool ok = status >= 200 && status < 300;
+	const char *lv[] = {ok ? "ok" : "error"};
+	pk_metric_add(c->m_pushes, lv, 1);
+	if (!ok) {
+		char st[24];
+		snprintf(st, sizeof(st), "%ld", status);
+		pk_log(PK_LOG_WARN, "peers", "member push failed", "cluster", cl->key, "url", ps->url,
+		       "status", st, "error", err ? err : "", NULL);
+		cl->failed = true;
+	}
+	cl->inflight--;
+	if (cl->inflight == 0) {
+		uint64_t now = pk_now_ms();
+		if (cl->failed)
+			cl->next_push_ms = now + pk_backoff_next(&cl->backoff);
+		else {
+			pk_backoff_reset(&cl->backoff);
+			cl->next_push_ms = now + c->o.peer_push_ms;
+		}
+	}
+	free(ps);
+}
+
+static void push(struct pk_peers *p, struct cluster *cl)
+{
+	struct pk_sb b = {0};
+	pk_sb_printf(&b, "{\"cluster\":\"%s\",\"generation\":%llu,\"members\":%s}", cl->key,
+	             (unsigned long long)cl->generation, cl->members_json);
+	size_t len;
+	char *body = pk_sb_finish(&b, &len);
+	cl->failed = false;
+	for (size_t i = 0; i < cl->nmembers; i++) {
+		struct push *ps = calloc(1, sizeof(*ps)); /* owner: push_done */
+		if (!ps)
+			break;
+		ps->cl = cl;
+		ps->p = p;
+		snprintf(ps->url, sizeof(ps->url), "%s", cl->admin_urls[i]);
+		if (!pk_kube_request_url(p->c->kube, "PUT", ps->url, "application/json", body, len,
+		                         PK_PEERS_PUSH_TIMEOUT_MS, push_done, ps)) {
+			free(ps);
+			cl->failed = true;
+			continue;
+		}
+		cl->inflight++;
+	}
+	free(body);
+	if (cl->inflight == 0)
+		cl->next_push_ms = pk_now_ms() + (cl->failed ? pk_backoff_next(&cl->backoff)
+		                                              : p->c->o.peer_push_ms);
+}
+
+uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
+{
+	struct pk_ctrl *c = p->c;
+	uint64_t next = UINT64_MAX;
+	for (struct cluster **pp = &p->clusters; *pp;) {
+		struct cluster *cl = *pp;
+		bool exists = pk_informer_get(c->inf[PK_INF_CLUSTERS], cl->ns, cl->name) != NULL;
+		if (!exists && cl->inflight == 0) {
+			/* The cluster is gone: forget its set (its nodes go too). */
+			*pp = cl->next;
+			p->n--;
+			const char *lv[] = {cl->key};
+			pk_metric_set(c->m_members, lv, 0);
+			cluster_free(cl);
+			continue;
+		}
+		pp = &cl->next;
+		if (cl->dirty && exists) {
+			cl->dirty = false;
+			recompute(p, cl);
+		}
+		if (!leader || cl->inflight > 0 || !cl->members_json)
+			continue;
+		if (now_ms >= cl->next_push_ms)
+			push(p, cl);
+		if (cl->inflight == 0 && cl->next_push_ms > now_ms && cl->next_push_ms - now_ms < next)
+			next = cl->next_push_ms - now_ms;
+	}
+	return next;
+}

@@ -1,0 +1,32 @@
+/*
+ * Peer discovery: the member set of each PikoCluster, read from the
+ * EndpointSlices of its headless Service (NAME-peers), pushed to every
+ * member's admin port with
+ *
+ *   PUT /piko/v1/cluster/members   {"cluster","generation","members":[...]}
+ *
+ * (the contract in docs/controller.md, DESIGN §5). A push goes out when the
+ * set changes, every peer_push_ms, and after a failure with backoff. Only
+ * the leader pushes; a standby keeps the sets current so it can start at
+ * once.
+ */
+#ifndef PK_PEERS_H
+#define PK_PEERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct pk_ctrl;
+struct pk_peers;
+
+struct pk_peers *pk_peers_new(struct pk_ctrl *c); /* owner: the caller */
+void pk_peers_free(struct pk_peers *p);
+
+/* Something about cluster key "ns/name" (its slices, or itself) changed. */
+void pk_peers_touch(struct pk_peers *p, const char *key);
+
+/* Recompute dirty sets and push what is due. Returns ms until the next
+ * tick is needed. */
+uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader);
+
+#endif

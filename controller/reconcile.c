@@ -1,0 +1,397 @@
+/*
+ * One reconcile of a PikoCluster. See reconcile.h.
+ */
+#include "reconcile.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "controller.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "render.h"
+#include "status.h"
+#include "strbuf.h"
+
+#define APPLY_TYPE "application/apply-patch+yaml"
+
+enum child { CH_CONFIGMAP, CH_PEERS_SVC, CH_CLIENT_SVC, CH_STS, CH_PDB, CH_COUNT };
+
+static const struct {
+	const char *kind;
+	const char *collection; /* printf: namespace */
+	enum pk_informer_idx inf;
+} children[CH_COUNT] = {
+    [CH_CONFIGMAP] = {"ConfigMap", "/api/v1/namespaces/%s/configmaps", PK_INF_CONFIGMAPS},
+    [CH_PEERS_SVC] = {"Service", "/api/v1/namespaces/%s/services", PK_INF_SERVICES},
+    [CH_CLIENT_SVC] = {"Service", "/api/v1/namespaces/%s/services", PK_INF_SERVICES},
+    [CH_STS] = {"StatefulSet", "/apis/apps/v1/namespaces/%s/statefulsets", PK_INF_STATEFULSETS},
+    [CH_PDB] = {"PodDisruptionBudget", "/apis/policy/v1/namespaces/%s/poddisruptionbudgets",
+                PK_INF_PDBS},
+};
+
+struct job;
+
+/* One request of a job: which child, and whether it created it. */
+struct call {
+	struct job *job;
+	enum child ch;
+	bool created;
+	bool is_delete;
+	bool is_status;
+	char name[256];
+};
+
+struct job {
+	struct pk_reconciler *r;
+	char key[512];
+	char ns[256], name[256];
+	struct json_object *cluster; /* owned reference */
+	uint64_t start_ms;
+	int pending;
+	bool status_sent;
+	struct json_object *sts_fresh; /* owned: the StatefulSet as our apply returned it */
+	char err[512];
+	struct call calls[CH_COUNT + 1];
+	struct pk_kube_req *reqs[CH_COUNT + 1];
+	struct job *next;
+};
+
+struct pk_reconciler {
+	struct pk_ctrl *c;
+	struct job *jobs; /* owned */
+	size_t njobs;
+	/* "ns/name" -> the last error reported as an Event: a failing cluster
+	 * is retried with backoff, and one Warning per distinct error is enough
+	 * (an Event per retry would flood etcd). Owned. */
+	struct json_object *last_err;
+};
+
+struct pk_reconciler *pk_reconciler_new(struct pk_ctrl *c)
+{
+	struct pk_reconciler *r = calloc(1, sizeof(*r)); /* owner: the caller */
+	if (!r)
+		return NULL;
+	r->c = c;
+	r->last_err = json_object_new_object();
+	if (!r->last_err) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+static void job_free(struct job *j)
+{
+	for (size_t i = 0; i < CH_COUNT + 1; i++)
+		pk_kube_cancel(j->reqs[i]);
+	json_object_put(j->cluster);
+	json_object_put(j->sts_fresh);
+	free(j);
+}
+
+void pk_reconciler_free(struct pk_reconciler *r)
+{
+	if (!r)
+		return;
+	while (r->jobs) {
+		struct job *j = r->jobs;
+		r->jobs = j->next;
+		job_free(j);
+	}
+	json_object_put(r->last_err);
+	free(r);
+}
+
+size_t pk_reconcile_running(const struct pk_reconciler *r)
+{
+	return r->njobs;
+}
+
+static void set_err(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct job *j, const char *fmt, ...)
+{
+	if (j->err[0])
+		return; /* the first error is the one worth reporting */
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(j->err, sizeof(j->err), fmt, ap);
+	va_end(ap);
+}
+
+/* The message of a Kubernetes Status body, or the body itself, shortened. */
+static void status_message(const char *body, char *out, size_t len)
+{
+	struct json_object *st = json_tokener_parse(body ? body : "");
+	const char *m = st ? pk_object_str(st, "message") : NULL;
+	snprintf(out, len, "%s", m ? m : (body && *body ? body : "no response"));
+	json_object_put(st);
+}
+
+static void job_end(struct job *j)
+{
+	struct pk_reconciler *r = j->r;
+	struct pk_ctrl *c = r->c;
+	for (struct job **pp = &r->jobs; *pp; pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			break;
+		}
+	r->njobs--;
+	uint64_t now = pk_now_ms();
+	const char *lv[] = {"pikocluster", j->err[0] ? "error" : "success"};
+	pk_metric_add(c->m_reconcile_total, lv, 1);
+	pk_metric_observe(c->m_reconcile_time, lv, (double)(now - j->start_ms) / 1000.0);
+	if (j->err[0]) {
+		pk_metric_add(c->m_reconcile_errors, lv, 1);
+		pk_log(PK_LOG_WARN, "reconcile", "reconcile failed", "cluster", j->key, "error",
+		       j->err, NULL);
+		struct json_object *last;
+		if (j->cluster && (!json_object_object_get_ex(r->last_err, j->key, &last) ||
+		                   strcmp(json_object_get_string(last), j->err) != 0)) {
+			pk_ctrl_event(c, j->cluster, "Warning", "ReconcileFailed", "Reconcile", j->err);
+			json_object_object_add(r->last_err, j->key, json_object_new_string(j->err));
+		}
+		pk_wq_done(c->wq, j->key, now);
+		pk_wq_add_rate_limited(c->wq, j->key, now);
+	} else {
+		pk_wq_done(c->wq, j->key, now);
+		pk_wq_forget(c->wq, j->key);
+		json_object_object_del(r->last_err, j->key);
+	}
+	j->next = NULL;
+	job_free(j);
+}
+
+static void call_done(void *ud, long status, const char *body, size_t len, const char *err);
+
+static bool send(struct job *j, size_t slot, const char *method, const char *path,
+                 const char *ctype, const char *body)
+{
+	struct pk_ctrl *c = j->r->c;
+	j->reqs[slot] = pk_kube_request(c->kube, method, path, ctype, body, body ? strlen(body) : 0,
+	                                call_done, &j->calls[slot]);
+	if (!j->reqs[slot]) {
+		set_err(j, "too many requests in flight");
+		return false;
+	}
+	j->pending++;
+	return true;
+}
+
+/* After every apply returned: compute the status and write it if it
+ * differs. Returns true when a request was sent. */
+static bool write_status(struct job *j)
+{
+	struct pk_ctrl *c = j->r->c;
+	struct json_object *sts = j->sts_fresh;
+	char sts_name[256];
+	snprintf(sts_name, sizeof(sts_name), "%s", j->name);
+	if (!sts)
+		sts = pk_informer_get(c->inf[PK_INF_STATEFULSETS], j->ns, sts_name);
+
+	/* The headless Service's EndpointSlices, from the cache. */
+	char svc[300];
+	snprintf(svc, sizeof(svc), "%s-peers", j->name);
+	struct json_object *slices[64];
+	size_t nslices = 0;
+	json_object_object_foreach(pk_informer_cache(c->inf[PK_INF_SLICES]), k, s)
+	{
+		(void)k;
+		const char *ns = pk_object_str(s, "metadata.namespace");
+		struct json_object *labels, *sn;
+		if (nslices < 64 && ns && !strcmp(ns, j->ns) &&
+		    json_object_object_get_ex(json_object_object_get(s, "metadata"), "labels",
+		                              &labels) &&
+		    json_object_object_get_ex(labels, "kubernetes.io/service-name", &sn) &&
+		    !strcmp(json_object_get_string(sn), svc))
+			slices[nslices++] = s;
+	}
+	char now[40];
+	pk_ctrl_now_rfc3339(now, sizeof(now));
+	struct json_object *st =
+	    pk_status_compute(j->cluster, sts, slices, nslices, j->err[0] ? j->err : NULL, now);
+	if (!st)
+		return false;
+	bool sent = false;
+	if (!pk_status_equal(j->cluster, st)) {
+		char path[700];
+		snprintf(path, sizeof(path),
+		         "/apis/piko.dev/v1alpha1/namespaces/%s/pikoclusters/%s/status?fieldManager=%s"
+		         "&force=true",
+		         j->ns, j->name, PK_FIELD_MANAGER);
+		j->calls[CH_COUNT].is_status = true;
+		sent = send(j, CH_COUNT, "PATCH", path, APPLY_TYPE,
+		            json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		if (sent) {
+			/* An Event when Ready flips, so `kubectl describe` tells the
+			 * story of the cluster. */
+			const char *was = NULL, *is = NULL;
+			struct json_object *conds;
+			if (json_object_object_get_ex(json_object_object_get(j->cluster, "status"),
+			                              "conditions", &conds))
+				for (size_t i = 0; i < json_object_array_length(conds); i++) {
+					struct json_object *cd = json_object_array_get_idx(conds, i);
+					const char *t = pk_object_str(cd, "type");
+					if (t && !strcmp(t, "Ready"))
+						was = pk_object_str(cd, "status");
+				}
+			if (json_object_object_get_ex(json_object_object_get(st, "status"), "conditions",
+			                              &conds))
+				for (size_t i = 0; i < json_object_array_length(conds); i++) {
+					struct json_object *cd = json_object_array_get_idx(conds, i);
+					const char *t = pk_object_str(cd, "type");
+					if (t && !strcmp(t, "Ready"))
+						is = pk_object_str(cd, "status");
+				}
+			if (is && !strcmp(is, "True") && (!was || strcmp(was, "True")))
+				pk_ctrl_event(c, j->cluster, "Normal", "ClusterReady", "Reconcile",
+				              "all nodes are ready and up to date");
+		}
+	}
+	json_object_put(st);
+	return sent;
+}
+
+static void call_done(void *ud, long status, const char *body, size_t len, const char *err)
+{
+	struct call *call = ud;
+	struct job *j = call->job;
+	struct pk_ctrl *c = j->r->c;
+	(void)len;
+	size_t slot = (size_t)(call - j->calls);
+	j->reqs[slot] = NULL;
+	j->pending--;
+	const char *what = call->is_status ? "status" : children[call->ch].kind;
+	bool ok = status >= 200 && status < 300;
+	if (call->is_delete && status == 404)
+		ok = true; /* already gone: what we wanted */
+	if (!ok) {
+		char msg[300];
+		if (status == 0)
+			snprintf(msg, sizeof(msg), "%s", err ? err : "no response");
+		else
+			status_message(body, msg, sizeof(msg));
+		set_err(j, "%s %s %s: %ld: %s", call->is_delete ? "delete" : "apply", what, call->name,
+		        status, msg);
+	} else if (!call->is_status) {
+		char note[400];
+		if (call->is_delete) {
+			snprintf(note, sizeof(note), "deleted %s %s", what, call->name);
+			pk_ctrl_event(c, j->cluster, "Normal", "Deleted", "Delete", note);
+		} else {
+			snprintf(note, sizeof(note), "%s %s %s", call->created ? "created" : "updated",
+			         what, call->name);
+			pk_ctrl_event(c, j->cluster, "Normal", call->created ? "Created" : "Updated",
+			              "Apply", note);
+			pk_log(PK_LOG_INFO, "reconcile", call->created ? "created" : "updated", "cluster",
+			       j->key, "kind", what, "name", call->name, NULL);
+		}
+		if (call->ch == CH_STS && !call->is_delete) {
+			json_object_put(j->sts_fresh);
+			j->sts_fresh = json_tokener_parse(body); /* owner: j */
+		}
+	}
+	if (j->pending > 0)
+		return;
+	if (!j->status_sent) {
+		j->status_sent = true;
+		if (write_status(j))
+			return;
+	}
+	job_end(j);
+}
+
+void pk_reconcile_start(struct pk_reconciler *r, const char *key)
+{
+	struct pk_ctrl *c = r->c;
+	struct job *j = calloc(1, sizeof(*j)); /* owner: r->jobs until job_end */
+	if (!j) {
+		pk_wq_done(c->wq, key, pk_now_ms());
+		pk_wq_add_rate_limited(c->wq, key, pk_now_ms());
+		return;
+	}
+	j->r = r;
+	j->start_ms = pk_now_ms();
+	snprintf(j->key, sizeof(j->key), "%s", key);
+	const char *slash = strchr(key, '/');
+	snprintf(j->ns, sizeof(j->ns), "%.*s", slash ? (int)(slash - key) : 0, key);
+	snprintf(j->name, sizeof(j->name), "%s", slash ? slash + 1 : key);
+	for (size_t i = 0; i < CH_COUNT + 1; i++)
+		j->calls[i].job = j;
+	j->next = r->jobs;
+	r->jobs = j;
+	r->njobs++;
+
+	struct json_object *cluster = pk_informer_get(c->inf[PK_INF_CLUSTERS], j->ns, j->name);
+	if (!cluster || json_object_object_get(json_object_object_get(cluster, "metadata"),
+	                                       "deletionTimestamp")) {
+		/* Gone or going: the garbage collector removes the children. */
+		job_end(j);
+		return;
+	}
+	j->cluster = json_object_get(cluster);
+
+	struct pk_render rd;
+	char err[256];
+	if (pk_render(cluster, &rd, err, sizeof(err)) != 0) {
+		set_err(j, "render: %s", err);
+		j->status_sent = true;
+		if (!write_status(j))
+			job_end(j);
+		return;
+	}
+	struct json_object *desired[CH_COUNT] = {rd.configmap, rd.peers_svc, rd.client_svc, rd.sts,
+	                                         rd.pdb};
+	for (int ch = 0; ch < CH_COUNT; ch++) {
+		struct call *call = &j->calls[ch];
+		call->ch = (enum child)ch;
+		char coll[400], path[800];
+		snprintf(coll, sizeof(coll), children[ch].collection, j->ns);
+		if (!desired[ch]) {
+			/* Only the PDB is optional: delete ours if one is left over. */
+			snprintf(call->name, sizeof(call->name), "%s", j->name);
+			struct json_object *live =
+			    pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
+			if (!live)
+				continue;
+			const char *uid = pk_object_str(cluster, "metadata.uid");
+			struct json_object *refs;
+			bool ours = false;
+			if (json_object_object_get_ex(json_object_object_get(live, "metadata"),
+			                              "ownerReferences", &refs))
+				for (size_t i = 0; i < json_object_array_length(refs); i++) {
+					const char *u =
+					    pk_object_str(json_object_array_get_idx(refs, i), "uid");
+					ours = ours || (u && uid && !strcmp(u, uid));
+				}
+			if (!ours)
+				continue;
+			call->is_delete = true;
+			snprintf(path, sizeof(path), "%s/%s", coll, call->name);
+			send(j, (size_t)ch, "DELETE", path, NULL, NULL);
+			continue;
+		}
+		const char *name = pk_object_str(desired[ch], "metadata.name");
+		snprintf(call->name, sizeof(call->name), "%s", name ? name : "");
+		struct json_object *live = pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
+		if (live && pk_json_subset(desired[ch], live))
+			continue; /* it already holds everything we would send: no write */
+		call->created = live == NULL;
+		snprintf(path, sizeof(path), "%s/%s?fieldManager=%s&force=true", coll, call->name,
+		         PK_FIELD_MANAGER);
+		const char *lv[] = {children[ch].kind};
+		pk_metric_add(c->m_applies, lv, 1);
+		send(j, (size_t)ch, "PATCH", path, APPLY_TYPE,
+		     json_object_to_json_string_ext(desired[ch], JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	}
+	pk_render_free(&rd);
+	if (j->pending == 0) {
+		j->status_sent = true;
+		if (!write_status(j))
+			job_end(j);
+	}
+}

@@ -1,0 +1,29 @@
+/*
+ * One reconcile of a PikoCluster, level-triggered: render the children from
+ * the current spec, apply (server-side, one field manager) each child whose
+ * live copy in the cache does not already hold every rendered field, then
+ * write the status when it differs. The applies of one reconcile run
+ * concurrently; the status is written after all of them returned.
+ *
+ * A reconcile runs for a key the work queue handed out; when it ends it
+ * calls pk_wq_done, and on failure requeues the key with backoff.
+ */
+#ifndef PK_RECONCILE_H
+#define PK_RECONCILE_H
+
+#include <stddef.h>
+
+struct pk_ctrl;
+struct pk_reconciler;
+
+/* Owner: the caller (pk_reconciler_free, which abandons running jobs). */
+struct pk_reconciler *pk_reconciler_new(struct pk_ctrl *c);
+void pk_reconciler_free(struct pk_reconciler *r);
+
+/* Start reconciling key ("ns/name"), which the caller got from pk_wq_get. */
+void pk_reconcile_start(struct pk_reconciler *r, const char *key);
+
+/* Reconciles in flight. */
+size_t pk_reconcile_running(const struct pk_reconciler *r);
+
+#endif

@@ -1,0 +1,286 @@
+/*
+ * PikoCluster status from the StatefulSet and the peers' EndpointSlices (see
+ * status.h and docs/controller.md). Ready is computed the strict way
+ * (kubernetes.md §1.8): the StatefulSet controller has seen the latest
+ * StatefulSet spec, every replica is updated and ready, and the rollout has
+ * finished (currentRevision == updateRevision), so a cluster still serving
+ * the old config is never reported Ready.
+ *
+ * Condition messages carry counts, never times, so the status only changes
+ * when something observable did, and an unchanged world computes an equal
+ * status (no write, no watch event, no hot loop).
+ */
+#include "status.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "jsonutil.h"
+#include "render.h"
+
+/* json-c construction aborts on OOM, the project's policy (core/buf.h). */
+static struct json_object *must(struct json_object *o)
+{
+	if (!o) {
+		fprintf(stderr, "out of memory\n");
+		abort();
+	}
+	return o;
+}
+
+static struct json_object *field(struct json_object *o, const char *key)
+{
+	struct json_object *v = NULL;
+	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
+		return NULL;
+	return v;
+}
+
+static struct json_object *path2(struct json_object *o, const char *a, const char *b)
+{
+	return field(field(o, a), b);
+}
+
+static const char *str_or(struct json_object *v, const char *def)
+{
+	return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : def;
+}
+
+static int64_t int_or(struct json_object *v, int64_t def)
+{
+	return json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : def;
+}
+
+/* A JSON boolean's value, def when missing or not a boolean. */
+static int bool_or(struct json_object *v, int def)
+{
+	return json_object_is_type(v, json_type_boolean) ? json_object_get_boolean(v) : def;
+}
+
+static void add(struct json_object *o, const char *key, struct json_object *val)
+{
+	json_object_object_add(o, key, val);
+}
+
+/* ---- members ---- */
+
+struct member {
+	const char *pod, *addr; /* borrowed from the slices */
+	int ready;
+};
+
+static int member_cmp(const void *a, const void *b)
+{
+	const struct member *x = a, *y = b;
+	int c = strcmp(x->pod, y->pod);
+	return c ? c : strcmp(x->addr, y->addr);
+}
+
+static struct json_object *members(struct json_object *const *slices, size_t nslices)
+{
+	struct member *m = NULL; /* owned here; its strings borrowed */
+	size_t n = 0, cap = 0;
+	for (size_t i = 0; i < nslices; i++) {
+		struct json_object *eps = field(slices[i], "endpoints");
+		size_t neps = json_object_is_type(eps, json_type_array)
+		                  ? json_object_array_length(eps)
+		                  : 0;
+		for (size_t j = 0; j < neps; j++) {
+			struct json_object *ep = json_object_array_get_idx(eps, j);
+			struct json_object *cond = field(ep, "conditions");
+			struct json_object *addrs = field(ep, "addresses");
+			/* A terminating pod is draining: not a member any
+			 * more, whatever its readiness. */
+			if (bool_or(field(cond, "terminating"), 0))
+				continue;
+			if (!json_object_is_type(addrs, json_type_array) ||
+			    json_object_array_length(addrs) == 0)
+				continue;
+			const char *addr = str_or(json_object_array_get_idx(addrs, 0), NULL);
+			if (!addr)
+				continue;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 16;
+				m = pk_xrealloc(m, cap * sizeof(*m));
+			}
+			m[n].addr = addr;
+			m[n].pod = str_or(path2(ep, "targetRef", "name"), addr);
+			/* EndpointSlice API: a nil ready means unknown, to be
+			 * read as ready. */
+			m[n].ready = bool_or(field(cond, "ready"), 1);
+			n++;
+		}
+	}
+	if (n > 1)
+		qsort(m, n, sizeof(*m), member_cmp);
+	struct json_object *arr = must(json_object_new_array());
+	for (size_t i = 0; i < n && i < PK_STATUS_MAX_MEMBERS; i++) {
+		struct json_object *o = must(json_object_new_object());
+		add(o, "pod", must(json_object_new_string(m[i].pod)));
+		add(o, "address", must(json_object_new_string(m[i].addr)));
+		add(o, "ready", must(json_object_new_boolean(m[i].ready)));
+		json_object_array_add(arr, o);
+	}
+	free(m);
+	return arr;
+}
+
+/* ---- conditions ---- */
+
+/* The current condition of this type in the PikoCluster's status, or NULL. */
+static struct json_object *current_condition(struct json_object *cluster, const char *type)
+{
+	struct json_object *conds = path2(cluster, "status", "conditions");
+	if (!json_object_is_type(conds, json_type_array))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(conds); i++) {
+		struct json_object *c = json_object_array_get_idx(conds, i);
+		const char *t = str_or(field(c, "type"), NULL);
+		if (t && strcmp(t, type) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+/* The message, cut to the CRD's maxLength on a UTF-8 character boundary. */
+static struct json_object *message(const char *msg)
+{
+	size_t n = strlen(msg);
+	if (n > PK_STATUS_MAX_MESSAGE) {
+		n = PK_STATUS_MAX_MESSAGE;
+		while (n > 0 && ((unsigned char)msg[n] & 0xc0) == 0x80)
+			n--;
+	}
+	return must(json_object_new_string_len(msg, (int)n));
+}
+
+static struct json_object *condition(struct json_object *cluster, const char *type, int status,
+                                     const char *reason, const char *msg, int64_t generation,
+                                     const char *now)
+{
+	const char *st = status ? "True" : "False";
+	const char *ltt = now;
+	struct json_object *cur = current_condition(cluster, type);
+	const char *cur_st = str_or(field(cur, "status"), NULL);
+	const char *cur_ltt = str_or(field(cur, "lastTransitionTime"), NULL);
+	/* The time moves only when the status flips (kubernetes.md §1.3). */
+	if (cur_st && cur_ltt && *cur_ltt && strcmp(cur_st, st) == 0)
+		ltt = cur_ltt;
+	struct json_object *c = must(json_object_new_object());
+	add(c, "type", must(json_object_new_string(type)));
+	add(c, "status", must(json_object_new_string(st)));
+	add(c, "observedGeneration", must(json_object_new_int64(generation)));
+	add(c, "lastTransitionTime", must(json_object_new_string(ltt)));
+	add(c, "reason", must(json_object_new_string(reason)));
+	add(c, "message", message(msg));
+	return c;
+}
+
+struct readiness {
+	int ready;
+	const char *reason;
+	char msg[256];
+};
+
+static void readiness(struct json_object *sts, int64_t want, int64_t ready_replicas,
+                      struct readiness *r)
+{
+	const char *name = str_or(path2(sts, "metadata", "name"), "");
+	struct json_object *st = field(sts, "status");
+	struct json_object *gen = path2(sts, "metadata", "generation");
+	struct json_object *obs = field(st, "observedGeneration");
+	r->ready = 0;
+	if (!sts) {
+		r->reason = "StatefulSetNotObserved";
+		snprintf(r->msg, sizeof(r->msg), "the StatefulSet does not exist yet");
+		return;
+	}
+	if (!json_object_is_type(gen, json_type_int) || !json_object_is_type(obs, json_type_int) ||
+	    json_object_get_int64(gen) != json_object_get_int64(obs)) {
+		r->reason = "StatefulSetNotObserved";
+		snprintf(r->msg, sizeof(r->msg),
+		         "the StatefulSet controller has not observed StatefulSet %.64s generation "
+		         "%" PRId64 " yet",
+		         name, int_or(gen, 0));
+		return;
+	}
+	int64_t updated = int_or(field(st, "updatedReplicas"), 0);
+	const char *cur = str_or(field(st, "currentRevision"), "");
+	const char *upd = str_or(field(st, "updateRevision"), "");
+	int rolled = strcmp(cur, upd) == 0;
+	if (updated == want && ready_replicas == want && rolled) {
+		r->ready = 1;
+		r->reason = "AllReplicasReady";
+		snprintf(r->msg, sizeof(r->msg), "%" PRId64 " of %" PRId64 " replicas ready and updated",
+		         ready_replicas, want);
+		return;
+	}
+	r->reason = "NotAllReplicasReady";
+	snprintf(r->msg, sizeof(r->msg),
+	         "%" PRId64 " of %" PRId64 " replicas ready, %" PRId64 " updated%s", ready_replicas,
+	         want, updated, rolled ? "" : ", rollout in progress");
+}
+
+struct json_object *pk_status_compute(struct json_object *cluster, struct json_object *sts,
+                                      struct json_object *const *slices, size_t nslices,
+                                      const char *reconcile_error, const char *now_rfc3339)
+{
+	const char *name = str_or(path2(cluster, "metadata", "name"), NULL);
+	const char *ns = str_or(path2(cluster, "metadata", "namespace"), NULL);
+	if (!name || !*name || !ns || !*ns)
+		return NULL;
+	const char *now = now_rfc3339 ? now_rfc3339 : "";
+	int64_t generation = int_or(path2(cluster, "metadata", "generation"), 0);
+	/* The CRD default, should the apiserver not have applied it. */
+	int64_t want = int_or(path2(cluster, "spec", "replicas"), 3);
+	/* Absent right after creation (kubernetes#63019): 0. */
+	int64_t ready_replicas = int_or(path2(sts, "status", "readyReplicas"), 0);
+	char selector[512];
+	pk_render_selector(name, selector, sizeof(selector));
+
+	struct readiness rd;
+	readiness(sts, want, ready_replicas, &rd);
+	struct json_object *conds = must(json_object_new_array());
+	json_object_array_add(conds, condition(cluster, "Ready", rd.ready, rd.reason, rd.msg,
+	                                       generation, now));
+	json_object_array_add(conds, condition(cluster, "Progressing", !rd.ready,
+	                                       rd.ready ? "Stable" : "RollingOut",
+	                                       rd.ready ? "no rollout in progress" : rd.msg,
+	                                       generation, now));
+	if (reconcile_error)
+		json_object_array_add(conds, condition(cluster, "Degraded", 1, "ReconcileFailed",
+		                                       *reconcile_error ? reconcile_error
+		                                                        : "reconcile failed",
+		                                       generation, now));
+	else
+		json_object_array_add(conds, condition(cluster, "Degraded", 0,
+		                                       "ReconcileSucceeded",
+		                                       "the last reconcile succeeded", generation,
+		                                       now));
+
+	struct json_object *status = must(json_object_new_object());
+	add(status, "observedGeneration", must(json_object_new_int64(generation)));
+	add(status, "replicas", must(json_object_new_int64(want)));
+	add(status, "readyReplicas", must(json_object_new_int64(ready_replicas)));
+	add(status, "selector", must(json_object_new_string(selector)));
+	add(status, "members", members(slices, nslices));
+	add(status, "conditions", conds);
+
+	struct json_object *o = must(json_object_new_object());
+	struct json_object *meta = must(json_object_new_object());
+	add(o, "apiVersion", must(json_object_new_string(PK_API_VERSION)));
+	add(o, "kind", must(json_object_new_string(PK_KIND)));
+	add(meta, "name", must(json_object_new_string(name)));
+	add(meta, "namespace", must(json_object_new_string(ns)));
+	add(o, "metadata", meta);
+	add(o, "status", status);
+	return o;
+}
+
+int pk_status_equal(struct json_object *cluster, struct json_object *computed)
+{
+	return pk_json_equal(field(cluster, "status"), field(computed, "status"));
+}

@@ -1,0 +1,412 @@
+/*
+ * PikoCluster status (controller/status.c): the strict Ready rule, counts,
+ * condition transitions, Degraded, members from EndpointSlices, and the
+ * "already equal" check that keeps status writes (and watch events) away
+ * when nothing changed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "status.h"
+
+#define T0 "2026-11-29T23:00:00Z"
+#define T1 "2026-11-29T23:05:00Z"
+#define T2 "2026-11-29T23:10:00Z"
+
+static struct json_object *parse(const char *s)
+{
+	struct json_object *o = json_tokener_parse(s);
+	assert_non_null(o);
+	return o;
+}
+
+static struct json_object *cluster(void)
+{
+	return parse("{\"apiVersion\":\"piko.dev/v1alpha1\",\"kind\":\"PikoCluster\","
+	             "\"metadata\":{\"name\":\"web\",\"namespace\":\"edge\",\"uid\":\"u1\","
+	             "\"generation\":4},\"spec\":{\"replicas\":3}}");
+}
+
+/* A StatefulSet whose rollout is finished: every condition of Ready holds. */
+static struct json_object *sts_ready(void)
+{
+	return parse("{\"metadata\":{\"name\":\"web\",\"namespace\":\"edge\",\"generation\":6},"
+	             "\"spec\":{\"replicas\":3},"
+	             "\"status\":{\"observedGeneration\":6,\"replicas\":3,\"readyReplicas\":3,"
+	             "\"updatedReplicas\":3,\"currentRevision\":\"web-7c9d\","
+	             "\"updateRevision\":\"web-7c9d\"}}");
+}
+
+static struct json_object *cond(struct json_object *st, const char *type)
+{
+	struct json_object *conds = NULL, *status = NULL;
+	assert_true(json_object_object_get_ex(st, "status", &status));
+	assert_true(json_object_object_get_ex(status, "conditions", &conds));
+	for (size_t i = 0; i < json_object_array_length(conds); i++) {
+		struct json_object *c = json_object_array_get_idx(conds, i), *t;
+		json_object_object_get_ex(c, "type", &t);
+		if (strcmp(json_object_get_string(t), type) == 0)
+			return c;
+	}
+	fail_msg("no condition %s", type);
+	return NULL;
+}
+
+static const char *cget(struct json_object *st, const char *type, const char *key)
+{
+	struct json_object *v = NULL;
+	assert_true(json_object_object_get_ex(cond(st, type), key, &v));
+	return json_object_get_string(v);
+}
+
+static int64_t sget_int(struct json_object *st, const char *key)
+{
+	struct json_object *status = NULL, *v = NULL;
+	json_object_object_get_ex(st, "status", &status);
+	assert_true(json_object_object_get_ex(status, key, &v));
+	return json_object_get_int64(v);
+}
+
+/* Store computed's status as the cluster's current status (what the apiserver
+ * would hold after the apply). */
+static void adopt(struct json_object *cl, struct json_object *computed)
+{
+	struct json_object *st = NULL, *copy = NULL;
+	json_object_object_get_ex(computed, "status", &st);
+	assert_int_equal(json_object_deep_copy(st, &copy, NULL), 0);
+	json_object_object_add(cl, "status", copy);
+}
+
+static void set_status(struct json_object *sts, const char *key, struct json_object *v)
+{
+	struct json_object *st = NULL;
+	json_object_object_get_ex(sts, "status", &st);
+	if (v)
+		json_object_object_add(st, key, v);
+	else
+		json_object_object_del(st, key);
+}
+
+static void test_ready_when_all_hold(void **state)
+{
+	(void)state;
+	struct json_object *cl = cluster(), *sts = sts_ready();
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	assert_non_null(st);
+	assert_string_equal(cget(st, "Ready", "status"), "True");
+	assert_string_equal(cget(st, "Ready", "reason"), "AllReplicasReady");
+	assert_string_equal(cget(st, "Progressing", "status"), "False");
+	assert_string_equal(cget(st, "Progressing", "reason"), "Stable");
+	assert_string_equal(cget(st, "Degraded", "status"), "False");
+	assert_string_equal(cget(st, "Degraded", "reason"), "ReconcileSucceeded");
+	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T0);
+	assert_int_equal(sget_int(st, "observedGeneration"), 4);
+	assert_int_equal(sget_int(st, "replicas"), 3);
+	assert_int_equal(sget_int(st, "readyReplicas"), 3);
+	struct json_object *c = cond(st, "Ready"), *og = NULL;
+	assert_true(json_object_object_get_ex(c, "observedGeneration", &og));
+	assert_int_equal(json_object_get_int64(og), 4);
+
+	struct json_object *meta = NULL, *status = NULL, *v = NULL;
+	assert_true(json_object_object_get_ex(st, "apiVersion", &v));
+	assert_string_equal(json_object_get_string(v), "piko.dev/v1alpha1");
+	assert_true(json_object_object_get_ex(st, "kind", &v));
+	assert_string_equal(json_object_get_string(v), "PikoCluster");
+	assert_true(json_object_object_get_ex(st, "metadata", &meta));
+	assert_true(json_object_object_get_ex(meta, "name", &v));
+	assert_string_equal(json_object_get_string(v), "web");
+	assert_true(json_object_object_get_ex(meta, "namespace", &v));
+	assert_string_equal(json_object_get_string(v), "edge");
+	assert_false(json_object_object_get_ex(meta, "uid", &v));
+	assert_true(json_object_object_get_ex(st, "status", &status));
+	assert_true(json_object_object_get_ex(status, "selector", &v));
+	assert_string_equal(json_object_get_string(v),
+	                    "app.kubernetes.io/name=piko,app.kubernetes.io/instance=web");
+	assert_true(json_object_object_get_ex(status, "members", &v));
+	assert_int_equal(json_object_array_length(v), 0);
+	json_object_put(st);
+	json_object_put(sts);
+	json_object_put(cl);
+}
+
+/* Break each of the four conditions in turn: never Ready. */
+static void test_each_broken_condition(void **state)
+{
+	(void)state;
+	struct {
+		const char *key;
+		const char *reason;
+	} cases[] = {
+	    {"observedGeneration", "StatefulSetNotObserved"},
+	    {"updatedReplicas", "NotAllReplicasReady"},
+	    {"readyReplicas", "NotAllReplicasReady"},
+	    {"updateRevision", "NotAllReplicasReady"},
+	};
+	struct json_object *vals[] = {
+	    json_object_new_int(5),
+	    json_object_new_int(2),
+	    json_object_new_int(2),
+	    json_object_new_string("web-new1"),
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct json_object *cl = cluster(), *sts = sts_ready();
+		set_status(sts, cases[i].key, vals[i]);
+		struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+		assert_string_equal(cget(st, "Ready", "status"), "False");
+		assert_string_equal(cget(st, "Ready", "reason"), cases[i].reason);
+		assert_string_equal(cget(st, "Progressing", "status"), "True");
+		assert_string_equal(cget(st, "Progressing", "reason"), "RollingOut");
+		json_object_put(st);
+		json_object_put(sts);
+		json_object_put(cl);
+	}
+
+	/* Missing observedGeneration is "not observed" too. */
+	struct json_object *cl = cluster(), *sts = sts_ready();
+	set_status(sts, "observedGeneration", NULL);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	assert_string_equal(cget(st, "Ready", "reason"), "StatefulSetNotObserved");
+	json_object_put(st);
+
+	/* The PikoCluster wants more replicas than the StatefulSet has. */
+	json_object_object_add(json_object_object_get(cl, "spec"), "replicas",
+	                       json_object_new_int(4));
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	assert_string_equal(cget(st, "Ready", "status"), "False");
+	assert_int_equal(sget_int(st, "replicas"), 4);
+	json_object_put(st);
+	json_object_put(sts);
+	json_object_put(cl);
+
+	/* No StatefulSet in the cache yet. */
+	cl = cluster();
+	st = pk_status_compute(cl, NULL, NULL, 0, NULL, T0);
+	assert_string_equal(cget(st, "Ready", "status"), "False");
+	assert_string_equal(cget(st, "Ready", "reason"), "StatefulSetNotObserved");
+	assert_int_equal(sget_int(st, "readyReplicas"), 0);
+	json_object_put(st);
+	json_object_put(cl);
+}
+
+static void test_missing_ready_replicas(void **state)
+{
+	(void)state;
+	struct json_object *cl = cluster(), *sts = sts_ready();
+	set_status(sts, "readyReplicas", NULL);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	assert_int_equal(sget_int(st, "readyReplicas"), 0);
+	assert_string_equal(cget(st, "Ready", "status"), "False");
+	json_object_put(st);
+	json_object_put(sts);
+	json_object_put(cl);
+
+	/* Zero replicas wanted, none ready, rollout done: Ready. */
+	cl = parse("{\"metadata\":{\"name\":\"web\",\"namespace\":\"edge\",\"generation\":1},"
+	           "\"spec\":{\"replicas\":0}}");
+	sts = parse("{\"metadata\":{\"generation\":2},\"status\":{\"observedGeneration\":2,"
+	            "\"replicas\":0,\"currentRevision\":\"a\",\"updateRevision\":\"a\"}}");
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	assert_string_equal(cget(st, "Ready", "status"), "True");
+	json_object_put(st);
+	json_object_put(sts);
+	json_object_put(cl);
+}
+
+static void test_transition_times(void **state)
+{
+	(void)state;
+	struct json_object *cl = cluster(), *sts = sts_ready();
+	set_status(sts, "readyReplicas", json_object_new_int(1));
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	assert_string_equal(cget(st, "Ready", "status"), "False");
+	adopt(cl, st);
+	json_object_put(st);
+
+	/* Still not ready (another pod came up): the time stays. */
+	set_status(sts, "readyReplicas", json_object_new_int(2));
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T1);
+	assert_string_equal(cget(st, "Ready", "status"), "False");
+	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T0);
+	assert_string_equal(cget(st, "Degraded", "lastTransitionTime"), T0);
+	adopt(cl, st);
+	json_object_put(st);
+
+	/* Ready flips: Ready and Progressing move to now, Degraded stays. */
+	set_status(sts, "readyReplicas", json_object_new_int(3));
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T2);
+	assert_string_equal(cget(st, "Ready", "status"), "True");
+	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T2);
+	assert_string_equal(cget(st, "Progressing", "lastTransitionTime"), T2);
+	assert_string_equal(cget(st, "Degraded", "lastTransitionTime"), T0);
+	json_object_put(st);
+	json_object_put(sts);
+	json_object_put(cl);
+}
+
+static void test_degraded(void **state)
+{
+	(void)state;
+	struct json_object *cl = cluster(), *sts = sts_ready();
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	adopt(cl, st);
+	json_object_put(st);
+
+	st = pk_status_compute(cl, sts, NULL, 0, "apply StatefulSet: 422 Unprocessable", T1);
+	assert_string_equal(cget(st, "Degraded", "status"), "True");
+	assert_string_equal(cget(st, "Degraded", "reason"), "ReconcileFailed");
+	assert_string_equal(cget(st, "Degraded", "message"), "apply StatefulSet: 422 Unprocessable");
+	assert_string_equal(cget(st, "Degraded", "lastTransitionTime"), T1);
+	/* Degraded does not make a ready cluster unready. */
+	assert_string_equal(cget(st, "Ready", "status"), "True");
+	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T0);
+	json_object_put(st);
+
+	/* A huge message is cut to the CRD's maxLength. */
+	char *big = malloc(PK_STATUS_MAX_MESSAGE + 100);
+	memset(big, 'x', PK_STATUS_MAX_MESSAGE + 99);
+	big[PK_STATUS_MAX_MESSAGE + 99] = '\0';
+	st = pk_status_compute(cl, sts, NULL, 0, big, T1);
+	assert_int_equal(strlen(cget(st, "Degraded", "message")), PK_STATUS_MAX_MESSAGE);
+	json_object_put(st);
+	free(big);
+	json_object_put(sts);
+	json_object_put(cl);
+}
+
+static void test_members(void **state)
+{
+	(void)state;
+	struct json_object *slices[2];
+	slices[0] = parse(
+	    "{\"metadata\":{\"name\":\"web-peers-abc\"},\"addressType\":\"IPv4\",\"endpoints\":["
+	    "{\"addresses\":[\"10.0.0.7\"],\"conditions\":{\"ready\":true},"
+	    "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-2\"}},"
+	    "{\"addresses\":[\"10.0.0.5\",\"10.0.0.55\"],\"conditions\":{\"ready\":false},"
+	    "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-0\"}},"
+	    "{\"addresses\":[\"10.0.0.9\"],\"conditions\":{\"ready\":false,\"terminating\":true},"
+	    "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-3\"}}]}");
+	slices[1] = parse(
+	    "{\"metadata\":{\"name\":\"web-peers-def\"},\"addressType\":\"IPv4\",\"endpoints\":["
+	    "{\"addresses\":[\"10.0.0.6\"],\"conditions\":{},"
+	    "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-1\"}},"
+	    "{\"addresses\":[\"10.0.0.8\"],\"conditions\":{\"terminating\":false}}]}");
+	struct json_object *cl = cluster();
+	struct json_object *st = pk_status_compute(cl, NULL, slices, 2, NULL, T0);
+	struct json_object *status = NULL, *m = NULL;
+	json_object_object_get_ex(st, "status", &status);
+	assert_true(json_object_object_get_ex(status, "members", &m));
+	const char *want =
+	    "[{\"pod\":\"10.0.0.8\",\"address\":\"10.0.0.8\",\"ready\":true},"
+	    "{\"pod\":\"web-0\",\"address\":\"10.0.0.5\",\"ready\":false},"
+	    "{\"pod\":\"web-1\",\"address\":\"10.0.0.6\",\"ready\":true},"
+	    "{\"pod\":\"web-2\",\"address\":\"10.0.0.7\",\"ready\":true}]";
+	assert_string_equal(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), want);
+	json_object_put(st);
+	json_object_put(slices[0]);
+	json_object_put(slices[1]);
+
+	/* More endpoints than the CRD allows: the first 256 by pod name. */
+	struct json_object *s = parse("{\"endpoints\":[]}"), *eps = NULL;
+	json_object_object_get_ex(s, "endpoints", &eps);
+	for (int i = 0; i < 300; i++) {
+		char buf[160];
+		snprintf(buf, sizeof(buf),
+		         "{\"addresses\":[\"10.1.%d.%d\"],\"targetRef\":{\"name\":\"web-%03d\"}}",
+		         i / 256, i % 256, 299 - i);
+		json_object_array_add(eps, parse(buf));
+	}
+	st = pk_status_compute(cl, NULL, &s, 1, NULL, T0);
+	json_object_object_get_ex(st, "status", &status);
+	json_object_object_get_ex(status, "members", &m);
+	assert_int_equal(json_object_array_length(m), PK_STATUS_MAX_MEMBERS);
+	struct json_object *first = json_object_array_get_idx(m, 0), *last, *pod;
+	last = json_object_array_get_idx(m, PK_STATUS_MAX_MEMBERS - 1);
+	json_object_object_get_ex(first, "pod", &pod);
+	assert_string_equal(json_object_get_string(pod), "web-000");
+	json_object_object_get_ex(last, "pod", &pod);
+	assert_string_equal(json_object_get_string(pod), "web-255");
+	json_object_put(st);
+	json_object_put(s);
+	json_object_put(cl);
+}
+
+static void test_equal(void **state)
+{
+	(void)state;
+	struct json_object *cl = cluster(), *sts = sts_ready();
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, T0);
+	/* No status yet. */
+	assert_false(pk_status_equal(cl, st));
+	adopt(cl, st);
+	assert_true(pk_status_equal(cl, st));
+	json_object_put(st);
+
+	/* Recomputed later with nothing changed: equal (times kept). */
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T2);
+	assert_true(pk_status_equal(cl, st));
+
+	/* The apiserver dropped the empty members array: still equal. */
+	struct json_object *status = NULL;
+	json_object_object_get_ex(cl, "status", &status);
+	json_object_object_del(status, "members");
+	assert_true(pk_status_equal(cl, st));
+	json_object_put(st);
+
+	/* A new generation, a new ready count, an error: each differs. */
+	json_object_object_add(json_object_object_get(cl, "metadata"), "generation",
+	                       json_object_new_int(5));
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T2);
+	assert_false(pk_status_equal(cl, st));
+	json_object_put(st);
+	json_object_object_add(json_object_object_get(cl, "metadata"), "generation",
+	                       json_object_new_int(4));
+	set_status(sts, "readyReplicas", json_object_new_int(2));
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T2);
+	assert_false(pk_status_equal(cl, st));
+	json_object_put(st);
+	set_status(sts, "readyReplicas", json_object_new_int(3));
+	st = pk_status_compute(cl, sts, NULL, 0, "boom", T2);
+	assert_false(pk_status_equal(cl, st));
+	json_object_put(st);
+
+	/* A field only the live status has (e.g. written by an older
+	 * controller) differs too: the apply removes it. */
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, T2);
+	assert_true(pk_status_equal(cl, st));
+	json_object_object_add(status, "legacy", json_object_new_string("x"));
+	assert_false(pk_status_equal(cl, st));
+	json_object_put(st);
+	json_object_put(sts);
+	json_object_put(cl);
+}
+
+static void test_refuses_nameless(void **state)
+{
+	(void)state;
+	struct json_object *cl = parse("{\"metadata\":{\"namespace\":\"edge\"}}");
+	assert_null(pk_status_compute(cl, NULL, NULL, 0, NULL, T0));
+	json_object_put(cl);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_ready_when_all_hold),
+	    cmocka_unit_test(test_each_broken_condition),
+	    cmocka_unit_test(test_missing_ready_replicas),
+	    cmocka_unit_test(test_transition_times),
+	    cmocka_unit_test(test_degraded),
+	    cmocka_unit_test(test_members),
+	    cmocka_unit_test(test_equal),
+	    cmocka_unit_test(test_refuses_nameless),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
