@@ -236,7 +236,7 @@ static void lease_write_done(void *ud, long status, const char *body, size_t len
 	}
 	if (!was && pk_lease_is_leader(c->lease))
 		became_leader(c);
-	c->lease_next_ms = now + pk_lease_next_ms(c->lease, now);
+	c->lease_next_ms = now + (ok || status == 409 ? pk_lease_next_ms(c->lease, now) : c->o.retry_ms);
 	free(w);
 }
 
@@ -254,7 +254,9 @@ static void lease_get_done(void *ud, long status, const char *body, size_t len, 
 		snprintf(st, sizeof(st), "%ld", status);
 		pk_log(PK_LOG_WARN, "leader", "lease read failed", "status", st, "error",
 		       err ? err : body, NULL);
-		c->lease_next_ms = now + pk_lease_next_ms(c->lease, now);
+		/* Nothing was observed, so the state machine's schedule has not
+		 * moved: wait a retry period, or this would spin. */
+		c->lease_next_ms = now + c->o.retry_ms;
 		return;
 	}
 	char wall[40];

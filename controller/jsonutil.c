@@ -29,8 +29,8 @@ static int number_equal(struct json_object *a, struct json_object *b)
 static int string_equal(struct json_object *a, struct json_object *b)
 {
 	int la = json_object_get_string_len(a), lb = json_object_get_string_len(b);
-	return la == lb && memcmp(json_object_get_string(a), json_object_get_string(b),
-	                          (size_t)la) == 0;
+	return la == lb &&
+	       memcmp(json_object_get_string(a), json_object_get_string(b), (size_t)la) == 0;
 }
 
 /* Scalars and type checks shared by both comparisons. Returns 1 or 0 when it

@@ -310,8 +310,11 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 	struct pk_ctrl *c = r->c;
 	struct job *j = calloc(1, sizeof(*j)); /* owner: r->jobs until job_end */
 	if (!j) {
-		pk_wq_done(c->wq, key, pk_now_ms());
-		pk_wq_add_rate_limited(c->wq, key, pk_now_ms());
+		/* key belongs to the queue and may be freed by done: copy it. */
+		char k[512];
+		snprintf(k, sizeof(k), "%s", key);
+		pk_wq_done(c->wq, k, pk_now_ms());
+		pk_wq_add_rate_limited(c->wq, k, pk_now_ms());
 		return;
 	}
 	j->r = r;

@@ -480,8 +480,8 @@ static int read_spec(struct json_object *cluster, struct spec *s, char *err, siz
 	if (opt_object(spec, "server", "spec.server", &server, err, errlen) == -1 ||
 	    opt_string(server, "logLevel", "spec.server.logLevel", "info", &s->log_level, err,
 	               errlen) == -1 ||
-	    opt_string(server, "proxyTimeout", "spec.server.proxyTimeout", "30s",
-	               &s->proxy_timeout, err, errlen) == -1 ||
+	    opt_string(server, "proxyTimeout", "spec.server.proxyTimeout", "30s", &s->proxy_timeout,
+	               err, errlen) == -1 ||
 	    check_duration(s->proxy_timeout, "spec.server.proxyTimeout", &timeout_ns, err,
 	                   errlen) == -1 ||
 	    opt_bool(server, "accessLog", "spec.server.accessLog", 1, &s->access_log, err,
@@ -507,8 +507,8 @@ static int read_spec(struct json_object *cluster, struct spec *s, char *err, siz
 			return -1;
 
 	if (opt_object(spec, "service", "spec.service", &svc, err, errlen) == -1 ||
-	    opt_string(svc, "type", "spec.service.type", "ClusterIP", &s->svc_type, err,
-	               errlen) == -1 ||
+	    opt_string(svc, "type", "spec.service.type", "ClusterIP", &s->svc_type, err, errlen) ==
+	        -1 ||
 	    opt_object(svc, "annotations", "spec.service.annotations", &s->svc_annotations, err,
 	               errlen) == -1)
 		return -1;
@@ -516,8 +516,8 @@ static int read_spec(struct json_object *cluster, struct spec *s, char *err, siz
 		json_object_object_foreach(s->svc_annotations, akey, aval)
 		{
 			if (!json_object_is_type(aval, json_type_string)) {
-				snprintf(err, errlen, "spec.service.annotations.%.64s: want a string",
-				         akey);
+				snprintf(err, errlen,
+				         "spec.service.annotations.%.64s: want a string", akey);
 				return -1;
 			}
 		}
@@ -601,8 +601,7 @@ static int yaml_kv(struct pk_sb *b, int indent, const char *key, const char *val
 	return 0;
 }
 
-static int yaml_tls_auth(struct pk_sb *b, const struct spec *s, int port, char *err,
-                         size_t errlen)
+static int yaml_tls_auth(struct pk_sb *b, const struct spec *s, int port, char *err, size_t errlen)
 {
 	const char *name = port_names[port];
 	const struct port_tls *t = &s->tls[port];
@@ -700,8 +699,8 @@ static struct json_object *labels(const struct spec *s)
 }
 
 /* The head of every child: apiVersion, kind, metadata. */
-static struct json_object *object(const struct spec *s, const char *api_version,
-                                  const char *kind, const char *suffix)
+static struct json_object *object(const struct spec *s, const char *api_version, const char *kind,
+                                  const char *suffix)
 {
 	char name[PK_RENDER_MAX_NAME + 16];
 	pk_render_child_name(s->name, suffix, name, sizeof(name));

@@ -85,9 +85,8 @@ static struct json_object *members(struct json_object *const *slices, size_t nsl
 	size_t n = 0, cap = 0;
 	for (size_t i = 0; i < nslices; i++) {
 		struct json_object *eps = field(slices[i], "endpoints");
-		size_t neps = json_object_is_type(eps, json_type_array)
-		                  ? json_object_array_length(eps)
-		                  : 0;
+		size_t neps =
+		    json_object_is_type(eps, json_type_array) ? json_object_array_length(eps) : 0;
 		for (size_t j = 0; j < neps; j++) {
 			struct json_object *ep = json_object_array_get_idx(eps, j);
 			struct json_object *cond = field(ep, "conditions");
@@ -214,8 +213,9 @@ static void readiness(struct json_object *sts, int64_t want, int64_t ready_repli
 	if (updated == want && ready_replicas == want && rolled) {
 		r->ready = 1;
 		r->reason = "AllReplicasReady";
-		snprintf(r->msg, sizeof(r->msg), "%" PRId64 " of %" PRId64 " replicas ready and updated",
-		         ready_replicas, want);
+		snprintf(r->msg, sizeof(r->msg),
+		         "%" PRId64 " of %" PRId64 " replicas ready and updated", ready_replicas,
+		         want);
 		return;
 	}
 	r->reason = "NotAllReplicasReady";
@@ -244,22 +244,20 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
 	struct readiness rd;
 	readiness(sts, want, ready_replicas, &rd);
 	struct json_object *conds = must(json_object_new_array());
-	json_object_array_add(conds, condition(cluster, "Ready", rd.ready, rd.reason, rd.msg,
-	                                       generation, now));
-	json_object_array_add(conds, condition(cluster, "Progressing", !rd.ready,
-	                                       rd.ready ? "Stable" : "RollingOut",
-	                                       rd.ready ? "no rollout in progress" : rd.msg,
-	                                       generation, now));
+	json_object_array_add(
+	    conds, condition(cluster, "Ready", rd.ready, rd.reason, rd.msg, generation, now));
+	json_object_array_add(
+	    conds, condition(cluster, "Progressing", !rd.ready, rd.ready ? "Stable" : "RollingOut",
+	                     rd.ready ? "no rollout in progress" : rd.msg, generation, now));
 	if (reconcile_error)
-		json_object_array_add(conds, condition(cluster, "Degraded", 1, "ReconcileFailed",
-		                                       *reconcile_error ? reconcile_error
-		                                                        : "reconcile failed",
-		                                       generation, now));
+		json_object_array_add(
+		    conds, condition(cluster, "Degraded", 1, "ReconcileFailed",
+		                     *reconcile_error ? reconcile_error : "reconcile failed",
+		                     generation, now));
 	else
-		json_object_array_add(conds, condition(cluster, "Degraded", 0,
-		                                       "ReconcileSucceeded",
-		                                       "the last reconcile succeeded", generation,
-		                                       now));
+		json_object_array_add(conds,
+		                      condition(cluster, "Degraded", 0, "ReconcileSucceeded",
+		                                "the last reconcile succeeded", generation, now));
 
 	struct json_object *status = must(json_object_new_object());
 	add(status, "observedGeneration", must(json_object_new_int64(generation)));

@@ -30,10 +30,10 @@
 struct pk_watch_parser {
 	pk_watch_event_fn fn;
 	void *ud;
-	size_t max;  /* cap on one line, without its '\n' */
-	char *buf;   /* the unfinished line; owned */
-	size_t len;  /* bytes in buf */
-	size_t cap;  /* allocated size of buf, <= max */
+	size_t max;               /* cap on one line, without its '\n' */
+	char *buf;                /* the unfinished line; owned */
+	size_t len;               /* bytes in buf */
+	size_t cap;               /* allocated size of buf, <= max */
 	struct json_tokener *tok; /* owned; reset per line */
 	uint64_t events;
 	int failed;
@@ -57,8 +57,7 @@ static int fail(struct pk_watch_parser *p, const char *fmt, ...)
 	return -1;
 }
 
-struct pk_watch_parser *pk_watch_parser_new(size_t max_event_bytes, pk_watch_event_fn fn,
-                                            void *ud)
+struct pk_watch_parser *pk_watch_parser_new(size_t max_event_bytes, pk_watch_event_fn fn, void *ud)
 {
 	struct pk_watch_parser *p = pk_xcalloc(1, sizeof(*p));
 	p->fn = fn;
@@ -111,8 +110,8 @@ static int type_from_string(const char *s, enum pk_watch_type *type)
 		const char *name;
 		enum pk_watch_type type;
 	} types[] = {
-	    {"ADDED", PK_WATCH_ADDED},       {"MODIFIED", PK_WATCH_MODIFIED},
-	    {"DELETED", PK_WATCH_DELETED},   {"BOOKMARK", PK_WATCH_BOOKMARK},
+	    {"ADDED", PK_WATCH_ADDED},     {"MODIFIED", PK_WATCH_MODIFIED},
+	    {"DELETED", PK_WATCH_DELETED}, {"BOOKMARK", PK_WATCH_BOOKMARK},
 	    {"ERROR", PK_WATCH_ERROR},
 	};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -162,7 +161,8 @@ static int handle_line(struct pk_watch_parser *p, const char *line, size_t len, 
 		return fail(p, "malformed event: not a JSON object");
 	}
 	struct json_object *jt, *obj;
-	if (!json_object_object_get_ex(ev, "type", &jt) || !json_object_is_type(jt, json_type_string)) {
+	if (!json_object_object_get_ex(ev, "type", &jt) ||
+	    !json_object_is_type(jt, json_type_string)) {
 		json_object_put(ev);
 		return fail(p, "malformed event: no \"type\" string");
 	}

@@ -57,8 +57,7 @@ struct pk_watch_parser;
 /* A parser for one stream. max_event_bytes caps one line (0: the default
  * above; values above INT_MAX are lowered to INT_MAX, json_tokener's length
  * type). Never NULL (aborts on OOM). */
-struct pk_watch_parser *pk_watch_parser_new(size_t max_event_bytes, pk_watch_event_fn fn,
-                                            void *ud);
+struct pk_watch_parser *pk_watch_parser_new(size_t max_event_bytes, pk_watch_event_fn fn, void *ud);
 
 /* Feed len bytes (data may be NULL when len is 0). Returns 0, or -1 on
  * malformed input, an oversized event or a stop from fn; after -1 the parser

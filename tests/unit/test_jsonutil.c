@@ -55,8 +55,8 @@ static void test_objects(void **state)
 	                    "{\"metadata\":{\"labels\":{\"app\":\"other\"}}}"));
 	assert_false(subset("{\"metadata\":{\"ownerReferences\":[{\"uid\":\"a\"}]}}",
 	                    "{\"metadata\":{\"ownerReferences\":[{\"uid\":\"b\"}]}}"));
-	assert_false(subset("{\"metadata\":{\"ownerReferences\":[{\"uid\":\"a\"}]}}",
-	                    "{\"metadata\":{}}"));
+	assert_false(
+	    subset("{\"metadata\":{\"ownerReferences\":[{\"uid\":\"a\"}]}}", "{\"metadata\":{}}"));
 }
 
 static void test_arrays(void **state)

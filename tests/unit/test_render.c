@@ -177,8 +177,9 @@ static void check_golden(const char *name, const char *json)
 		size_t wl = strlen(want);
 		int same = wl == len + 1 && memcmp(want, text, len) == 0 && want[len] == '\n';
 		if (!same)
-			fail_msg("%s differs from the rendering:\n%s\n(PK_UPDATE_GOLDEN=1 rewrites it)",
-			         path, text);
+			fail_msg(
+			    "%s differs from the rendering:\n%s\n(PK_UPDATE_GOLDEN=1 rewrites it)",
+			    path, text);
 		free(want);
 	}
 	free(path);
@@ -251,8 +252,9 @@ static void test_hash_and_template(void **state)
 	set(cl, "spec.server.logLevel", json_object_new_string("error"));
 	render_obj(cl, &c);
 	assert_string_not_equal(a.config_hash, c.config_hash);
-	assert_string_equal(gets(c.sts, "spec.template.metadata.annotations.piko\\.dev/config-hash"),
-	                    c.config_hash);
+	assert_string_equal(
+	    gets(c.sts, "spec.template.metadata.annotations.piko\\.dev/config-hash"),
+	    c.config_hash);
 	pk_render_free(&a);
 	pk_render_free(&b);
 	pk_render_free(&c);
@@ -312,7 +314,8 @@ static void test_errors(void **state)
 	long_name[53] = '\0';
 	expect_error("metadata.name", json_object_new_string(long_name), "at most 52");
 	expect_error("metadata.name", json_object_new_string("has.dots"), "DNS labels");
-	expect_error("spec.replicas", json_object_new_string("3"), "spec.replicas: want an integer");
+	expect_error("spec.replicas", json_object_new_string("3"),
+	             "spec.replicas: want an integer");
 	expect_error("spec.replicas", json_object_new_int(-1), "out of range");
 	expect_error("spec.gracePeriod", json_object_new_string("60"), "spec.gracePeriod");
 	expect_error("spec.gracePeriod", json_object_new_string("0s"), "at least 1ms");
@@ -320,10 +323,9 @@ static void test_errors(void **state)
 	expect_error("spec.server.proxyTimeout", json_object_new_string("1x"),
 	             "spec.server.proxyTimeout");
 	expect_error("spec.server.logLevel", json_object_new_string("trace"), "logLevel");
-	expect_error("spec.auth.admin",
-	             json_object_new_string(""), "spec.auth.admin: want an object");
-	expect_error("spec.auth.admin",
-	             parse("{\"hmacSecretRef\":{\"name\":\"s\",\"key\":\"k\"}}"),
+	expect_error("spec.auth.admin", json_object_new_string(""),
+	             "spec.auth.admin: want an object");
+	expect_error("spec.auth.admin", parse("{\"hmacSecretRef\":{\"name\":\"s\",\"key\":\"k\"}}"),
 	             "admin auth is not supported");
 	expect_error("spec.auth.proxy", parse("{\"audience\":\"a\"}"), "needs a key");
 	expect_error("spec.auth.proxy", parse("{\"hmacSecretRef\":{\"name\":\"s\"}}"),
@@ -368,7 +370,8 @@ static void test_admin_mtls_probes(void **state)
 {
 	(void)state;
 	struct json_object *cl = parse(minimal_json);
-	set(cl, "spec.tls", parse("{\"admin\":{\"secretName\":\"a\",\"clientCASecretName\":\"c\"}}"));
+	set(cl, "spec.tls",
+	    parse("{\"admin\":{\"secretName\":\"a\",\"clientCASecretName\":\"c\"}}"));
 	struct pk_render r;
 	render_obj(cl, &r);
 	struct json_object *c = get(r.sts, "spec.template.spec.containers[0]");
@@ -405,8 +408,9 @@ static void test_subset_of_live(void **state)
 	json_object_object_add(get(live, "metadata"), "resourceVersion",
 	                       json_object_new_string("42"));
 	json_object_object_add(get(live, "spec"), "revisionHistoryLimit", json_object_new_int(10));
-	json_object_object_add(get(live, "spec.template.spec.containers[0].env[0].valueFrom.fieldRef"),
-	                       "apiVersion", json_object_new_string("v1"));
+	json_object_object_add(
+	    get(live, "spec.template.spec.containers[0].env[0].valueFrom.fieldRef"), "apiVersion",
+	    json_object_new_string("v1"));
 	assert_true(pk_json_subset(r.sts, live));
 	json_object_object_add(get(live, "spec"), "replicas", json_object_new_int(4));
 	assert_false(pk_json_subset(r.sts, live));
@@ -423,8 +427,8 @@ static void load_server(struct pk_render *r, struct pk_server_config *cfg)
 	const char *yaml = gets(r->configmap, "data.server\\.yaml");
 	memset(cfg, 0, sizeof(*cfg));
 	assert_int_equal(pk_config_defaults(pk_server_opts, cfg, err, sizeof(err)), 0);
-	if (pk_config_load_yaml_buf(pk_server_opts, cfg, yaml, strlen(yaml), 0, err,
-	                            sizeof(err)) != 0)
+	if (pk_config_load_yaml_buf(pk_server_opts, cfg, yaml, strlen(yaml), 0, err, sizeof(err)) !=
+	    0)
 		fail_msg("server.yaml refused: %s\n%s", err, yaml);
 	struct json_object *args = get(r->sts, "spec.template.spec.containers[0].args");
 	size_t n = json_object_array_length(args);
@@ -488,7 +492,8 @@ static void test_server_accepts(void **state)
 	/* The escaped YAML decodes back to the spec's exact text. */
 	assert_string_equal(cfg.proxy.auth.audience, "piko \"proxy\" caf\xc3\xa9");
 	assert_string_equal(cfg.proxy.auth.issuer, "https://issuer.example.com/");
-	assert_string_equal(cfg.proxy.auth.hmac_secret_key, "value-of-PIKO_PROXY_AUTH_HMAC_SECRET_KEY");
+	assert_string_equal(cfg.proxy.auth.hmac_secret_key,
+	                    "value-of-PIKO_PROXY_AUTH_HMAC_SECRET_KEY");
 	assert_string_equal(cfg.upstream.auth.audience, "piko-upstream");
 	assert_string_equal(cfg.upstream.auth.rsa_public_key,
 	                    "value-of-PIKO_UPSTREAM_AUTH_RSA_PUBLIC_KEY");
@@ -534,12 +539,18 @@ static void test_auth_env(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_golden_minimal),    cmocka_unit_test(test_golden_full),
-	    cmocka_unit_test(test_golden_single),     cmocka_unit_test(test_hash_and_template),
-	    cmocka_unit_test(test_tolerant_defaults), cmocka_unit_test(test_errors),
-	    cmocka_unit_test(test_grace_period),      cmocka_unit_test(test_admin_mtls_probes),
-	    cmocka_unit_test(test_names),             cmocka_unit_test(test_subset_of_live),
-	    cmocka_unit_test(test_server_accepts),    cmocka_unit_test(test_auth_env),
+	    cmocka_unit_test(test_golden_minimal),
+	    cmocka_unit_test(test_golden_full),
+	    cmocka_unit_test(test_golden_single),
+	    cmocka_unit_test(test_hash_and_template),
+	    cmocka_unit_test(test_tolerant_defaults),
+	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_grace_period),
+	    cmocka_unit_test(test_admin_mtls_probes),
+	    cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_subset_of_live),
+	    cmocka_unit_test(test_server_accepts),
+	    cmocka_unit_test(test_auth_env),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -262,7 +262,8 @@ static void test_degraded(void **state)
 	st = pk_status_compute(cl, sts, NULL, 0, "apply StatefulSet: 422 Unprocessable", T1);
 	assert_string_equal(cget(st, "Degraded", "status"), "True");
 	assert_string_equal(cget(st, "Degraded", "reason"), "ReconcileFailed");
-	assert_string_equal(cget(st, "Degraded", "message"), "apply StatefulSet: 422 Unprocessable");
+	assert_string_equal(cget(st, "Degraded", "message"),
+	                    "apply StatefulSet: 422 Unprocessable");
 	assert_string_equal(cget(st, "Degraded", "lastTransitionTime"), T1);
 	/* Degraded does not make a ready cluster unready. */
 	assert_string_equal(cget(st, "Ready", "status"), "True");
@@ -303,11 +304,10 @@ static void test_members(void **state)
 	struct json_object *status = NULL, *m = NULL;
 	json_object_object_get_ex(st, "status", &status);
 	assert_true(json_object_object_get_ex(status, "members", &m));
-	const char *want =
-	    "[{\"pod\":\"10.0.0.8\",\"address\":\"10.0.0.8\",\"ready\":true},"
-	    "{\"pod\":\"web-0\",\"address\":\"10.0.0.5\",\"ready\":false},"
-	    "{\"pod\":\"web-1\",\"address\":\"10.0.0.6\",\"ready\":true},"
-	    "{\"pod\":\"web-2\",\"address\":\"10.0.0.7\",\"ready\":true}]";
+	const char *want = "[{\"pod\":\"10.0.0.8\",\"address\":\"10.0.0.8\",\"ready\":true},"
+	                   "{\"pod\":\"web-0\",\"address\":\"10.0.0.5\",\"ready\":false},"
+	                   "{\"pod\":\"web-1\",\"address\":\"10.0.0.6\",\"ready\":true},"
+	                   "{\"pod\":\"web-2\",\"address\":\"10.0.0.7\",\"ready\":true}]";
 	assert_string_equal(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN), want);
 	json_object_put(st);
 	json_object_put(slices[0]);

@@ -103,20 +103,23 @@ static int parse_whole(const char *s, size_t max, struct rec *r, char *err, size
 }
 
 #define EV(type, name, rv)                                                                         \
-	"{\"type\":\"" type "\",\"object\":{\"kind\":\"PikoCluster\",\"metadata\":{\"name\":\"" name \
+	"{\"type\":\"" type                                                                        \
+	"\",\"object\":{\"kind\":\"PikoCluster\",\"metadata\":{\"name\":\"" name                   \
 	"\",\"namespace\":\"ns\",\"resourceVersion\":\"" rv "\"},\"spec\":{\"replicas\":3}}}\n"
 
-static const char STREAM[] =
-    EV("ADDED", "a", "10") EV("MODIFIED", "a", "11") "\r\n"
-    "\n" EV("DELETED", "a", "12")
-    "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"PikoCluster\",\"metadata\":"
-    "{\"resourceVersion\":\"13\"}}}\r\n"
-    "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":"
-    "\"Failure\",\"message\":\"too old resource version: 1 (13)\",\"reason\":\"Expired\","
-    "\"code\":410}}\n";
+static const char STREAM[] = EV("ADDED", "a", "10") EV(
+    "MODIFIED", "a",
+    "11") "\r\n"
+          "\n" EV("DELETED", "a",
+                  "12") "{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"PikoCluster\",\"metadata\":"
+                        "{\"resourceVersion\":\"13\"}}}\r\n"
+                        "{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\","
+                        "\"status\":"
+                        "\"Failure\",\"message\":\"too old resource version: 1 "
+                        "(13)\",\"reason\":\"Expired\","
+                        "\"code\":410}}\n";
 
-static const char STREAM_LOG[] =
-    "ADDED a 10;MODIFIED a 11;DELETED a 12;BOOKMARK - 13;ERROR - -;";
+static const char STREAM_LOG[] = "ADDED a 10;MODIFIED a 11;DELETED a 12;BOOKMARK - 13;ERROR - -;";
 
 /* ---- tests ---- */
 
@@ -194,10 +197,11 @@ static void test_many_in_one_feed(void **state)
 	assert_non_null(s);
 	size_t n = 0;
 	for (int i = 0; i < 500; i++)
-		n += (size_t)snprintf(s + n, cap - n,
-		                      "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"o%d\","
-		                      "\"resourceVersion\":\"%d\"}}}\n",
-		                      i, i + 1);
+		n += (size_t)snprintf(
+		    s + n, cap - n,
+		    "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"o%d\","
+		    "\"resourceVersion\":\"%d\"}}}\n",
+		    i, i + 1);
 	assert_true(n < cap);
 	int next = 0;
 	struct pk_watch_parser *p = pk_watch_parser_new(0, on_event_seq, &next);
@@ -362,7 +366,8 @@ static void test_malformed(void **state)
 static void test_unknown_type(void **state)
 {
 	(void)state;
-	expect_malformed("{\"type\":\"RENAMED\",\"object\":{}}\n", "unknown event type \"RENAMED\"");
+	expect_malformed("{\"type\":\"RENAMED\",\"object\":{}}\n",
+	                 "unknown event type \"RENAMED\"");
 	expect_malformed("{\"type\":\"added\",\"object\":{}}\n", "unknown event type");
 	expect_malformed("{\"type\":\"\",\"object\":{}}\n", "unknown event type");
 }
@@ -390,9 +395,9 @@ static void test_finish(void **state)
 
 	/* Trailing blanks are not an event. */
 	memset(&r, 0, sizeof(r));
-	assert_int_equal(parse_whole("{\"type\":\"ADDED\",\"object\":{}}\r\n\r\n  \r", 0, &r, err,
-	                             sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    parse_whole("{\"type\":\"ADDED\",\"object\":{}}\r\n\r\n  \r", 0, &r, err, sizeof(err)),
+	    0);
 	assert_int_equal(r.seen, 1);
 
 	/* An empty stream, and finish twice. */
@@ -442,8 +447,9 @@ static void test_large_event_split(void **state)
 	size_t cap = pad + 200;
 	char *s = malloc(cap);
 	assert_non_null(s);
-	size_t n = (size_t)snprintf(s, cap, "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{"
-	                                    "\"name\":\"big\",\"resourceVersion\":\"9\"},\"data\":\"");
+	size_t n = (size_t)snprintf(s, cap,
+	                            "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{"
+	                            "\"name\":\"big\",\"resourceVersion\":\"9\"},\"data\":\"");
 	memset(s + n, 'a', pad);
 	n += pad;
 	n += (size_t)snprintf(s + n, cap - n, "\"}}\n");
@@ -462,12 +468,18 @@ static void test_large_event_split(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_whole_stream),      cmocka_unit_test(test_split_every_position),
-	    cmocka_unit_test(test_byte_by_byte),      cmocka_unit_test(test_many_in_one_feed),
-	    cmocka_unit_test(test_bookmark),          cmocka_unit_test(test_error_410),
-	    cmocka_unit_test(test_helpers),           cmocka_unit_test(test_oversized),
-	    cmocka_unit_test(test_malformed),         cmocka_unit_test(test_unknown_type),
-	    cmocka_unit_test(test_finish),            cmocka_unit_test(test_stop),
+	    cmocka_unit_test(test_whole_stream),
+	    cmocka_unit_test(test_split_every_position),
+	    cmocka_unit_test(test_byte_by_byte),
+	    cmocka_unit_test(test_many_in_one_feed),
+	    cmocka_unit_test(test_bookmark),
+	    cmocka_unit_test(test_error_410),
+	    cmocka_unit_test(test_helpers),
+	    cmocka_unit_test(test_oversized),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_unknown_type),
+	    cmocka_unit_test(test_finish),
+	    cmocka_unit_test(test_stop),
 	    cmocka_unit_test(test_large_event_split),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -218,7 +218,8 @@ static void test_backoff(void **state)
 {
 	(void)state;
 	/* A bucket that never limits, to see the per-key part alone. */
-	struct pk_wq_opts o = {.base_delay_ms = 5, .max_delay_ms = 1000, .qps = 1e9, .burst = 1000000};
+	struct pk_wq_opts o = {
+	    .base_delay_ms = 5, .max_delay_ms = 1000, .qps = 1e9, .burst = 1000000};
 	struct pk_wq *q = pk_wq_new(&o);
 	static const uint64_t want[] = {5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000};
 	uint64_t now = 0;
