@@ -38,8 +38,8 @@ static const struct pk_opt ctl_opts[] = {
     {"namespace", PK_OPT_STRING, O(namespace), NULL,
      "watch PikoClusters in this namespace only (default: all)", 0, NULL, 0},
     {"lease_namespace", PK_OPT_STRING, O(lease_namespace), NULL,
-     "namespace of the leader-election Lease (default piko-system; in-cluster: the pod's)", 0,
-     NULL, 0},
+     "namespace of the leader-election Lease (default piko-system; in-cluster: the pod's)", 0, NULL,
+     0},
     {"lease_name", PK_OPT_STRING, O(lease_name), "piko-controller", "name of the Lease", 0, NULL,
      0},
     {"identity", PK_OPT_STRING, O(identity), NULL,
@@ -49,8 +49,8 @@ static const struct pk_opt ctl_opts[] = {
      "how long a standby waits on an unchanged Lease before taking it", 0, NULL, 0},
     {"renew_deadline", PK_OPT_DURATION, O(renew_deadline), "10s",
      "a leader that has not renewed for this long stops (exit 1)", 0, NULL, 0},
-    {"retry_period", PK_OPT_DURATION, O(retry_period), "2s", "how often the Lease is read", 0,
-     NULL, 0},
+    {"retry_period", PK_OPT_DURATION, O(retry_period), "2s", "how often the Lease is read", 0, NULL,
+     0},
     {"resync", PK_OPT_DURATION, O(resync), "10m", "re-reconcile every PikoCluster this often", 0,
      NULL, 0},
     {"peer_push", PK_OPT_DURATION, O(peer_push), "30s",
@@ -60,8 +60,8 @@ static const struct pk_opt ctl_opts[] = {
     {"node_admin_port", PK_OPT_INT, O(node_admin_port), "8002",
      "nodes' admin port when an EndpointSlice names none", 0, NULL, 0},
     {"log.level", PK_OPT_STRING, O(log_level), "info", "debug, info, warn or error", 0, NULL, 0},
-    {"log.subsystems", PK_OPT_STRLIST, O(log_subsystems), NULL,
-     "subsystems logged at every level", 0, NULL, 0},
+    {"log.subsystems", PK_OPT_STRLIST, O(log_subsystems), NULL, "subsystems logged at every level",
+     0, NULL, 0},
     {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
 };
 
@@ -76,8 +76,9 @@ int main(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			printf("Usage: piko-controller [flags]\n\nReconciles PikoCluster resources "
-			       "(piko.dev/v1alpha1) into clusters of piko server nodes.\n\nFlags:\n");
+			printf(
+			    "Usage: piko-controller [flags]\n\nReconciles PikoCluster resources "
+			    "(piko.dev/v1alpha1) into clusters of piko server nodes.\n\nFlags:\n");
 			pk_config_print_help(ctl_opts, stdout);
 			return 0;
 		}
@@ -142,8 +143,8 @@ int main(int argc, char **argv)
 				memset(r, 0, sizeof(r));
 			fclose(f);
 		}
-		snprintf(identity, sizeof(identity), "%s_%02x%02x%02x%02x%02x%02x", host, r[0], r[1],
-		         r[2], r[3], r[4], r[5]);
+		snprintf(identity, sizeof(identity), "%s_%02x%02x%02x%02x%02x%02x", host, r[0],
+		         r[1], r[2], r[3], r[4], r[5]);
 	}
 	struct pk_ctrl_opts o = {
 	    .kubeconfig = cfg.kubeconfig,

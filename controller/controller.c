@@ -61,8 +61,8 @@ void pk_ctrl_now_micro(char *buf, size_t len)
 void pk_ctrl_enqueue(struct pk_ctrl *c, const char *key)
 {
 	if (pk_wq_add(c->wq, key, pk_now_ms()) != 0)
-		pk_log(PK_LOG_WARN, "controller", "work queue full; the resync will retry", "cluster",
-		       key, NULL);
+		pk_log(PK_LOG_WARN, "controller", "work queue full; the resync will retry",
+		       "cluster", key, NULL);
 }
 
 /* ---- Events ---------------------------------------------------------------- */
@@ -108,7 +108,8 @@ void pk_ctrl_event(struct pk_ctrl *c, struct json_object *cluster, const char *t
 	json_object_object_add(e, "reason", json_object_new_string(reason));
 	json_object_object_add(e, "action", json_object_new_string(action));
 	/* The API caps note at 1 KiB. */
-	json_object_object_add(e, "note", json_object_new_string_len(note, (int)strnlen(note, 1000)));
+	json_object_object_add(e, "note",
+	                       json_object_new_string_len(note, (int)strnlen(note, 1000)));
 	struct json_object *reg = json_object_new_object();
 	json_object_object_add(reg, "apiVersion", json_object_new_string("piko.dev/v1alpha1"));
 	json_object_object_add(reg, "kind", json_object_new_string("PikoCluster"));
@@ -118,7 +119,8 @@ void pk_ctrl_event(struct pk_ctrl *c, struct json_object *cluster, const char *t
 		json_object_object_add(reg, "uid", json_object_new_string(uid));
 	json_object_object_add(e, "regarding", reg);
 	snprintf(path, sizeof(path), "/apis/events.k8s.io/v1/namespaces/%s/events", ns);
-	const char *body = json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	const char *body = json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN |
+	                                                         JSON_C_TO_STRING_NOSLASHESCAPE);
 	pk_kube_request(c->kube, "POST", path, "application/json", body, strlen(body), event_done,
 	                NULL);
 	json_object_put(e);
@@ -131,8 +133,9 @@ static int owner_key(struct json_object *obj, char *key, size_t len)
 {
 	struct json_object *refs;
 	const char *ns = pk_object_str(obj, "metadata.namespace");
-	if (!ns || !json_object_object_get_ex(json_object_object_get(obj, "metadata"),
-	                                      "ownerReferences", &refs) ||
+	if (!ns ||
+	    !json_object_object_get_ex(json_object_object_get(obj, "metadata"), "ownerReferences",
+	                               &refs) ||
 	    !json_object_is_type(refs, json_type_array))
 		return -1;
 	for (size_t i = 0; i < json_object_array_length(refs); i++) {
@@ -140,7 +143,8 @@ static int owner_key(struct json_object *obj, char *key, size_t len)
 		const char *kind = pk_object_str(r, "kind");
 		const char *name = pk_object_str(r, "name");
 		if (kind && name && !strcmp(kind, "PikoCluster") &&
-		    json_object_object_get_ex(r, "controller", &ctl) && json_object_get_boolean(ctl)) {
+		    json_object_object_get_ex(r, "controller", &ctl) &&
+		    json_object_get_boolean(ctl)) {
 			snprintf(key, len, "%s/%s", ns, name);
 			return 0;
 		}
@@ -196,11 +200,6 @@ static char *lease_path(struct pk_ctrl *c, bool item)
 	return pk_sb_finish(&p, NULL);
 }
 
-struct lease_write {
-	struct pk_ctrl *c;
-	enum pk_lease_action a;
-};
-
 static void became_leader(struct pk_ctrl *c)
 {
 	pk_log(PK_LOG_INFO, "leader", "became leader", "identity", c->o.identity, NULL);
@@ -215,18 +214,18 @@ static void became_leader(struct pk_ctrl *c)
 	}
 }
 
-static void lease_write_done(void *ud, long status, const char *body, size_t len,
-                             const char *err)
+static void lease_write_done(void *ud, long status, const char *body, size_t len, const char *err)
 {
-	struct lease_write *w = ud; /* owner: this callback */
-	struct pk_ctrl *c = w->c;
+	struct pk_ctrl *c = ud;
 	(void)len;
 	c->lease_req_inflight = false;
+	if (c->stopping)
+		return; /* the release below decides, not a late answer */
 	bool was = pk_lease_is_leader(c->lease);
 	bool ok = status >= 200 && status < 300;
 	struct json_object *resp = ok ? json_tokener_parse(body) : NULL;
 	uint64_t now = pk_now_ms();
-	pk_lease_write_result(c->lease, w->a, ok, resp, now);
+	pk_lease_write_result(c->lease, c->lease_action, ok, resp, now);
 	json_object_put(resp);
 	if (!ok && status != 409) {
 		char st[24];
@@ -236,8 +235,8 @@ static void lease_write_done(void *ud, long status, const char *body, size_t len
 	}
 	if (!was && pk_lease_is_leader(c->lease))
 		became_leader(c);
-	c->lease_next_ms = now + (ok || status == 409 ? pk_lease_next_ms(c->lease, now) : c->o.retry_ms);
-	free(w);
+	c->lease_next_ms =
+	    now + (ok || status == 409 ? pk_lease_next_ms(c->lease, now) : c->o.retry_ms);
 }
 
 static void lease_get_done(void *ud, long status, const char *body, size_t len, const char *err)
@@ -245,6 +244,8 @@ static void lease_get_done(void *ud, long status, const char *body, size_t len, 
 	struct pk_ctrl *c = ud;
 	(void)len;
 	c->lease_req_inflight = false;
+	if (c->stopping)
+		return; /* never renew or take the Lease while handing it back */
 	uint64_t now = pk_now_ms();
 	struct json_object *lease = NULL;
 	if (status == 200)
@@ -269,17 +270,12 @@ static void lease_get_done(void *ud, long status, const char *body, size_t len, 
 		c->lease_next_ms = now + pk_lease_next_ms(c->lease, now);
 		return;
 	}
-	struct lease_write *w = calloc(1, sizeof(*w)); /* owner: lease_write_done */
+	/* One Lease request at a time, so the action lives in c. */
 	char *path = lease_path(c, a != PK_LEASE_CREATE);
-	if (w) {
-		w->c = c;
-		w->a = a;
-		if (pk_kube_request(c->kube, a == PK_LEASE_CREATE ? "POST" : "PUT", path,
-		                    "application/json", wbody, strlen(wbody), lease_write_done, w))
-			c->lease_req_inflight = true;
-		else
-			free(w);
-	}
+	c->lease_action = a;
+	if (pk_kube_request(c->kube, a == PK_LEASE_CREATE ? "POST" : "PUT", path,
+	                    "application/json", wbody, strlen(wbody), lease_write_done, c))
+		c->lease_req_inflight = true;
 	if (!c->lease_req_inflight)
 		c->lease_next_ms = now + pk_lease_next_ms(c->lease, now);
 	free(path);
@@ -377,7 +373,8 @@ static void on_http(void *ud, const char *method, const char *path, int *status,
 			pk_sb_str(&b, "ok\n");
 		for (int i = 0; i < PK_INF_COUNT && !ok; i++)
 			if (!pk_informer_synced(c->inf[i]))
-				pk_sb_printf(&b, "informer %s: not synced\n", pk_informer_kind(c->inf[i]));
+				pk_sb_printf(&b, "informer %s: not synced\n",
+				             pk_informer_kind(c->inf[i]));
 	} else if (!strcmp(path, "/metrics")) {
 		update_gauges(c);
 		*status = 200;
@@ -402,32 +399,32 @@ static void register_metrics(struct pk_ctrl *c)
 	static const char *const result[] = {"result"};
 	static const char *const cluster[] = {"cluster"};
 	struct pk_metrics *m = c->metrics;
-	c->m_reconcile_total =
-	    pk_metrics_register(m, PK_METRIC_COUNTER, "controller_runtime_reconcile_total",
-	                        "Total number of reconciliations per controller", ctl_res, 2, NULL, 0);
+	c->m_reconcile_total = pk_metrics_register(
+	    m, PK_METRIC_COUNTER, "controller_runtime_reconcile_total",
+	    "Total number of reconciliations per controller", ctl_res, 2, NULL, 0);
 	c->m_reconcile_errors = pk_metrics_register(
 	    m, PK_METRIC_COUNTER, "controller_runtime_reconcile_errors_total",
 	    "Total number of reconciliation errors per controller", ctl, 1, NULL, 0);
-	c->m_reconcile_time = pk_metrics_register(
-	    m, PK_METRIC_HISTOGRAM, "controller_runtime_reconcile_time_seconds",
-	    "Length of time per reconciliation per controller", ctl, 1, pk_metrics_default_buckets,
-	    11);
+	c->m_reconcile_time =
+	    pk_metrics_register(m, PK_METRIC_HISTOGRAM, "controller_runtime_reconcile_time_seconds",
+	                        "Length of time per reconciliation per controller", ctl, 1,
+	                        pk_metrics_default_buckets, 11);
 	c->m_wq_depth = pk_metrics_register(m, PK_METRIC_GAUGE, "workqueue_depth",
 	                                    "Current depth of workqueue", name, 1, NULL, 0);
 	/* Counters in Prometheus terms; set from the queue's own totals. */
-	c->m_wq_adds = pk_metrics_register(m, PK_METRIC_COUNTER, "workqueue_adds_total",
-	                                   "Total number of adds handled by workqueue", name, 1, NULL,
-	                                   0);
-	c->m_wq_retries = pk_metrics_register(m, PK_METRIC_COUNTER, "workqueue_retries_total",
-	                                      "Total number of retries handled by workqueue", name, 1,
-	                                      NULL, 0);
+	c->m_wq_adds =
+	    pk_metrics_register(m, PK_METRIC_COUNTER, "workqueue_adds_total",
+	                        "Total number of adds handled by workqueue", name, 1, NULL, 0);
+	c->m_wq_retries =
+	    pk_metrics_register(m, PK_METRIC_COUNTER, "workqueue_retries_total",
+	                        "Total number of retries handled by workqueue", name, 1, NULL, 0);
 	c->m_leader = pk_metrics_register(m, PK_METRIC_GAUGE, "leader_election_master_status",
 	                                  "Gauge of if the reporting system is master of the "
 	                                  "relevant lease, 0 indicates backup, 1 indicates master.",
 	                                  name, 1, NULL, 0);
-	c->m_applies = pk_metrics_register(m, PK_METRIC_COUNTER, "piko_controller_applies_total",
-	                                   "Server-side applies sent, by kind of child", kind, 1,
-	                                   NULL, 0);
+	c->m_applies =
+	    pk_metrics_register(m, PK_METRIC_COUNTER, "piko_controller_applies_total",
+	                        "Server-side applies sent, by kind of child", kind, 1, NULL, 0);
 	c->m_pushes = pk_metrics_register(m, PK_METRIC_COUNTER, "piko_controller_peer_pushes_total",
 	                                  "Member-set pushes to nodes' admin ports, by result",
 	                                  result, 1, NULL, 0);
@@ -442,8 +439,8 @@ static int start_informers(struct pk_ctrl *c)
 {
 	char clusters[400];
 	if (c->o.namespace)
-		snprintf(clusters, sizeof(clusters), "/apis/piko.dev/v1alpha1/namespaces/%s/pikoclusters",
-		         c->o.namespace);
+		snprintf(clusters, sizeof(clusters),
+		         "/apis/piko.dev/v1alpha1/namespaces/%s/pikoclusters", c->o.namespace);
 	else
 		snprintf(clusters, sizeof(clusters), "/apis/piko.dev/v1alpha1/pikoclusters");
 	const struct pk_informer_opts opts[PK_INF_COUNT] = {
@@ -499,7 +496,8 @@ int pk_ctrl_run(const struct pk_ctrl_opts *o)
 	register_metrics(c);
 	c->kube = pk_kube_new(&c->cfg, c->metrics, err, sizeof(err));
 	if (!c->kube) {
-		pk_log(PK_LOG_ERROR, "controller", "cannot start the HTTP client", "error", err, NULL);
+		pk_log(PK_LOG_ERROR, "controller", "cannot start the HTTP client", "error", err,
+		       NULL);
 		goto out;
 	}
 	c->wq = pk_wq_new(NULL);
@@ -536,9 +534,9 @@ int pk_ctrl_run(const struct pk_ctrl_opts *o)
 
 	char port[16];
 	snprintf(port, sizeof(port), "%d", pk_httpd_port(c->httpd));
-	pk_log(PK_LOG_INFO, "controller", "piko-controller started", "version", PK_VERSION, "server",
-	       c->cfg.server, "identity", c->o.identity, "lease",
-	       c->o.lease_namespace, "health-port", port, NULL);
+	pk_log(PK_LOG_INFO, "controller", "piko-controller started", "version", PK_VERSION,
+	       "server", c->cfg.server, "identity", c->o.identity, "lease", c->o.lease_namespace,
+	       "health-port", port, NULL);
 
 	c->resync_next_ms = pk_now_ms() + c->o.resync_ms;
 	bool was_synced = false;
@@ -560,15 +558,16 @@ int pk_ctrl_run(const struct pk_ctrl_opts *o)
 		if (pk_lease_lost(c->lease, now)) {
 			/* As controller-runtime: a leader that cannot renew exits, so
 			 * two never reconcile at once; the Deployment restarts it. */
-			pk_log(PK_LOG_ERROR, "leader", "leader election lost", "identity", c->o.identity,
-			       NULL);
+			pk_log(PK_LOG_ERROR, "leader", "leader election lost", "identity",
+			       c->o.identity, NULL);
 			goto out;
 		}
 		bool leader = pk_lease_is_leader(c->lease);
 
 		if (now >= c->resync_next_ms) {
 			c->resync_next_ms = now + c->o.resync_ms;
-			json_object_object_foreach(pk_informer_cache(c->inf[PK_INF_CLUSTERS]), key, obj)
+			json_object_object_foreach(pk_informer_cache(c->inf[PK_INF_CLUSTERS]), key,
+			                           obj)
 			{
 				(void)obj;
 				pk_ctrl_enqueue(c, key);
@@ -616,6 +615,7 @@ int pk_ctrl_run(const struct pk_ctrl_opts *o)
 		}
 	}
 	/* Stop reconciling first, then hand the Lease back. */
+	c->stopping = true;
 	pk_reconciler_free(c->rec);
 	c->rec = NULL;
 	release_lease(c);

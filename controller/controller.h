@@ -63,6 +63,7 @@ struct pk_ctrl {
 	struct pk_httpd *httpd;
 
 	bool lease_req_inflight;
+	enum pk_lease_action lease_action; /* of the write in flight */
 	uint64_t lease_next_ms;
 	uint64_t resync_next_ms;
 	uint64_t heartbeat_ms; /* main loop's last turn, for /healthz */

@@ -35,10 +35,10 @@ struct pk_informer {
 	struct pk_backoff backoff;
 	bool synced;
 
-	struct json_object *cache;   /* owned: "ns/name" -> object */
-	struct json_object *listing; /* owned while paging: the new cache */
-	char *rv;                    /* owned: last resourceVersion seen */
-	struct pk_kube_req *req;     /* the LIST or WATCH in flight */
+	struct json_object *cache;      /* owned: "ns/name" -> object */
+	struct json_object *listing;    /* owned while paging: the new cache */
+	char *rv;                       /* owned: last resourceVersion seen */
+	struct pk_kube_req *req;        /* the LIST or WATCH in flight */
 	struct pk_watch_parser *parser; /* owned while watching */
 	bool gone;                      /* the stream said 410 */
 	struct pk_informer_stats stats;
@@ -64,7 +64,8 @@ const char *pk_object_str(struct json_object *obj, const char *path)
 			return NULL;
 		p += n + (dot ? 1 : 0);
 	}
-	return cur && json_object_is_type(cur, json_type_string) ? json_object_get_string(cur) : NULL;
+	return cur && json_object_is_type(cur, json_type_string) ? json_object_get_string(cur)
+	                                                         : NULL;
 }
 
 int pk_object_key(struct json_object *obj, char *buf, size_t len)
@@ -114,8 +115,8 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 		snprintf(st, sizeof(st), "%ld", status);
 		snprintf(w, sizeof(w), "%llu", (unsigned long long)wait);
 		pk_log(PK_LOG_WARN, "informer", "list failed", "kind", inf->kind, "status", st,
-		       "error", err ? err : (status == 200 ? "malformed list" : body), "retry-ms", w,
-		       NULL);
+		       "error", err ? err : (status == 200 ? "malformed list" : body), "retry-ms",
+		       w, NULL);
 		json_object_put(doc);
 		json_object_put(inf->listing);
 		inf->listing = NULL;
@@ -139,7 +140,8 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 			json_object_object_add(it, "apiVersion", json_object_new_string(api));
 		if (lk > 4 && !strcmp(lkind + lk - 4, "List") &&
 		    !json_object_object_get_ex(it, "kind", NULL))
-			json_object_object_add(it, "kind", json_object_new_string_len(lkind, (int)lk - 4));
+			json_object_object_add(it, "kind",
+			                       json_object_new_string_len(lkind, (int)lk - 4));
 		json_object_object_add(inf->listing, key, json_object_get(it));
 	}
 	const char *cont = pk_object_str(doc, "metadata.continue");
@@ -277,8 +279,9 @@ static void watch_done(void *ud, long status, const char *body, size_t len, cons
 		idle(inf, true, 0);
 	} else if (parse_failed || (status != 200 && status != 0)) {
 		inf->stats.errors++;
-		pk_log(PK_LOG_WARN, "informer", "watch failed; relisting", "kind", inf->kind, "status",
-		       st, "error", parse_failed ? "malformed watch stream" : (err ? err : body), NULL);
+		pk_log(PK_LOG_WARN, "informer", "watch failed; relisting", "kind", inf->kind,
+		       "status", st, "error",
+		       parse_failed ? "malformed watch stream" : (err ? err : body), NULL);
 		idle(inf, true, pk_backoff_next(&inf->backoff));
 	} else if (err) {
 		/* The connection went away (apiserver restart, network): the RV is
@@ -382,8 +385,7 @@ bool pk_informer_synced(const struct pk_informer *inf)
 	return inf->synced;
 }
 
-struct json_object *pk_informer_get(const struct pk_informer *inf, const char *ns,
-                                    const char *name)
+struct json_object *pk_informer_get(const struct pk_informer *inf, const char *ns, const char *name)
 {
 	char key[512];
 	snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", name);

@@ -64,8 +64,8 @@ struct pk_kube *pk_kube_new(struct pk_kube_config *cfg, struct pk_metrics *metri
 	}
 	curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
 	if (!(v->features & CURL_VERSION_HTTP2))
-		pk_log(PK_LOG_WARN, "kube", "libcurl has no HTTP/2: each watch gets its own connection",
-		       NULL);
+		pk_log(PK_LOG_WARN, "kube",
+		       "libcurl has no HTTP/2: each watch gets its own connection", NULL);
 	if (cfg->tls_server_name)
 		pk_log(PK_LOG_WARN, "kube",
 		       "kubeconfig tls-server-name is not supported by this libcurl; verifying the "
@@ -86,11 +86,11 @@ struct pk_kube *pk_kube_new(struct pk_kube_config *cfg, struct pk_metrics *metri
 	curl_multi_setopt(k->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
 	if (metrics) {
 		static const char *const labels[] = {"code", "method"};
-		k->m_requests = pk_metrics_register(metrics, PK_METRIC_COUNTER,
-		                                    "rest_client_requests_total",
-		                                    "Number of HTTP requests, partitioned by status "
-		                                    "code and method.",
-		                                    labels, 2, NULL, 0);
+		k->m_requests =
+		    pk_metrics_register(metrics, PK_METRIC_COUNTER, "rest_client_requests_total",
+		                        "Number of HTTP requests, partitioned by status "
+		                        "code and method.",
+		                        labels, 2, NULL, 0);
 	}
 	return k;
 }
@@ -166,8 +166,7 @@ static void set_blob(CURL *e, CURLoption opt, const char *p, size_t len)
 
 static struct pk_kube_req *start(struct pk_kube *k, const char *method, const char *url,
                                  bool apiserver, const char *content_type, const char *body,
-                                 size_t body_len, long timeout_ms, pk_kube_done_fn done,
-                                 void *ud)
+                                 size_t body_len, long timeout_ms, pk_kube_done_fn done, void *ud)
 {
 	if (k->nreqs >= PK_KUBE_MAX_REQS)
 		return NULL;
@@ -267,11 +266,11 @@ struct pk_kube_req *pk_kube_request(struct pk_kube *k, const char *method, const
 }
 
 struct pk_kube_req *pk_kube_request_url(struct pk_kube *k, const char *method, const char *url,
-                                        const char *content_type, const char *body,
-                                        size_t body_len, uint64_t timeout_ms, pk_kube_done_fn done,
-                                        void *ud)
+                                        const char *content_type, const char *body, size_t body_len,
+                                        uint64_t timeout_ms, pk_kube_done_fn done, void *ud)
 {
-	return start(k, method, url, false, content_type, body, body_len, (long)timeout_ms, done, ud);
+	return start(k, method, url, false, content_type, body, body_len, (long)timeout_ms, done,
+	             ud);
 }
 
 struct pk_kube_req *pk_kube_watch(struct pk_kube *k, const char *path, pk_kube_data_fn data,

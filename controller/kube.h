@@ -53,9 +53,8 @@ struct pk_kube_req *pk_kube_request(struct pk_kube *k, const char *method, const
 /* Same, to any URL (the nodes' admin ports), without the apiserver's
  * credentials. */
 struct pk_kube_req *pk_kube_request_url(struct pk_kube *k, const char *method, const char *url,
-                                        const char *content_type, const char *body,
-                                        size_t body_len, uint64_t timeout_ms, pk_kube_done_fn done,
-                                        void *ud);
+                                        const char *content_type, const char *body, size_t body_len,
+                                        uint64_t timeout_ms, pk_kube_done_fn done, void *ud);
 /* A watch: GET path; 200 bodies stream to data, anything else is buffered
  * and given to done with its status. */
 struct pk_kube_req *pk_kube_watch(struct pk_kube *k, const char *path, pk_kube_data_fn data,

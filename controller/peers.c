@@ -23,12 +23,12 @@
 struct cluster {
 	char key[512];
 	char ns[256], name[256];
-	bool dirty;           /* recompute the set at the next tick */
-	char *members_json;   /* owned: the current set, canonical JSON array */
+	bool dirty;              /* recompute the set at the next tick */
+	char *members_json;      /* owned: the current set, canonical JSON array */
 	char (*admin_urls)[300]; /* owned: one per member */
 	size_t nmembers;
-	uint64_t generation;  /* of members_json */
-	uint64_t pushed_gen;  /* last generation every member acknowledged */
+	uint64_t generation; /* of members_json */
+	uint64_t pushed_gen; /* last generation every member acknowledged */
 	uint64_t next_push_ms;
 	int inflight;
 	bool failed;
@@ -41,13 +41,26 @@ struct pk_peers {
 	struct cluster *clusters; /* owned */
 	size_t n;
 	uint64_t last_gen;
+	struct push *pushes; /* owned: the pushes in flight */
 };
 
 struct push {
 	struct cluster *cl;
 	struct pk_peers *p;
+	struct pk_kube_req *req;
 	char url[300];
+	struct push *next, *prev;
 };
+
+static void push_unlink(struct push *ps)
+{
+	if (ps->prev)
+		ps->prev->next = ps->next;
+	else
+		ps->p->pushes = ps->next;
+	if (ps->next)
+		ps->next->prev = ps->prev;
+}
 
 struct pk_peers *pk_peers_new(struct pk_ctrl *c)
 {
@@ -68,6 +81,12 @@ void pk_peers_free(struct pk_peers *p)
 {
 	if (!p)
 		return;
+	while (p->pushes) {
+		struct push *ps = p->pushes;
+		push_unlink(ps);
+		pk_kube_cancel(ps->req);
+		free(ps);
+	}
 	while (p->clusters) {
 		struct cluster *cl = p->clusters;
 		p->clusters = cl->next;
@@ -84,7 +103,8 @@ void pk_peers_touch(struct pk_peers *p, const char *key)
 			return;
 		}
 	if (p->n >= PK_PEERS_MAX_CLUSTERS) {
-		pk_log(PK_LOG_WARN, "peers", "too many clusters; not tracking", "cluster", key, NULL);
+		pk_log(PK_LOG_WARN, "peers", "too many clusters; not tracking", "cluster", key,
+		       NULL);
 		return;
 	}
 	const char *slash = strchr(key, '/');
@@ -158,8 +178,10 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 		bool v6 = family && !strcmp(family, "IPv6");
 		int cport = port_named(s, "cluster", 8003);
 		int aport = port_named(s, "admin", c->o.node_admin_port);
-		for (size_t i = 0; i < json_object_array_length(eps) && n < PK_PEERS_MAX_MEMBERS; i++) {
-			struct json_object *ep = json_object_array_get_idx(eps, i), *addrs, *conds, *v;
+		for (size_t i = 0; i < json_object_array_length(eps) && n < PK_PEERS_MAX_MEMBERS;
+		     i++) {
+			struct json_object *ep = json_object_array_get_idx(eps, i), *addrs, *conds,
+			                   *v;
 			if (!json_object_object_get_ex(ep, "addresses", &addrs) ||
 			    json_object_array_length(addrs) == 0)
 				continue;
@@ -172,7 +194,8 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 			}
 			if (terminating)
 				continue;
-			const char *ip = json_object_get_string(json_object_array_get_idx(addrs, 0));
+			const char *ip =
+			    json_object_get_string(json_object_array_get_idx(addrs, 0));
 			const char *pod = pk_object_str(ep, "targetRef.name");
 			struct member *mm = &m[n++];
 			snprintf(mm->id, sizeof(mm->id), "%s", pod ? pod : ip);
@@ -193,7 +216,8 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 		json_object_object_add(o, "ready", json_object_new_boolean(m[i].ready));
 		json_object_array_add(arr, o);
 	}
-	const char *js = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	const char *js = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN |
+	                                                         JSON_C_TO_STRING_NOSLASHESCAPE);
 	bool changed = !cl->members_json || strcmp(cl->members_json, js) != 0;
 	if (changed) {
 		char *copy = strdup(js);
@@ -223,8 +247,8 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 			pk_metric_set(c->m_members, lv, (double)n);
 			char nn[24];
 			snprintf(nn, sizeof(nn), "%zu", n);
-			pk_log(PK_LOG_INFO, "peers", "member set changed", "cluster", cl->key, "members",
-			       nn, NULL);
+			pk_log(PK_LOG_INFO, "peers", "member set changed", "cluster", cl->key,
+			       "members", nn, NULL);
 		} else {
 			free(copy);
 			free(urls);
@@ -238,7 +262,7 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 
 static void push_done(void *ud, long status, const char *body, size_t len, const char *err)
 {
-	struct push *ps = ud; /* owner: this callback */
+	struct push *ps = ud; /* owner: this callback (unlinked below) */
 	struct cluster *cl = ps->cl;
 	struct pk_ctrl *c = ps->p->c;
 	(void)body;
@@ -249,10 +273,11 @@ static void push_done(void *ud, long status, const char *body, size_t len, const
 	if (!ok) {
 		char st[24];
 		snprintf(st, sizeof(st), "%ld", status);
-		pk_log(PK_LOG_WARN, "peers", "member push failed", "cluster", cl->key, "url", ps->url,
-		       "status", st, "error", err ? err : "", NULL);
+		pk_log(PK_LOG_WARN, "peers", "member push failed", "cluster", cl->key, "url",
+		       ps->url, "status", st, "error", err ? err : "", NULL);
 		cl->failed = true;
 	}
+	push_unlink(ps);
 	cl->inflight--;
 	if (cl->inflight == 0) {
 		uint64_t now = pk_now_ms();
@@ -281,18 +306,23 @@ static void push(struct pk_peers *p, struct cluster *cl)
 		ps->cl = cl;
 		ps->p = p;
 		snprintf(ps->url, sizeof(ps->url), "%s", cl->admin_urls[i]);
-		if (!pk_kube_request_url(p->c->kube, "PUT", ps->url, "application/json", body, len,
-		                         PK_PEERS_PUSH_TIMEOUT_MS, push_done, ps)) {
+		ps->req = pk_kube_request_url(p->c->kube, "PUT", ps->url, "application/json", body,
+		                              len, PK_PEERS_PUSH_TIMEOUT_MS, push_done, ps);
+		if (!ps->req) {
 			free(ps);
 			cl->failed = true;
 			continue;
 		}
+		ps->next = p->pushes;
+		if (p->pushes)
+			p->pushes->prev = ps;
+		p->pushes = ps;
 		cl->inflight++;
 	}
 	free(body);
 	if (cl->inflight == 0)
 		cl->next_push_ms = pk_now_ms() + (cl->failed ? pk_backoff_next(&cl->backoff)
-		                                              : p->c->o.peer_push_ms);
+		                                             : p->c->o.peer_push_ms);
 }
 
 uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
@@ -320,7 +350,8 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 			continue;
 		if (now_ms >= cl->next_push_ms)
 			push(p, cl);
-		if (cl->inflight == 0 && cl->next_push_ms > now_ms && cl->next_push_ms - now_ms < next)
+		if (cl->inflight == 0 && cl->next_push_ms > now_ms &&
+		    cl->next_push_ms - now_ms < next)
 			next = cl->next_push_ms - now_ms;
 	}
 	return next;

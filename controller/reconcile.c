@@ -152,7 +152,8 @@ static void job_end(struct job *j)
 		struct json_object *last;
 		if (j->cluster && (!json_object_object_get_ex(r->last_err, j->key, &last) ||
 		                   strcmp(json_object_get_string(last), j->err) != 0)) {
-			pk_ctrl_event(c, j->cluster, "Warning", "ReconcileFailed", "Reconcile", j->err);
+			pk_ctrl_event(c, j->cluster, "Warning", "ReconcileFailed", "Reconcile",
+			              j->err);
 			json_object_object_add(r->last_err, j->key, json_object_new_string(j->err));
 		}
 		pk_wq_done(c->wq, j->key, now);
@@ -219,13 +220,15 @@ static bool write_status(struct job *j)
 	bool sent = false;
 	if (!pk_status_equal(j->cluster, st)) {
 		char path[700];
-		snprintf(path, sizeof(path),
-		         "/apis/piko.dev/v1alpha1/namespaces/%s/pikoclusters/%s/status?fieldManager=%s"
-		         "&force=true",
-		         j->ns, j->name, PK_FIELD_MANAGER);
+		snprintf(
+		    path, sizeof(path),
+		    "/apis/piko.dev/v1alpha1/namespaces/%s/pikoclusters/%s/status?fieldManager=%s"
+		    "&force=true",
+		    j->ns, j->name, PK_FIELD_MANAGER);
 		j->calls[CH_COUNT].is_status = true;
 		sent = send(j, CH_COUNT, "PATCH", path, APPLY_TYPE,
-		            json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		            json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN |
+		                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
 		if (sent) {
 			/* An Event when Ready flips, so `kubectl describe` tells the
 			 * story of the cluster. */
@@ -234,15 +237,17 @@ static bool write_status(struct job *j)
 			if (json_object_object_get_ex(json_object_object_get(j->cluster, "status"),
 			                              "conditions", &conds))
 				for (size_t i = 0; i < json_object_array_length(conds); i++) {
-					struct json_object *cd = json_object_array_get_idx(conds, i);
+					struct json_object *cd =
+					    json_object_array_get_idx(conds, i);
 					const char *t = pk_object_str(cd, "type");
 					if (t && !strcmp(t, "Ready"))
 						was = pk_object_str(cd, "status");
 				}
-			if (json_object_object_get_ex(json_object_object_get(st, "status"), "conditions",
-			                              &conds))
+			if (json_object_object_get_ex(json_object_object_get(st, "status"),
+			                              "conditions", &conds))
 				for (size_t i = 0; i < json_object_array_length(conds); i++) {
-					struct json_object *cd = json_object_array_get_idx(conds, i);
+					struct json_object *cd =
+					    json_object_array_get_idx(conds, i);
 					const char *t = pk_object_str(cd, "type");
 					if (t && !strcmp(t, "Ready"))
 						is = pk_object_str(cd, "status");
@@ -275,20 +280,20 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 			snprintf(msg, sizeof(msg), "%s", err ? err : "no response");
 		else
 			status_message(body, msg, sizeof(msg));
-		set_err(j, "%s %s %s: %ld: %s", call->is_delete ? "delete" : "apply", what, call->name,
-		        status, msg);
+		set_err(j, "%s %s %s: %ld: %s", call->is_delete ? "delete" : "apply", what,
+		        call->name, status, msg);
 	} else if (!call->is_status) {
 		char note[400];
 		if (call->is_delete) {
 			snprintf(note, sizeof(note), "deleted %s %s", what, call->name);
 			pk_ctrl_event(c, j->cluster, "Normal", "Deleted", "Delete", note);
 		} else {
-			snprintf(note, sizeof(note), "%s %s %s", call->created ? "created" : "updated",
-			         what, call->name);
-			pk_ctrl_event(c, j->cluster, "Normal", call->created ? "Created" : "Updated",
-			              "Apply", note);
-			pk_log(PK_LOG_INFO, "reconcile", call->created ? "created" : "updated", "cluster",
-			       j->key, "kind", what, "name", call->name, NULL);
+			snprintf(note, sizeof(note), "%s %s %s",
+			         call->created ? "created" : "updated", what, call->name);
+			pk_ctrl_event(c, j->cluster, "Normal",
+			              call->created ? "Created" : "Updated", "Apply", note);
+			pk_log(PK_LOG_INFO, "reconcile", call->created ? "created" : "updated",
+			       "cluster", j->key, "kind", what, "name", call->name, NULL);
 		}
 		if (call->ch == CH_STS && !call->is_delete) {
 			json_object_put(j->sts_fresh);
@@ -367,8 +372,8 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 			if (json_object_object_get_ex(json_object_object_get(live, "metadata"),
 			                              "ownerReferences", &refs))
 				for (size_t i = 0; i < json_object_array_length(refs); i++) {
-					const char *u =
-					    pk_object_str(json_object_array_get_idx(refs, i), "uid");
+					const char *u = pk_object_str(
+					    json_object_array_get_idx(refs, i), "uid");
 					ours = ours || (u && uid && !strcmp(u, uid));
 				}
 			if (!ours)
@@ -380,7 +385,8 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 		}
 		const char *name = pk_object_str(desired[ch], "metadata.name");
 		snprintf(call->name, sizeof(call->name), "%s", name ? name : "");
-		struct json_object *live = pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
+		struct json_object *live =
+		    pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
 		if (live && pk_json_subset(desired[ch], live))
 			continue; /* it already holds everything we would send: no write */
 		call->created = live == NULL;
@@ -389,7 +395,8 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 		const char *lv[] = {children[ch].kind};
 		pk_metric_add(c->m_applies, lv, 1);
 		send(j, (size_t)ch, "PATCH", path, APPLY_TYPE,
-		     json_object_to_json_string_ext(desired[ch], JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		     json_object_to_json_string_ext(
+		         desired[ch], JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	}
 	pk_render_free(&rd);
 	if (j->pending == 0) {

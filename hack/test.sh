@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build and run every test: unit tests (cmocka), fuzz-corpus replays, the
 # integration suite on loopback (with the interop tests against the real Piko,
-# built by hack/peers.sh into ~/.cache/pikoc); then the same again under
-# ASan+UBSan; then a short libFuzzer run of each harness.
+# built by hack/peers.sh into ~/.cache/pikoc), the Kubernetes smoke test and
+# piko-controller's end-to-end tests against a real control plane (built by
+# hack/k8s/build.sh); then the unit, integration and controller tests again
+# under ASan+UBSan; then a short libFuzzer run of each harness.
 # Environment: PK_TEST_QUICK=1 skips the sanitizer pass and the fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,8 @@ step "integration tests"
 python3 tests/integration/run.py --bin build/bin/piko "${interop[@]}"
 step "Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager on loopback)"
 tests/k8s/smoke.sh
+step "piko-controller end to end (real control plane, own network namespace)"
+tests/k8s/controller.sh build
 
 if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "build (ASan+UBSan)"
@@ -36,6 +40,8 @@ if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	ctest --test-dir build-asan --output-on-failure -j"$(nproc)"
 	step "integration tests under sanitizers"
 	python3 tests/integration/run.py --bin build-asan/bin/piko --sanitized "${interop[@]}"
+	step "piko-controller end to end under sanitizers"
+	tests/k8s/controller.sh build-asan
 	step "fuzz (libFuzzer, bounded)"
 	hack/fuzz.sh 15
 fi

@@ -504,25 +504,30 @@ def main():
     names = sorted(s["metadata"]["name"] for s in sts_all)
     check("no duplicate objects after the restart", names == ["e2e", "second"], str(names))
 
-    # -- forced 410: compact etcd while the apiserver is down, after moving
-    # the revision on; the controller's re-watch from its old RV is too old.
-    def compact():
-        # The revision moves on only through the apiserver, which is down:
-        # write through etcd's own gRPC gateway instead.
-        for i in range(5):
-            urllib.request.urlopen(urllib.request.Request(
-                f"{ETCD}/v3/kv/put", data=json.dumps({
-                    "key": base64.b64encode(f"/e2e/filler/{i}".encode()).decode(),
-                    "value": base64.b64encode(b"x").decode()}).encode()), timeout=10).read()
-        rev = json.loads(urllib.request.urlopen(urllib.request.Request(
-            f"{ETCD}/v3/kv/range", data=json.dumps({
-                "key": base64.b64encode(b"/e2e/filler/0").decode()}).encode()),
-            timeout=10).read())["header"]["revision"]
-        urllib.request.urlopen(urllib.request.Request(
-            f"{ETCD}/v3/kv/compaction", data=json.dumps({"revision": rev, "physical": True})
-            .encode()), timeout=10).read()
+    # -- forced 410. The controller is paused (SIGSTOP) so that it cannot
+    # re-watch early; meanwhile the revision moves on, etcd is compacted and
+    # the apiserver restarted (its watch cache starts empty at the current
+    # revision). Resumed once the apiserver authorizes its ServiceAccount, the
+    # controller re-watches from resourceVersions that no longer exist.
+    def etcd(call, doc):
+        return json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"{ETCD}/v3/kv/{call}", data=json.dumps(doc).encode()), timeout=10).read())
     gone0 = a.logtext().count("resource version too old")
-    check("apiserver restarted over a compacted etcd", restart_apiserver(compact))
+    a.p.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(5):
+            kubectl("create", "configmap", f"filler-{i}", "-n", NS)
+        rev = etcd("range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"]
+        etcd("compaction", {"revision": rev, "physical": True})
+        restarted = restart_apiserver()
+        sa = "system:serviceaccount:piko-system:piko-controller"
+        authz = restarted and wait_for(lambda: all(
+            kubectl("get", kind, "-A", f"--as={sa}", check_rc=False).returncode == 0
+            for kind in ("pikoclusters", "configmaps", "services", "statefulsets",
+                         "poddisruptionbudgets", "endpointslices")))
+    finally:
+        a.p.send_signal(signal.SIGCONT)
+    check("apiserver restarted over a compacted etcd (controller paused)", restarted and authz)
     check("forced 410 -> the controller relists",
           wait_for(lambda: a.logtext().count("resource version too old") > gone0),
           a.logtext()[-1500:])
