@@ -25,7 +25,8 @@
 #
 # Every wait is bounded (PK_K8S_TIMEOUT seconds for the whole start, default
 # 120). PK_K8S_CONTROLLERS sets the controller-manager's --controllers
-# (default '*'). Instances in different DIRs run side by side (random free ports).
+# (default '*'). PK_K8S_APISERVER_FLAGS adds flags to kube-apiserver's (split
+# on spaces; e.g. --enable-admission-plugins=...). Instances in different DIRs run side by side (random free ports).
 # On failure it stops what it started, prints the logs' tails and exits 1;
 # so it does on SIGINT/SIGTERM while starting (exit 130). The first run on a
 # machine builds the binaries first (about 10 minutes; see build.sh).
@@ -246,7 +247,8 @@ attempt() {
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file="$k/sa.pub" --service-account-signing-key-file="$k/sa.key" \
 		--service-cluster-ip-range=10.0.0.0/24 \
-		--authorization-mode=RBAC --allow-privileged=true --profiling=false
+		--authorization-mode=RBAC --allow-privileged=true --profiling=false \
+		${PK_K8S_APISERVER_FLAGS:-}
 	wait_for "kube-apiserver /readyz" kube-apiserver \
 		"$KUBECTL" --kubeconfig="$DIR/kubeconfig" --request-timeout=5s get --raw /readyz || return 1
 

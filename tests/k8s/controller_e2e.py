@@ -99,7 +99,10 @@ def free_port(host="127.0.0.1"):
 # ---- control plane ----------------------------------------------------------
 
 DIR = tempfile.mkdtemp(prefix="pikoc-ctl-e2e.")
-env = dict(os.environ, PK_K8S_CONTROLLERS="*,-statefulset")
+# OwnerReferencesPermissionEnforcement: proves the RBAC lets the controller
+# set blockOwnerDeletion on its children.
+env = dict(os.environ, PK_K8S_CONTROLLERS="*,-statefulset",
+           PK_K8S_APISERVER_FLAGS="--enable-admission-plugins=OwnerReferencesPermissionEnforcement")
 up = subprocess.run([f"{ROOT}/hack/k8s/up.sh", DIR], env=env, capture_output=True, text=True)
 if up.returncode != 0:
     say("FAIL control plane did not start:\n" + up.stderr[-3000:])
@@ -572,6 +575,12 @@ def main():
     check("B reconciles after the takeover",
           wait_for(lambda: 'level: "info"' in (kget("configmap", "second-config") or {}).get(
               "data", {}).get("server.yaml", "")))
+
+    # -- scaled down to one node: no PDB (it would block every drain)
+    kubectl("scale", "pikocluster/e2e", "-n", NS, "--replicas=1")
+    check("scale to 1 -> the PDB is deleted",
+          wait_for(lambda: kget("poddisruptionbudget", "e2e") is None and
+                   (kget("statefulset", "e2e") or {}).get("spec", {}).get("replicas") == 1))
 
     # -- garbage collection
     kubectl("delete", "pikocluster", "e2e", "-n", NS)

@@ -251,6 +251,7 @@ if [ $crd_ok = 1 ]; then
 	can yes patch pikoclusters.piko.dev --subresource=status -n default
 	can no update pikoclusters.piko.dev -n default
 	can no delete pikoclusters.piko.dev -n default
+	can yes update pikoclusters.piko.dev --subresource=finalizers -n default
 	can yes create statefulsets.apps -n default
 	can yes delete services -n default
 	can yes create poddisruptionbudgets.policy -n default
