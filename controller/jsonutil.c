@@ -6,7 +6,10 @@
 #include "jsonutil.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "quantity.h"
 
 static int is_number(struct json_object *o)
 {
@@ -57,8 +60,37 @@ static int scalar_cmp(struct json_object *a, struct json_object *b)
 	}
 }
 
-int pk_json_subset(struct json_object *desired, struct json_object *live)
+/* Inside a "resources" object the apiserver canonicalizes quantities ("0.5"
+ * comes back "500m", a number 1 as "1"): there a desired string or number
+ * and a live string are compared as amounts. */
+static int quantity_cmp(struct json_object *d, struct json_object *l)
 {
+	if (!d || !l || !json_object_is_type(l, json_type_string))
+		return 0;
+	char num[64];
+	const char *ds;
+	size_t dlen;
+	if (is_number(d)) {
+		/* %.17g keeps every digit a double has. */
+		int n = snprintf(num, sizeof(num), "%.17g", json_object_get_double(d));
+		if (n <= 0 || (size_t)n >= sizeof(num))
+			return 0;
+		ds = num;
+		dlen = (size_t)n;
+	} else if (json_object_is_type(d, json_type_string)) {
+		ds = json_object_get_string(d);
+		dlen = (size_t)json_object_get_string_len(d);
+	} else {
+		return 0;
+	}
+	return pk_quantity_equal(ds, dlen, json_object_get_string(l),
+	                         (size_t)json_object_get_string_len(l));
+}
+
+static int subset(struct json_object *desired, struct json_object *live, int quantities)
+{
+	if (quantities && quantity_cmp(desired, live))
+		return 1;
 	int r = scalar_cmp(desired, live);
 	if (r >= 0)
 		return r;
@@ -67,8 +99,8 @@ int pk_json_subset(struct json_object *desired, struct json_object *live)
 		if (n != json_object_array_length(live))
 			return 0;
 		for (size_t i = 0; i < n; i++)
-			if (!pk_json_subset(json_object_array_get_idx(desired, i),
-			                    json_object_array_get_idx(live, i)))
+			if (!subset(json_object_array_get_idx(desired, i),
+			            json_object_array_get_idx(live, i), quantities))
 				return 0;
 		return 1;
 	}
@@ -83,10 +115,15 @@ int pk_json_subset(struct json_object *desired, struct json_object *live)
 				return 0;
 			continue;
 		}
-		if (!present || !pk_json_subset(dv, lv))
+		if (!present || !subset(dv, lv, quantities || !strcmp(key, "resources")))
 			return 0;
 	}
 	return 1;
+}
+
+int pk_json_subset(struct json_object *desired, struct json_object *live)
+{
+	return subset(desired, live, 0);
 }
 
 static int empty_or_null(struct json_object *o)

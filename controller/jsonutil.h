@@ -21,6 +21,10 @@
  *  - strings by bytes, booleans by value;
  *  - a JSON null in desired (SSA's "remove this field") matches a null or an
  *    absent field in live.
+ *  - under a key named "resources" (a container's requests and limits), a
+ *    desired string or number and a live string are equal when they are the
+ *    same quantity ("0.5" and "500m", 1 and "1"): the apiserver rewrites
+ *    quantities into its canonical spelling (quantity.h).
  * desired NULL (JSON null) with live NULL is 1. */
 int pk_json_subset(struct json_object *desired, struct json_object *live);
 

@@ -282,7 +282,11 @@ def main():
     kubectl("apply", "-f", "-", input=json.dumps({
         "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
         "metadata": {"name": "e2e", "namespace": NS},
-        "spec": {"replicas": 3, "service": {"type": "ClusterIP",
+        # Quantities the apiserver rewrites ("0.5" -> "500m", "1024Mi" ->
+        # "1Gi"): the no-write check below covers them.
+        "spec": {"replicas": 3, "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"},
+                                              "limits": {"cpu": 1}},
+                 "service": {"type": "ClusterIP",
                                             "annotations": {"example.com/team": "a"}}}}))
     ch = wait_for(lambda: (lambda c: c if all(c.values()) else None)(children("e2e")), step=0.05)
     t_children = time.time() - t0

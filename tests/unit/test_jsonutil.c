@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "jsonutil.h"
+#include "quantity.h"
 
 /* pk_json_subset on two JSON texts. */
 static int subset(const char *desired, const char *live)
@@ -137,12 +138,63 @@ static void test_equal(void **state)
 	                   "{\"c\":[{\"t\":\"Ready\",\"s\":\"True\",\"m\":\"x\"}]}"));
 }
 
+/* Quantities are compared as amounts only under "resources", where the
+ * apiserver rewrites them. */
+static void test_resources_quantities(void **state)
+{
+	(void)state;
+	assert_true(subset("{\"resources\":{\"limits\":{\"cpu\":\"0.5\"}}}",
+	                   "{\"resources\":{\"limits\":{\"cpu\":\"500m\"}}}"));
+	assert_true(subset("{\"resources\":{\"requests\":{\"cpu\":1}}}",
+	                   "{\"resources\":{\"requests\":{\"cpu\":\"1\"}}}"));
+	assert_true(subset("{\"resources\":{\"requests\":{\"memory\":\"1024Mi\"}}}",
+	                   "{\"resources\":{\"requests\":{\"memory\":\"1Gi\"}}}"));
+	assert_true(subset("{\"resources\":{\"requests\":{\"memory\":\"1e3\"}}}",
+	                   "{\"resources\":{\"requests\":{\"memory\":\"1k\"}}}"));
+	/* A different amount is a difference. */
+	assert_false(subset("{\"resources\":{\"limits\":{\"cpu\":\"0.5\"}}}",
+	                    "{\"resources\":{\"limits\":{\"cpu\":\"501m\"}}}"));
+	assert_false(subset("{\"resources\":{\"limits\":{\"memory\":\"1G\"}}}",
+	                    "{\"resources\":{\"limits\":{\"memory\":\"1Gi\"}}}"));
+	/* Outside resources, strings stay bytes and numbers never equal strings. */
+	assert_false(
+	    subset("{\"annotations\":{\"x\":\"0.5\"}}", "{\"annotations\":{\"x\":\"500m\"}}"));
+	assert_false(subset("{\"replicas\":1}", "{\"replicas\":\"1\"}"));
+	/* Non-quantity strings under resources compare by bytes. */
+	assert_true(subset("{\"resources\":{\"claims\":[{\"name\":\"gpu\"}]}}",
+	                   "{\"resources\":{\"claims\":[{\"name\":\"gpu\"}]}}"));
+	assert_false(subset("{\"resources\":{\"claims\":[{\"name\":\"gpu\"}]}}",
+	                    "{\"resources\":{\"claims\":[{\"name\":\"tpu\"}]}}"));
+}
+
+static void test_quantity_parse(void **state)
+{
+	(void)state;
+	long double v;
+	assert_int_equal(pk_quantity_parse("500m", 4, &v), 0);
+	assert_true(v > 0.4999L && v < 0.5001L);
+	assert_int_equal(pk_quantity_parse("1E", 2, &v), 0); /* exa, not an exponent */
+	assert_true(v == 1e18L);
+	assert_int_equal(pk_quantity_parse("-1.5Ki", 6, &v), 0);
+	assert_true(v == -1536.0L);
+	assert_int_equal(pk_quantity_parse("2e-3", 4, &v), 0);
+	assert_true(v > 0.00199L && v < 0.00201L);
+	static const char *const bad[] = {"",    "Ki",  ".",    "-",  "0x10",  "inf",
+	                                  "nan", "1KB", "1 Gi", "1e", "1.2.3", "--1"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(pk_quantity_parse(bad[i], strlen(bad[i]), &v), -1);
+	/* Only len bytes are read: "5" of "5Gi". */
+	assert_int_equal(pk_quantity_parse("5Gi", 1, &v), 0);
+	assert_true(v == 5.0L);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_objects), cmocka_unit_test(test_arrays),
-	    cmocka_unit_test(test_numbers), cmocka_unit_test(test_scalars),
-	    cmocka_unit_test(test_equal),
+	    cmocka_unit_test(test_objects),        cmocka_unit_test(test_arrays),
+	    cmocka_unit_test(test_numbers),        cmocka_unit_test(test_scalars),
+	    cmocka_unit_test(test_equal),          cmocka_unit_test(test_resources_quantities),
+	    cmocka_unit_test(test_quantity_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
