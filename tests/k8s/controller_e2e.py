@@ -4,7 +4,7 @@ kube-controller-manager (hack/k8s/up.sh), run by tests/k8s/controller.sh
 inside a network namespace of its own.
 
 The controller runs as the piko-controller ServiceAccount (a token from the
-TokenRequest API), so crds/rbac.yaml is proven sufficient too. The
+TokenRequest API), so crds/controller.yaml is proven sufficient too. The
 controller-manager runs without its StatefulSet controller: with no kubelet
 it would keep rewriting the StatefulSet's status from Pending pods, and the
 test itself plays the kubelet's part by patching that status.
@@ -254,6 +254,10 @@ def main():
     kubectl("apply", "-f", f"{ROOT}/crds/")
     kubectl("wait", "--for=condition=Established", "crd/pikoclusters.piko.dev", "--timeout=30s")
     kubectl("create", "namespace", NS)
+    dep = kget("deployment", "piko-controller", "piko-system")
+    check("kubectl apply -f crds/ installs the controller's Deployment (as its ServiceAccount)",
+          dep and dep["spec"]["template"]["spec"]["serviceAccountName"] == "piko-controller",
+          json.dumps(dep)[:500])
 
     # Invalid objects are the apiserver's to refuse (schema and CEL).
     r = kubectl("apply", "-f", "-", check_rc=False, input=json.dumps({

@@ -235,7 +235,7 @@ if [ $crd_ok = 1 ]; then
 		'{tls: {proxy: {clientCASecretName: ca}}}'
 	reject "minAvailable >= replicas (CEL)" "must be lower than replicas" \
 		'{replicas: 2, podDisruptionBudget: {minAvailable: 2}}'
-	# The controller's RBAC (crds/rbac.yaml): what it needs, and no more.
+	# The controller's RBAC (crds/controller.yaml): what it needs, and no more.
 	can() { # expected yes/no, verb, resource, [flags...]
 		local want=$1 got
 		shift
