@@ -34,6 +34,7 @@ struct pk_kube_req {
 	bool truncated;
 	bool watch;
 	bool aborted;
+	bool apiserver;
 	pk_kube_data_fn data;
 	pk_kube_done_fn done;
 	void *ud;
@@ -47,6 +48,7 @@ struct pk_kube {
 	struct pk_kube_req *reqs; /* owned, each until done or cancel */
 	size_t nreqs;
 	bool reread_token; /* a 401 came back: re-read the token file now */
+	bool told_version; /* the HTTP version in use was logged */
 	struct pk_metric *m_requests;
 };
 
@@ -174,6 +176,7 @@ static struct pk_kube_req *start(struct pk_kube *k, const char *method, const ch
 	if (!r)
 		return NULL;
 	r->k = k;
+	r->apiserver = apiserver;
 	r->done = done;
 	r->ud = ud;
 	snprintf(r->method, sizeof(r->method), "%s", method);
@@ -318,6 +321,15 @@ static void finish(struct pk_kube *k, CURL *easy, CURLcode rc)
 		status = 0; /* a cut-off response is no response */
 	if (status == 401)
 		k->reread_token = true; /* the token may have rotated under us */
+	if (r->apiserver && status > 0 && !k->told_version) {
+		/* Once: whether the watches share one HTTP/2 connection or each
+		 * needs its own (an apiserver or proxy without h2). */
+		long v = 0;
+		curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &v);
+		k->told_version = true;
+		pk_log(PK_LOG_INFO, "kube", "apiserver reached", "server", k->cfg->server,
+		       "http-version", v == CURL_HTTP_VERSION_2_0 ? "2" : "1.1", NULL);
+	}
 	count(k, r->method, status);
 	size_t len = r->body.len;
 	char *body = pk_sb_finish(&r->body, NULL); /* owner: this function */
