@@ -252,7 +252,8 @@ fail:
 
 struct loader {
 	const char *path; /* the kubeconfig, for messages */
-	char *dir;        /* its directory, for relative paths (owned) */
+	char *dir;        /* its directory, for relative paths (owned); NULL: in
+	                   * memory, where file references are refused */
 	yaml_document_t doc;
 	char *err;
 	size_t errlen;
@@ -444,6 +445,10 @@ static int load_pem(struct loader *ld, yaml_node_t *m, const char *where, const 
 	r = get_str(ld, m, filekey, where, &file);
 	if (r != 1)
 		return r; /* -1 malformed, 0 neither set */
+	if (!ld->dir) {
+		lerr(ld, "%s: %s: file references are not allowed here", where, filekey);
+		return -1;
+	}
 	char *p = resolve(ld, file);
 	char *pem, msg[MAX_MSG];
 	size_t n;
@@ -564,6 +569,10 @@ static int load_user(struct loader *ld, yaml_node_t *root, const char *ctxname, 
 		lerr(ld, "%s: token contains control characters", where);
 		return -1;
 	}
+	if (file && !ld->dir) {
+		lerr(ld, "%s: tokenFile: file references are not allowed here", where);
+		return -1;
+	}
 	if (file) {
 		char msg[MAX_MSG];
 		c->token_file = resolve(ld, file);
@@ -628,14 +637,49 @@ static int load_doc(struct loader *ld, const char *context, struct pk_kube_confi
 	return 0;
 }
 
+/* Parse text (len bytes) into out; ld has path, dir and err set. */
+static int load_text(struct loader *ld, const char *text, size_t len, const char *context,
+                     struct pk_kube_config *out)
+{
+	struct pk_kube_config c = {0};
+	int rc = -1;
+	yaml_parser_t parser;
+	if (!yaml_parser_initialize(&parser)) {
+		lerr(ld, "cannot initialise the YAML parser");
+		return -1;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&parser, &ld->doc)) {
+		/* yaml_parser_load has already deleted the document. */
+		if (parser.context)
+			lerr(ld, "invalid YAML at line %zu, column %zu: %s (%s at line %zu)",
+			     parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+			     parser.problem ? parser.problem : "error", parser.context,
+			     parser.context_mark.line + 1);
+		else
+			lerr(ld, "invalid YAML at line %zu, column %zu: %s",
+			     parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+			     parser.problem ? parser.problem : "error");
+		yaml_parser_delete(&parser);
+		return -1;
+	}
+	yaml_parser_delete(&parser);
+	rc = load_doc(ld, context, &c);
+	yaml_document_delete(&ld->doc);
+	if (rc == -1) {
+		pk_kube_config_free(&c);
+		return -1;
+	}
+	*out = c;
+	return 0;
+}
+
 int pk_kube_config_load_file(const char *path, const char *context, struct pk_kube_config *out,
                              char *err, size_t errlen)
 {
-	struct pk_kube_config c = {0};
 	struct loader ld = {.path = path, .err = err, .errlen = errlen};
 	char *text = NULL;
 	size_t len;
-	int rc = -1;
 
 	memset(out, 0, sizeof(*out));
 	if (read_file(path, MAX_KUBECONFIG, &text, &len, err, errlen) == -1) {
@@ -651,42 +695,25 @@ int pk_kube_config_load_file(const char *path, const char *context, struct pk_ku
 		ld.dir = pk_xstrdup("/");
 	else
 		ld.dir = pk_xstrndup(path, (size_t)(slash - path));
-
-	yaml_parser_t parser;
-	if (!yaml_parser_initialize(&parser)) {
-		lerr(&ld, "cannot initialise the YAML parser");
-		goto out;
-	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-	if (!yaml_parser_load(&parser, &ld.doc)) {
-		/* yaml_parser_load has already deleted the document. */
-		if (parser.context)
-			lerr(&ld, "invalid YAML at line %zu, column %zu: %s (%s at line %zu)",
-			     parser.problem_mark.line + 1, parser.problem_mark.column + 1,
-			     parser.problem ? parser.problem : "error", parser.context,
-			     parser.context_mark.line + 1);
-		else
-			lerr(&ld, "invalid YAML at line %zu, column %zu: %s",
-			     parser.problem_mark.line + 1, parser.problem_mark.column + 1,
-			     parser.problem ? parser.problem : "error");
-		yaml_parser_delete(&parser);
-		goto out;
-	}
-	yaml_parser_delete(&parser);
-	rc = load_doc(&ld, context, &c);
-	yaml_document_delete(&ld.doc);
-out:
+	int rc = load_text(&ld, text, len, context, out);
 	/* The text holds the key and token too: wipe it before it goes back to
 	 * the allocator. (libyaml's copies are freed unwiped: best effort.) */
 	OPENSSL_cleanse(text, len);
 	free(text);
 	free(ld.dir);
-	if (rc == -1) {
-		pk_kube_config_free(&c);
+	return rc;
+}
+
+int pk_kube_config_parse(const char *text, size_t len, const char *context,
+                         struct pk_kube_config *out, char *err, size_t errlen)
+{
+	struct loader ld = {.path = "memory", .err = err, .errlen = errlen};
+	memset(out, 0, sizeof(*out));
+	if (len > MAX_KUBECONFIG) {
+		lerr(&ld, "larger than %u bytes", MAX_KUBECONFIG);
 		return -1;
 	}
-	*out = c;
-	return 0;
+	return load_text(&ld, text, len, context, out);
 }
 
 /* A port is 1-65535 in decimal, nothing else. */

@@ -50,6 +50,12 @@ struct pk_kube_config {
 int pk_kube_config_load_file(const char *path, const char *context, struct pk_kube_config *out,
                              char *err, size_t errlen);
 
+/* The same, from memory (text, len bytes): only inline credentials
+ * (*-data, token); file references are refused, there being no file to be
+ * relative to. Messages name the source "memory". For tests and fuzzing. */
+int pk_kube_config_parse(const char *text, size_t len, const char *context,
+                         struct pk_kube_config *out, char *err, size_t errlen);
+
 /* In-cluster: server from KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT
  * (an IPv6 literal is bracketed), CA from
  * <root>/var/run/secrets/kubernetes.io/serviceaccount/ca.crt, token_file

@@ -17,11 +17,22 @@ static int suffix_scale(const char *s, size_t n, long double *scale)
 		const char *sfx;
 		long double scale;
 	} t[] = {
-	    {"", 1.0L},     {"n", 1e-9L},   {"u", 1e-6L},         {"m", 1e-3L},
-	    {"k", 1e3L},    {"M", 1e6L},    {"G", 1e9L},          {"T", 1e12L},
-	    {"P", 1e15L},   {"E", 1e18L},   {"Ki", 1024.0L},      {"Mi", 1048576.0L},
-	    {"Gi", 1073741824.0L},          {"Ti", 1099511627776.0L},
-	    {"Pi", 1125899906842624.0L},    {"Ei", 1152921504606846976.0L},
+	    {"", 1.0L},
+	    {"n", 1e-9L},
+	    {"u", 1e-6L},
+	    {"m", 1e-3L},
+	    {"k", 1e3L},
+	    {"M", 1e6L},
+	    {"G", 1e9L},
+	    {"T", 1e12L},
+	    {"P", 1e15L},
+	    {"E", 1e18L},
+	    {"Ki", 1024.0L},
+	    {"Mi", 1048576.0L},
+	    {"Gi", 1073741824.0L},
+	    {"Ti", 1099511627776.0L},
+	    {"Pi", 1125899906842624.0L},
+	    {"Ei", 1152921504606846976.0L},
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
 		if (strlen(t[i].sfx) == n && memcmp(t[i].sfx, s, n) == 0) {

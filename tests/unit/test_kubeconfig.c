@@ -598,9 +598,37 @@ static void test_load_precedence(void **state)
 	assert_non_null(strstr(err, "none found"));
 }
 
+/* In memory: inline credentials work, file references are refused (the
+ * fuzz harness relies on it). */
+static void test_parse_memory(void **state)
+{
+	(void)state;
+	static const char good[] =
+	    "clusters:\n- name: c\n  cluster: {server: https://10.0.0.1:6443}\n"
+	    "users:\n- name: u\n  user: {token: t0k}\n"
+	    "contexts:\n- name: x\n  context: {cluster: c, user: u}\n"
+	    "current-context: x\n";
+	struct pk_kube_config c;
+	char err[512];
+	assert_int_equal(pk_kube_config_parse(good, strlen(good), NULL, &c, err, sizeof(err)), 0);
+	assert_string_equal(c.server, "https://10.0.0.1:6443");
+	assert_string_equal(c.token, "t0k");
+	assert_string_equal(c.namespace, "default");
+	pk_kube_config_free(&c);
+	static const char file[] = "clusters:\n- name: c\n  cluster: {server: https://h:1, "
+	                           "certificate-authority: /etc/passwd}\n"
+	                           "users:\n- name: u\n  user: {tokenFile: /etc/passwd}\n"
+	                           "contexts:\n- name: x\n  context: {cluster: c, user: u}\n"
+	                           "current-context: x\n";
+	assert_int_equal(pk_kube_config_parse(file, strlen(file), NULL, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "file references are not allowed"));
+	assert_null(c.server);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_parse_memory),
 	    cmocka_unit_test_setup_teardown(test_current_context_cert_data, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_explicit_context, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_token_file, setup, teardown),
