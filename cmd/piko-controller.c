@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -125,6 +126,17 @@ int main(int argc, char **argv)
 	if (cfg.node_admin_port < 1 || cfg.node_admin_port > 65535)
 		return fail(&cfg, "node-admin-port must be 1-65535");
 
+	unsigned char r[10] = {0};
+	FILE *f = fopen("/dev/urandom", "rb");
+	if (f) {
+		if (fread(r, 1, sizeof(r), f) != sizeof(r))
+			memset(r, 0, sizeof(r));
+		fclose(f);
+	}
+	/* rand() jitters the watch timeouts: seeded per process, or every
+	 * replica (and every restart) would re-watch in the same lockstep. */
+	srand((unsigned)(r[6] | r[7] << 8 | r[8] << 16 | (unsigned)r[9] << 24) ^
+	      (unsigned)time(NULL) ^ (unsigned)getpid());
 	/* A unique identity per process, even for two replicas on one host. */
 	char identity[300];
 	if (cfg.identity) {
@@ -136,13 +148,6 @@ int main(int argc, char **argv)
 			snprintf(host, sizeof(host), "%s", pod);
 		else
 			gethostname(host, sizeof(host) - 1);
-		FILE *f = fopen("/dev/urandom", "rb");
-		unsigned char r[6] = {0};
-		if (f) {
-			if (fread(r, 1, sizeof(r), f) != sizeof(r))
-				memset(r, 0, sizeof(r));
-			fclose(f);
-		}
 		snprintf(identity, sizeof(identity), "%s_%02x%02x%02x%02x%02x%02x", host, r[0],
 		         r[1], r[2], r[3], r[4], r[5]);
 	}

@@ -219,14 +219,18 @@ static void lease_write_done(void *ud, long status, const char *body, size_t len
 	struct pk_ctrl *c = ud;
 	(void)len;
 	c->lease_req_inflight = false;
-	if (c->stopping)
-		return; /* the release below decides, not a late answer */
 	bool was = pk_lease_is_leader(c->lease);
 	bool ok = status >= 200 && status < 300;
 	struct json_object *resp = ok ? json_tokener_parse(body) : NULL;
 	uint64_t now = pk_now_ms();
-	pk_lease_write_result(c->lease, c->lease_action, ok, resp, now);
+	/* The renew deadline runs from when the write was sent, not from when
+	 * its answer came: the apiserver stored it somewhere in between, and a
+	 * standby's lease duration runs from then. Counting from a late answer
+	 * would keep us leading after the standby may take over. */
+	pk_lease_write_result(c->lease, c->lease_action, ok, resp, c->lease_sent_ms);
 	json_object_put(resp);
+	if (c->stopping)
+		return; /* recorded, so the release PUT carries its resourceVersion */
 	if (!ok && status != 409) {
 		char st[24];
 		snprintf(st, sizeof(st), "%ld", status);
@@ -273,6 +277,7 @@ static void lease_get_done(void *ud, long status, const char *body, size_t len, 
 	/* One Lease request at a time, so the action lives in c. */
 	char *path = lease_path(c, a != PK_LEASE_CREATE);
 	c->lease_action = a;
+	c->lease_sent_ms = now;
 	if (pk_kube_request(c->kube, a == PK_LEASE_CREATE ? "POST" : "PUT", path,
 	                    "application/json", wbody, strlen(wbody), lease_write_done, c))
 		c->lease_req_inflight = true;
@@ -309,9 +314,17 @@ static void release_done(void *ud, long status, const char *body, size_t len, co
 }
 
 /* On shutdown: hand the Lease back so a standby takes over at once instead
- * of waiting out the lease duration. Bounded by PK_CTRL_RELEASE_WAIT_MS. */
+ * of waiting out the lease duration. Bounded by PK_CTRL_RELEASE_WAIT_MS for
+ * the write in flight and as much for the release. */
 static void release_lease(struct pk_ctrl *c)
 {
+	uint64_t end = pk_now_ms() + PK_CTRL_RELEASE_WAIT_MS;
+	/* A renew (or takeover) in flight would move the Lease's
+	 * resourceVersion under the release PUT, which then fails with 409 and
+	 * the standby waits out the whole lease: let it land first (its result
+	 * is recorded even while stopping). */
+	while (c->lease_req_inflight && pk_now_ms() < end)
+		pk_kube_poll(c->kube, NULL, NULL, NULL, 0, 100);
 	if (!pk_lease_is_leader(c->lease))
 		return;
 	char wall[40];
@@ -325,7 +338,7 @@ static void release_lease(struct pk_ctrl *c)
 	                                        strlen(body), release_done, &done);
 	free(path);
 	free(body);
-	uint64_t end = pk_now_ms() + PK_CTRL_RELEASE_WAIT_MS;
+	end = pk_now_ms() + PK_CTRL_RELEASE_WAIT_MS;
 	while (r && !done && pk_now_ms() < end)
 		pk_kube_poll(c->kube, NULL, NULL, NULL, 0, 100);
 	if (r && !done)
@@ -584,9 +597,15 @@ int pk_ctrl_run(const struct pk_ctrl_opts *o)
 			while (pk_reconcile_running(c->rec) < PK_CTRL_WORKERS &&
 			       (key = pk_wq_get(c->wq, now)))
 				pk_reconcile_start(c->rec, key);
-			uint64_t w = pk_wq_next_ms(c->wq, now);
-			if (w < wait)
-				wait = w;
+			/* With every worker busy a ready key cannot start anyway:
+			 * its 0 ms would spin the loop until a reconcile ends,
+			 * and that end is network activity, which wakes the poll
+			 * by itself. */
+			if (pk_reconcile_running(c->rec) < PK_CTRL_WORKERS) {
+				uint64_t w = pk_wq_next_ms(c->wq, now);
+				if (w < wait)
+					wait = w;
+			}
 		}
 		if (synced) {
 			uint64_t w = pk_peers_tick(c->peers, now, leader);

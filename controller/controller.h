@@ -64,6 +64,7 @@ struct pk_ctrl {
 
 	bool lease_req_inflight;
 	enum pk_lease_action lease_action; /* of the write in flight */
+	uint64_t lease_sent_ms;            /* when that write was sent */
 	uint64_t lease_next_ms;
 	uint64_t resync_next_ms;
 	uint64_t heartbeat_ms; /* main loop's last turn, for /healthz */

@@ -41,6 +41,10 @@ struct pk_informer {
 	struct pk_kube_req *req;        /* the LIST or WATCH in flight */
 	struct pk_watch_parser *parser; /* owned while watching */
 	bool gone;                      /* the stream said 410 */
+	/* 410s in a row with no good event between: the first relists at once,
+	 * the next ones back off (an apiserver that keeps answering 410 to a
+	 * fresh list's RV must not get a LIST+WATCH loop with no pause). */
+	unsigned gone_streak;
 	struct pk_informer_stats stats;
 };
 
@@ -107,8 +111,10 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 	struct json_object *doc = NULL, *items = NULL;
 	if (status == 200)
 		doc = json_tokener_parse(body);
+	/* "items": null is an empty page (Go encodes a nil slice so); anything
+	 * else that is not an array is a malformed answer. */
 	if (!doc || !json_object_object_get_ex(doc, "items", &items) ||
-	    !json_object_is_type(items, json_type_array)) {
+	    (items && !json_object_is_type(items, json_type_array))) {
 		inf->stats.errors++;
 		uint64_t wait = pk_backoff_next(&inf->backoff);
 		char st[24], w[24];
@@ -130,7 +136,7 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 	const char *api = pk_object_str(doc, "apiVersion");
 	const char *lkind = pk_object_str(doc, "kind");
 	size_t lk = lkind ? strlen(lkind) : 0;
-	size_t n = json_object_array_length(items);
+	size_t n = items ? json_object_array_length(items) : 0;
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *it = json_object_array_get_idx(items, i);
 		char key[512];
@@ -215,6 +221,13 @@ static int on_event(void *ud, enum pk_watch_type type, struct json_object *obj)
 {
 	struct pk_informer *inf = ud;
 	inf->stats.events++;
+	if (type != PK_WATCH_ERROR) {
+		/* A good event proves the watch works: a later drop re-watches
+		 * quickly. (Mere bytes prove nothing: an ERROR event is bytes
+		 * too, and resetting on it would relist every 200 ms forever.) */
+		pk_backoff_reset(&inf->backoff);
+		inf->gone_streak = 0;
+	}
 	if (type == PK_WATCH_ERROR) {
 		int code = pk_watch_status_code(obj);
 		if (code == 410)
@@ -253,8 +266,6 @@ static int on_event(void *ud, enum pk_watch_type type, struct json_object *obj)
 static int watch_data(void *ud, const char *data, size_t len)
 {
 	struct pk_informer *inf = ud;
-	/* Data proves the connection works: a later drop re-watches quickly. */
-	pk_backoff_reset(&inf->backoff);
 	return pk_watch_parser_feed(inf->parser, data, len);
 }
 
@@ -276,7 +287,7 @@ static void watch_done(void *ud, long status, const char *body, size_t len, cons
 		inf->stats.gone++;
 		pk_log(PK_LOG_INFO, "informer", "resource version too old; relisting", "kind",
 		       inf->kind, NULL);
-		idle(inf, true, 0);
+		idle(inf, true, inf->gone_streak++ ? pk_backoff_next(&inf->backoff) : 0);
 	} else if (parse_failed || (status != 200 && status != 0)) {
 		inf->stats.errors++;
 		pk_log(PK_LOG_WARN, "informer", "watch failed; relisting", "kind", inf->kind,

@@ -143,6 +143,12 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *ud)
 		long code = 0;
 		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &code);
 		if (code == 200) {
+			/* This runs inside libcurl: data must not start or
+			 * cancel requests (curl_multi_add_handle and
+			 * remove_handle refuse to run from a callback, so a
+			 * start would fail and a cancel would free a handle the
+			 * multi still holds). The informers only update their
+			 * cache and queue keys here. */
 			if (r->data(r->ud, ptr, n) != 0) {
 				r->aborted = true;
 				return 0; /* CURLE_WRITE_ERROR ends the transfer */
@@ -330,7 +336,11 @@ static void finish(struct pk_kube *k, CURL *easy, CURLcode rc)
 		pk_log(PK_LOG_INFO, "kube", "apiserver reached", "server", k->cfg->server,
 		       "http-version", v == CURL_HTTP_VERSION_2_0 ? "2" : "1.1", NULL);
 	}
-	count(k, r->method, status);
+	/* The apiserver's requests only, as client-go counts them: the pushes
+	 * to nodes have piko_controller_peer_pushes_total, and counted here
+	 * they would read as apiserver PUTs. */
+	if (r->apiserver)
+		count(k, r->method, status);
 	size_t len = r->body.len;
 	char *body = pk_sb_finish(&r->body, NULL); /* owner: this function */
 	r->body = (struct pk_sb){0};

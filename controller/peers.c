@@ -19,6 +19,11 @@
 /* Members per cluster, as the CRD's status.members. */
 #define PK_PEERS_MAX_MEMBERS 256
 #define PK_PEERS_PUSH_TIMEOUT_MS 5000
+/* Pushes in flight at once, all clusters together: half the client's
+ * request cap (kube.c), so pushes to many (or unreachable) nodes can never
+ * starve the Lease renewal, the watches or the reconciles of a request slot;
+ * and at least one cluster's worth (PK_PEERS_MAX_MEMBERS below). */
+#define PK_PEERS_MAX_INFLIGHT 256
 
 struct cluster {
 	char key[512];
@@ -28,7 +33,7 @@ struct cluster {
 	char (*admin_urls)[300]; /* owned: one per member */
 	size_t nmembers;
 	uint64_t generation; /* of members_json */
-	uint64_t pushed_gen; /* last generation every member acknowledged */
+	uint64_t pushed_gen; /* generation of the push in flight (or last sent) */
 	uint64_t next_push_ms;
 	int inflight;
 	bool failed;
@@ -42,6 +47,7 @@ struct pk_peers {
 	size_t n;
 	uint64_t last_gen;
 	struct push *pushes; /* owned: the pushes in flight */
+	size_t npushes;      /* length of pushes */
 };
 
 struct push {
@@ -87,6 +93,7 @@ void pk_peers_free(struct pk_peers *p)
 		pk_kube_cancel(ps->req);
 		free(ps);
 	}
+	p->npushes = 0;
 	while (p->clusters) {
 		struct cluster *cl = p->clusters;
 		p->clusters = cl->next;
@@ -130,9 +137,13 @@ struct member {
 	bool ready;
 };
 
+/* By id, then address: a total order, so the same endpoints always give the
+ * same set whatever order the cache lists the slices in. */
 static int member_cmp(const void *a, const void *b)
 {
-	return strcmp(((const struct member *)a)->id, ((const struct member *)b)->id);
+	const struct member *x = a, *y = b;
+	int c = strcmp(x->id, y->id);
+	return c ? c : strcmp(x->addr, y->addr);
 }
 
 static int port_named(struct json_object *slice, const char *name, int dflt)
@@ -182,8 +193,13 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 		     i++) {
 			struct json_object *ep = json_object_array_get_idx(eps, i), *addrs, *conds,
 			                   *v;
+			/* Type-checked: json-c asserts on an array call made on
+			 * anything else. */
 			if (!json_object_object_get_ex(ep, "addresses", &addrs) ||
-			    json_object_array_length(addrs) == 0)
+			    !json_object_is_type(addrs, json_type_array) ||
+			    json_object_array_length(addrs) == 0 ||
+			    !json_object_is_type(json_object_array_get_idx(addrs, 0),
+			                         json_type_string))
 				continue;
 			bool terminating = false, ready = true;
 			if (json_object_object_get_ex(ep, "conditions", &conds)) {
@@ -208,6 +224,15 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 		}
 	}
 	qsort(m, n, sizeof(*m), member_cmp);
+	/* One entry per id: a dual-stack Service has an IPv4 and an IPv6 slice
+	 * naming the same pod, and an endpoint may sit in two slices for a
+	 * moment while they are rebalanced. The first address (in order) wins,
+	 * so each node gets one push and one id never means two members. */
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++)
+		if (u == 0 || strcmp(m[u - 1].id, m[i].id) != 0)
+			m[u++] = m[i];
+	n = u;
 	struct json_object *arr = json_object_new_array(); /* owner: this function */
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *o = json_object_new_object();
@@ -278,10 +303,16 @@ static void push_done(void *ud, long status, const char *body, size_t len, const
 		cl->failed = true;
 	}
 	push_unlink(ps);
+	ps->p->npushes--;
 	cl->inflight--;
 	if (cl->inflight == 0) {
 		uint64_t now = pk_now_ms();
-		if (cl->failed)
+		if (cl->generation != cl->pushed_gen)
+			/* The set changed while this push was out (recompute's
+			 * "push now" was waiting on it): send the new one now,
+			 * not a whole period or backoff later. */
+			cl->next_push_ms = now;
+		else if (cl->failed)
 			cl->next_push_ms = now + pk_backoff_next(&cl->backoff);
 		else {
 			pk_backoff_reset(&cl->backoff);
@@ -299,6 +330,7 @@ static void push(struct pk_peers *p, struct cluster *cl)
 	size_t len;
 	char *body = pk_sb_finish(&b, &len);
 	cl->failed = false;
+	cl->pushed_gen = cl->generation;
 	for (size_t i = 0; i < cl->nmembers; i++) {
 		struct push *ps = calloc(1, sizeof(*ps)); /* owner: push_done */
 		if (!ps)
@@ -317,6 +349,7 @@ static void push(struct pk_peers *p, struct cluster *cl)
 		if (p->pushes)
 			p->pushes->prev = ps;
 		p->pushes = ps;
+		p->npushes++;
 		cl->inflight++;
 	}
 	free(body);
@@ -329,6 +362,11 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 {
 	struct pk_ctrl *c = p->c;
 	uint64_t next = UINT64_MAX;
+	/* Set once a due push did not fit under PK_PEERS_MAX_INFLIGHT: the
+	 * clusters after it wait too, so the slots that free up go to it
+	 * first and a large cluster is never starved by small ones. Waiting
+	 * needs no timer: each push that ends wakes the loop. */
+	bool full = false;
 	for (struct cluster **pp = &p->clusters; *pp;) {
 		struct cluster *cl = *pp;
 		bool exists = pk_informer_get(c->inf[PK_INF_CLUSTERS], cl->ns, cl->name) != NULL;
@@ -348,8 +386,14 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 		}
 		if (!leader || cl->inflight > 0 || !cl->members_json)
 			continue;
-		if (now_ms >= cl->next_push_ms)
+		if (now_ms >= cl->next_push_ms) {
+			if (full ||
+			    (p->npushes > 0 && p->npushes + cl->nmembers > PK_PEERS_MAX_INFLIGHT)) {
+				full = true;
+				continue;
+			}
 			push(p, cl);
+		}
 		if (cl->inflight == 0 && cl->next_push_ms > now_ms &&
 		    cl->next_push_ms - now_ms < next)
 			next = cl->next_push_ms - now_ms;

@@ -274,6 +274,12 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	bool ok = status >= 200 && status < 300;
 	if (call->is_delete && status == 404)
 		ok = true; /* already gone: what we wanted */
+	if (call->is_status && status == 404)
+		/* The PikoCluster was deleted while we reconciled it: no status
+		 * to write and nothing failed (the garbage collector removes
+		 * what the applies just wrote). A Warning Event and a retry
+		 * with backoff would report an error that is not one. */
+		ok = true;
 	if (!ok) {
 		char msg[300];
 		if (status == 0)
