@@ -23,9 +23,9 @@
 
 #include "buf.h"
 #include "httpd.h"
+#include "listen.h"
 #include "strbuf.h"
 
-#define LISTEN_BACKLOG 64
 /* Reads are at most this; the head cap bounds what one connection holds. */
 #define READ_CHUNK 4096
 /* Accepts per service call, so a flood cannot starve the connections. */
@@ -62,112 +62,12 @@ struct pk_httpd {
 	size_t nconns;
 };
 
-/* ---- listening -------------------------------------------------------------- */
-
-/* "host:port", ":port", "[v6]:port" (as pk_sock_listen accepts them). */
-static int split_addr(const char *addr, char *host, size_t hlen, int *port)
-{
-	const char *colon;
-	char *end;
-	size_t n;
-	long p;
-	if (!addr)
-		return -1;
-	if (addr[0] == '[') {
-		const char *close = strchr(addr, ']');
-		if (!close || close[1] != ':')
-			return -1;
-		n = (size_t)(close - addr - 1);
-		colon = close + 1;
-		addr++;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon)
-			return -1;
-		n = (size_t)(colon - addr);
-	}
-	if (n + 1 > hlen)
-		return -1;
-	memcpy(host, addr, n);
-	host[n] = '\0';
-	errno = 0;
-	p = strtol(colon + 1, &end, 10);
-	if (colon[1] == '\0' || *end != '\0' || errno || p < 0 || p > 65535)
-		return -1;
-	*port = (int)p;
-	return 0;
-}
-
-static int listen_on(const struct sockaddr *sa, socklen_t len, bool dual_stack, int *err)
-{
-	int one = 1, zero = 0;
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1) {
-		*err = errno;
-		return -1;
-	}
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) == -1) ||
-	    bind(fd, sa, len) == -1 || listen(fd, LISTEN_BACKLOG) == -1) {
-		*err = errno;
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 struct pk_httpd *pk_httpd_new(const char *addr, pk_httpd_fn fn, void *ud, char *err, size_t errlen)
 {
-	char host[256], portstr[8];
-	int port, fd = -1, e = 0;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-
-	if (split_addr(addr, host, sizeof(host), &port) < 0) {
-		snprintf(err, errlen, "invalid listen address \"%s\"", addr ? addr : "");
+	int port;
+	int fd = pk_sock_listen_fd(addr, &port, err, errlen);
+	if (fd == -1)
 		return NULL;
-	}
-	if (!host[0]) {
-		/* Every interface: one dual-stack socket, or IPv4 without IPv6. */
-		struct sockaddr_in6 a6;
-		struct sockaddr_in a4;
-		memset(&a6, 0, sizeof(a6));
-		a6.sin6_family = AF_INET6;
-		a6.sin6_port = htons((uint16_t)port);
-		a6.sin6_addr = in6addr_any;
-		fd = listen_on((const void *)&a6, sizeof(a6), true, &e);
-		if (fd == -1) {
-			memset(&a4, 0, sizeof(a4));
-			a4.sin_family = AF_INET;
-			a4.sin_port = htons((uint16_t)port);
-			a4.sin_addr.s_addr = htonl(INADDR_ANY);
-			fd = listen_on((const void *)&a4, sizeof(a4), false, &e);
-		}
-	} else {
-		struct addrinfo hints, *res = NULL;
-		int rc;
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_UNSPEC;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-		snprintf(portstr, sizeof(portstr), "%d", port);
-		rc = getaddrinfo(host, portstr, &hints, &res);
-		if (rc != 0) {
-			snprintf(err, errlen, "listen %s: %s", addr, gai_strerror(rc));
-			return NULL;
-		}
-		for (struct addrinfo *ai = res; ai && fd == -1; ai = ai->ai_next)
-			fd = listen_on(ai->ai_addr, ai->ai_addrlen, false, &e);
-		freeaddrinfo(res);
-	}
-	if (fd == -1) {
-		snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
-		return NULL;
-	}
-	if (getsockname(fd, (void *)&ss, &sl) == 0)
-		port = ntohs(ss.ss_family == AF_INET6
-		                 ? ((const struct sockaddr_in6 *)(void *)&ss)->sin6_port
-		                 : ((const struct sockaddr_in *)(void *)&ss)->sin_port);
 
 	/* Owner: the caller; pk_httpd_free(). */
 	struct pk_httpd *h = pk_xcalloc(1, sizeof(*h));

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "strbuf.h"
 
 #define CONFIG_PATH "/etc/piko/server.yaml"
@@ -243,85 +244,17 @@ static int opt_object(struct json_object *o, const char *key, const char *path,
 	return 0;
 }
 
-static uint64_t duration_unit(const char *u, size_t n)
-{
-	static const struct {
-		const char *name;
-		uint64_t ns;
-	} units[] = {
-	    {"ns", 1ULL},           {"us", 1000ULL},
-	    {"\xc2\xb5s", 1000ULL}, /* U+00B5 micro sign */
-	    {"\xce\xbcs", 1000ULL}, /* U+03BC Greek mu, which Go accepts too */
-	    {"ms", 1000000ULL},     {"s", 1000000000ULL},
-	    {"m", 60000000000ULL},  {"h", 3600000000000ULL},
-	};
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-		if (strlen(units[i].name) == n && memcmp(units[i].name, u, n) == 0)
-			return units[i].ns;
-	return 0;
-}
-
 /* A non-negative Go duration ("60s", "1.5h", "1h30m", "250ms", "0") in
- * nanoseconds, at most INT64_MAX as in Go. Fractions are truncated toward
- * zero at the nanosecond, and digits past 18 fraction digits ignored, as Go
- * does. Signs are refused: the CRD's pattern has none. Returns 0 or -1. */
-static int parse_duration_ns(const char *s, uint64_t *out)
-{
-	const uint64_t lim = INT64_MAX;
-	uint64_t total = 0;
-	if (!s || !*s)
-		return -1;
-	if (strcmp(s, "0") == 0) {
-		*out = 0;
-		return 0;
-	}
-	const char *p = s;
-	while (*p) {
-		uint64_t whole = 0, frac = 0, scale = 1;
-		const char *start = p;
-		for (; isdigit((unsigned char)*p); p++) {
-			uint64_t d = (uint64_t)(*p - '0');
-			if (whole > (lim - d) / 10)
-				return -1;
-			whole = whole * 10 + d;
-		}
-		int pre = p != start, post = 0;
-		if (*p == '.') {
-			const char *fs = ++p;
-			for (; isdigit((unsigned char)*p); p++) {
-				if (scale > UINT64_C(100000000000000000))
-					continue; /* 18 digits kept */
-				frac = frac * 10 + (uint64_t)(*p - '0');
-				scale *= 10;
-			}
-			post = p != fs;
-		}
-		if (!pre && !post)
-			return -1;
-		const char *u = p;
-		while (*p && *p != '.' && !isdigit((unsigned char)*p))
-			p++;
-		uint64_t unit = duration_unit(u, (size_t)(p - u));
-		if (!unit || whole > lim / unit)
-			return -1;
-		uint64_t v = whole * unit;
-		/* frac < 10^18 and unit <= 3.6e12: the long double product
-		 * keeps the nanoseconds that matter. */
-		v += (uint64_t)((long double)frac * (long double)unit / (long double)scale);
-		if (v > lim - total)
-			return -1;
-		total += v;
-	}
-	*out = total;
-	return 0;
-}
-
+ * nanoseconds (core/config.c parses it as Go does). Signs are refused: the
+ * CRD's pattern has none. */
 static int check_duration(const char *s, const char *path, uint64_t *ns, char *err, size_t errlen)
 {
-	if (parse_duration_ns(s, ns) == -1) {
-		snprintf(err, errlen, "%s: invalid duration \"%.64s\"", path, s);
+	int64_t v;
+	if (!s || *s == '-' || *s == '+' || pk_parse_duration_ns(s, &v) == -1 || v < 0) {
+		snprintf(err, errlen, "%s: invalid duration \"%.64s\"", path, s ? s : "");
 		return -1;
 	}
+	*ns = (uint64_t)v;
 	return 0;
 }
 

@@ -200,8 +200,8 @@ static uint64_t duration_unit(const char *u, size_t n)
 }
 
 /* A transcription of Go's time.ParseDuration (same grammar, same overflow
- * rules, nanosecond arithmetic), then floored to milliseconds. */
-int pk_parse_duration(const char *s, int64_t *ms)
+ * rules, nanosecond arithmetic). */
+int pk_parse_duration_ns(const char *s, int64_t *out)
 {
 	const uint64_t lim = 1ULL << 63;
 	if (!s)
@@ -213,7 +213,7 @@ int pk_parse_duration(const char *s, int64_t *ms)
 		p++;
 	}
 	if (strcmp(p, "0") == 0) {
-		*ms = 0;
+		*out = 0;
 		return 0;
 	}
 	if (*p == '\0')
@@ -288,6 +288,16 @@ int pk_parse_duration(const char *s, int64_t *ms)
 		return -1;
 	else
 		ns = (int64_t)d;
+	*out = ns;
+	return 0;
+}
+
+/* Go's duration, floored to milliseconds. */
+int pk_parse_duration(const char *s, int64_t *ms)
+{
+	int64_t ns;
+	if (pk_parse_duration_ns(s, &ns) == -1)
+		return -1;
 	int64_t q = ns / 1000000;
 	if (ns % 1000000 != 0 && ns < 0)
 		q--; /* floor, not truncation */

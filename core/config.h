@@ -89,6 +89,8 @@ char *pk_config_expand_env(const char *in);
 /* Parse a Go duration ("300ms", "1.5s", "2m", "1h30m", "0"); result in ms,
  * rounded down. Returns 0 or -1. */
 int pk_parse_duration(const char *s, int64_t *ms);
+/* The same in nanoseconds, exactly as Go's time.ParseDuration. */
+int pk_parse_duration_ns(const char *s, int64_t *ns);
 
 /* Free strings and lists owned by cfg. */
 void pk_config_free(const struct pk_opt *opts, void *cfg);

@@ -1,0 +1,128 @@
+/*
+ * Listening sockets. See listen.h.
+ */
+#include "listen.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define LISTEN_BACKLOG 1024
+
+/* "host:port", ":port", "[v6]:port"; port 0 asks the kernel for one. */
+static int split_listen_addr(const char *addr, char *host, size_t hlen, int *port)
+{
+	const char *colon;
+	size_t n;
+	if (!addr)
+		return -1;
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || end[1] != ':')
+			return -1;
+		n = (size_t)(end - addr - 1);
+		if (n + 1 > hlen)
+			return -1;
+		memcpy(host, addr + 1, n);
+		host[n] = '\0';
+		colon = end + 1;
+	} else {
+		colon = strrchr(addr, ':');
+		if (!colon)
+			return -1;
+		n = (size_t)(colon - addr);
+		if (n + 1 > hlen)
+			return -1;
+		memcpy(host, addr, n);
+		host[n] = '\0';
+	}
+	char *end;
+	errno = 0;
+	long p = strtol(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno || p < 0 || p > 65535)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, int *err)
+{
+	int one = 1, zero = 0;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		*err = errno;
+		return -1;
+	}
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) == -1) ||
+	    bind(fd, sa, len) == -1 || listen(fd, LISTEN_BACKLOG) == -1) {
+		*err = errno;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errlen)
+{
+	char host[256], portstr[8];
+	int port, fd = -1, e = 0;
+	if (split_listen_addr(addr, host, sizeof(host), &port) < 0) {
+		snprintf(err, errlen, "invalid listen address \"%s\"", addr ? addr : "");
+		return -1;
+	}
+	if (!host[0]) {
+		/* Every interface: one dual-stack socket, or IPv4 without IPv6. */
+		struct sockaddr_in6 a6;
+		memset(&a6, 0, sizeof(a6));
+		a6.sin6_family = AF_INET6;
+		a6.sin6_port = htons((uint16_t)port);
+		a6.sin6_addr = in6addr_any;
+		fd = listen_on((const void *)&a6, sizeof(a6), 1, &e);
+		if (fd == -1) {
+			struct sockaddr_in a4;
+			memset(&a4, 0, sizeof(a4));
+			a4.sin_family = AF_INET;
+			a4.sin_port = htons((uint16_t)port);
+			a4.sin_addr.s_addr = htonl(INADDR_ANY);
+			fd = listen_on((const void *)&a4, sizeof(a4), 0, &e);
+		}
+	} else {
+		/* "localhost" is the IPv4 loopback, as for the other ports. */
+		if (!strcmp(host, "localhost"))
+			snprintf(host, sizeof(host), "127.0.0.1");
+		struct addrinfo hints, *res = NULL;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+		snprintf(portstr, sizeof(portstr), "%d", port);
+		int rc = getaddrinfo(host, portstr, &hints, &res);
+		if (rc != 0) {
+			snprintf(err, errlen, "listen %s: %s", addr, gai_strerror(rc));
+			return -1;
+		}
+		for (struct addrinfo *ai = res; ai && fd == -1; ai = ai->ai_next)
+			fd = listen_on(ai->ai_addr, ai->ai_addrlen, 0, &e);
+		freeaddrinfo(res);
+	}
+	if (fd == -1) {
+		snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
+		return -1;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	const struct sockaddr_in *sin = (const void *)&ss;
+	const struct sockaddr_in6 *sin6 = (const void *)&ss;
+	if (getsockname(fd, (void *)&ss, &sl) == 0)
+		port = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
+	*bound_port = port;
+	return fd;
+}
+
