@@ -183,6 +183,23 @@ static bool send(struct job *j, size_t slot, const char *method, const char *pat
 	return true;
 }
 
+/* The status of obj's Ready condition ("True", "False", ...) or NULL. */
+static const char *ready_status(struct json_object *obj)
+{
+	struct json_object *conds;
+	if (!json_object_object_get_ex(json_object_object_get(obj, "status"), "conditions",
+	                               &conds) ||
+	    !json_object_is_type(conds, json_type_array))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(conds); i++) {
+		struct json_object *cd = json_object_array_get_idx(conds, i);
+		const char *t = pk_object_str(cd, "type");
+		if (t && !strcmp(t, "Ready"))
+			return pk_object_str(cd, "status");
+	}
+	return NULL;
+}
+
 /* After every apply returned: compute the status and write it if it
  * differs. Returns true when a request was sent. */
 static bool write_status(struct job *j)
@@ -232,26 +249,7 @@ static bool write_status(struct job *j)
 		if (sent) {
 			/* An Event when Ready flips, so `kubectl describe` tells the
 			 * story of the cluster. */
-			const char *was = NULL, *is = NULL;
-			struct json_object *conds;
-			if (json_object_object_get_ex(json_object_object_get(j->cluster, "status"),
-			                              "conditions", &conds))
-				for (size_t i = 0; i < json_object_array_length(conds); i++) {
-					struct json_object *cd =
-					    json_object_array_get_idx(conds, i);
-					const char *t = pk_object_str(cd, "type");
-					if (t && !strcmp(t, "Ready"))
-						was = pk_object_str(cd, "status");
-				}
-			if (json_object_object_get_ex(json_object_object_get(st, "status"),
-			                              "conditions", &conds))
-				for (size_t i = 0; i < json_object_array_length(conds); i++) {
-					struct json_object *cd =
-					    json_object_array_get_idx(conds, i);
-					const char *t = pk_object_str(cd, "type");
-					if (t && !strcmp(t, "Ready"))
-						is = pk_object_str(cd, "status");
-				}
+			const char *was = ready_status(j->cluster), *is = ready_status(st);
 			if (is && !strcmp(is, "True") && (!was || strcmp(was, "True")))
 				pk_ctrl_event(c, j->cluster, "Normal", "ClusterReady", "Reconcile",
 				              "all nodes are ready and up to date");
