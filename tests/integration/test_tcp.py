@@ -423,7 +423,13 @@ class TcpErrorsTest(TcpTestCase):
         srv = self.server()
         fwd = self.forward(srv, "nobody-here")
         for i in range(2):
-            c = fwd.connect(T(10))
+            try:
+                c = fwd.connect(T(10))
+            except (BrokenPipeError, ConnectionResetError):
+                # Seen once under heavy load: the loopback connect itself
+                # reported the forward's prompt close. The connection was
+                # still refused as it should be; the checks below stand.
+                continue
             try:
                 c.sendall(b"anyone?")
             except OSError:
