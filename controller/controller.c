@@ -82,6 +82,19 @@ static void event_done(void *ud, long status, const char *body, size_t len, cons
 	}
 }
 
+/* The length of s cut to at most max bytes without splitting a UTF-8
+ * character. */
+static size_t utf8_cut(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+	if (n <= max)
+		return n;
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+		n--; /* s[n] continues a character: cut before its start */
+	return n;
+}
+
 void pk_ctrl_event(struct pk_ctrl *c, struct json_object *cluster, const char *type,
                    const char *reason, const char *action, const char *note)
 {
@@ -103,13 +116,16 @@ void pk_ctrl_event(struct pk_ctrl *c, struct json_object *cluster, const char *t
 	json_object_object_add(e, "eventTime", json_object_new_string(now));
 	json_object_object_add(e, "reportingController",
 	                       json_object_new_string("piko.dev/piko-controller"));
-	json_object_object_add(e, "reportingInstance", json_object_new_string(c->o.identity));
+	/* The API caps reportingInstance at 128 bytes and note at 1 KiB; cut
+	 * both at a UTF-8 character boundary. */
+	json_object_object_add(
+	    e, "reportingInstance",
+	    json_object_new_string_len(c->o.identity, (int)utf8_cut(c->o.identity, 128)));
 	json_object_object_add(e, "type", json_object_new_string(type));
 	json_object_object_add(e, "reason", json_object_new_string(reason));
 	json_object_object_add(e, "action", json_object_new_string(action));
-	/* The API caps note at 1 KiB. */
 	json_object_object_add(e, "note",
-	                       json_object_new_string_len(note, (int)strnlen(note, 1000)));
+	                       json_object_new_string_len(note, (int)utf8_cut(note, 1000)));
 	struct json_object *reg = json_object_new_object();
 	json_object_object_add(reg, "apiVersion", json_object_new_string("piko.dev/v1alpha1"));
 	json_object_object_add(reg, "kind", json_object_new_string("PikoCluster"));

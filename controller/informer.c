@@ -120,9 +120,18 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 		char st[24], w[24];
 		snprintf(st, sizeof(st), "%ld", status);
 		snprintf(w, sizeof(w), "%llu", (unsigned long long)wait);
+		/* A Status body's message, not the whole body (a proxy's HTML
+		 * error page could be long). */
+		struct json_object *stobj =
+		    (!err && status != 200) ? json_tokener_parse(body) : NULL;
+		const char *msg = stobj ? pk_object_str(stobj, "message") : NULL;
+		char shortbody[256];
+		snprintf(shortbody, sizeof(shortbody), "%s", body ? body : "");
 		pk_log(PK_LOG_WARN, "informer", "list failed", "kind", inf->kind, "status", st,
-		       "error", err ? err : (status == 200 ? "malformed list" : body), "retry-ms",
-		       w, NULL);
+		       "error",
+		       err ? err : (status == 200 ? "malformed list" : (msg ? msg : shortbody)),
+		       "retry-ms", w, NULL);
+		json_object_put(stobj);
 		json_object_put(doc);
 		json_object_put(inf->listing);
 		inf->listing = NULL;
@@ -290,9 +299,17 @@ static void watch_done(void *ud, long status, const char *body, size_t len, cons
 		idle(inf, true, inf->gone_streak++ ? pk_backoff_next(&inf->backoff) : 0);
 	} else if (parse_failed || (status != 200 && status != 0)) {
 		inf->stats.errors++;
+		struct json_object *stobj =
+		    (!parse_failed && !err && body) ? json_tokener_parse(body) : NULL;
+		const char *msg = stobj ? pk_object_str(stobj, "message") : NULL;
+		char shortbody[256];
+		snprintf(shortbody, sizeof(shortbody), "%s", body ? body : "");
 		pk_log(PK_LOG_WARN, "informer", "watch failed; relisting", "kind", inf->kind,
 		       "status", st, "error",
-		       parse_failed ? "malformed watch stream" : (err ? err : body), NULL);
+		       parse_failed ? "malformed watch stream"
+		                    : (err ? err : (msg ? msg : shortbody)),
+		       NULL);
+		json_object_put(stobj);
 		idle(inf, true, pk_backoff_next(&inf->backoff));
 	} else if (err) {
 		/* The connection went away (apiserver restart, network): the RV is

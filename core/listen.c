@@ -125,4 +125,3 @@ int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errle
 	*bound_port = port;
 	return fd;
 }
-
