@@ -375,7 +375,7 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 			*pp = cl->next;
 			p->n--;
 			const char *lv[] = {cl->key};
-			pk_metric_set(c->m_members, lv, 0);
+			pk_metric_remove(c->m_members, lv);
 			cluster_free(cl);
 			continue;
 		}

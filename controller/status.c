@@ -116,7 +116,13 @@ static struct json_object *members(struct json_object *const *slices, size_t nsl
 	if (n > 1)
 		qsort(m, n, sizeof(*m), member_cmp);
 	struct json_object *arr = must(json_object_new_array());
-	for (size_t i = 0; i < n && i < PK_STATUS_MAX_MEMBERS; i++) {
+	for (size_t i = 0, out = 0; i < n && out < PK_STATUS_MAX_MEMBERS; i++) {
+		/* One entry per pod: a dual-stack pod is in an IPv4 and an IPv6
+		 * slice, and a pod can sit in two slices while they are rebalanced.
+		 * Sorted, its first address is kept. */
+		if (i > 0 && strcmp(m[i].pod, m[i - 1].pod) == 0)
+			continue;
+		out++;
 		struct json_object *o = must(json_object_new_object());
 		add(o, "pod", must(json_object_new_string(m[i].pod)));
 		add(o, "address", must(json_object_new_string(m[i].addr)));

@@ -168,6 +168,30 @@ static struct series *lookup(struct pk_metric *mt, const char *const *values, in
 	return s;
 }
 
+void pk_metric_remove(struct pk_metric *metric, const char *const *label_values)
+{
+	if (metric->nlabels == 0)
+		return; /* the one series of an unlabelled metric always exists */
+	struct series *s = lookup(metric, label_values, 0);
+	if (!s)
+		return;
+	struct series **pp = &metric->table[s->hash & (metric->nbuckets - 1)];
+	while (*pp != s)
+		pp = &(*pp)->hnext;
+	*pp = s->hnext;
+	size_t i = 0;
+	while (metric->all[i] != s)
+		i++;
+	/* Keep creation order for the series that stay. */
+	memmove(&metric->all[i], &metric->all[i + 1],
+	        (metric->nall - i - 1) * sizeof(*metric->all));
+	metric->nall--;
+	for (size_t j = 0; j < metric->nlabels; j++)
+		free(s->values[j]);
+	free(s->counts);
+	free(s);
+}
+
 static void die(const char *what, const char *name)
 {
 	/* Registration happens once at start-up with constant arguments: a bad

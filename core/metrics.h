@@ -42,6 +42,10 @@ struct pk_metric *pk_metrics_register(struct pk_metrics *m, enum pk_metric_type 
 void pk_metric_add(struct pk_metric *metric, const char *const *label_values, double v);
 void pk_metric_set(struct pk_metric *metric, const char *const *label_values, double v);
 void pk_metric_observe(struct pk_metric *metric, const char *const *label_values, double v);
+/* Drop a series (e.g. of a deleted object), so label sets that come and go
+ * do not accumulate. No-op when it does not exist or the metric has no
+ * labels. */
+void pk_metric_remove(struct pk_metric *metric, const char *const *label_values);
 
 /* Current value of a counter/gauge series (0 if it does not exist). For tests
  * and for the status API. */

@@ -254,13 +254,52 @@ static void test_many_children(void **state)
 	pk_metrics_free(m);
 }
 
+/* A removed series is gone from the output and from lookups; the others stay
+ * in order and in the hash table; a removed one can come back. */
+static void test_remove(void **state)
+{
+	(void)state;
+	struct pk_metrics *m = pk_metrics_new();
+	static const char *const labels[] = {"cluster"};
+	struct pk_metric *g =
+	    pk_metrics_register(m, PK_METRIC_GAUGE, "members", "M.", labels, 1, NULL, 0);
+	char name[32];
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%02d", i);
+		const char *v[] = {name};
+		pk_metric_set(g, v, i);
+	}
+	for (int i = 0; i < 20; i += 2) {
+		snprintf(name, sizeof(name), "c%02d", i);
+		const char *v[] = {name};
+		pk_metric_remove(g, v);
+	}
+	const char *missing[] = {"nope"};
+	pk_metric_remove(g, missing); /* no-op */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "c%02d", i);
+		const char *v[] = {name};
+		assert_true(pk_metric_value(g, v) == (i % 2 ? i : 0));
+	}
+	size_t len;
+	char *text = pk_metrics_render(m, &len);
+	assert_null(strstr(text, "c00"));
+	assert_null(strstr(text, "c18"));
+	assert_non_null(strstr(text, "members{cluster=\"c17\"} 17\nmembers{cluster=\"c19\"} 19\n"));
+	free(text);
+	const char *back[] = {"c04"};
+	pk_metric_set(g, back, 4);
+	assert_true(pk_metric_value(g, back) == 4);
+	pk_metrics_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_untouched),     cmocka_unit_test(test_counter_gauge),
-	    cmocka_unit_test(test_histogram),     cmocka_unit_test(test_default_buckets),
-	    cmocka_unit_test(test_escaping),      cmocka_unit_test(test_number_format),
-	    cmocka_unit_test(test_many_children),
+	    cmocka_unit_test(test_untouched),       cmocka_unit_test(test_counter_gauge),
+	    cmocka_unit_test(test_remove),          cmocka_unit_test(test_histogram),
+	    cmocka_unit_test(test_default_buckets), cmocka_unit_test(test_escaping),
+	    cmocka_unit_test(test_number_format),   cmocka_unit_test(test_many_children),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -313,6 +313,21 @@ static void test_members(void **state)
 	json_object_put(slices[0]);
 	json_object_put(slices[1]);
 
+	/* A dual-stack pod (an IPv4 and an IPv6 slice) is one member, with its
+	 * first address in sort order. */
+	slices[0] = parse("{\"addressType\":\"IPv6\",\"endpoints\":[{\"addresses\":[\"fd00::7\"],"
+	                  "\"targetRef\":{\"name\":\"web-0\"}}]}");
+	slices[1] = parse("{\"addressType\":\"IPv4\",\"endpoints\":[{\"addresses\":[\"10.0.0.7\"],"
+	                  "\"targetRef\":{\"name\":\"web-0\"}}]}");
+	st = pk_status_compute(cl, NULL, slices, 2, NULL, T0);
+	json_object_object_get_ex(st, "status", &status);
+	assert_true(json_object_object_get_ex(status, "members", &m));
+	assert_string_equal(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN),
+	                    "[{\"pod\":\"web-0\",\"address\":\"10.0.0.7\",\"ready\":true}]");
+	json_object_put(st);
+	json_object_put(slices[0]);
+	json_object_put(slices[1]);
+
 	/* More endpoints than the CRD allows: the first 256 by pod name. */
 	struct json_object *s = parse("{\"endpoints\":[]}"), *eps = NULL;
 	json_object_object_get_ex(s, "endpoints", &eps);
