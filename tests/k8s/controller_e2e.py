@@ -168,16 +168,18 @@ current-context: e2e
 
 
 class Controller:
-    def __init__(self, identity, kubeconfig):
+    def __init__(self, identity, kubeconfig, wrap=(), env=None):
+        """kubeconfig None: in-cluster config (wrap and env provide it)."""
         self.identity = identity
         self.port = free_port()
         self.log = open(f"{DIR}/logs/{identity}.log", "w+")
         self.p = subprocess.Popen(
-            [CTL, "--kubeconfig", kubeconfig, "--identity", identity,
+            [*wrap, CTL, *(["--kubeconfig", kubeconfig] if kubeconfig else []),
+             "--identity", identity,
              "--health-addr", f"127.0.0.1:{self.port}", "--resync", "2s",
              "--lease-duration", "30s", "--renew-deadline", "20s", "--retry-period", "1s",
              "--peer-push", "3s"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
         procs.append(self.p)
 
     def get(self, path):
@@ -622,6 +624,53 @@ def main():
     check("B reconciles after the takeover",
           wait_for(lambda: 'level: "info"' in (kget("configmap", "second-config") or {}).get(
               "data", {}).get("server.yaml", "")))
+
+    # -- in-cluster config, and a service-account token that rotates. The
+    # controller runs in a mount namespace of its own in which /run (so
+    # /var/run/secrets/kubernetes.io/serviceaccount) is a directory of ours,
+    # and finds the apiserver through KUBERNETES_SERVICE_HOST/PORT as in a
+    # pod. Its first token is bound to a Secret; deleting the Secret revokes
+    # it (401), and by then the file holds a new one, which the controller
+    # must re-read.
+    fake_run = f"{DIR}/run"
+    sa_dir = f"{fake_run}/secrets/kubernetes.io/serviceaccount"
+    os.makedirs(sa_dir)
+    kubectl("create", "secret", "generic", "tok-a", "-n", "piko-system")
+    tok_a = kubectl("create", "token", "piko-controller", "-n", "piko-system",
+                    "--bound-object-kind=Secret", "--bound-object-name=tok-a",
+                    "--duration=1h").stdout.strip()
+    tok_b = kubectl("create", "token", "piko-controller", "-n", "piko-system",
+                    "--duration=1h").stdout.strip()
+    with open(f"{sa_dir}/token", "w") as f:
+        f.write(tok_a + "\n")
+    with open(f"{sa_dir}/namespace", "w") as f:
+        f.write("piko-system")
+    with open(f"{DIR}/pki/ca.crt") as src, open(f"{sa_dir}/ca.crt", "w") as f:
+        f.write(src.read())
+    host, port = APISERVER.split("//", 1)[1].rsplit(":", 1)
+    env_ic = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env_ic.update(KUBERNETES_SERVICE_HOST=host, KUBERNETES_SERVICE_PORT=port, POD_NAME="ctl-d")
+    d = Controller("ctl-d", None, env=env_ic, wrap=(
+        "unshare", "--mount", "--", "sh", "-c", f'mount --bind "{fake_run}" /run && exec "$@"',
+        "_"))
+    check("in-cluster config (KUBERNETES_SERVICE_HOST, service-account files): caches synced",
+          wait_for(lambda: d.get("/readyz")[0] == 200), d.logtext()[-1500:])
+    ok200 = d.metric("rest_client_requests_total", 'code="200"')
+    with open(f"{sa_dir}/token.new", "w") as f:
+        f.write(tok_b + "\n")
+    os.rename(f"{sa_dir}/token.new", f"{sa_dir}/token")  # as the kubelet swaps it
+    kubectl("delete", "secret", "tok-a", "-n", "piko-system")
+    got401 = wait_for(lambda: d.metric("rest_client_requests_total", 'code="401"') >= 1)
+    n200 = d.metric("rest_client_requests_total", 'code="200"')
+    recovered = got401 and wait_for(
+        lambda: d.metric("rest_client_requests_total", 'code="200"') >= n200 + 3)
+    check("token revoked (401) -> the rotated token file is re-read and requests succeed",
+          recovered and d.get("/readyz")[0] == 200,
+          "401s %s, 200s %s -> %s\n%s" % (
+              d.metric("rest_client_requests_total", 'code="401"'), ok200,
+              d.metric("rest_client_requests_total", 'code="200"'), d.logtext()[-1500:]))
+    d.p.send_signal(signal.SIGTERM)
+    check("the in-cluster standby exits 0 on SIGTERM", d.p.wait(timeout=10) == 0)
 
     # -- scaled down to one node: no PDB (it would block every drain)
     kubectl("scale", "pikocluster/e2e", "-n", NS, "--replicas=1")
