@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build and run every test: unit tests (cmocka), fuzz-corpus replays, the
 # integration suite on loopback (with the interop tests against the real Piko,
-# built by hack/peers.sh into ~/.cache/pikoc), the Kubernetes smoke test and
-# piko-controller's end-to-end tests against a real control plane (built by
+# built by hack/peers.sh into ~/.cache/pikoc), the Kubernetes smoke test,
+# piko-controller's end-to-end tests and the Helm chart's tests
+# (charts/piko-controller) against a real control plane (built by
 # hack/k8s/build.sh); then the unit, integration and controller tests again
 # under ASan+UBSan; then a short libFuzzer run of each harness.
 # Environment: PK_TEST_QUICK=1 skips the sanitizer pass and the fuzz run.
@@ -30,6 +31,8 @@ step "Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager on loop
 tests/k8s/smoke.sh
 step "piko-controller end to end (real control plane, own network namespace)"
 tests/k8s/controller.sh build
+step "Helm chart charts/piko-controller (lint, schema, template, install/upgrade/uninstall on a real control plane)"
+tests/k8s/helm.sh build
 
 if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "build (ASan+UBSan)"
