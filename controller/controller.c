@@ -21,6 +21,7 @@
 #include "log.h"
 #include "peers.h"
 #include "reconcile.h"
+#include "render.h"
 #include "strbuf.h"
 
 /* Reconciles running at once (distinct keys: the queue never hands out a
@@ -144,6 +145,26 @@ void pk_ctrl_event(struct pk_ctrl *c, struct json_object *cluster, const char *t
 
 /* ---- informer events -> work queue ------------------------------------------ */
 
+const char *pk_slice_service(struct json_object *slice)
+{
+	struct json_object *labels, *sn;
+	if (!json_object_object_get_ex(json_object_object_get(slice, "metadata"), "labels",
+	                               &labels) ||
+	    !json_object_object_get_ex(labels, "kubernetes.io/service-name", &sn) ||
+	    !json_object_is_type(sn, json_type_string))
+		return NULL;
+	return json_object_get_string(sn);
+}
+
+bool pk_slice_of(struct json_object *slice, const char *ns, const char *name)
+{
+	const char *sns = pk_object_str(slice, "metadata.namespace");
+	const char *svc = pk_slice_service(slice);
+	char peers[300];
+	pk_render_child_name(name, "peers", peers, sizeof(peers));
+	return sns && svc && !strcmp(sns, ns) && !strcmp(svc, peers);
+}
+
 /* The PikoCluster that controls obj, as "ns/name", or -1. */
 static int owner_key(struct json_object *obj, char *key, size_t len)
 {
@@ -183,14 +204,10 @@ static void on_informer(void *ud, struct pk_informer *inf, enum pk_watch_type ty
 		return;
 	}
 	if (inf == c->inf[PK_INF_SLICES]) {
-		struct json_object *labels, *sn;
 		const char *ns = pk_object_str(obj, "metadata.namespace");
-		if (!ns ||
-		    !json_object_object_get_ex(json_object_object_get(obj, "metadata"), "labels",
-		                               &labels) ||
-		    !json_object_object_get_ex(labels, "kubernetes.io/service-name", &sn))
+		const char *svc = pk_slice_service(obj);
+		if (!ns || !svc)
 			return;
-		const char *svc = json_object_get_string(sn);
 		size_t n = strlen(svc);
 		if (n <= 6 || strcmp(svc + n - 6, "-peers") != 0)
 			return;

@@ -78,6 +78,12 @@ struct pk_ctrl {
 /* Run until SIGTERM/SIGINT. Returns the process exit code. */
 int pk_ctrl_run(const struct pk_ctrl_opts *o);
 
+/* The Service an EndpointSlice belongs to (its kubernetes.io/service-name
+ * label), or NULL. */
+const char *pk_slice_service(struct json_object *slice);
+/* Is slice one of PikoCluster ns/name's headless Service (NAME-peers)? */
+bool pk_slice_of(struct json_object *slice, const char *ns, const char *name);
+
 /* Queue the reconcile of "ns/name". */
 void pk_ctrl_enqueue(struct pk_ctrl *c, const char *key);
 

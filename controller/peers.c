@@ -166,8 +166,6 @@ static int port_named(struct json_object *slice, const char *name, int dflt)
 static bool recompute(struct pk_peers *p, struct cluster *cl)
 {
 	struct pk_ctrl *c = p->c;
-	char svc[300];
-	snprintf(svc, sizeof(svc), "%s-peers", cl->name);
 	struct member *m = calloc(PK_PEERS_MAX_MEMBERS, sizeof(*m)); /* owner: this function */
 	if (!m)
 		return false;
@@ -175,13 +173,8 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 	json_object_object_foreach(pk_informer_cache(c->inf[PK_INF_SLICES]), k, s)
 	{
 		(void)k;
-		const char *ns = pk_object_str(s, "metadata.namespace");
-		struct json_object *labels, *sn, *eps;
-		if (!ns || strcmp(ns, cl->ns) ||
-		    !json_object_object_get_ex(json_object_object_get(s, "metadata"), "labels",
-		                               &labels) ||
-		    !json_object_object_get_ex(labels, "kubernetes.io/service-name", &sn) ||
-		    strcmp(json_object_get_string(sn), svc) ||
+		struct json_object *eps;
+		if (!pk_slice_of(s, cl->ns, cl->name) ||
 		    !json_object_object_get_ex(s, "endpoints", &eps) ||
 		    !json_object_is_type(eps, json_type_array))
 			continue;

@@ -206,26 +206,16 @@ static bool write_status(struct job *j)
 {
 	struct pk_ctrl *c = j->r->c;
 	struct json_object *sts = j->sts_fresh;
-	char sts_name[256];
-	snprintf(sts_name, sizeof(sts_name), "%s", j->name);
 	if (!sts)
-		sts = pk_informer_get(c->inf[PK_INF_STATEFULSETS], j->ns, sts_name);
+		sts = pk_informer_get(c->inf[PK_INF_STATEFULSETS], j->ns, j->name);
 
 	/* The headless Service's EndpointSlices, from the cache. */
-	char svc[300];
-	snprintf(svc, sizeof(svc), "%s-peers", j->name);
 	struct json_object *slices[64];
 	size_t nslices = 0;
 	json_object_object_foreach(pk_informer_cache(c->inf[PK_INF_SLICES]), k, s)
 	{
 		(void)k;
-		const char *ns = pk_object_str(s, "metadata.namespace");
-		struct json_object *labels, *sn;
-		if (nslices < 64 && ns && !strcmp(ns, j->ns) &&
-		    json_object_object_get_ex(json_object_object_get(s, "metadata"), "labels",
-		                              &labels) &&
-		    json_object_object_get_ex(labels, "kubernetes.io/service-name", &sn) &&
-		    !strcmp(json_object_get_string(sn), svc))
+		if (nslices < 64 && pk_slice_of(s, j->ns, j->name))
 			slices[nslices++] = s;
 	}
 	char now[40];
