@@ -121,6 +121,14 @@ static int subset(struct json_object *desired, struct json_object *live, int qua
 	return 1;
 }
 
+struct json_object *pk_json_field(struct json_object *o, const char *key)
+{
+	struct json_object *v = NULL;
+	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
+		return NULL;
+	return v;
+}
+
 int pk_json_subset(struct json_object *desired, struct json_object *live)
 {
 	return subset(desired, live, 0);

@@ -28,6 +28,10 @@
  * desired NULL (JSON null) with live NULL is 1. */
 int pk_json_subset(struct json_object *desired, struct json_object *live);
 
+/* o's field key, or NULL when o is not an object, the field is missing or it
+ * is JSON null (the apiserver's "unset" all three). */
+struct json_object *pk_json_field(struct json_object *o, const char *key);
+
 /* 1 if a and b are equal both ways under the rules of pk_json_subset, with
  * two more leniencies that the apiserver's round trip needs: a missing field
  * equals a null one, and a missing array equals an empty one (an applied

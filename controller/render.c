@@ -37,6 +37,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "jsonutil.h"
 #include "strbuf.h"
 
 #define CONFIG_PATH "/etc/piko/server.yaml"
@@ -162,20 +163,12 @@ static struct json_object *copy(struct json_object *src)
 
 /* ---- reading the PikoCluster ---- */
 
-/* A field's value, NULL when missing or JSON null (both mean "use the
- * default", as the apiserver would). */
-static struct json_object *field(struct json_object *o, const char *key)
-{
-	struct json_object *v = NULL;
-	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
-		return NULL;
-	return v;
-}
-
+/* Missing and JSON null fields (pk_json_field gives NULL) take the default,
+ * as the apiserver would. */
 static int opt_string(struct json_object *o, const char *key, const char *path, const char *def,
                       const char **out, char *err, size_t errlen)
 {
-	struct json_object *v = field(o, key);
+	struct json_object *v = pk_json_field(o, key);
 	if (!v) {
 		*out = def;
 		return 0;
@@ -197,7 +190,7 @@ static int opt_string(struct json_object *o, const char *key, const char *path, 
 static int opt_int(struct json_object *o, const char *key, const char *path, int64_t def,
                    int64_t *out, int *present, char *err, size_t errlen)
 {
-	struct json_object *v = field(o, key);
+	struct json_object *v = pk_json_field(o, key);
 	if (present)
 		*present = v != NULL;
 	if (!v) {
@@ -219,7 +212,7 @@ static int opt_int(struct json_object *o, const char *key, const char *path, int
 static int opt_bool(struct json_object *o, const char *key, const char *path, int def, int *out,
                     char *err, size_t errlen)
 {
-	struct json_object *v = field(o, key);
+	struct json_object *v = pk_json_field(o, key);
 	if (!v) {
 		*out = def;
 		return 0;
@@ -235,7 +228,7 @@ static int opt_bool(struct json_object *o, const char *key, const char *path, in
 static int opt_object(struct json_object *o, const char *key, const char *path,
                       struct json_object **out, char *err, size_t errlen)
 {
-	struct json_object *v = field(o, key);
+	struct json_object *v = pk_json_field(o, key);
 	if (v && !json_object_is_type(v, json_type_object)) {
 		snprintf(err, errlen, "%s: want an object", path);
 		return -1;
@@ -657,7 +650,7 @@ static struct json_object *object(const struct spec *s, const char *api_version,
 
 static struct json_object *meta_of(struct json_object *o)
 {
-	return field(o, "metadata");
+	return pk_json_field(o, "metadata");
 }
 
 static struct json_object *svc_port(const char *name, int port)

@@ -31,17 +31,9 @@ static struct json_object *must(struct json_object *o)
 	return o;
 }
 
-static struct json_object *field(struct json_object *o, const char *key)
-{
-	struct json_object *v = NULL;
-	if (!json_object_is_type(o, json_type_object) || !json_object_object_get_ex(o, key, &v))
-		return NULL;
-	return v;
-}
-
 static struct json_object *path2(struct json_object *o, const char *a, const char *b)
 {
-	return field(field(o, a), b);
+	return pk_json_field(pk_json_field(o, a), b);
 }
 
 static const char *str_or(struct json_object *v, const char *def)
@@ -84,16 +76,16 @@ static struct json_object *members(struct json_object *const *slices, size_t nsl
 	struct member *m = NULL; /* owned here; its strings borrowed */
 	size_t n = 0, cap = 0;
 	for (size_t i = 0; i < nslices; i++) {
-		struct json_object *eps = field(slices[i], "endpoints");
+		struct json_object *eps = pk_json_field(slices[i], "endpoints");
 		size_t neps =
 		    json_object_is_type(eps, json_type_array) ? json_object_array_length(eps) : 0;
 		for (size_t j = 0; j < neps; j++) {
 			struct json_object *ep = json_object_array_get_idx(eps, j);
-			struct json_object *cond = field(ep, "conditions");
-			struct json_object *addrs = field(ep, "addresses");
+			struct json_object *cond = pk_json_field(ep, "conditions");
+			struct json_object *addrs = pk_json_field(ep, "addresses");
 			/* A terminating pod is draining: not a member any
 			 * more, whatever its readiness. */
-			if (bool_or(field(cond, "terminating"), 0))
+			if (bool_or(pk_json_field(cond, "terminating"), 0))
 				continue;
 			if (!json_object_is_type(addrs, json_type_array) ||
 			    json_object_array_length(addrs) == 0)
@@ -109,7 +101,7 @@ static struct json_object *members(struct json_object *const *slices, size_t nsl
 			m[n].pod = str_or(path2(ep, "targetRef", "name"), addr);
 			/* EndpointSlice API: a nil ready means unknown, to be
 			 * read as ready. */
-			m[n].ready = bool_or(field(cond, "ready"), 1);
+			m[n].ready = bool_or(pk_json_field(cond, "ready"), 1);
 			n++;
 		}
 	}
@@ -143,7 +135,7 @@ static struct json_object *current_condition(struct json_object *cluster, const 
 		return NULL;
 	for (size_t i = 0; i < json_object_array_length(conds); i++) {
 		struct json_object *c = json_object_array_get_idx(conds, i);
-		const char *t = str_or(field(c, "type"), NULL);
+		const char *t = str_or(pk_json_field(c, "type"), NULL);
 		if (t && strcmp(t, type) == 0)
 			return c;
 	}
@@ -169,8 +161,8 @@ static struct json_object *condition(struct json_object *cluster, const char *ty
 	const char *st = status ? "True" : "False";
 	const char *ltt = now;
 	struct json_object *cur = current_condition(cluster, type);
-	const char *cur_st = str_or(field(cur, "status"), NULL);
-	const char *cur_ltt = str_or(field(cur, "lastTransitionTime"), NULL);
+	const char *cur_st = str_or(pk_json_field(cur, "status"), NULL);
+	const char *cur_ltt = str_or(pk_json_field(cur, "lastTransitionTime"), NULL);
 	/* The time moves only when the status flips (kubernetes.md §1.3). */
 	if (cur_st && cur_ltt && *cur_ltt && strcmp(cur_st, st) == 0)
 		ltt = cur_ltt;
@@ -194,9 +186,9 @@ static void readiness(struct json_object *sts, int64_t want, int64_t ready_repli
                       struct readiness *r)
 {
 	const char *name = str_or(path2(sts, "metadata", "name"), "");
-	struct json_object *st = field(sts, "status");
+	struct json_object *st = pk_json_field(sts, "status");
 	struct json_object *gen = path2(sts, "metadata", "generation");
-	struct json_object *obs = field(st, "observedGeneration");
+	struct json_object *obs = pk_json_field(st, "observedGeneration");
 	r->ready = 0;
 	if (!sts) {
 		r->reason = "StatefulSetNotObserved";
@@ -212,9 +204,9 @@ static void readiness(struct json_object *sts, int64_t want, int64_t ready_repli
 		         name, int_or(gen, 0));
 		return;
 	}
-	int64_t updated = int_or(field(st, "updatedReplicas"), 0);
-	const char *cur = str_or(field(st, "currentRevision"), "");
-	const char *upd = str_or(field(st, "updateRevision"), "");
+	int64_t updated = int_or(pk_json_field(st, "updatedReplicas"), 0);
+	const char *cur = str_or(pk_json_field(st, "currentRevision"), "");
+	const char *upd = str_or(pk_json_field(st, "updateRevision"), "");
 	int rolled = strcmp(cur, upd) == 0;
 	if (updated == want && ready_replicas == want && rolled) {
 		r->ready = 1;
@@ -286,5 +278,5 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
 
 int pk_status_equal(struct json_object *cluster, struct json_object *computed)
 {
-	return pk_json_equal(field(cluster, "status"), field(computed, "status"));
+	return pk_json_equal(pk_json_field(cluster, "status"), pk_json_field(computed, "status"));
 }
