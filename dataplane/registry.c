@@ -8,10 +8,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
 #include "buf.h"
+#include "siphash.h"
 
 struct entry {
 	struct entry *next; /* hash chain */
@@ -32,59 +31,11 @@ struct pk_registry {
 
 #define INITIAL_BUCKETS 64
 
-/* SipHash-2-4: endpoint IDs are chosen by peers, so a keyed hash keeps an
- * attacker from piling every endpoint into one chain. */
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-	do {                                                                                       \
-		v0 += v1;                                                                          \
-		v1 = ROTL(v1, 13);                                                                 \
-		v1 ^= v0;                                                                          \
-		v0 = ROTL(v0, 32);                                                                 \
-		v2 += v3;                                                                          \
-		v3 = ROTL(v3, 16);                                                                 \
-		v3 ^= v2;                                                                          \
-		v0 += v3;                                                                          \
-		v3 = ROTL(v3, 21);                                                                 \
-		v3 ^= v0;                                                                          \
-		v2 += v1;                                                                          \
-		v1 = ROTL(v1, 17);                                                                 \
-		v1 ^= v2;                                                                          \
-		v2 = ROTL(v2, 32);                                                                 \
-	} while (0)
-
+/* Keyed SipHash: endpoint IDs are chosen by peers, so a per-registry random
+ * key keeps an attacker from piling every endpoint into one chain. */
 static uint64_t siphash(const struct pk_registry *reg, const char *s, size_t len)
 {
-	uint64_t v0 = 0x736f6d6570736575ULL ^ reg->k0;
-	uint64_t v1 = 0x646f72616e646f6dULL ^ reg->k1;
-	uint64_t v2 = 0x6c7967656e657261ULL ^ reg->k0;
-	uint64_t v3 = 0x7465646279746573ULL ^ reg->k1;
-	const unsigned char *p = (const unsigned char *)s;
-	size_t left = len;
-	while (left >= 8) {
-		uint64_t m = 0;
-		for (int i = 0; i < 8; i++)
-			m |= (uint64_t)p[i] << (8 * i);
-		v3 ^= m;
-		SIPROUND;
-		SIPROUND;
-		v0 ^= m;
-		p += 8;
-		left -= 8;
-	}
-	uint64_t b = (uint64_t)len << 56;
-	for (size_t i = 0; i < left; i++)
-		b |= (uint64_t)p[i] << (8 * i);
-	v3 ^= b;
-	SIPROUND;
-	SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
+	return pk_siphash(reg->k0, reg->k1, s, len);
 }
 
 struct pk_registry *pk_registry_new(void)
@@ -94,16 +45,7 @@ struct pk_registry *pk_registry_new(void)
 	/* Owner: reg. */
 	reg->table = pk_xcalloc(INITIAL_BUCKETS, sizeof(*reg->table));
 	reg->nbuckets = INITIAL_BUCKETS;
-	uint64_t seed[2];
-	if (getrandom(seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t)sizeof(seed)) {
-		/* Early boot without entropy: a weaker seed still beats none. */
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		seed[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)reg;
-		seed[1] = (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&seed;
-	}
-	reg->k0 = seed[0];
-	reg->k1 = seed[1];
+	pk_siphash_seed(&reg->k0, &reg->k1);
 	return reg;
 }
 
