@@ -1,10 +1,16 @@
 /*
  * Admin port: GET /health, GET /ready (503 while starting and from the start
- * of shutdown) and GET /metrics (Prometheus text). Same raw-socket HTTP/1.1
- * reading as the proxy port; responses are small and built whole.
+ * of shutdown), GET /metrics (Prometheus text), the status API (protocol
+ * reference §7.2: /status/upstream/endpoints, /status/cluster/nodes[/id])
+ * and the controller's member-set push (PUT /piko/v1/cluster/members,
+ * docs/controller.md). Same raw-socket HTTP/1.1 reading as the proxy port;
+ * request bodies (the push) are read whole up to ADMIN_MAX_BODY, responses
+ * are small and built whole.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "buf.h"
 #include "http1.h"
@@ -15,14 +21,114 @@
 #define ADMIN_OUT_CAP (4 * 1024 * 1024)
 /* Reading stops while this much unparsed input waits. */
 #define ADMIN_IN_HWM (64 * 1024)
+/* The largest body a route takes (a member set of 1024 is ~100 KiB). */
+#define ADMIN_MAX_BODY (1024 * 1024)
 
 struct admin_conn {
 	struct pk_http1_reader req;
+	char *body; /* the current request's body, while it is read */
+	size_t body_len;
+	int reading_body;
 	struct pk_bufq in; /* pipelined requests waiting for out to drain */
 	struct pk_bufq out;
 	int close_after_write;
 	int rx_paused;
 };
+
+static void queue_response(struct lws *wsi, struct admin_conn *c, int status, const char *ctype,
+                           const char *body, size_t body_len, int close, int head_only)
+{
+	size_t len;
+	char *resp =
+	    pk_http1_simple_response(status, ctype, body, head_only ? 0 : body_len, close, &len);
+	pk_bufq_append_force(&c->out, resp, len);
+	free(resp);
+	if (close)
+		c->close_after_write = 1;
+	lws_callback_on_writable(wsi);
+}
+
+static void add_endpoint(void *arg, const char *endpoint, size_t count)
+{
+	json_object_object_add(arg, endpoint, json_object_new_int64((int64_t)count));
+}
+
+#define JSON_TYPE "application/json; charset=utf-8"
+
+/* The status API and the cluster routes; 0 when path is none of them. */
+static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h,
+                         const char *path, size_t plen, int close)
+{
+	struct pk_server *srv = pk_server_from_wsi(wsi);
+	struct pk_cluster *cl = &srv->cluster;
+	int get = !strcmp(h->method, "GET") || !strcmp(h->method, "HEAD");
+	int head_only = !strcmp(h->method, "HEAD");
+	char *json = NULL;
+	static const char nodes[] = "/status/cluster/nodes";
+	static const char members[] = "/piko/v1/cluster/members";
+	if (plen == 26 && !strncmp(path, "/status/upstream/endpoints", plen) && get) {
+		struct json_object *o = json_object_new_object();
+		pk_registry_foreach(srv->registry, add_endpoint, o);
+		json = pk_xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		json_object_put(o);
+	} else if (plen == sizeof(nodes) - 1 && !strncmp(path, nodes, plen) && get) {
+		json = pk_cluster_nodes_json(cl);
+	} else if (plen > sizeof(nodes) && !strncmp(path, nodes, sizeof(nodes) - 1) &&
+	           path[sizeof(nodes) - 1] == '/' && get) {
+		char id[512];
+		size_t il = plen - sizeof(nodes);
+		if (il == 0 || il >= sizeof(id) || memchr(path + sizeof(nodes), '/', il)) {
+			queue_response(wsi, c, 404, "text/plain", "", 0, close, head_only);
+			return 1;
+		}
+		memcpy(id, path + sizeof(nodes), il);
+		id[il] = '\0';
+		json = pk_cluster_node_json(cl, id);
+		if (!json) {
+			/* Piko: an unknown node is a 404 with no body. */
+			queue_response(wsi, c, 404, "text/plain", "", 0, close, head_only);
+			return 1;
+		}
+	} else if (plen == 23 && !strncmp(path, "/status/cluster/members", plen) && get) {
+		json = pk_cluster_members_json(cl);
+	} else if (plen == sizeof(members) - 1 && !strncmp(path, members, plen)) {
+		/* The push proves the cluster key, as node links do. */
+		const char *denied =
+		    pk_cluster_check_proof(cl, pk_http1_header_get(h, "Authorization"));
+		if (denied) {
+			size_t n;
+			char *resp = pk_access_error_response(denied, &n);
+			queue_response(wsi, c, 401, "application/json; charset=utf-8", resp, n,
+			               close, 0);
+			free(resp);
+			return 1;
+		}
+		if (get) {
+			json = pk_cluster_push_json(cl);
+		} else if (!strcmp(h->method, "PUT")) {
+			char err[256];
+			int st = pk_cluster_push(cl, c->body ? c->body : "", c->body_len, err,
+			                         sizeof(err));
+			if (st) {
+				size_t n;
+				char *resp = pk_access_error_response(err, &n);
+				queue_response(wsi, c, st, JSON_TYPE, resp, n, close, 0);
+				free(resp);
+				return 1;
+			}
+			json = pk_cluster_push_json(cl);
+		} else {
+			queue_response(wsi, c, 405, "text/plain", "405 method not allowed", 22,
+			               close, 0);
+			return 1;
+		}
+	} else {
+		return 0;
+	}
+	queue_response(wsi, c, 200, JSON_TYPE, json, strlen(json), close, head_only);
+	free(json);
+	return 1;
+}
 
 static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
 {
@@ -53,6 +159,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	/* Route on the path alone, as Go's router does (query ignored). */
 	size_t plen = strcspn(h->url, "?");
 	int get = !strcmp(h->method, "GET") || !strcmp(h->method, "HEAD");
+	if (cluster_route(wsi, c, h, h->url, plen, !h->keep_alive))
+		return;
 	if (get && plen == 7 && !strncmp(h->url, "/health", plen)) {
 		status = 200;
 		body = "";
@@ -69,7 +177,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		owned = pk_metrics_render(srv->metrics, &body_len);
 		body = owned;
 	}
-	int close = !h->keep_alive || h->chunked || h->content_length > 0;
+	int close = !h->keep_alive || h->chunked;
 	char *resp = pk_http1_simple_response(
 	    status, ctype, body, strcmp(h->method, "HEAD") ? body_len : 0, close, &len);
 	pk_bufq_append_force(&c->out, resp, len);
@@ -100,9 +208,40 @@ static void admin_pump(struct lws *wsi, struct admin_conn *c)
 			c->close_after_write = 1;
 			break;
 		}
+		/* Body bytes are copied before they are consumed (p points into
+		 * the queue's chunk). */
+		if (c->reading_body && (ev == PK_HTTP1_BODY || ev == PK_HTTP1_DONE)) {
+			memcpy(c->body + c->body_len, p, used);
+			c->body_len += used;
+		}
 		pk_bufq_consume(&c->in, used);
-		if (ev == PK_HTTP1_HEAD)
+		if (ev == PK_HTTP1_HEAD) {
+			const struct pk_http1_head *h = pk_http1_reader_head(&c->req);
+			if (h->chunked) {
+				queue_response(wsi, c, 411, "text/plain", "411 length required", 19,
+				               1, 0);
+				break;
+			}
+			if (h->content_length > ADMIN_MAX_BODY) {
+				queue_response(wsi, c, 413, "text/plain", "413 request too large",
+				               21, 1, 0);
+				break;
+			}
+			if (h->content_length > 0) {
+				/* Owner: c, until the response is built. */
+				c->body = pk_xmalloc((size_t)h->content_length + 1);
+				c->body_len = 0;
+				c->reading_body = 1;
+				continue;
+			}
+			respond(wsi, c, h);
+		} else if (ev == PK_HTTP1_DONE && c->reading_body) {
+			c->body[c->body_len] = '\0';
+			c->reading_body = 0;
 			respond(wsi, c, pk_http1_reader_head(&c->req));
+			free(c->body);
+			c->body = NULL;
+		}
 	}
 	if (c->out.len || c->close_after_write)
 		lws_callback_on_writable(wsi);
@@ -151,6 +290,7 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c) {
 			*slot = NULL;
+			free(c->body);
 			pk_http1_reader_free(&c->req);
 			pk_bufq_clear(&c->in);
 			pk_bufq_clear(&c->out);

@@ -28,6 +28,7 @@
 #include "backoff.h"
 #include "buf.h"
 #include "http1.h"
+#include "link.h"
 #include "log.h"
 #include "lwsio.h"
 #include "proxy_tcp.h"
@@ -66,6 +67,13 @@ struct pk_proxy_conn {
 	int close_after_write;
 	uint64_t idle_since_ms; /* keep-alive idle start; 0 while busy */
 	uint64_t head_start_ms; /* first byte of the current head; 0 when none */
+	/* A request forwarded by another node arrives as a stream on a node
+	 * link instead of a socket (link.c): the same connection logic, with
+	 * the stream as transport. wsi is NULL then. */
+	struct pk_stream_handler sh;
+	struct pk_yamux_stream *link_stream;
+	size_t in_owed;  /* link bytes received but not credited (reading paused) */
+	int link_closed; /* our FIN is queued on the link stream */
 	struct pk_proxy_conn *prev, *next;
 };
 
@@ -110,19 +118,48 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n);
 static void drain_in(struct pk_proxy_conn *c);
 static int flush_head(struct pk_proxy_exchange *ex);
 static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up);
+static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link);
+static void conn_flush_link(struct pk_proxy_conn *c);
+static void conn_closed(struct pk_proxy_conn *c);
 
 /* ---- output to the client --------------------------------------------- */
+
+/* Bytes wait in c->out: a socket writes them when lws says it can; a link
+ * stream takes what fits now (yamux never calls back from inside a write),
+ * the rest when its window opens. */
+static void conn_want_write(struct pk_proxy_conn *c)
+{
+	if (c->link_stream)
+		conn_flush_link(c);
+	else if (c->wsi)
+		lws_callback_on_writable(c->wsi);
+}
+
+/* Stop (0) or resume (1) reading the client. */
+static void conn_rx_flow(struct pk_proxy_conn *c, int on)
+{
+	if (c->wsi) {
+		lws_rx_flow_control(c->wsi, on);
+		return;
+	}
+	/* A link stream: what it sent while paused is credited only now, so
+	 * its window, not our queue, holds the rest back. */
+	if (on && c->link_stream && c->in_owed) {
+		pk_yamux_stream_consumed(c->link_stream, c->in_owed);
+		c->in_owed = 0;
+	}
+}
 
 static void conn_write(struct pk_proxy_conn *c, const void *data, size_t len)
 {
 	pk_bufq_append_force(&c->out, data, len);
-	lws_callback_on_writable(c->wsi);
+	conn_want_write(c);
 }
 
 static void conn_close_after_write(struct pk_proxy_conn *c)
 {
 	c->close_after_write = 1;
-	lws_callback_on_writable(c->wsi);
+	conn_want_write(c);
 }
 
 /* ---- metrics and access log ------------------------------------------- */
@@ -351,7 +388,7 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 	if (ex->upgraded) {
 		if (ex->ws) {
 			pk_proxy_tcp_output(&c->out, data, len);
-			lws_callback_on_writable(c->wsi);
+			conn_want_write(c);
 		} else {
 			conn_write(c, data, len);
 		}
@@ -489,7 +526,7 @@ static void ex_on_fin(struct pk_stream_handler *h)
 		} else if (!ex->close_sent) {
 			pk_proxy_tcp_close(&ex->conn->out, 1000, "");
 			ex->close_sent = 1;
-			lws_callback_on_writable(ex->conn->wsi);
+			conn_want_write(ex->conn);
 		}
 		return;
 	}
@@ -589,13 +626,26 @@ static void start_exchange(struct pk_proxy_conn *c)
 		exchange_deny(ex, PK_AUTH_NOT_PERMITTED);
 		return;
 	}
+	/* Local tunnels first (Piko's rule). Another node's only for a request
+	 * that has not crossed a node already: x-piko-forward: true, or a
+	 * stream from a node link, means one hop was made (or the client
+	 * asked for this node only). */
 	struct pk_upstream *up = pk_registry_next(srv->registry, endpoint);
-	if (!up) {
+	struct pk_link *remote = NULL;
+	const char *fwd = pk_http1_header_get(h, "x-piko-forward");
+	if (!up && !c->link_stream && !(fwd && !strcmp(fwd, "true")))
+		remote = pk_cluster_pick(&srv->cluster, endpoint);
+	if (!up && !remote) {
 		pk_log(PK_LOG_WARN, SUBSYS, "no available upstreams", "endpoint-id", endpoint,
 		       NULL);
 		exchange_fail(ex, 502, "no available upstreams");
 		return;
 	}
+	/* The TCP route to another node is passed on as the upgrade it is:
+	 * that node answers the handshake and frames the bytes, this one
+	 * relays them (as Piko forwards it). */
+	if (remote)
+		tcp = 0;
 	/* Piko checks the upgrade headers only once it has an upstream, so
 	 * "no available upstreams" wins over a bad handshake. */
 	if (tcp && pk_proxy_tcp_handshake(h, &ws_resp, &ws_len) < 0) {
@@ -621,7 +671,10 @@ static void start_exchange(struct pk_proxy_conn *c)
 		    !(upgrade && strcmp(upgrade, "websocket") == 0))
 			ex->deadline_ms = now + (uint64_t)srv->cfg->proxy.timeout_ms;
 	}
-	exchange_open(ex, up);
+	if (remote)
+		exchange_open_remote(ex, remote);
+	else
+		exchange_open(ex, up);
 }
 
 /* Open the exchange's stream on up. The stream is opened before the client
@@ -629,17 +682,9 @@ static void start_exchange(struct pk_proxy_conn *c)
  * up already has 256 opens waiting for their ACK, Go's yamux would block the
  * opener: the exchange waits on the node's list instead (retried as ACKs
  * arrive, bounded by its deadline) and its client's bytes stay queued. */
-static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
+static void exchange_attach(struct pk_proxy_exchange *ex, struct pk_yamux_stream *s)
 {
 	struct pk_proxy_conn *c = ex->conn;
-	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
-	if (!s) {
-		if (pk_upstream_opens_full(up) && wait_add(ex))
-			return;
-		wait_remove(ex);
-		exchange_fail(ex, 502, "upstream unreachable");
-		return;
-	}
 	int was_waiting = ex->waiting;
 	wait_remove(ex);
 	ex->stream = s;
@@ -663,6 +708,31 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 	/* Bytes that arrived while it waited (a body, WebSocket frames). */
 	if (was_waiting && c->in.len)
 		drain_in(c);
+}
+
+static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
+{
+	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
+	if (!s) {
+		if (pk_upstream_opens_full(up) && wait_add(ex))
+			return;
+		wait_remove(ex);
+		exchange_fail(ex, 502, "upstream unreachable");
+		return;
+	}
+	exchange_attach(ex, s);
+}
+
+/* The endpoint's tunnel is on another node: the exchange crosses the node
+ * link as one stream, and that node answers (its 502 included). */
+static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link)
+{
+	struct pk_yamux_stream *s = pk_link_open_stream(link);
+	if (!s) {
+		exchange_fail(ex, 502, "upstream unreachable");
+		return;
+	}
+	exchange_attach(ex, s);
 }
 
 void pk_proxy_retry_waiting(struct pk_server *srv)
@@ -740,7 +810,7 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 			enum pk_proxy_tcp_action act =
 			    pk_proxy_tcp_input(&ex->wsr, p, n, &used, ex->stream, &c->out);
 			if (c->out.len)
-				lws_callback_on_writable(c->wsi);
+				conn_want_write(c);
 			if (act == PK_PROXY_TCP_CLOSE) {
 				/* Half-close towards the upstream; the exchange
 				 * ends when the stream does (ex_stream_ended). */
@@ -813,7 +883,7 @@ static void drain_in(struct pk_proxy_conn *c)
 		flush_head(c->ex);
 	if (c->rx_paused && c->in.len < IN_HWM / 2 && !c->close_after_write) {
 		c->rx_paused = 0;
-		lws_rx_flow_control(c->wsi, 1);
+		conn_rx_flow(c, 1);
 	}
 }
 
@@ -834,7 +904,7 @@ static void conn_rx(struct pk_proxy_conn *c, uint8_t *data, size_t len)
 	}
 	if (!c->rx_paused && c->in.len >= IN_HWM) {
 		c->rx_paused = 1;
-		lws_rx_flow_control(c->wsi, 0);
+		conn_rx_flow(c, 0);
 	}
 }
 
@@ -884,6 +954,126 @@ static int conn_writeable(struct pk_proxy_conn *c)
 	return 0;
 }
 
+/* ---- a request forwarded by another node: a link stream as transport ---- */
+
+static void conn_flush_link(struct pk_proxy_conn *c)
+{
+	struct pk_yamux_stream *s = c->link_stream;
+	size_t written = 0;
+	while (c->out.len) {
+		size_t n;
+		const uint8_t *p = pk_bufq_peek(&c->out, &n);
+		size_t w = pk_yamux_stream_write(s, p, n);
+		pk_bufq_consume(&c->out, w);
+		written += w;
+		if (w < n)
+			break;
+	}
+	/* As on a socket: response bytes are credited to the upstream's
+	 * stream once they left for the client (here: the other node). */
+	struct pk_proxy_exchange *ex = c->ex;
+	if (ex && ex->stream && ex->owed && written) {
+		size_t credit = ex->owed < written ? ex->owed : written;
+		ex->owed -= credit;
+		pk_yamux_stream_consumed(ex->stream, credit);
+	}
+	if (c->out.len == 0 && c->close_after_write && !c->link_closed) {
+		c->link_closed = 1;
+		pk_yamux_stream_close(s, pk_now_ms());
+	}
+}
+
+static struct pk_proxy_conn *link_conn(struct pk_stream_handler *h)
+{
+	return (struct pk_proxy_conn *)((char *)h - offsetof(struct pk_proxy_conn, sh));
+}
+
+static void lc_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t len)
+{
+	struct pk_proxy_conn *c = link_conn(h);
+	if (c->close_after_write) {
+		pk_yamux_stream_consumed(c->link_stream, len);
+		return;
+	}
+	conn_rx(c, (uint8_t *)(uintptr_t)data, len);
+	/* conn_rx copied what it could not use into c->in; while that is
+	 * over its mark the bytes stay owed, so the sender's window stops
+	 * it. */
+	if (c->rx_paused)
+		c->in_owed += len;
+	else if (c->link_stream)
+		pk_yamux_stream_consumed(c->link_stream, len);
+}
+
+static void lc_on_fin(struct pk_stream_handler *h)
+{
+	struct pk_proxy_conn *c = link_conn(h);
+	struct pk_proxy_exchange *ex = c->ex;
+	/* The other node is done sending: an upgraded exchange passes the
+	 * half-close on; otherwise there is nothing more to read. */
+	if (ex && ex->upgraded && ex->stream && !ex->ws) {
+		pk_yamux_stream_close(ex->stream, pk_now_ms());
+		return;
+	}
+	if (!ex)
+		conn_close_after_write(c);
+}
+
+static void lc_on_writable(struct pk_stream_handler *h)
+{
+	struct pk_proxy_conn *c = link_conn(h);
+	conn_flush_link(c);
+	if (c->in.len && c->out.len < OUT_HWM / 2)
+		drain_in(c);
+}
+
+static void lc_on_close(struct pk_stream_handler *h, int reset)
+{
+	(void)reset;
+	struct pk_proxy_conn *c = link_conn(h);
+	c->link_stream = NULL;
+	conn_closed(c);
+}
+
+static const struct pk_stream_ops link_conn_ops = {
+    .on_data = lc_on_data,
+    .on_fin = lc_on_fin,
+    .on_writable = lc_on_writable,
+    .on_close = lc_on_close,
+};
+
+static struct pk_proxy_conn *conn_new(struct pk_server *srv, struct lws *wsi)
+{
+	/* Owner: the lws connection's slot, or the link stream's user
+	 * pointer; freed by conn_closed() on RAW_CLOSE / the stream's close. */
+	struct pk_proxy_conn *c = pk_xcalloc(1, sizeof(*c));
+	c->srv = srv;
+	c->wsi = wsi;
+	pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST,
+	                     (size_t)srv->cfg->proxy.http.max_header_bytes);
+	pk_bufq_init(&c->in, IN_CAP);
+	pk_bufq_init(&c->out, OUT_CAP);
+	/* Go's ReadHeaderTimeout runs from the accept for the first
+	 * request: a client that never sends anything is not kept. */
+	c->head_start_ms = pk_now_ms();
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	return c;
+}
+
+struct pk_stream_handler *pk_proxy_adopt_stream(struct pk_server *srv, struct pk_yamux_stream *s,
+                                                const char *peer_ip)
+{
+	struct pk_proxy_conn *c = conn_new(srv, NULL);
+	c->link_stream = s;
+	c->sh.ops = &link_conn_ops;
+	snprintf(c->client_ip, sizeof(c->client_ip), "%s", peer_ip);
+	pk_yamux_stream_set_user(s, &c->sh);
+	return &c->sh;
+}
+
 static void conn_closed(struct pk_proxy_conn *c)
 {
 	struct pk_server *srv = c->srv;
@@ -919,28 +1109,11 @@ static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, voi
 	struct pk_proxy_conn *c = slot ? *slot : NULL;
 
 	switch (reason) {
-	case LWS_CALLBACK_RAW_ADOPT: {
-		struct pk_server *srv = pk_server_from_wsi(wsi);
-		/* Owner: the lws connection (its per-session slot); freed on
-		 * LWS_CALLBACK_RAW_CLOSE. */
-		c = pk_xcalloc(1, sizeof(*c));
+	case LWS_CALLBACK_RAW_ADOPT:
+		c = conn_new(pk_server_from_wsi(wsi), wsi);
 		*slot = c;
-		c->srv = srv;
-		c->wsi = wsi;
 		pk_lwsio_peer_ip(wsi, c->client_ip, sizeof(c->client_ip));
-		pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST,
-		                     (size_t)srv->cfg->proxy.http.max_header_bytes);
-		pk_bufq_init(&c->in, IN_CAP);
-		pk_bufq_init(&c->out, OUT_CAP);
-		/* Go's ReadHeaderTimeout runs from the accept for the first
-		 * request: a client that never sends anything is not kept. */
-		c->head_start_ms = pk_now_ms();
-		c->next = srv->conns;
-		if (srv->conns)
-			srv->conns->prev = c;
-		srv->conns = c;
 		return 0;
-	}
 	case LWS_CALLBACK_RAW_RX:
 		if (c)
 			conn_rx(c, in, len);

@@ -30,16 +30,50 @@ struct pk_server *pk_server_from_wsi(struct lws *wsi)
 	return lws_context_user(lws_get_context(wsi));
 }
 
+void pk_server_fail(struct pk_server *srv)
+{
+	srv->exit_code = 1;
+	srv->exit_now = 1;
+	lws_cancel_service(srv->ctx);
+}
+
+/* SIGTERM (DESIGN §5 "Deploys"): not ready at once, so load balancers stop
+ * sending; peers told we leave, so they route elsewhere first; no new
+ * tunnels here; Go Away to the tunnels we hold, so agents dial a fresh one
+ * through the load balancer (to another node) and retire this one when
+ * its streams are done. In-flight exchanges finish, forwarded ones too. */
 static void begin_shutdown(struct pk_server *srv)
 {
 	if (srv->shutting_down)
 		return;
 	pk_log(PK_LOG_INFO, SUBSYS, "shutting down", NULL);
+	uint64_t now = pk_now_ms();
 	srv->shutting_down = 1;
 	srv->ready = 0;
-	srv->shutdown_deadline_ms = pk_now_ms() + (uint64_t)srv->cfg->grace_period_ms;
+	srv->shutdown_deadline_ms = now + (uint64_t)srv->cfg->grace_period_ms;
+	srv->upstream_drain_deadline_ms = now + (uint64_t)srv->cfg->grace_period_ms / 2;
+	pk_cluster_leave(&srv->cluster);
+	if (srv->upstream.ln) {
+		pk_sock_listener_close(srv->upstream.ln);
+		srv->upstream.ln = NULL;
+	}
 	pk_upstream_go_away_all(srv);
 	pk_proxy_close_idle(srv);
+}
+
+/* Whether shutdown waits for agents to move their tunnels: only while some
+ * other node can take them, and for half the grace period at most (Piko's
+ * agents do not move on Go Away); then the rest are closed. */
+static int upstreams_moving(struct pk_server *srv, uint64_t now)
+{
+	if (!srv->upstreams || !srv->upstream_drain_deadline_ms ||
+	    pk_cluster_active_peers(&srv->cluster) == 0)
+		return 0; /* nowhere to move to: tunnels serve until we exit */
+	if (now < srv->upstream_drain_deadline_ms)
+		return 1;
+	srv->upstream_drain_deadline_ms = 0;
+	pk_upstream_close_all(srv);
+	return 0;
 }
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -48,10 +82,18 @@ static void tick(lws_sorted_usec_list_t *sul)
 	uint64_t now = pk_now_ms();
 	pk_upstream_tick(srv, now);
 	pk_proxy_tick(srv, now);
-	if (srv->shutting_down && (srv->in_flight == 0 || now >= srv->shutdown_deadline_ms)) {
+	pk_cluster_tick(&srv->cluster, now);
+	pk_sock_tick(now);
+	if (srv->shutting_down && !upstreams_moving(srv, now) &&
+	    (srv->in_flight == 0 || now >= srv->shutdown_deadline_ms)) {
 		if (srv->in_flight)
 			pk_log(PK_LOG_WARN, SUBSYS,
 			       "grace period over; dropping in-flight requests", NULL);
+		srv->exit_now = 1;
+		lws_cancel_service(srv->ctx);
+		return;
+	}
+	if (srv->shutting_down && now >= srv->shutdown_deadline_ms) {
 		srv->exit_now = 1;
 		lws_cancel_service(srv->ctx);
 		return;
@@ -230,6 +272,10 @@ int pk_server_run(const struct pk_server_config *cfg)
 	    listen_port(&srv.proxy, cfg->proxy.bind_addr) ||
 	    listen_port(&srv.upstream, cfg->upstream.bind_addr))
 		goto out;
+	if (pk_cluster_init(&srv.cluster, &srv, err, sizeof(err)) < 0) {
+		pk_log(PK_LOG_ERROR, SUBSYS, "invalid cluster config", "error", err, NULL);
+		goto out;
+	}
 
 	pk_runloop_signals(srv.ctx);
 
@@ -243,17 +289,22 @@ int pk_server_run(const struct pk_server_config *cfg)
 		if (pk_runloop_stop_requested())
 			begin_shutdown(&srv);
 	}
-	rc = 0;
-	pk_log(PK_LOG_INFO, SUBSYS, "shutdown complete", NULL);
+	rc = srv.exit_code;
+	if (!rc)
+		pk_log(PK_LOG_INFO, SUBSYS, "shutdown complete", NULL);
 
 out:
 	pk_runloop_signals_done();
+	/* Links end before the context: their streams' owners (exchanges,
+	 * forwarded requests) still have live connections to tell. */
+	pk_cluster_stop(&srv.cluster);
 	struct pk_server_port *ports[] = {&srv.proxy, &srv.upstream, &srv.admin};
 	for (size_t i = 0; i < 3; i++)
 		if (ports[i]->ln)
 			pk_sock_listener_close(ports[i]->ln);
 	if (srv.ctx)
 		lws_context_destroy(srv.ctx);
+	pk_cluster_free(&srv.cluster);
 	pk_registry_free(srv.registry);
 	pk_access_free(&srv.access);
 	pk_metrics_free(srv.metrics);

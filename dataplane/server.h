@@ -5,10 +5,14 @@
  *   upstream port (upstream.c)  agents' WebSocket tunnels terminate here
  *   admin port    (admin.c)     /health, /ready, /metrics
  *
+ *   cluster port  (link.c)      node links from the other members (cluster.c)
+ *
  * A request enters in proxy.c, picks an upstream from the registry
  * (registry.c), crosses the tunnel as a yamux stream opened on that
  * upstream's session (upstream.c, core/tunnel.c), and leaves through the
- * agent at the far end.
+ * agent at the far end. When the tunnel is on another node, the request
+ * crosses the node link to it as a stream first (cluster.c picks the node,
+ * link.c carries it), and that node's proxy.c serves it from its tunnels.
  */
 #ifndef PK_SERVER_H
 #define PK_SERVER_H
@@ -18,6 +22,7 @@
 #include <libwebsockets.h>
 
 #include "access.h"
+#include "cluster.h"
 #include "metrics.h"
 #include "registry.h"
 #include "server_config.h"
@@ -72,6 +77,9 @@ struct pk_server {
 	size_t n_waiting;
 	size_t in_flight; /* proxied exchanges not finished */
 	lws_sorted_usec_list_t tick_sul;
+	struct pk_cluster cluster;
+	uint64_t upstream_drain_deadline_ms; /* shutdown: agents may move until then */
+	int exit_code;
 };
 
 /* Run a node until SIGTERM/SIGINT and a graceful shutdown. Returns the
@@ -89,6 +97,17 @@ static inline int pk_server_client_cert_verdict(size_t preverify_ok)
 	return preverify_ok ? 0 : 1;
 }
 
+/* A fatal condition after start (e.g. the cluster could not be joined):
+ * exit 1 at once. */
+void pk_server_fail(struct pk_server *srv);
+
+/* A request forwarded by another node arrived as stream s on a node link:
+ * serve it as a client connection (proxy.c). Returns the handler now set as
+ * the stream's user, to which the stream's first bytes are passed. */
+struct pk_yamux_stream;
+struct pk_stream_handler *pk_proxy_adopt_stream(struct pk_server *srv, struct pk_yamux_stream *s,
+                                                const char *peer_ip);
+
 /* The server a wsi belongs to. */
 struct pk_server *pk_server_from_wsi(struct lws *wsi);
 
@@ -102,6 +121,8 @@ void pk_proxy_tick(struct pk_server *srv, uint64_t now_ms);
 void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms);
 /* Shutdown: tell upstreams to stop expecting new streams (Go Away). */
 void pk_upstream_go_away_all(struct pk_server *srv);
+/* Shutdown, once agents had their chance to move: close every tunnel. */
+void pk_upstream_close_all(struct pk_server *srv);
 /* Streams open on every upstream session (for the open-streams gauge). */
 size_t pk_upstream_open_streams(const struct pk_server *srv);
 /* Open streams for waiting exchanges where there is room now. */

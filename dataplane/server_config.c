@@ -52,12 +52,50 @@ const struct pk_opt pk_server_opts[] = {
     {"upstream.tenants", PK_OPT_LIST, O(upstream.tenants), NULL,
      "tenants, each with its own auth keys (x-piko-tenant-id)", 1, tenant_opts,
      sizeof(struct pk_tenant_config)},
+    {"upstream.rebalance.threshold", PK_OPT_FLOAT, O(upstream.rebalance.threshold), "0",
+     "shed upstreams when this node has this fraction more than the cluster average (0: off)", 0,
+     NULL, 0},
+    {"upstream.rebalance.shed_rate", PK_OPT_FLOAT, O(upstream.rebalance.shed_rate), "0.005",
+     "most upstreams shed per second, as a fraction of the cluster average", 0, NULL, 0},
+    {"upstream.rebalance.min_conns", PK_OPT_INT, O(upstream.rebalance.min_conns), "50",
+     "no rebalancing below this many upstreams on this node", 0, NULL, 0},
     {"admin.bind_addr", PK_OPT_STRING, O(admin.bind_addr), ":8002",
      "admin port: /health, /ready, /metrics", 0, NULL, 0},
     {"admin.advertise_addr", PK_OPT_STRING, O(admin.advertise_addr), NULL,
      "advertised admin address (derived when empty)", 0, NULL, 0},
     PK_AUTH_OPTS("admin.auth.", O(admin.auth)),
     PK_TLS_SERVER_OPTS("admin.tls.", O(admin.tls)),
+    {"cluster.node_id", PK_OPT_STRING, O(cluster.node_id), NULL,
+     "this node's ID (default: node_id_prefix + 7 random characters, new on every start)", 0, NULL,
+     0},
+    {"cluster.node_id_prefix", PK_OPT_STRING, O(cluster.node_id_prefix), NULL,
+     "prefix of the generated node ID", 0, NULL, 0},
+    {"cluster.join", PK_OPT_STRLIST, O(cluster.join), NULL,
+     "members' cluster addresses (host or host:port); names are resolved to every address", 0, NULL,
+     0},
+    {"cluster.join_interval", PK_OPT_DURATION, O(cluster.join_interval_ms), "5s",
+     "how often names in cluster.join are resolved again", 0, NULL, 0},
+    {"cluster.join_timeout", PK_OPT_DURATION, O(cluster.join_timeout_ms), "1m",
+     "how long a node may start without reaching any joined address", 0, NULL, 0},
+    {"cluster.abort_if_join_fails", PK_OPT_BOOL, O(cluster.abort_if_join_fails), "true",
+     "exit when no joined address answered within join_timeout", 0, NULL, 0},
+    {"cluster.bind_addr", PK_OPT_STRING, O(cluster.bind_addr), NULL,
+     "cluster port: node links (default :8003)", 0, NULL, 0},
+    {"cluster.advertise_addr", PK_OPT_STRING, O(cluster.advertise_addr), NULL,
+     "address other nodes reach the cluster port on (derived when empty)", 0, NULL, 0},
+    {"cluster.gossip.bind_addr", PK_OPT_STRING, O(cluster.gossip.bind_addr), NULL,
+     "Piko's name for cluster.bind_addr", 0, NULL, 0},
+    {"cluster.gossip.advertise_addr", PK_OPT_STRING, O(cluster.gossip.advertise_addr), NULL,
+     "Piko's name for cluster.advertise_addr", 0, NULL, 0},
+    {"cluster.gossip.interval", PK_OPT_DURATION, O(cluster.gossip.interval_ms), NULL,
+     "accepted for Piko configs and ignored (no gossip here)", 0, NULL, 0},
+    {"cluster.gossip.max_packet_size", PK_OPT_INT, O(cluster.gossip.max_packet_size), NULL,
+     "accepted for Piko configs and ignored (no gossip here)", 0, NULL, 0},
+    {"cluster.auth.key", PK_OPT_STRING, O(cluster.auth.key), NULL,
+     "the cluster key: node links and member pushes must prove they hold it", 0, NULL, 0},
+    {"cluster.auth.key_file", PK_OPT_STRING, O(cluster.auth.key_file), NULL,
+     "a file holding the cluster key", 0, NULL, 0},
+    PK_TLS_SERVER_OPTS("cluster.tls.", O(cluster.tls)),
     {"log.level", PK_OPT_STRING, O(log.level), "info", "debug, info, warn or error", 0, NULL, 0},
     {"log.subsystems", PK_OPT_STRLIST, O(log.subsystems), NULL, "subsystems logged at every level",
      0, NULL, 0},
@@ -97,10 +135,33 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 		snprintf(err, errlen, "invalid proxy timeout");
 		return -1;
 	}
+	if (cfg->upstream.rebalance.threshold < 0) {
+		snprintf(err, errlen, "upstream.rebalance.threshold must not be negative");
+		return -1;
+	}
+	if (cfg->upstream.rebalance.shed_rate < 0 || cfg->upstream.rebalance.shed_rate > 1) {
+		snprintf(err, errlen, "upstream.rebalance.shed_rate must be between 0 and 1");
+		return -1;
+	}
+	if (cfg->cluster.join_interval_ms <= 0) {
+		snprintf(err, errlen, "cluster.join_interval must be positive");
+		return -1;
+	}
+	if (cfg->cluster.join_timeout_ms <= 0) {
+		snprintf(err, errlen, "missing cluster join timeout");
+		return -1;
+	}
+	if (cfg->cluster.auth.key && *cfg->cluster.auth.key && cfg->cluster.auth.key_file &&
+	    *cfg->cluster.auth.key_file) {
+		snprintf(err, errlen, "cluster.auth: key and key_file are exclusive");
+		return -1;
+	}
 	if (pk_tls_check_pair("proxy tls", cfg->proxy.tls.cert, cfg->proxy.tls.key, err, errlen) ||
 	    pk_tls_check_pair("upstream tls", cfg->upstream.tls.cert, cfg->upstream.tls.key, err,
 	                      errlen) ||
-	    pk_tls_check_pair("admin tls", cfg->admin.tls.cert, cfg->admin.tls.key, err, errlen))
+	    pk_tls_check_pair("admin tls", cfg->admin.tls.cert, cfg->admin.tls.key, err, errlen) ||
+	    pk_tls_check_pair("cluster tls", cfg->cluster.tls.cert, cfg->cluster.tls.key, err,
+	                      errlen))
 		return -1;
 	const struct pk_tenant_config *tenants = cfg->upstream.tenants.v;
 	for (size_t i = 0; i < cfg->upstream.tenants.n; i++) {

@@ -43,6 +43,11 @@ struct pk_server_config {
 		struct pk_auth_config auth;
 		struct pk_list tenants; /* of struct pk_tenant_config */
 		struct pk_tls_server_config tls;
+		struct {
+			double threshold; /* 0: off */
+			double shed_rate;
+			int64_t min_conns;
+		} rebalance;
 	} upstream;
 	struct {
 		char *bind_addr;
@@ -50,6 +55,31 @@ struct pk_server_config {
 		struct pk_auth_config auth;
 		struct pk_tls_server_config tls;
 	} admin;
+	/* The cluster (DESIGN §5): who this node is, who its members are,
+	 * and the port its node links use. */
+	struct {
+		char *node_id;
+		char *node_id_prefix;
+		struct pk_strlist join;
+		int64_t join_interval_ms;
+		int64_t join_timeout_ms;
+		int abort_if_join_fails;
+		char *bind_addr;      /* NULL: gossip.bind_addr, else ":8003" */
+		char *advertise_addr; /* NULL: gossip.advertise_addr, else derived */
+		/* Piko's gossip keys: the two addresses are aliases, the tuning
+		 * keys are accepted and ignored (there is no gossip here). */
+		struct {
+			char *bind_addr;
+			char *advertise_addr;
+			int64_t interval_ms;
+			int64_t max_packet_size;
+		} gossip;
+		struct {
+			char *key; /* the cluster key itself (e.g. through --config.expand-env) */
+			char *key_file; /* or a file holding it */
+		} auth;
+		struct pk_tls_server_config tls;
+	} cluster;
 	struct {
 		char *level;
 		struct pk_strlist subsystems;

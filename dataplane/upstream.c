@@ -36,6 +36,7 @@ static void unregister(struct pk_upstream *up)
 	up->registered = 0;
 	pk_registry_remove(up->srv->registry, up->endpoint, up);
 	update_gauges(up->srv);
+	pk_cluster_local_changed(&up->srv->cluster, up->endpoint);
 }
 
 struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up)
@@ -172,6 +173,7 @@ static void upstream_established(struct lws *wsi, struct upstream_pss *pss)
 	pk_registry_add(srv->registry, up->endpoint, up);
 	up->registered = 1;
 	update_gauges(srv);
+	pk_cluster_local_changed(&srv->cluster, up->endpoint);
 	pk_log(PK_LOG_INFO, SUBSYS, "upstream connected", "endpoint-id", up->endpoint, "client-ip",
 	       up->client_ip, NULL);
 	if (srv->shutting_down)
@@ -296,6 +298,14 @@ size_t pk_upstream_open_streams(const struct pk_server *srv)
 		if (up->tunnel.sess)
 			n += pk_yamux_session_num_streams(up->tunnel.sess);
 	return n;
+}
+
+void pk_upstream_close_all(struct pk_server *srv)
+{
+	for (struct pk_upstream *up = srv->upstreams; up; up = up->next) {
+		unregister(up);
+		pk_tunnel_close(&up->tunnel);
+	}
 }
 
 void pk_upstream_go_away_all(struct pk_server *srv)

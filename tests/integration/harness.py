@@ -340,8 +340,12 @@ class Server(Proc):
     """`piko server` on 127.0.0.1 with three picked ports."""
 
     def __init__(self, workdir, args=(), ports=None, env=None, use_bind_flags=True,
-                 log_level="debug", bin=None, admin_headers=None):
+                 log_level="debug", bin=None, admin_headers=None, cluster_port=None):
         self.bin = bin or CONFIG.bin
+        # Our server always opens its cluster port (default :8003): tests
+        # give it a free one so that servers never collide. None for Piko.
+        self.cluster_port = cluster_port if cluster_port is not None else (
+            free_port() if bin is None else None)
         self.admin_headers = admin_headers  # e.g. a token when admin auth is on
         self.fixed_ports = ports is not None
         self.proxy_port, self.upstream_port, self.admin_port = ports or (
@@ -358,6 +362,8 @@ class Server(Proc):
             argv += ["--proxy.bind-addr", "127.0.0.1:%d" % self.proxy_port,
                      "--upstream.bind-addr", "127.0.0.1:%d" % self.upstream_port,
                      "--admin.bind-addr", "127.0.0.1:%d" % self.admin_port]
+            if self.cluster_port:
+                argv += ["--cluster.bind-addr", "127.0.0.1:%d" % self.cluster_port]
         if self.log_level:
             argv += ["--log.level", self.log_level]
         self.argv = argv + self.extra_args
@@ -386,6 +392,8 @@ class Server(Proc):
                     # someone else took one of our ports: new ports, retry
                     self.proxy_port, self.upstream_port, self.admin_port = (
                         free_port(), free_port(), free_port())
+                    if self.cluster_port:
+                        self.cluster_port = free_port()
                     self._build_argv()
                     continue
                 raise

@@ -146,11 +146,14 @@ class ConfigTest(PikoTestCase):
             "  bind_addr: 127.0.0.1:${PIKO_IT_UPSTREAM_PORT}\n"
             "admin:\n"
             "  bind_addr: \"127.0.0.1:$PIKO_IT_ADMIN_PORT\"\n"
+            "cluster:\n"
+            "  bind_addr: 127.0.0.1:${PIKO_IT_CLUSTER_PORT}\n"
             "log:\n"
             "  level: ${PIKO_IT_LOG_LEVEL}\n"
             "grace_period: 5s\n"))
         env = {"PIKO_IT_PROXY_PORT": str(pp), "PIKO_IT_UPSTREAM_PORT": str(upp),
-               "PIKO_IT_ADMIN_PORT": str(ap), "PIKO_IT_LOG_LEVEL": "debug"}
+               "PIKO_IT_ADMIN_PORT": str(ap), "PIKO_IT_CLUSTER_PORT": str(free_port()),
+               "PIKO_IT_LOG_LEVEL": "debug"}
         srv = self.server("--config.path", path, "--config.expand-env",
                           ports=(pp, upp, ap), env=env, use_bind_flags=False, log_level=None)
         # admin port from the environment answers
