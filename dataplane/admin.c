@@ -12,8 +12,10 @@
 
 #include <json-c/json.h>
 
+#include "admin_forward.h"
 #include "buf.h"
 #include "http1.h"
+#include "link.h"
 #include "lwsio.h"
 #include "server.h"
 
@@ -26,6 +28,8 @@
 
 struct admin_conn {
 	struct pk_http1_reader req;
+	struct pk_admin_fwd *fwd; /* a ?forward= request in progress */
+	struct lws *wsi;
 	char *body; /* the current request's body, while it is read */
 	size_t body_len;
 	int reading_body;
@@ -130,6 +134,68 @@ static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 	return 1;
 }
 
+/* The value of query parameter name in url, percent-decoded, into out;
+ * 0 when present. */
+static int query_param(const char *url, const char *name, char *out, size_t cap)
+{
+	const char *q = strchr(url, '?');
+	size_t nl = strlen(name);
+	while (q && *q) {
+		q++;
+		size_t len = strcspn(q, "&");
+		if (len > nl && q[nl] == '=' && !strncmp(q, name, nl)) {
+			const char *v = q + nl + 1;
+			size_t vl = len - nl - 1, o = 0;
+			for (size_t i = 0; i < vl && o + 1 < cap; i++) {
+				unsigned x;
+				if (v[i] == '%' && i + 2 < vl + 1 &&
+				    sscanf(v + i + 1, "%2x", &x) == 1) {
+					out[o++] = (char)x;
+					i += 2;
+				} else {
+					out[o++] = v[i] == '+' ? ' ' : v[i];
+				}
+			}
+			out[o] = '\0';
+			return 0;
+		}
+		q = strchr(q, '&');
+	}
+	return -1;
+}
+
+static void forward_done(void *arg, char *resp, size_t len)
+{
+	struct admin_conn *c = arg;
+	c->fwd = NULL;
+	pk_bufq_append_force(&c->out, resp, len);
+	free(resp);
+	c->close_after_write = 1;
+	lws_callback_on_writable(c->wsi);
+}
+
+/* ?forward=<id> for another node: replay the request there (Piko's
+ * interceptor). 1 when handled here. */
+static int forward_route(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
+{
+	struct pk_server *srv = pk_server_from_wsi(wsi);
+	char id[512];
+	if (query_param(h->url, "forward", id, sizeof(id)) < 0 || !id[0] ||
+	    !strcmp(id, srv->cluster.node_id))
+		return 0;
+	const char *addr = NULL;
+	for (struct pk_link *l = srv->cluster.links; l; l = l->next)
+		if (l->state == PK_LINK_ESTABLISHED && !strcmp(l->peer_id, id))
+			addr = l->admin_addr;
+	if (addr)
+		c->fwd = pk_admin_forward(srv->ctx, addr, h, c->body, c->body_len, forward_done, c);
+	if (!c->fwd) {
+		queue_response(wsi, c, addr ? 502 : 404, "text/plain", "", 0, 1, 0);
+		return 1;
+	}
+	return 1;
+}
+
 static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
 {
 	struct pk_server *srv = pk_server_from_wsi(wsi);
@@ -156,6 +222,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		return;
 	}
 
+	if (forward_route(wsi, c, h))
+		return;
 	/* Route on the path alone, as Go's router does (query ignored). */
 	size_t plen = strcspn(h->url, "?");
 	int get = !strcmp(h->method, "GET") || !strcmp(h->method, "HEAD");
@@ -193,7 +261,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
  * one response queued (admin responses can be large: /metrics). */
 static void admin_pump(struct lws *wsi, struct admin_conn *c)
 {
-	while (c->in.len && !c->out.len && !c->close_after_write) {
+	while (c->in.len && !c->out.len && !c->close_after_write && !c->fwd) {
 		size_t n, used = 0;
 		const char *p = (const char *)pk_bufq_peek(&c->in, &n);
 		enum pk_http1_event ev = pk_http1_reader_feed(&c->req, p, n, &used);
@@ -267,6 +335,7 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 		pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST, ADMIN_MAX_HEAD);
 		pk_bufq_init(&c->in, ADMIN_IN_HWM * 2);
 		pk_bufq_init(&c->out, ADMIN_OUT_CAP);
+		c->wsi = wsi;
 		*slot = c;
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
@@ -290,6 +359,8 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c) {
 			*slot = NULL;
+			if (c->fwd)
+				pk_admin_forward_cancel(c->fwd);
 			free(c->body);
 			pk_http1_reader_free(&c->req);
 			pk_bufq_clear(&c->in);

@@ -8,12 +8,15 @@
  */
 #include "upstream.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backoff.h"
 #include "buf.h"
 #include "http1.h"
+#include "link.h"
 #include "log.h"
 #include "lwsio.h"
 #include "route.h"
@@ -274,10 +277,79 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 	}
 }
 
+/* How long a shed upstream may take to move before it is closed. */
+#define SHED_GRACE_MS 10000
+
+/* Rebalancing (protocol reference §3.7, Piko's arithmetic): with more
+ * upstreams than the cluster's average by upstream.rebalance.threshold,
+ * shed some each second, at most ceil(average x shed_rate). Shedding is a Go
+ * Away (our agents dial a fresh tunnel, which the load balancer sends to
+ * another node, and retire this one when its streams are done), and a close
+ * after SHED_GRACE_MS for agents that do not move on Go Away. */
+static void rebalance(struct pk_server *srv, uint64_t now_ms)
+{
+	const struct pk_server_config *cfg = srv->cfg;
+	double threshold = cfg->upstream.rebalance.threshold;
+	if (threshold <= 0 || srv->shutting_down)
+		return;
+	struct pk_cluster *cl = &srv->cluster;
+	size_t nodes = 1, active = 1;
+	int64_t sum = 0;
+	for (struct pk_link *l = cl->links; l; l = l->next) {
+		if (l->state != PK_LINK_ESTABLISHED)
+			continue;
+		nodes++;
+		if (!l->leaving) {
+			active++;
+			sum += pk_strmap_sum(l->eps);
+		}
+	}
+	if (nodes <= 1)
+		return;
+	int64_t local = 0;
+	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
+		local += up->registered && !up->shed_deadline_ms;
+	if (local == 0 || local < cfg->upstream.rebalance.min_conns)
+		return;
+	int64_t avg = (sum + local) / (int64_t)active;
+	if (avg == 0)
+		return;
+	double balance = (double)(local - avg) / (double)avg;
+	if (balance < threshold)
+		return;
+	double shed = (double)local * balance;
+	double cap = (double)avg * cfg->upstream.rebalance.shed_rate;
+	if (shed > cap)
+		shed = ceil(cap);
+	int64_t n = (int64_t)shed;
+	if (n <= 0)
+		return;
+	char ns[24];
+	snprintf(ns, sizeof(ns), "%lld", (long long)n);
+	pk_log(PK_LOG_INFO, SUBSYS, "rebalance; shedding connections", "count", ns, NULL);
+	for (struct pk_upstream *up = srv->upstreams; up && n > 0; up = up->next) {
+		if (!up->registered || up->shed_deadline_ms || up->tunnel.closing)
+			continue;
+		up->shed_deadline_ms = now_ms + SHED_GRACE_MS;
+		pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		n--;
+	}
+}
+
 void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms)
 {
 	int64_t now = pk_auth_now();
+	static uint64_t last_rebalance_ms;
+	if (now_ms - last_rebalance_ms >= 1000) {
+		last_rebalance_ms = now_ms;
+		rebalance(srv, now_ms);
+	}
 	for (struct pk_upstream *up = srv->upstreams; up; up = up->next) {
+		if (up->shed_deadline_ms && now_ms >= up->shed_deadline_ms && !up->tunnel.closing) {
+			unregister(up);
+			pk_tunnel_close(&up->tunnel);
+			continue;
+		}
 		if (up->token_exp && now >= up->token_exp && !up->tunnel.closing) {
 			/* The session ends with its token; streams in flight die
 			 * with it, as in Piko. */

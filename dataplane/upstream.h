@@ -15,8 +15,9 @@ struct pk_upstream {
 	struct pk_server *srv;
 	char *endpoint;
 	char client_ip[64];
-	int registered;    /* in the registry (removal is idempotent, §10.3 item 2) */
-	int64_t token_exp; /* seconds since the epoch; 0: none to enforce */
+	int registered;            /* in the registry (removal is idempotent, §10.3 item 2) */
+	int64_t token_exp;         /* seconds since the epoch; 0: none to enforce */
+	uint64_t shed_deadline_ms; /* rebalancing asked it to move; closed then */
 	struct pk_upstream *prev, *next;
 };
 
