@@ -2,6 +2,7 @@
  * piko: one binary with Piko's subcommands, so users keep their habits.
  *
  *   piko server            the data plane node (dataplane/)
+ *   piko server status ... a client of a node's status API (piko_status.c)
  *   piko agent http|start  an agent beside a service (agent/)
  *
  * Configuration: defaults, then the YAML file named by --config.path, then
@@ -18,6 +19,7 @@
 #include "forward.h"
 #include "forward_config.h"
 #include "log.h"
+#include "piko_status.h"
 #include "server.h"
 #include "server_config.h"
 
@@ -26,6 +28,7 @@
 #endif
 
 #define MAX_POS 8
+_Static_assert(MAX_POS == PK_STATUS_POS_CAP, "piko_status.c sizes its pos array for load_config");
 
 static int config_error(const char *err)
 {
@@ -82,7 +85,11 @@ static int setup_logging(const char *level, const struct pk_strlist *subsystems)
 static int cmd_server(int argc, char **argv)
 {
 	if (wants_help(argc, argv)) {
-		printf("Usage: piko server [flags]\n\nStart a Piko server node.\n\nFlags:\n");
+		printf("Usage: piko server [flags]\n"
+		       "       piko server status <command> [flags]\n\n"
+		       "Start a Piko server node.\n\n");
+		pk_status_summary(stdout);
+		printf("\nFlags:\n");
 		pk_config_print_help(pk_server_opts, stdout);
 		return 0;
 	}
@@ -247,6 +254,8 @@ static void usage(FILE *out)
 	fprintf(out, "Usage: piko <command> [flags]\n\n"
 	             "Commands:\n"
 	             "  server             start a server node\n"
+	             "  server status upstream endpoints | cluster nodes | cluster node <id>\n"
+	             "                     inspect a running server (its admin port)\n"
 	             "  agent http <endpoint> <addr>\n"
 	             "                     register an HTTP endpoint served by a local service\n"
 	             "  agent tcp <endpoint> <addr>\n"
@@ -273,8 +282,12 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return 0;
 	}
-	if (!strcmp(cmd, "server"))
+	if (!strcmp(cmd, "server")) {
+		/* A subcommand, not a flag of the server: it never starts one. */
+		if (argc >= 3 && !strcmp(argv[2], "status"))
+			return pk_status_main(argc - 3, argv + 3, load_config);
 		return cmd_server(argc - 2, argv + 2);
+	}
 	if (!strcmp(cmd, "agent") && argc >= 3) {
 		if (!strcmp(argv[2], "http"))
 			return cmd_agent_listener("http", argc - 3, argv + 3);
