@@ -147,6 +147,7 @@ struct pk_sock {
 	SSL *ssl;
 	char *tls_name;
 	int tls_verify_name;
+	int tls_server;    /* pk_sock_accept_tls: we answer the handshake */
 	char tls_why[192]; /* on_close's reason when TLS failed */
 };
 
@@ -528,9 +529,9 @@ static int tls_step(struct pk_sock *s)
 		unsigned char ip[16];
 		int is_ip = inet_pton(AF_INET, s->tls_name, ip) == 1 ||
 		            inet_pton(AF_INET6, s->tls_name, ip) == 1;
-		if (!is_ip)
+		if (!is_ip && !s->tls_server)
 			SSL_set_tlsext_host_name(s->ssl, s->tls_name);
-		if (s->tls_verify_name) {
+		if (s->tls_verify_name && !s->tls_server) {
 			X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
 			if (is_ip)
 				X509_VERIFY_PARAM_set1_ip_asc(vp, s->tls_name);
@@ -541,7 +542,7 @@ static int tls_step(struct pk_sock *s)
 		rx_update(s);
 	}
 	ERR_clear_error();
-	int r = SSL_connect(s->ssl);
+	int r = s->tls_server ? SSL_accept(s->ssl) : SSL_connect(s->ssl);
 	if (r == 1)
 		return became_open(s) < 0 ? -1 : sock_flush(s);
 	int e = SSL_get_error(s->ssl, r);
@@ -1057,6 +1058,19 @@ void pk_sock_use_tls(struct pk_sock *s, SSL_CTX *ctx, const char *name, int veri
 	s->tls_ctx = ctx;
 	s->tls_name = pk_xstrdup(name ? name : "");
 	s->tls_verify_name = verify_name;
+}
+
+void pk_sock_accept_tls(struct pk_sock *s, SSL_CTX *ctx)
+{
+	if (s->ending || s->state != ST_OPEN || s->tls_ctx || s->ssl)
+		return;
+	SSL_CTX_up_ref(ctx);
+	s->tls_ctx = ctx;
+	s->tls_name = pk_xstrdup("");
+	s->tls_server = 1;
+	/* Nothing was read yet (the loop has not run for this socket): the
+	 * first bytes that arrive are the client's hello. */
+	tls_step(s);
 }
 
 size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len)

@@ -83,6 +83,13 @@ struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
  * sock takes its own reference to ctx. */
 void pk_sock_use_tls(struct pk_sock *s, SSL_CTX *ctx, const char *name, int verify_name);
 
+/* Answer TLS on a socket from pk_sock_adopt (call right after it): the
+ * server handshake with ctx runs first, then on_connected fires (for
+ * accepted sockets only in this case) and bytes are TLS records. A failed
+ * handshake ends with on_close "tls: <reason>". The sock takes its own
+ * reference to ctx. */
+void pk_sock_accept_tls(struct pk_sock *s, SSL_CTX *ctx);
+
 /* Wrap an already connected socket (e.g. from pk_sock_listen's accept); the
  * pk_sock owns fd from here. Returns NULL, with fd closed, only when lws
  * cannot take another descriptor. */

@@ -51,3 +51,28 @@ SSL_CTX *pk_tls_client_ctx(const struct pk_tls_client_config *c, char *err, size
 	}
 	return ctx;
 }
+
+SSL_CTX *pk_tls_server_ctx(const char *cert, const char *key, const char *client_cas, char *err,
+                           size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx) {
+		snprintf(err, errlen, "tls: cannot create a context");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
+		return fail(ctx, "load certificate", cert, err, errlen);
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+		return fail(ctx, "load key", key, err, errlen);
+	if (SSL_CTX_check_private_key(ctx) != 1)
+		return fail(ctx, "key does not match", cert, err, errlen);
+	if (client_cas && *client_cas) {
+		if (SSL_CTX_load_verify_locations(ctx, client_cas, NULL) != 1)
+			return fail(ctx, "load client CAs", client_cas, err, errlen);
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	}
+	return ctx;
+}

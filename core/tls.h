@@ -19,4 +19,11 @@
  * reference. */
 SSL_CTX *pk_tls_client_ctx(const struct pk_tls_client_config *c, char *err, size_t errlen);
 
+/* A server context for the sockets we accept ourselves (the cluster port):
+ * TLS 1.2 or later with cert and key (PEM files); with client_cas, a client
+ * certificate signed by one of them is required. NULL with err set when a
+ * file does not load. Owner: the caller. */
+SSL_CTX *pk_tls_server_ctx(const char *cert, const char *key, const char *client_cas, char *err,
+                           size_t errlen);
+
 #endif

@@ -59,6 +59,17 @@ static void add_endpoint(void *arg, const char *endpoint, size_t count)
 
 #define JSON_TYPE "application/json; charset=utf-8"
 
+/* {"error":"msg"} with status, as Piko's JSON errors. */
+static void json_error(struct lws *wsi, struct admin_conn *c, int status, const char *msg,
+                       int close)
+{
+	struct json_object *o = json_object_new_object();
+	json_object_object_add(o, "error", json_object_new_string(msg));
+	const char *body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	queue_response(wsi, c, status, JSON_TYPE, body, strlen(body), close, 0);
+	json_object_put(o);
+}
+
 /* The status API and the cluster routes; 0 when path is none of them. */
 static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h,
                          const char *path, size_t plen, int close)
@@ -114,10 +125,7 @@ static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 			int st = pk_cluster_push(cl, c->body ? c->body : "", c->body_len, err,
 			                         sizeof(err));
 			if (st) {
-				size_t n;
-				char *resp = pk_access_error_response(err, &n);
-				queue_response(wsi, c, st, JSON_TYPE, resp, n, close, 0);
-				free(resp);
+				json_error(wsi, c, st, err, close);
 				return 1;
 			}
 			json = pk_cluster_push_json(cl);

@@ -22,6 +22,7 @@
 #include "resolve.h"
 #include "server.h"
 #include "sock.h"
+#include "tls.h"
 
 #define SUBSYS "cluster"
 #define MAX_JOINS 64
@@ -298,6 +299,17 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 		       "persistent links, not gossip",
 		       NULL);
 
+	const struct pk_tls_server_config *tls = &cfg->cluster.tls;
+	if (tls->cert && *tls->cert) {
+		cl->tls_server =
+		    pk_tls_server_ctx(tls->cert, tls->key, tls->client_cas, err, errlen);
+		if (!cl->tls_server)
+			return -1;
+		cl->tls_client = pk_tls_client_ctx(&tls->client, err, errlen);
+		if (!cl->tls_client)
+			return -1;
+	}
+
 	const char *bind = cfg->cluster.bind_addr && *cfg->cluster.bind_addr
 	                       ? cfg->cluster.bind_addr
 	                   : cfg->cluster.gossip.bind_addr && *cfg->cluster.gossip.bind_addr
@@ -396,6 +408,8 @@ void pk_cluster_free(struct pk_cluster *cl)
 	free(cl->joins);
 	pk_registry_free(cl->remote);
 	cl->remote = NULL;
+	SSL_CTX_free(cl->tls_server);
+	SSL_CTX_free(cl->tls_client);
 	free(cl->node_id);
 	free(cl->key);
 	free(cl->push_cluster);

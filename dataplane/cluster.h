@@ -71,6 +71,9 @@ struct pk_cluster {
 	char *key; /* cluster key, NULL when none */
 	size_t key_len;
 	struct pk_sock_listener *ln;
+	/* cluster.tls: links are TLS both ways when the port has a
+	 * certificate (dialled with cluster.tls.client.*). Owned. */
+	struct ssl_ctx_st *tls_server, *tls_client;
 	struct pk_resolver *resolver;
 	struct pk_cluster_join *joins;
 	size_t n_joins;

@@ -787,6 +787,8 @@ static void on_connected(struct pk_sock *s)
 {
 	struct pk_link *l = pk_sock_user(s);
 	struct pk_cluster *cl = l->cl;
+	if (!l->dialer)
+		return; /* an accepted socket's TLS handshake is done */
 	l->state = PK_LINK_HANDSHAKE;
 	pk_ws_client_key(l->ws_key);
 	char *proof =
@@ -990,6 +992,12 @@ struct pk_link *pk_link_dial(struct pk_cluster *cl, struct pk_member *m)
 		link_free(l);
 		return NULL;
 	}
+	if (cl->tls_client) {
+		/* Verified against cluster.tls.client.server_name when set (one
+		 * certificate for every node), else the address dialled. */
+		const char *sn = cl->srv->cfg->cluster.tls.client.server_name;
+		pk_sock_use_tls(l->sock, cl->tls_client, sn && *sn ? sn : host, 1);
+	}
 	return l;
 }
 
@@ -1002,6 +1010,8 @@ void pk_link_accept(struct pk_cluster *cl, int fd)
 		link_free(l);
 		return;
 	}
+	if (cl->tls_server)
+		pk_sock_accept_tls(l->sock, cl->tls_server);
 	const char *peer = pk_sock_peer(l->sock);
 	snprintf(l->peer_ip, sizeof(l->peer_ip), "%s", peer);
 	/* "ip:port" or "[v6]:port" -> the IP */
