@@ -2,6 +2,15 @@
  * The agent's lifecycle: one lws context, a tunnel per listener, reconnects
  * with backoff, and graceful shutdown (Go Away to the server so it routes
  * elsewhere, finish in-flight exchanges, exit within grace_period).
+ *
+ * The server's Go Away (it is shutting down; the connect URL leads to other
+ * nodes too) moves a listener to a fresh tunnel without a moment without
+ * one: the fresh tunnel is dialled at once into the listener's free slot
+ * while the old one keeps serving; once the fresh one is up, the old one is
+ * retired: our Go Away tells the server to stop routing to it, streams that
+ * still arrive (a SYN may cross our Go Away) are served, and it is closed
+ * once it has no streams and RETIRE_LINGER_MS passed, or after grace_period.
+ * Its close is not a disconnection: the listener has its fresh tunnel.
  */
 #include "agent.h"
 
@@ -21,6 +30,19 @@
 
 #define SUBSYS "client"
 #define TICK_US (250 * LWS_US_PER_MS)
+/* How long a retired tunnel stays open after our Go Away even when idle:
+ * the server may have opened streams before it read our Go Away. */
+#define RETIRE_LINGER_MS 1000
+
+static struct pk_agent_tunnel *current(struct pk_agent_listener *l)
+{
+	return &l->tun[l->cur];
+}
+
+static struct pk_agent_tunnel *other(struct pk_agent_listener *l)
+{
+	return &l->tun[!l->cur];
+}
 
 static void dial(struct pk_agent_listener *l);
 
@@ -105,22 +127,24 @@ static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client
 	}
 }
 
+/* Dial the current slot's tunnel (if that slot is free). */
 static void dial(struct pk_agent_listener *l)
 {
 	struct pk_agent *a = l->agent;
-	if (a->shutting_down || l->wsi)
+	struct pk_agent_tunnel *t = current(l);
+	if (a->shutting_down || t->wsi)
 		return;
-	struct upstream_target t;
+	struct upstream_target ut;
 	struct lws_client_connect_info i;
-	upstream_connect_info(l, &i, &t);
+	upstream_connect_info(l, &i, &ut);
 	i.protocol = NULL; /* no subprotocol, as Piko's clients */
 	i.local_protocol_name = "piko-agent-tunnel";
-	i.userdata = l;
-	i.pwsi = &l->wsi;
+	i.userdata = t;
+	i.pwsi = &t->wsi;
 	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
 	       a->cfg->connect.url, NULL);
 	if (!lws_client_connect_via_info(&i)) {
-		l->wsi = NULL;
+		t->wsi = NULL;
 		schedule_retry(l, "connect failed");
 	}
 }
@@ -133,9 +157,12 @@ static int retryable(unsigned int status)
 	       status == 503 || status == 504;
 }
 
-static int on_stream(struct pk_tunnel *t, struct pk_yamux_stream *s)
+static int on_stream(struct pk_tunnel *tn, struct pk_yamux_stream *s)
 {
-	struct pk_agent_listener *l = t->owner;
+	struct pk_agent_tunnel *t = tn->owner;
+	struct pk_agent_listener *l = t->l;
+	/* Streams on a retiring tunnel are served like any other (the server
+	 * opened them before it read our Go Away); only our shutdown refuses. */
 	if (l->agent->shutting_down)
 		return -1;
 	if (!strcmp(l->cfg->protocol, "tcp"))
@@ -143,9 +170,70 @@ static int on_stream(struct pk_tunnel *t, struct pk_yamux_stream *s)
 	return pk_agent_http_accept(l, s);
 }
 
-static void on_dead(struct pk_tunnel *t, int reason)
+/* Move the listener to a fresh tunnel in its other slot, the current one
+ * (superseded) serving until the fresh one is up. If the other slot still
+ * holds an older tunnel being retired, wait for it to close (at most
+ * grace_period; see retire_tick): the current tunnel serves meanwhile. */
+static void start_move(struct pk_agent_listener *l)
 {
-	struct pk_agent_listener *l = t->owner;
+	if (other(l)->wsi) {
+		l->move_pending = 1;
+		return;
+	}
+	l->move_pending = 0;
+	l->cur = !l->cur;
+	dial(l);
+}
+
+static void on_go_away(struct pk_tunnel *tn)
+{
+	struct pk_agent_tunnel *t = tn->owner;
+	struct pk_agent_listener *l = t->l;
+	/* Nothing to do when we are leaving anyway (our shutdown) or the
+	 * tunnel is already being replaced or retired. */
+	if (l->agent->shutting_down || t != current(l) || t->superseded)
+		return;
+	pk_log(PK_LOG_INFO, SUBSYS, "server going away; reconnecting", "endpoint-id",
+	       l->cfg->endpoint_id, NULL);
+	t->superseded = 1;
+	start_move(l);
+}
+
+/* The fresh tunnel is up: ask the server to stop routing to the old one. */
+static void retire(struct pk_agent_tunnel *t, uint64_t now)
+{
+	t->retiring = 1;
+	t->goaway_ms = now;
+	pk_yamux_session_go_away(t->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+	pk_log(PK_LOG_INFO, SUBSYS, "retiring the old tunnel", "endpoint-id",
+	       t->l->cfg->endpoint_id, NULL);
+}
+
+/* Close a retired tunnel once drained (and the stragglers' time is over),
+ * or when grace_period is over whatever it still carries. */
+static void retire_tick(struct pk_agent_tunnel *t, uint64_t now)
+{
+	if (!t->up || !t->retiring || t->closing)
+		return;
+	uint64_t age = now - t->goaway_ms;
+	size_t n = pk_yamux_session_num_streams(t->tunnel.sess);
+	if (!(n == 0 && age >= RETIRE_LINGER_MS) &&
+	    age < (uint64_t)t->l->agent->cfg->grace_period_ms)
+		return;
+	char ns[32];
+	snprintf(ns, sizeof(ns), "%zu", n);
+	pk_log(PK_LOG_INFO, SUBSYS, "closing the retired tunnel", "endpoint-id",
+	       t->l->cfg->endpoint_id, "streams", ns, NULL);
+	t->closing = 1;
+	pk_tunnel_close(&t->tunnel);
+	/* A peer that stopped reading would hold the close forever. */
+	lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
+}
+
+static void on_dead(struct pk_tunnel *tn, int reason)
+{
+	struct pk_agent_tunnel *t = tn->owner;
+	struct pk_agent_listener *l = t->l;
 	char r[16];
 	snprintf(r, sizeof(r), "%d", reason);
 	pk_log(PK_LOG_WARN, SUBSYS, "session failed", "endpoint-id", l->cfg->endpoint_id, "reason",
@@ -154,7 +242,7 @@ static void on_dead(struct pk_tunnel *t, int reason)
 
 static const struct pk_tunnel_ops agent_tunnel_ops = {
     .on_stream = on_stream,
-    .on_go_away = NULL,
+    .on_go_away = on_go_away,
     .on_dead = on_dead,
 };
 
@@ -288,11 +376,24 @@ static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l)
 	fatal(a, l->cfg->endpoint_id, why);
 }
 
+/* The tunnel slot a wsi's user pointer is, or NULL when it is not one of
+ * ours (the slots live inside the listeners array). */
+static struct pk_agent_tunnel *tunnel_of(struct pk_agent *a, void *user)
+{
+	uintptr_t p = (uintptr_t)user, base = (uintptr_t)a->listeners;
+	if (!user || p < base || p >= base + a->nlisteners * sizeof(*a->listeners))
+		return NULL;
+	struct pk_agent_listener *l = &a->listeners[(p - base) / sizeof(*a->listeners)];
+	for (int k = 0; k < 2; k++)
+		if (user == (void *)&l->tun[k])
+			return &l->tun[k];
+	return NULL;
+}
+
 static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                            size_t len)
 {
 	struct pk_agent *a = lws_context_user(lws_get_context(wsi));
-	struct pk_agent_listener *l = user;
 	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION) {
 		/* user is OpenSSL's X509_STORE_CTX, len its preverify_ok: keep
 		 * the reason for the connection error that follows; OpenSSL's
@@ -305,33 +406,52 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 	}
 	/* lws also reports some events of other wsi (service connections) to
 	 * the vhost's first protocol, with their own user pointer: only act on
-	 * our listeners. */
-	if (!l || l < a->listeners || l >= a->listeners + a->nlisteners)
+	 * our tunnel slots. */
+	struct pk_agent_tunnel *t = tunnel_of(a, user);
+	if (!t)
 		return 0;
+	struct pk_agent_listener *l = t->l;
 
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
 		return add_auth_headers(wsi, a, in, len);
 
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		l->up = 1;
+	case LWS_CALLBACK_CLIENT_ESTABLISHED: {
+		uint64_t now = pk_now_ms();
+		t->up = 1;
 		l->ever_up = 1;
 		pk_backoff_reset(&l->backoff);
 		pk_lwsio_peer_ip(wsi, l->server_ip, sizeof(l->server_ip));
-		pk_tunnel_init(&l->tunnel, wsi, 1, &agent_tunnel_ops, l, pk_now_ms());
+		pk_tunnel_init(&t->tunnel, wsi, 1, &agent_tunnel_ops, t, now);
+		/* Once we retire this tunnel, a SYN that crossed our Go Away is
+		 * still a request to serve, not to refuse. */
+		pk_yamux_session_set_accept_after_go_away(t->tunnel.sess, 1);
 		pk_log(PK_LOG_INFO, SUBSYS, "connected", "endpoint-id", l->cfg->endpoint_id, "url",
 		       a->cfg->connect.url, NULL);
+		if (a->shutting_down) {
+			/* Dialled before our shutdown began: not for routing. */
+			pk_yamux_session_go_away(t->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+			return 0;
+		}
+		struct pk_agent_tunnel *o = other(l);
+		if (t == current(l) && o->up && !o->retiring)
+			retire(o, now);
 		return 0;
+	}
 
 	case LWS_CALLBACK_CLIENT_RECEIVE:
-		return pk_tunnel_rx(&l->tunnel, in, len);
+		if (!t->up)
+			return 0;
+		return pk_tunnel_rx(&t->tunnel, in, len);
 
 	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		return pk_tunnel_writeable(&l->tunnel);
+		if (!t->up)
+			return 0;
+		return pk_tunnel_writeable(&t->tunnel);
 
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
 		unsigned int status = lws_http_client_http_response(wsi);
-		l->wsi = NULL;
+		t->wsi = NULL;
 		char why[256];
 		if (status)
 			snprintf(why, sizeof(why), "%u", status);
@@ -354,16 +474,37 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		schedule_retry(l, why);
 		return 0;
 	}
-	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (l->wsi != wsi && l->wsi)
+	case LWS_CALLBACK_CLIENT_CLOSED: {
+		if (t->wsi != wsi && t->wsi)
 			return 0;
-		l->wsi = NULL;
-		if (l->up) {
-			l->up = 0;
-			pk_tunnel_destroy(&l->tunnel);
+		int was_current = t == current(l);
+		int retired = t->retiring;
+		t->wsi = NULL;
+		if (t->up) {
+			t->up = 0;
+			pk_tunnel_destroy(&t->tunnel);
 		}
-		schedule_retry(l, "connection closed");
+		t->superseded = 0;
+		t->retiring = 0;
+		t->closing = 0;
+		if (was_current) {
+			/* The normal reconnect; a move waiting for the other
+			 * slot is moot (the reconnect is a fresh tunnel). */
+			l->move_pending = 0;
+			schedule_retry(l, "connection closed");
+			return 0;
+		}
+		/* The old tunnel of a move: the current slot is up, being
+		 * dialled or has its retry scheduled, so this is no
+		 * disconnection of the listener. */
+		pk_log(retired ? PK_LOG_INFO : PK_LOG_WARN, SUBSYS,
+		       retired ? "retired tunnel closed"
+		               : "old tunnel closed before its replacement was up",
+		       "endpoint-id", l->cfg->endpoint_id, NULL);
+		if (l->move_pending)
+			start_move(l);
 		return 0;
+	}
 
 	default:
 		return 0;
@@ -397,10 +538,14 @@ static void begin_shutdown(struct pk_agent *a)
 	for (size_t i = 0; i < a->nlisteners; i++) {
 		struct pk_agent_listener *l = &a->listeners[i];
 		lws_sul_cancel(&l->retry_sul);
-		/* Go Away: the server stops routing new requests to us while
-		 * those in flight finish. */
-		if (l->up)
-			pk_yamux_session_go_away(l->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		l->move_pending = 0;
+		/* Go Away on both tunnels (a retiring one has it already): the
+		 * server stops routing new requests to us while those in
+		 * flight finish. */
+		for (int k = 0; k < 2; k++)
+			if (l->tun[k].up)
+				pk_yamux_session_go_away(l->tun[k].tunnel.sess,
+				                         PK_YAMUX_GOAWAY_NORMAL);
 	}
 }
 
@@ -411,8 +556,13 @@ static void tick(lws_sorted_usec_list_t *sul)
 	size_t streams = 0;
 	for (size_t i = 0; i < a->nlisteners; i++) {
 		struct pk_agent_listener *l = &a->listeners[i];
-		if (l->up)
-			pk_tunnel_tick(&l->tunnel, now);
+		for (int k = 0; k < 2; k++) {
+			if (l->tun[k].up)
+				pk_tunnel_tick(&l->tun[k].tunnel, now);
+			retire_tick(&l->tun[k], now);
+		}
+		if (l->move_pending && !a->shutting_down)
+			start_move(l);
 		streams += l->streams;
 		/* Also while an attempt is in progress: lws 4.1's TLS client can
 		 * miss a server that closes right after the handshake (mTLS
@@ -483,6 +633,8 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		struct pk_agent_listener *l = &a.listeners[i];
 		l->agent = &a;
 		l->cfg = &lcfg[i];
+		l->tun[0].l = l;
+		l->tun[1].l = l;
 		/* validated already */
 		pk_target_parse(lcfg[i].addr, strcmp(lcfg[i].protocol, "tcp") != 0, &l->target, err,
 		                sizeof(err));

@@ -8,6 +8,11 @@
  * A tunnel that drops for any reason but our own shutdown is re-dialled with
  * backoff (100 ms .. 15 s, jitter) — including a clean close by the server,
  * which Piko's agent gets wrong (protocol reference §10.3 item 1).
+ *
+ * A Go Away from the server (it is shutting down) moves the listener without
+ * a gap: a fresh tunnel is dialled at once while the old one keeps serving;
+ * once the fresh one is up the old one is retired (our Go Away, streams that
+ * still arrive are served, closed when drained or after grace_period).
  */
 #ifndef PK_AGENT_H
 #define PK_AGENT_H
@@ -23,18 +28,37 @@
 struct pk_agent;
 struct probe;
 
+struct pk_agent_listener;
+
+/* One WebSocket tunnel of a listener; it is the wsi's lws user pointer and
+ * the owner of its pk_tunnel, so events find their slot directly. */
+struct pk_agent_tunnel {
+	struct pk_agent_listener *l;
+	struct lws *wsi; /* NULL while the slot is free */
+	struct pk_tunnel tunnel;
+	int up;             /* established: tunnel is initialised */
+	int superseded;     /* the server sent Go Away: being replaced */
+	int retiring;       /* the replacement is up: our Go Away is sent */
+	int closing;        /* we closed it (drained or grace over) */
+	uint64_t goaway_ms; /* when our Go Away was queued (retiring) */
+};
+
 struct pk_agent_listener {
 	struct pk_agent *agent;
 	const struct pk_listener_config *cfg;
 	struct pk_target target;
-	struct lws *wsi; /* the tunnel's WebSocket, NULL while disconnected */
-	struct pk_tunnel tunnel;
-	int up; /* tunnel established */
+	/* Two slots: tun[cur] is the current tunnel (where dials go), the other
+	 * one is free or an old tunnel being retired after the server's Go
+	 * Away. They swap roles on each move, so a pk_tunnel never moves in
+	 * memory (its yamux session points at it). */
+	struct pk_agent_tunnel tun[2];
+	unsigned cur;
+	int move_pending; /* server's Go Away while the other slot was busy */
 	int ever_up;
 	char server_ip[64]; /* the server as seen on the tunnel (X-Forwarded-For) */
 	struct pk_backoff backoff;
 	lws_sorted_usec_list_t retry_sul;
-	size_t streams;       /* exchanges in progress */
+	size_t streams;       /* exchanges in progress (both tunnels) */
 	struct probe *probe;  /* reading why the server refused us, if it did */
 	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
 	SSL_CTX *svc_tls;     /* https:// service: the listener's tls settings */

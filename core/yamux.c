@@ -213,6 +213,7 @@ void pk_yamux_config_default(struct pk_yamux_config *cfg)
 	cfg->ping_timeout_ms = 10000;
 	cfg->open_timeout_ms = 75000;
 	cfg->close_timeout_ms = 300000;
+	cfg->accept_after_go_away = 0;
 }
 
 /* ---- small helpers ---- */
@@ -497,7 +498,7 @@ static void remote_fin(struct pk_yamux_stream *s)
 /* The peer opened id. Returns -1 when the session died. */
 static int incoming_syn(struct pk_yamux_session *sess, uint32_t id)
 {
-	if (sess->local_go_away)
+	if (sess->local_go_away && !sess->cfg.accept_after_go_away)
 		return queue_peer(sess, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_RST, id, 0);
 	/* The peer must use its own parity, or its ids would collide with
 	 * ours; 0 is the session's. */
@@ -921,6 +922,11 @@ void pk_yamux_session_go_away(struct pk_yamux_session *sess, uint32_t code)
 	sess->go_away_sent |= bit;
 	sess->local_go_away = 1;
 	queue_local(sess, PK_YAMUX_GO_AWAY, 0, 0, code);
+}
+
+void pk_yamux_session_set_accept_after_go_away(struct pk_yamux_session *sess, int on)
+{
+	sess->cfg.accept_after_go_away = on ? 1 : 0;
 }
 
 int pk_yamux_session_remote_go_away(const struct pk_yamux_session *sess)

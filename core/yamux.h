@@ -33,7 +33,7 @@
  *    with RST;
  *  - Go Away code 0 only means "do not open streams towards me"; codes 1, 2 or
  *    unknown terminate the session. After we sent Go Away, incoming SYNs are
- *    answered with RST.
+ *    answered with RST, unless accept_after_go_away is set (see below).
  *
  * Memory and backpressure: each stream has a capped send queue (256 KiB by
  * default). pk_yamux_stream_write() accepts only what fits; when the queue
@@ -111,6 +111,11 @@ struct pk_yamux_config {
 	uint64_t ping_timeout_ms;   /* 10000 */
 	uint64_t open_timeout_ms;   /* 75000 */
 	uint64_t close_timeout_ms;  /* 300000 */
+	/* 0 (default, as hashicorp): after our own Go Away, a SYN is answered
+	 * with RST. 1: keep offering SYNs to on_stream, for an owner that sent
+	 * Go Away to move its peer elsewhere but still serves what crossed it
+	 * in flight (the agent retiring a tunnel). */
+	int accept_after_go_away;
 };
 
 /* Fill cfg with the hashicorp defaults above. */
@@ -184,6 +189,10 @@ int pk_yamux_session_tick(struct pk_yamux_session *sess, uint64_t now_ms);
 
 /* Queue a Go Away (code 0 for a graceful "no new streams"). */
 void pk_yamux_session_go_away(struct pk_yamux_session *sess, uint32_t code);
+
+/* Set accept_after_go_away (see struct pk_yamux_config) on a live session,
+ * for owners that create it with the defaults. */
+void pk_yamux_session_set_accept_after_go_away(struct pk_yamux_session *sess, int on);
 
 /* 1 when the peer sent us a normal Go Away. */
 int pk_yamux_session_remote_go_away(const struct pk_yamux_session *sess);

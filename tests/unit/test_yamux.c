@@ -570,6 +570,40 @@ static void test_syn_after_go_away(void **state)
 	peer_free(p);
 }
 
+/* accept_after_go_away: a SYN that crossed our Go Away is still offered to
+ * on_stream and ACKed, its data delivered (set by config or by the setter). */
+static void test_syn_after_go_away_accepted(void **state)
+{
+	(void)state;
+	for (int by_setter = 0; by_setter <= 1; by_setter++) {
+		struct pk_yamux_config cfg;
+		pk_yamux_config_default(&cfg);
+		assert_int_equal(cfg.accept_after_go_away, 0); /* off by default */
+		cfg.accept_after_go_away = !by_setter;
+		struct peer *p = peer_new(0, &cfg);
+		if (by_setter)
+			pk_yamux_session_set_accept_after_go_away(p->sess, 1);
+		pk_yamux_session_go_away(p->sess, PK_YAMUX_GOAWAY_NORMAL);
+		drain(p->sess);
+		assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_SYN, 1, 0), 0);
+		assert_int_equal(p->n_stream, 1);
+		assert_int_equal(pk_yamux_session_num_streams(p->sess), 1);
+		/* The ACK, not an RST. */
+		const uint8_t exp[] = {0, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0};
+		expect_wire(drain(p->sess), exp, sizeof(exp));
+		/* Its data is delivered. */
+		assert_int_equal(feed_data(p, 0, 1, "abcd", 4), 0);
+		assert_int_equal(p->n_data, 1);
+		/* Turned off again: the next SYN is refused as by default. */
+		pk_yamux_session_set_accept_after_go_away(p->sess, 0);
+		assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_SYN, 3, 0), 0);
+		assert_int_equal(p->n_stream, 1);
+		const uint8_t rst[] = {0, 1, 0, 8, 0, 0, 0, 3, 0, 0, 0, 0};
+		expect_wire(drain(p->sess), rst, sizeof(rst));
+		peer_free(p);
+	}
+}
+
 /* After our own Go Away we still open streams: it only refuses the peer's. */
 static void test_open_after_own_go_away(void **state)
 {
@@ -1355,6 +1389,7 @@ int main(void)
 	    cmocka_unit_test(test_remote_go_away_normal),
 	    cmocka_unit_test(test_remote_go_away_fatal),
 	    cmocka_unit_test(test_syn_after_go_away),
+	    cmocka_unit_test(test_syn_after_go_away_accepted),
 	    cmocka_unit_test(test_open_after_own_go_away),
 	    cmocka_unit_test(test_window_update_half),
 	    cmocka_unit_test(test_window_overflow),
