@@ -33,6 +33,7 @@
 #define CTRL_OUT_CAP (32u * 1024u * 1024u)
 #define CONNECT_TIMEOUT_MS 5000
 #define HANDSHAKE_TIMEOUT_MS 10000
+#define CLOSE_TIMEOUT_MS 5000
 
 static void link_flush(struct pk_link *l);
 static void ctrl_flush(struct pk_link *l);
@@ -109,6 +110,7 @@ void pk_link_close(struct pk_link *l, const char *why)
 	if (l->member && why)
 		snprintf(l->member->last_error, sizeof(l->member->last_error), "%s", why);
 	l->state = PK_LINK_CLOSING;
+	l->closing_ms = pk_now_ms();
 	/* Pending frames (a Go Away, a refusal) go first. */
 	want_flush(l);
 }
@@ -685,6 +687,7 @@ static void refuse(struct pk_link *l, int status, const char *msg)
 	                       : "4xx",
 	       "error", msg, NULL);
 	l->state = PK_LINK_CLOSING;
+	l->closing_ms = pk_now_ms();
 	want_flush(l);
 }
 
@@ -747,6 +750,7 @@ static void accept_upgrade(struct pk_link *l, const struct pk_http1_head *h)
 		sock_put(l, resp, len);
 		free(resp);
 		l->state = PK_LINK_CLOSING;
+		l->closing_ms = pk_now_ms();
 		want_flush(l);
 		return;
 	}
@@ -1059,6 +1063,12 @@ void pk_link_tick(struct pk_link *l, uint64_t now_ms)
 	if ((l->state == PK_LINK_HANDSHAKE || l->state == PK_LINK_OPEN) &&
 	    now_ms - l->created_ms > HANDSHAKE_TIMEOUT_MS)
 		pk_link_close(l, "handshake timeout");
+	/* A peer that stopped reading does not keep a closing link (and its
+	 * queued frames) alive: cut it. */
+	if (l->state == PK_LINK_CLOSING && l->sock && now_ms - l->closing_ms > CLOSE_TIMEOUT_MS) {
+		l->sock_closing = 1;
+		pk_sock_close(l->sock, 1);
+	}
 }
 
 size_t pk_link_streams(const struct pk_link *l)

@@ -81,6 +81,7 @@ struct pk_link {
 	int flush_due;
 	int sock_closing; /* pk_sock_close() called */
 	uint64_t created_ms;
+	uint64_t closing_ms;
 	lws_sorted_usec_list_t flush_sul;
 	struct pk_stream_handler *ctrl_h; /* owned: the control stream's handler */
 	struct pk_link *prev, *next;
