@@ -33,6 +33,11 @@
 /* How long a retired tunnel stays open after our Go Away even when idle:
  * the server may have opened streams before it read our Go Away. */
 #define RETIRE_LINGER_MS 1000
+/* How long the old tunnel keeps taking requests after the fresh one is up:
+ * the fresh tunnel's node tells the other nodes of it over their links
+ * (a round trip on a LAN), and only then may the old node stop routing
+ * here, or a request in between would find the endpoint nowhere. */
+#define RETIRE_DELAY_MS 300
 
 static struct pk_agent_tunnel *current(struct pk_agent_listener *l)
 {
@@ -213,6 +218,8 @@ static void retire(struct pk_agent_tunnel *t, uint64_t now)
  * or when grace_period is over whatever it still carries. */
 static void retire_tick(struct pk_agent_tunnel *t, uint64_t now)
 {
+	if (t->up && !t->retiring && !t->closing && t->retire_at_ms && now >= t->retire_at_ms)
+		retire(t, now);
 	if (!t->up || !t->retiring || t->closing)
 		return;
 	uint64_t age = now - t->goaway_ms;
@@ -435,7 +442,7 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		}
 		struct pk_agent_tunnel *o = other(l);
 		if (t == current(l) && o->up && !o->retiring)
-			retire(o, now);
+			o->retire_at_ms = now + RETIRE_DELAY_MS;
 		return 0;
 	}
 
@@ -487,6 +494,7 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		t->superseded = 0;
 		t->retiring = 0;
 		t->closing = 0;
+		t->retire_at_ms = 0;
 		if (was_current) {
 			/* The normal reconnect; a move waiting for the other
 			 * slot is moot (the reconnect is a fresh tunnel). */

@@ -36,11 +36,12 @@ struct pk_agent_tunnel {
 	struct pk_agent_listener *l;
 	struct lws *wsi; /* NULL while the slot is free */
 	struct pk_tunnel tunnel;
-	int up;             /* established: tunnel is initialised */
-	int superseded;     /* the server sent Go Away: being replaced */
-	int retiring;       /* the replacement is up: our Go Away is sent */
-	int closing;        /* we closed it (drained or grace over) */
-	uint64_t goaway_ms; /* when our Go Away was queued (retiring) */
+	int up;                /* established: tunnel is initialised */
+	int superseded;        /* the server sent Go Away: being replaced */
+	int retiring;          /* the replacement is up: our Go Away is sent */
+	int closing;           /* we closed it (drained or grace over) */
+	uint64_t goaway_ms;    /* when our Go Away was queued (retiring) */
+	uint64_t retire_at_ms; /* the replacement is up: retire from then on */
 };
 
 struct pk_agent_listener {
