@@ -242,7 +242,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		body = "";
 		body_len = 0;
 	} else if (get && plen == 6 && !strncmp(h->url, "/ready", plen)) {
-		status = srv->ready && !srv->shutting_down ? 200 : 503;
+		status = srv->ready && !srv->shutting_down && pk_cluster_ready(&srv->cluster) ? 200
+		                                                                              : 503;
 		body = "";
 		body_len = 0;
 	} else if (get && plen == 8 && !strncmp(h->url, "/metrics", plen)) {

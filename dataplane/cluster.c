@@ -203,6 +203,7 @@ static void on_resolved(void *user, const struct pk_resolve_result *res, const c
 	struct pk_cluster_join *j = user;
 	struct pk_cluster *cl = j->cl;
 	j->query = 0;
+	j->resolved = 1; /* an error counts: it is as known as it gets */
 	j->next_ms = pk_now_ms() + (uint64_t)cl->srv->cfg->cluster.join_interval_ms;
 	if (err) {
 		/* Keep what we had: a DNS hiccup must not drop live members. */
@@ -498,6 +499,26 @@ struct pk_link *pk_cluster_pick(struct pk_cluster *cl, const char *endpoint)
 		pk_metric_add(cl->remote_requests, labels, 1);
 	}
 	return chosen;
+}
+
+int pk_cluster_ready(struct pk_cluster *cl)
+{
+	if (cl->converged)
+		return 1;
+	if (pk_now_ms() - cl->start_ms < PK_CLUSTER_CONVERGE_MS) {
+		for (size_t i = 0; i < cl->n_joins; i++)
+			if (!cl->joins[i].resolved)
+				return 0;
+		for (struct pk_member *m = cl->members; m; m = m->next) {
+			if (m->self)
+				continue;
+			struct pk_link *l = member_link(cl, m);
+			if (l ? !l->have_table : !m->dial_failed)
+				return 0;
+		}
+	}
+	cl->converged = 1;
+	return 1;
 }
 
 void pk_cluster_leave(struct pk_cluster *cl)

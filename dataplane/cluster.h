@@ -49,6 +49,7 @@ struct pk_member {
 	struct pk_link *link; /* the link we dialled to it, or NULL */
 	char *last_id;        /* the node ID last seen at this address */
 	char last_error[160]; /* why the last dial failed */
+	int dial_failed;      /* a dial of ours ended before the link was up */
 	struct pk_backoff backoff;
 	uint64_t next_dial_ms; /* 0: dial at once */
 	uint64_t since_ms;     /* when it became a member */
@@ -61,6 +62,7 @@ struct pk_cluster_join {
 	char *host; /* as configured, brackets stripped */
 	int port;
 	uint64_t query; /* resolver query in flight, 0 when none */
+	int resolved;   /* answered at least once */
 	uint64_t next_ms;
 };
 
@@ -78,7 +80,8 @@ struct pk_cluster {
 	struct pk_cluster_join *joins;
 	size_t n_joins;
 	uint64_t start_ms;
-	int join_ok; /* some join address answered (or there is nothing to join) */
+	int join_ok;   /* some join address answered (or there is nothing to join) */
+	int converged; /* linked to every reachable member once: ready to serve */
 	/* Members (a short list: Piko targets 25 nodes, the push caps 256). */
 	struct pk_member *members;
 	size_t n_members;
@@ -114,6 +117,13 @@ void pk_cluster_local_changed(struct pk_cluster *cl, const char *endpoint);
  * that hold it, a leaving node only when no other does. Counts the pick in
  * piko_upstreams_remote_requests_total{node_id}. */
 struct pk_link *pk_cluster_pick(struct pk_cluster *cl, const char *endpoint);
+
+/* Whether the node may report ready: once, at start, it has resolved its
+ * join names and linked (with their tables) every member it could reach, or
+ * PK_CLUSTER_CONVERGE_MS passed. Before that, a load balancer would send it
+ * requests for endpoints it does not know yet. Latched. */
+#define PK_CLUSTER_CONVERGE_MS 10000
+int pk_cluster_ready(struct pk_cluster *cl);
 
 /* Shutdown: tell every peer we are leaving (they route elsewhere first). */
 void pk_cluster_leave(struct pk_cluster *cl);

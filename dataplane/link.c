@@ -892,6 +892,8 @@ static void link_free(struct pk_link *l)
 	if (l->member && l->member->link == l) {
 		struct pk_member *m = l->member;
 		m->link = NULL;
+		if (!was_established)
+			m->dial_failed = 1;
 		/* A link that was up comes back at once; one that never got
 		 * up backs off. */
 		if (was_established)
