@@ -337,17 +337,21 @@ static void ctrl_flush(struct pk_link *l)
 {
 	if (!l->ctrl)
 		return;
-	if (l->need_snapshot && l->ctrl_out.len == 0) {
+	for (;;) {
+		while (l->ctrl_out.len) {
+			size_t n;
+			const uint8_t *p = pk_bufq_peek(&l->ctrl_out, &n);
+			size_t w = pk_yamux_stream_write(l->ctrl, p, n);
+			pk_bufq_consume(&l->ctrl_out, w);
+			if (w < n)
+				return; /* the stream's on_writable brings us back */
+		}
+		/* What waited went out: the snapshot owed goes next, built now so
+		 * that it is the table as it is when it leaves. */
+		if (!l->need_snapshot)
+			return;
 		l->need_snapshot = 0;
 		send_snapshot(l);
-	}
-	while (l->ctrl_out.len) {
-		size_t n;
-		const uint8_t *p = pk_bufq_peek(&l->ctrl_out, &n);
-		size_t w = pk_yamux_stream_write(l->ctrl, p, n);
-		pk_bufq_consume(&l->ctrl_out, w);
-		if (w < n)
-			break;
 	}
 }
 
@@ -384,10 +388,9 @@ static void send_snapshot(struct pk_link *l)
 {
 	struct snap_ctx c = {pk_link_eps_begin(1, l->cl->version, 0)};
 	pk_registry_foreach(srv_of(l)->registry, snap_one, &c);
-	struct pk_bufq tmp;
-	pk_bufq_init(&tmp, CTRL_OUT_CAP);
-	pk_link_eps_end(c.w, &tmp);
-	ctrl_queue(l, &tmp);
+	/* Straight into the queue (not ctrl_queue: no flush from inside a
+	 * flush); a snapshot replaces whatever it would overflow. */
+	pk_link_eps_end(c.w, &l->ctrl_out);
 }
 
 void pk_link_send_delta(struct pk_link *l, const char *endpoint, int64_t count, uint64_t version)
@@ -442,6 +445,7 @@ static void established(struct pk_link *l)
 	       l->cluster_addr ? l->cluster_addr : "", "dialled", l->dialer ? "true" : "false",
 	       NULL);
 	send_snapshot(l);
+	ctrl_flush(l);
 	if (l->cl->leaving)
 		pk_link_send_leaving(l);
 	pk_cluster_update_gauge(l->cl);
