@@ -4,6 +4,7 @@
  *   piko server            the data plane node (dataplane/)
  *   piko server status ... a client of a node's status API (piko_status.c)
  *   piko agent http|start  an agent beside a service (agent/)
+ *   piko test cluster      nodes behind load balancers on loopback (piko_testcluster.c)
  *
  * Configuration: defaults, then the YAML file named by --config.path, then
  * flags (see core/config.h). Invalid configuration prints `config: <reason>`
@@ -20,6 +21,7 @@
 #include "forward_config.h"
 #include "log.h"
 #include "piko_status.h"
+#include "piko_testcluster.h"
 #include "server.h"
 #include "server_config.h"
 
@@ -29,6 +31,7 @@
 
 #define MAX_POS 8
 _Static_assert(MAX_POS == PK_STATUS_POS_CAP, "piko_status.c sizes its pos array for load_config");
+_Static_assert(MAX_POS == PK_TESTCLUSTER_POS_CAP, "piko_testcluster.c sizes its pos array too");
 
 static int config_error(const char *err)
 {
@@ -264,6 +267,8 @@ static void usage(FILE *out)
 	             "  forward tcp <addr> <endpoint>\n"
 	             "                     forward a local TCP port to an endpoint\n"
 	             "  forward start      start the ports of --config.path\n"
+	             "  test cluster       run a cluster of server nodes on this machine, behind\n"
+	             "                     load balancers, to try a cluster out\n"
 	             "\nRun 'piko <command> --help' for its flags.\n");
 }
 
@@ -288,6 +293,8 @@ int main(int argc, char **argv)
 			return pk_status_main(argc - 3, argv + 3, load_config);
 		return cmd_server(argc - 2, argv + 2);
 	}
+	if (!strcmp(cmd, "test"))
+		return pk_testcluster_main(argc - 2, argv + 2, load_config);
 	if (!strcmp(cmd, "agent") && argc >= 3) {
 		if (!strcmp(argv[2], "http"))
 			return cmd_agent_listener("http", argc - 3, argv + 3);
