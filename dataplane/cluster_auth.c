@@ -32,15 +32,19 @@ int pk_cluster_key_load(const char *cfg_key, const char *key_file, char **key, s
 		snprintf(err, errlen, "cluster.auth.key_file: %s: %s", key_file, strerror(errno));
 		return -1;
 	}
-	/* Owner: the caller (on success). */
-	char *buf = pk_xmalloc(KEY_FILE_MAX + 1);
-	size_t n = fread(buf, 1, KEY_FILE_MAX + 1, f);
+	/* Owner: the caller (on success). Room for a 64 KiB key, its line end
+	 * ("\r\n") and the terminator. The whole file is read: one longer than
+	 * that is refused, never cut (a first line of 64 KiB would otherwise
+	 * pass as the key). */
+	char *buf = pk_xmalloc(KEY_FILE_MAX + 3);
+	size_t n = fread(buf, 1, KEY_FILE_MAX + 2, f);
+	int whole = n < KEY_FILE_MAX + 2 || fgetc(f) == EOF;
 	fclose(f);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		n--;
-	if (n == 0 || n > KEY_FILE_MAX) {
+	if (n == 0 || n > KEY_FILE_MAX || !whole) {
 		snprintf(err, errlen, "cluster.auth.key_file: %s: %s", key_file,
-		         n ? "larger than 64 KiB" : "empty");
+		         n == 0 && whole ? "empty" : "larger than 64 KiB");
 		free(buf);
 		return -1;
 	}
@@ -98,8 +102,10 @@ const char *pk_cluster_proof_check(const char *key, size_t key_len, const char *
 		why = "invalid cluster proof";
 	else if (exp_missing || exp <= now)
 		why = "expired cluster proof";
-	else if (iat > now + 30 || exp - iat > PK_CLUSTER_PROOF_TTL_S * 10)
-		why = "invalid cluster proof"; /* from the future, or not short-lived */
+	else if (iat > now + 30 || iat < exp - PK_CLUSTER_PROOF_TTL_S * 10)
+		/* From the future, or not short-lived. Not exp - iat: with iat
+		 * negative that overflows (and a never-expiring proof passed). */
+		why = "invalid cluster proof";
 	else if (aud) {
 		const char *got = jwt_get_grant(jwt, "aud");
 		if (!got || strcmp(got, aud) != 0)
