@@ -601,7 +601,7 @@ int pk_cluster_push(struct pk_cluster *cl, const char *body, size_t len, char *e
 	}
 	json_object_object_get_ex(o, "cluster", &cname);
 	uint64_t g = json_object_get_uint64(gen);
-	if (cl->push_generation && g < cl->push_generation) {
+	if (cl->have_push && g < cl->push_generation) {
 		snprintf(err, errlen, "generation %llu is older than %llu", (unsigned long long)g,
 		         (unsigned long long)cl->push_generation);
 		json_object_put(o);
@@ -645,12 +645,13 @@ int pk_cluster_push(struct pk_cluster *cl, const char *body, size_t len, char *e
 		m->push_ready = !json_object_object_get_ex(e, "ready", &ready) ||
 		                json_object_get_boolean(ready);
 	}
-	if (!cl->key && !cl->push_generation && n)
+	if (!cl->key && !cl->have_push && n)
 		pk_log(PK_LOG_WARN, SUBSYS,
 		       "no cluster key (cluster.auth.key_file): the cluster port and the member "
 		       "push accept anyone who can reach them",
 		       NULL);
-	cl->push_generation = g ? g : 1;
+	cl->push_generation = g;
+	cl->have_push = 1;
 	free(cl->push_cluster);
 	cl->push_cluster = cname && json_object_is_type(cname, json_type_string)
 	                       ? pk_xstrdup(json_object_get_string(cname))

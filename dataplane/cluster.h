@@ -82,10 +82,11 @@ struct pk_cluster {
 	uint64_t start_ms;
 	int join_ok;   /* some join address answered (or there is nothing to join) */
 	int converged; /* linked to every reachable member once: ready to serve */
-	/* Members (a short list: Piko targets 25 nodes, the push caps 256). */
+	/* Members (a short list: Piko targets 25 nodes, the push caps 1,024). */
 	struct pk_member *members;
 	size_t n_members;
-	uint64_t push_generation; /* of the last push applied; 0: none */
+	uint64_t push_generation; /* of the last push applied */
+	int have_push;            /* a push was applied */
 	char *push_cluster;
 	/* Every link, dialled or accepted, established or not. */
 	struct pk_link *links;

@@ -5,10 +5,10 @@
 set -euo pipefail
 
 pkgs=(
-	build-essential cmake pkg-config clang clang-format
+	build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
 	libwebsockets-dev libhttp-parser-dev libjwt-dev libjson-c-dev libyaml-dev
 	libssl-dev libcurl4-openssl-dev libcmocka-dev
-	python3 curl nginx-light wrk procps iproute2
+	python3 python3-yaml curl nginx-light wrk procps iproute2
 	openssl ca-certificates git util-linux
 )
 
