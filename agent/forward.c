@@ -468,20 +468,11 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 	}
 	pk_runloop_lws_logs(0);
 
-	struct lws_protocols protocols[2];
-	memset(protocols, 0, sizeof(protocols));
-	protocols[0] = pk_sock_protocols[0];
-	struct lws_context_creation_info info;
-	memset(&info, 0, sizeof(info));
-	info.port = CONTEXT_PORT_NO_LISTEN;
-	info.protocols = protocols;
-	f.ctx = lws_create_context(&info);
+	f.ctx = pk_runloop_sock_context();
 	if (!f.ctx) {
-		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		SSL_CTX_free(f.tls);
 		return 1;
 	}
-	pk_sock_init(lws_get_vhost_by_name(f.ctx, "default"));
 
 	int rc = 0;
 	f.nports = cfg->ports.n;

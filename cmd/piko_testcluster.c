@@ -545,21 +545,12 @@ static int run(const struct tc_config *cfg)
 		tc.subsystems = join_list(cfg->log.subsystems.v, cfg->log.subsystems.n);
 	pk_runloop_lws_logs(0);
 
-	struct lws_protocols protocols[2];
-	memset(protocols, 0, sizeof(protocols));
-	protocols[0] = pk_sock_protocols[0];
-	struct lws_context_creation_info info;
-	memset(&info, 0, sizeof(info));
-	info.port = CONTEXT_PORT_NO_LISTEN;
-	info.protocols = protocols;
-	tc.ctx = lws_create_context(&info);
+	tc.ctx = pk_runloop_sock_context();
 	if (!tc.ctx) {
-		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		free(tc.subsystems);
 		free(tc.nodes);
 		return 1;
 	}
-	pk_sock_init(lws_get_vhost_by_name(tc.ctx, "default"));
 
 	int rc = 0;
 	char err[256];

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "sock.h"
 
 static volatile sig_atomic_t got_signal;
 static struct lws_context *volatile signal_ctx;
@@ -57,4 +58,22 @@ int pk_runloop_stop_requested(void)
 void pk_runloop_signals_done(void)
 {
 	signal_ctx = NULL;
+}
+
+struct lws_context *pk_runloop_sock_context(void)
+{
+	struct lws_protocols protocols[2];
+	memset(protocols, 0, sizeof(protocols));
+	protocols[0] = pk_sock_protocols[0];
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	struct lws_context *ctx = lws_create_context(&info);
+	if (!ctx) {
+		pk_log(PK_LOG_ERROR, "main", "failed to create the event loop", NULL);
+		return NULL;
+	}
+	pk_sock_init(lws_get_vhost_by_name(ctx, "default"));
+	return ctx;
 }

@@ -8,6 +8,13 @@
 
 #include <libwebsockets.h>
 
+/* An lws context for a process whose sockets are all core/sock.c ones
+ * (`piko forward`, `piko test cluster`): no listener of lws's own, one
+ * protocol carrying pk_sock events, pk_sock_init() done on its vhost.
+ * NULL (logged) when lws cannot create it. Owner: the caller
+ * (lws_context_destroy). */
+struct lws_context *pk_runloop_sock_context(void);
+
 /* Route lws's errors (and, if warnings, its warnings) into pk_log. */
 void pk_runloop_lws_logs(int warnings);
 

@@ -14,9 +14,10 @@ static SSL_CTX *fail(SSL_CTX *ctx, const char *what, const char *path, char *err
 	return NULL;
 }
 
-SSL_CTX *pk_tls_client_ctx(const struct pk_tls_client_config *c, char *err, size_t errlen)
+/* What every context of ours has, client or server. */
+static SSL_CTX *new_ctx(const SSL_METHOD *method, char *err, size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx = SSL_CTX_new(method);
 	if (!ctx) {
 		snprintf(err, errlen, "tls: cannot create a context");
 		return NULL;
@@ -28,6 +29,14 @@ SSL_CTX *pk_tls_client_ctx(const struct pk_tls_client_config *c, char *err, size
 	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
 	/* Writes come from a queue whose front may move and be cut short. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return ctx;
+}
+
+SSL_CTX *pk_tls_client_ctx(const struct pk_tls_client_config *c, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = new_ctx(TLS_client_method(), err, errlen);
+	if (!ctx)
+		return NULL;
 	static const unsigned char alpn[] = "\x08http/1.1";
 	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
 	if (c->insecure_skip_verify) {
@@ -55,14 +64,9 @@ SSL_CTX *pk_tls_client_ctx(const struct pk_tls_client_config *c, char *err, size
 SSL_CTX *pk_tls_server_ctx(const char *cert, const char *key, const char *client_cas, char *err,
                            size_t errlen)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	if (!ctx) {
-		snprintf(err, errlen, "tls: cannot create a context");
+	SSL_CTX *ctx = new_ctx(TLS_server_method(), err, errlen);
+	if (!ctx)
 		return NULL;
-	}
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
 		return fail(ctx, "load certificate", cert, err, errlen);
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)

@@ -23,7 +23,7 @@ static int cb_on_stream(void *user, struct pk_yamux_stream *s)
 	return t->ops->on_stream(t, s);
 }
 
-static void cb_on_data(void *user, struct pk_yamux_stream *s, const uint8_t *data, size_t len)
+void pk_stream_dispatch_data(void *user, struct pk_yamux_stream *s, const uint8_t *data, size_t len)
 {
 	(void)user;
 	struct pk_stream_handler *h = handler(s);
@@ -33,7 +33,7 @@ static void cb_on_data(void *user, struct pk_yamux_stream *s, const uint8_t *dat
 		pk_yamux_stream_consumed(s, len); /* nobody listens: drop, keep window */
 }
 
-static void cb_on_fin(void *user, struct pk_yamux_stream *s)
+void pk_stream_dispatch_fin(void *user, struct pk_yamux_stream *s)
 {
 	(void)user;
 	struct pk_stream_handler *h = handler(s);
@@ -41,7 +41,7 @@ static void cb_on_fin(void *user, struct pk_yamux_stream *s)
 		h->ops->on_fin(h);
 }
 
-static void cb_on_writable(void *user, struct pk_yamux_stream *s)
+void pk_stream_dispatch_writable(void *user, struct pk_yamux_stream *s)
 {
 	(void)user;
 	struct pk_stream_handler *h = handler(s);
@@ -49,7 +49,7 @@ static void cb_on_writable(void *user, struct pk_yamux_stream *s)
 		h->ops->on_writable(h);
 }
 
-static void cb_on_stream_close(void *user, struct pk_yamux_stream *s, int reset)
+void pk_stream_dispatch_close(void *user, struct pk_yamux_stream *s, int reset)
 {
 	(void)user;
 	struct pk_stream_handler *h = handler(s);
@@ -88,10 +88,10 @@ static void cb_on_session_close(void *user, int reason)
 
 static const struct pk_yamux_callbacks tunnel_callbacks = {
     .on_stream = cb_on_stream,
-    .on_data = cb_on_data,
-    .on_fin = cb_on_fin,
-    .on_writable = cb_on_writable,
-    .on_stream_close = cb_on_stream_close,
+    .on_data = pk_stream_dispatch_data,
+    .on_fin = pk_stream_dispatch_fin,
+    .on_writable = pk_stream_dispatch_writable,
+    .on_stream_close = pk_stream_dispatch_close,
     .want_write = cb_want_write,
     .on_go_away = cb_on_go_away,
     .on_session_close = cb_on_session_close,

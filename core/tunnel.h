@@ -36,6 +36,16 @@ struct pk_stream_handler {
 	const struct pk_stream_ops *ops;
 };
 
+/* yamux stream callbacks that hand each event to the pk_stream_handler in
+ * the stream's user pointer (a stream without one has its data dropped and
+ * its window kept open). For any session whose streams follow that
+ * convention: tunnels, and the cluster's node links. */
+void pk_stream_dispatch_data(void *user, struct pk_yamux_stream *s, const uint8_t *data,
+                             size_t len);
+void pk_stream_dispatch_fin(void *user, struct pk_yamux_stream *s);
+void pk_stream_dispatch_writable(void *user, struct pk_yamux_stream *s);
+void pk_stream_dispatch_close(void *user, struct pk_yamux_stream *s, int reset);
+
 struct pk_tunnel;
 
 struct pk_tunnel_ops {

@@ -111,11 +111,7 @@ static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 		const char *denied =
 		    pk_cluster_check_proof(cl, pk_http1_header_get(h, "Authorization"));
 		if (denied) {
-			size_t n;
-			char *resp = pk_access_error_response(denied, &n);
-			queue_response(wsi, c, 401, "application/json; charset=utf-8", resp, n,
-			               close, 0);
-			free(resp);
+			json_error(wsi, c, 401, denied, close);
 			return 1;
 		}
 		if (get) {

@@ -117,11 +117,6 @@ void pk_link_close(struct pk_link *l, const char *why)
 
 /* ---- streams -------------------------------------------------------------- */
 
-static struct pk_stream_handler *handler(struct pk_yamux_stream *s)
-{
-	return pk_yamux_stream_get_user(s);
-}
-
 /* A stream the peer opened, before its first byte says what it is. */
 struct sniff {
 	struct pk_stream_handler h;
@@ -209,41 +204,6 @@ static int cb_on_stream(void *user, struct pk_yamux_stream *s)
 	return 0;
 }
 
-static void cb_on_data(void *user, struct pk_yamux_stream *s, const uint8_t *data, size_t len)
-{
-	(void)user;
-	struct pk_stream_handler *h = handler(s);
-	if (h)
-		h->ops->on_data(h, data, len);
-	else
-		pk_yamux_stream_consumed(s, len);
-}
-
-static void cb_on_fin(void *user, struct pk_yamux_stream *s)
-{
-	(void)user;
-	struct pk_stream_handler *h = handler(s);
-	if (h)
-		h->ops->on_fin(h);
-}
-
-static void cb_on_writable(void *user, struct pk_yamux_stream *s)
-{
-	(void)user;
-	struct pk_stream_handler *h = handler(s);
-	if (h)
-		h->ops->on_writable(h);
-}
-
-static void cb_on_stream_close(void *user, struct pk_yamux_stream *s, int reset)
-{
-	(void)user;
-	struct pk_stream_handler *h = handler(s);
-	pk_yamux_stream_set_user(s, NULL);
-	if (h)
-		h->ops->on_close(h, reset);
-}
-
 static void cb_want_write(void *user)
 {
 	want_flush(user);
@@ -266,10 +226,10 @@ static void cb_on_session_close(void *user, int reason)
 
 static const struct pk_yamux_callbacks link_callbacks = {
     .on_stream = cb_on_stream,
-    .on_data = cb_on_data,
-    .on_fin = cb_on_fin,
-    .on_writable = cb_on_writable,
-    .on_stream_close = cb_on_stream_close,
+    .on_data = pk_stream_dispatch_data,
+    .on_fin = pk_stream_dispatch_fin,
+    .on_writable = pk_stream_dispatch_writable,
+    .on_stream_close = pk_stream_dispatch_close,
     .want_write = cb_want_write,
     .on_go_away = cb_on_go_away,
     .on_session_close = cb_on_session_close,
@@ -680,6 +640,14 @@ static void ws_input(struct pk_link *l, uint8_t *p, size_t n)
 
 static void refuse(struct pk_link *l, int status, const char *msg)
 {
+	/* A member whose dial we refuse was tried, as far as readiness goes:
+	 * waiting for it to link would only delay /ready. */
+	const char *addr =
+	    l->head_read ? pk_http1_header_get(pk_http1_reader_head(&l->hs), "x-piko-cluster-addr")
+	                 : NULL;
+	struct pk_member *m = addr ? pk_cluster_member(l->cl, addr) : NULL;
+	if (m)
+		m->dial_failed = 1;
 	size_t len;
 	char *resp = pk_http1_error_response(status, msg, 1, &len);
 	sock_put(l, resp, len);
@@ -853,6 +821,7 @@ static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
 				if (dial_answered(l, h, p, len) < 0)
 					return;
 			} else {
+				l->head_read = 1;
 				accept_upgrade(l, h);
 			}
 		} else if (ev == PK_HTTP1_NEED_MORE) {

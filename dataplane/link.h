@@ -70,6 +70,7 @@ struct pk_link {
 	uint8_t *ctrl_in;
 	size_t ctrl_in_len, ctrl_in_cap;
 	int hello_sent;
+	int head_read; /* acceptor: the upgrade's head is complete */
 	int need_snapshot;
 	/* The peer, once it said hello. */
 	char *peer_id, *proxy_addr, *admin_addr, *cluster_addr;
