@@ -227,6 +227,7 @@ class TcpLB:
         self.port_attr = port_attr
         self.name = name
         self.ready = [False] * len(self.servers)
+        self.excluded = set()  # indices the test keeps out of rotation
         self.rr = 0
         self.lock = threading.Lock()
         self.decisions = []
@@ -274,7 +275,7 @@ class TcpLB:
             n = len(self.servers)
             for k in range(n):
                 i = (self.rr + k) % n
-                if self.ready[i] and i not in skip:
+                if self.ready[i] and i not in skip and i not in self.excluded:
                     self.rr = i + 1
                     return i
         return None

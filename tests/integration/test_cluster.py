@@ -8,6 +8,8 @@ cluster_util.py: the cluster start-up, a front TCP load balancer, a steady
 load generator)."""
 
 import hashlib
+import math
+import os
 import random
 import shutil
 import socket
@@ -20,7 +22,7 @@ from cluster_util import (ClusterCase, ClusterServer, LoadGen, cluster_token, de
 from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, request,
                      wait_for)
 from jwt_util import now as jwt_now
-from tcp_services import echo_transfer, find_logs
+from tcp_services import ConfigProc, echo_transfer, find_logs
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, WsEchoService, accept_key, client_handshake,
                     read_body)
 
@@ -485,7 +487,7 @@ class ClusterFailureTest(ClusterTestBase):
         t_ref = time.monotonic()
         events = []
         exits = []
-        load = LoadGen(plb.port, 50, ["roll-1", "roll-2"], timeout=T(10)).start()
+        load = LoadGen(plb.port, 200, ["roll-1", "roll-2"], timeout=T(10)).start()
         time.sleep(1.0)
         for s in servers:
             events.append((time.monotonic(), "SIGTERM to %s" % s.name))
@@ -524,6 +526,73 @@ class ClusterFailureTest(ClusterTestBase):
         # (8) no stream nor request left open anywhere
         self.wait_streams_zero(servers)
         self.wait_in_flight_zero(servers)
+
+
+class ClusterRebalanceTest(ClusterCase):
+    """upstream.rebalance.*: a node with far more tunnels than the cluster's
+    average sheds them, a bounded number per second, until it is within the
+    threshold; our agent moves each shed tunnel to another node."""
+
+    def test_overloaded_node_sheds_to_the_others(self):
+        threshold, shed_rate, n = 0.5, 0.25, 60
+        servers = self.start_cluster(
+            3, "--upstream.rebalance.threshold", str(threshold),
+            "--upstream.rebalance.shed-rate", str(shed_rate),
+            "--upstream.rebalance.min-conns", "10", "--grace-period", "10s")
+        a, b, c = servers
+        up = self.upstream()
+        ulb = self.lb(servers, "upstream_port", "upstream-lb")
+        ulb.excluded = {1, 2}  # every tunnel lands on A first
+        path = os.path.join(self.tmpdir, "agent.yaml")
+        with open(path, "w") as f:
+            f.write("connect:\n  url: %s\nlisteners:\n" % ulb.url)
+            for i in range(n):
+                f.write("  - endpoint_id: rb-%d\n    addr: %s\n    timeout: 10s\n"
+                        % (i, up.addr))
+        agent = ConfigProc(self.tmpdir, "agent-rb", [CONFIG.bin, "agent", "start",
+                                                   "--config.path", path])
+        self.procs.append(agent)
+        # Shedding starts as soon as A holds min_conns: moves land on A
+        # again until the balancer lets B and C in, which is fine.
+        agent.start()
+        wait_for(lambda: metric_value(a, "piko_upstreams_connected_upstreams", default=0) == n,
+                 T(20), what="%d tunnels on A" % n)
+        samples = []
+        ulb.excluded = {0}
+        t0 = time.monotonic()
+        avg = n // 3
+        limit = avg * (1 + threshold)
+
+        def balanced():
+            counts = [metric_value(s, "piko_upstreams_connected_upstreams", default=0)
+                      for s in servers]
+            samples.append((time.monotonic() - t0, counts))
+            return counts[0] < limit and sum(counts) == n
+
+        wait_for(balanced, T(40), interval=0.2, what="A within the threshold")
+        # Every endpoint still answers, wherever its tunnel is now.
+        for i in (0, n // 2, n - 1):
+            r = b.proxy("rb-%d" % i, "GET", "/")
+            self.assertEqual(r.status, 200, r)
+        # Bounded per second: at most ceil(avg x shed_rate) sheds a second;
+        # a move completes within about a second of its shed, so no 1 s
+        # window sees more than two seconds' worth go.
+        per_sec = math.ceil(avg * shed_rate)
+        worst = 0
+        for i, (t_i, c_i) in enumerate(samples):
+            for t_j, c_j in samples[i:]:
+                if t_j - t_i <= 1.0:
+                    worst = max(worst, c_i[0] - c_j[0])
+        print("\n  rebalance: A %d -> %d in %.1fs, worst drop in 1 s %d (cap %d/s); last %r"
+              % (n, samples[-1][1][0], samples[-1][0], worst, per_sec, samples[-1][1]))
+        self.assertLessEqual(worst, 2 * per_sec, samples)
+        self.assertGreater(samples[-1][0], (n - limit) / per_sec / 2 - 1.0,
+                           "shed faster than the rate allows: %r" % samples)
+        logs = find_logs(a, "rebalance; shedding connections")
+        self.assertTrue(logs, "A never logged shedding")
+        self.assertTrue(all(int(r.get("count", "0")) <= per_sec for r in logs), logs)
+        self.assertGreater(metric_value(b, "piko_upstreams_connected_upstreams", default=0), 0)
+        self.assertGreater(metric_value(c, "piko_upstreams_connected_upstreams", default=0), 0)
 
 
 if __name__ == "__main__":
