@@ -13,15 +13,19 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 import unittest
+
+import yaml
 
 from cluster_util import (ClusterCase, ClusterServer, LoadGen, cluster_token, describe_request,
                           get_json, metric_value, need_binary, nodes, wait_healthy)
 from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, request,
                      wait_for)
 from jwt_util import now as jwt_now
+from test_tls import Pki
 from tcp_services import ConfigProc, echo_transfer, find_logs
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, WsEchoService, accept_key, client_handshake,
                     read_body)
@@ -526,6 +530,84 @@ class ClusterFailureTest(ClusterTestBase):
         # (8) no stream nor request left open anywhere
         self.wait_streams_zero(servers)
         self.wait_in_flight_zero(servers)
+
+
+class ClusterToolsTest(ClusterCase):
+    """The status API through one node (?forward=), `piko server status`
+    against real nodes, the cluster gauge, and TLS on the cluster port."""
+
+    def test_forward_status_cli_and_gauge(self):
+        a, b, c = self.start_cluster(3)
+        up = self.upstream()
+        self.agent(a, "ep-tools", up.addr)
+        self.wait_remote_endpoint([b, c], a, "ep-tools")
+        # ?forward=<id>: B answers with A's own view, replayed to A
+        r = request(b.admin_port, "GET", "/status/cluster/nodes/local?forward=%s" % a.node_id)
+        self.assertEqual(r.status, 200, r)
+        doc = r.json()
+        self.assertEqual((doc["id"], doc["endpoints"]), (a.node_id, {"ep-tools": 1}))
+        r = request(b.admin_port, "GET", "/status/upstream/endpoints?forward=%s" % a.node_id)
+        self.assertEqual((r.status, r.json()), (200, {"ep-tools": 1}))
+        r = request(b.admin_port, "GET", "/status/upstream/endpoints?forward=nope")
+        self.assertEqual((r.status, r.body), (404, b""))
+        # `piko server status` against real nodes, YAML out
+        def status(*args):
+            p = subprocess.run([CONFIG.bin, "server", "status"] + list(args) +
+                               ["--server.url", "http://127.0.0.1:%d" % b.admin_port],
+                               capture_output=True, timeout=T(20))
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            return yaml.safe_load(p.stdout.decode())
+        got = status("cluster", "nodes")
+        self.assertEqual(sorted(n["id"] for n in got["nodes"]),
+                         sorted(s.node_id for s in (a, b, c)))
+        self.assertEqual({n["id"]: n["upstreams"] for n in got["nodes"]}[a.node_id], 1)
+        self.assertEqual(status("cluster", "node", a.node_id)["endpoints"], {"ep-tools": 1})
+        self.assertEqual(status("upstream", "endpoints", "--forward", a.node_id),
+                         {"ep-tools": 1})
+        self.assertEqual(status("upstream", "endpoints"), {})
+        # piko_cluster_nodes{status}: 3 active, then 2 and 1 unreachable
+        self.assertEqual(metric_value(b, "piko_cluster_nodes", {"status": "active"}), 3)
+        self.assertEqual(metric_value(b, "piko_cluster_nodes", {"status": "unreachable"}), 0)
+        c.kill()
+        wait_for(lambda: metric_value(b, "piko_cluster_nodes", {"status": "active"}) == 2 and
+                 metric_value(b, "piko_cluster_nodes", {"status": "unreachable"}) == 1,
+                 T(5), what="B counts C unreachable")
+
+    def test_tls_cluster_port(self):
+        pki = Pki(self.tmpdir)
+        key = os.path.join(self.tmpdir, "cluster.key")
+        with open(key, "w") as f:
+            f.write("a-cluster-key\n")
+        tls = ["--cluster.tls.cert", pki.path("server.crt"), "--cluster.tls.key",
+               pki.path("server.key"), "--cluster.tls.client-cas", pki.path("client-ca.crt"),
+               "--cluster.tls.client.cert", pki.path("client.crt"),
+               "--cluster.tls.client.key", pki.path("client.key"),
+               "--cluster.tls.client.root-cas", pki.path("ca.crt"),
+               "--cluster.auth.key-file", key]
+        a, b = self.start_cluster(2, *tls)
+        up = self.upstream()
+        self.agent(a, "ep-tls", up.addr)
+        self.wait_remote_endpoint([b], a, "ep-tls")
+        r = b.proxy("ep-tls", "GET", "/")
+        self.assertEqual((r.status, r.body), (200, b"ok\n"))
+        # The cluster port speaks TLS only, and wants a client certificate.
+        with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=T(5)) as sk:
+            sk.sendall(b"GET /piko/v1/cluster/link HTTP/1.1\r\nHost: x\r\n\r\n")
+            sk.settimeout(T(5))
+            try:
+                data = sk.recv(100)
+            except (ConnectionResetError, socket.timeout):
+                data = b""
+            self.assertFalse(data.startswith(b"HTTP/"), data)
+        ctx = ssl.create_default_context(cafile=pki.path("ca.crt"))
+        with socket.create_connection(("127.0.0.1", a.cluster_port), timeout=T(5)) as raw:
+            try:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls_sock:
+                    tls_sock.sendall(b"GET /piko/v1/cluster/link HTTP/1.1\r\n\r\n")
+                    data = tls_sock.recv(100)
+            except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+                data = b""
+            self.assertEqual(data, b"", "answered a client without a certificate")
 
 
 class ClusterRebalanceTest(ClusterCase):
