@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """The benchmark of issue 4: nginx direct, nginx one hop, Piko (Go) and ours, in one run.
 
+Paths: direct (nginx itself), nginx (an nginx one-hop proxy), piko (the real Piko: server,
+agent), ours (our server and agent, one node), xnode (ours across the cluster: the request
+enters node B, crosses the node link to node A, which holds the agent's tunnel).
+
 Run through hack/bench/run.sh, which installs the packages, builds our binary and the bench
-tools and the real Piko, and raises `ulimit -n`. This script only orchestrates: it starts every
-process on free 127.0.0.1 ports, measures, kills everything it started, and prints one markdown
-table of medians (also written to hack/bench/out/latest.md). docs/benchmarks.md explains the
-rows.
+tools and the real Piko, and raises `ulimit -n`. To measure another build directory than build/
+(without touching build/), run this script directly with --build DIR (our binary DIR/bin/piko,
+the tools DIR/bench/; docs/benchmarks.md shows the commands). This script only orchestrates:
+it starts every process on free 127.0.0.1 ports, measures, kills everything it started, and
+prints one markdown table of medians (also written to hack/bench/out/latest.md).
+docs/benchmarks.md explains the rows.
 
 Workloads (each repeated --runs times; the table shows the median, the per-run values follow):
   tput   wrk -c64 -t2 -d10s, small GET over keep-alive, maximum throughput; CPU per request
@@ -19,6 +25,7 @@ Workloads (each repeated --runs times; the table shows the median, the per-run v
 import argparse
 import atexit
 import datetime
+import json
 import os
 import platform
 import re
@@ -37,7 +44,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = "0123456789abcdef0123456789abcde\n"  # 32 bytes
 ENDPOINT = "bench"
 TCP_ENDPOINT = "bench-tcp"
-PATHS = ["direct", "nginx", "piko", "ours"]
+PATHS = ["direct", "nginx", "piko", "ours", "xnode"]
+LABELS = {"direct": "direct", "nginx": "nginx 1-hop", "piko": "Piko", "ours": "ours",
+          "xnode": "ours x-node"}
+# the ratio columns of the table: (numerator, denominator, header)
+RATIOS = [("ours", "piko", "ours/Piko"), ("ours", "nginx", "ours/nginx"),
+          ("xnode", "ours", "x-node/ours")]
+XNODE_IDS = ("bench-a", "bench-b")  # node A holds the tunnel, node B is where requests enter
 WORKLOADS = ["tput", "lat", "bulk", "idle", "churn"]
 
 
@@ -124,6 +137,17 @@ def wait_until(what, fn, timeout, proc=None):
     raise RuntimeError("timed out (%ss) waiting for %s" % (timeout, what))
 
 
+def http_json(url, timeout=2):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def metric(text, name, labels=""):
+    """One sample of a Prometheus text exposition (labels: the exact label text), else 0."""
+    m = re.search(r"^%s%s ([0-9.eE+-]+)$" % (re.escape(name), re.escape(labels)), text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 def http_status(url, headers=None, timeout=2):
     req = urllib.request.Request(url, headers=headers or {})
     try:
@@ -207,10 +231,10 @@ class Bench:
         self.procs = Procs(tmp)
         self.ports = Ports()
         self.bin = {
-            "ours": os.path.join(ROOT, "build", "bin", "piko"),
+            "ours": args.bin or os.path.join(args.build, "bin", "piko"),
             "piko": args.piko,
         }
-        self.tools = os.path.join(ROOT, "build", "bench")
+        self.tools = os.path.join(args.build, "bench")
         self.results = {}  # (workload, metric, path) -> [values per run]
         self.notes = []
         self.stacks = {}
@@ -238,7 +262,7 @@ class Bench:
 
     # Piko and ours -------------------------------------------------------------
 
-    def server(self, impl, name):
+    def server(self, impl, name, extra=(), cluster_port=None):
         ports = {k: self.ports.get() for k in ("proxy", "upstream", "admin")}
         argv = [self.bin[impl], "server",
                 "--proxy.bind-addr", "127.0.0.1:%d" % ports["proxy"],
@@ -247,6 +271,11 @@ class Bench:
                 "--proxy.access-log.disable"]
         if impl == "piko":
             argv += ["--cluster.gossip.bind-addr", "127.0.0.1:%d" % self.ports.get()]
+        else:
+            # ours always opens its cluster port (default :8003): a free one, alone or joined
+            ports["cluster"] = cluster_port or self.ports.get()
+            argv += ["--cluster.bind-addr", "127.0.0.1:%d" % ports["cluster"]]
+        argv += list(extra)
         p = self.procs.start(name, argv)
         p.ports = ports
         wait_until("%s /ready" % name,
@@ -275,6 +304,41 @@ class Bench:
         return {"server": srv, "agent": agent, "agent_tcp": agent_tcp, "forward": fwd,
                 "proxy_port": srv.ports["proxy"], "fwd_port": fwd_port}
 
+    def xnode_stack(self, up_port):
+        """Two of our nodes joined to each other; the HTTP agent on node A; requests to B."""
+        cports = [self.ports.get(), self.ports.get()]
+        join = ",".join("127.0.0.1:%d" % p for p in cports)
+        a, b = (self.server("ours", "xnode-server-" + nid[-1],
+                            ["--cluster.node-id", nid, "--cluster.join", join], cport)
+                for nid, cport in zip(XNODE_IDS, cports))
+        agent = self.procs.start("xnode-agent-http", [
+            self.bin["ours"], "agent", "http", ENDPOINT, "127.0.0.1:%d" % up_port,
+            "--connect.url", "http://127.0.0.1:%d" % a.ports["upstream"],
+            "--access-log.disable"])
+
+        def linked(srv):
+            nodes = http_json("http://127.0.0.1:%d/status/cluster/nodes" % srv.ports["admin"])
+            return sorted(n["id"] for n in nodes if n.get("status") == "active") == \
+                sorted(XNODE_IDS)
+        wait_until("x-node: both nodes linked", lambda: linked(a) and linked(b), 20, b)
+        wait_until("x-node: node B sees the endpoint on node A", lambda: ENDPOINT in (http_json(
+            "http://127.0.0.1:%d/status/cluster/nodes/%s" % (b.ports["admin"], XNODE_IDS[0]))
+            .get("endpoints") or {}), 20, agent)
+        wait_until("x-node HTTP route through node B", lambda: http_status(
+            "http://127.0.0.1:%d/" % b.ports["proxy"], {"x-piko-endpoint": ENDPOINT}) == 200,
+            20, agent)
+        if http_json("http://127.0.0.1:%d/status/upstream/endpoints" % b.ports["admin"]):
+            raise RuntimeError("x-node: node B holds a tunnel itself (log %s)" % b.logpath)
+        return {"server": b, "node_a": a, "agent": agent, "proxy_port": b.ports["proxy"]}
+
+    def remote_requests(self):
+        """Requests node B of the x-node path has sent to node A so far."""
+        st = self.stacks["xnode"]
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % st["server"].ports["admin"],
+                                    timeout=5) as r:
+            return metric(r.read().decode(), "piko_upstreams_remote_requests_total",
+                          '{node_id="%s"}' % XNODE_IDS[0])
+
     def setup(self):
         up = self.ports.get()
         self.up_port = up
@@ -293,14 +357,18 @@ class Bench:
         wait_until("bulk service", lambda: self.bulk_client(self.bulk_port, "up", 1, 3)["ok"]
                    == "1", 10, self.bulk_svc)
         for impl in ("piko", "ours"):
-            self.stacks[impl] = self.tunnel_stack(impl, up, self.bulk_port)
-        log("stacks up: nginx upstream :%d, nginx proxy :%d, piko proxy :%d, ours proxy :%d"
-            % (up, px, self.stacks["piko"]["proxy_port"], self.stacks["ours"]["proxy_port"]))
+            if impl in self.args.paths:
+                self.stacks[impl] = self.tunnel_stack(impl, up, self.bulk_port)
+        if "xnode" in self.args.paths:
+            self.stacks["xnode"] = self.xnode_stack(up)
+        log("stacks up: nginx upstream :%d, nginx proxy :%d, %s" % (up, px, ", ".join(
+            "%s proxy :%d" % (k, v["proxy_port"]) for k, v in self.stacks.items())))
 
     def http_port(self, path):
         return {"direct": self.up_port, "nginx": self.px_port,
                 "piko": self.stacks.get("piko", {}).get("proxy_port"),
-                "ours": self.stacks.get("ours", {}).get("proxy_port")}[path]
+                "ours": self.stacks.get("ours", {}).get("proxy_port"),
+                "xnode": self.stacks.get("xnode", {}).get("proxy_port")}[path]
 
     def hop_pids(self, path):
         """The processes a request crosses besides the upstream nginx: role -> pid."""
@@ -309,7 +377,10 @@ class Bench:
         if path == "nginx":
             return {"proxy": self.px_worker}
         st = self.stacks[path]
-        return {"proxy": st["server"].pid, "agent": st["agent"].pid}
+        pids = {"proxy": st["server"].pid, "agent": st["agent"].pid}
+        if path == "xnode":
+            pids["nodea"] = st["node_a"].pid  # "proxy" is node B, where requests enter
+        return pids
 
     # tools -------------------------------------------------------------------------
 
@@ -352,9 +423,16 @@ class Bench:
             pids = dict(self.hop_pids(path))
             pids["upstream"] = self.up_worker
             accepts0 = self.upstream_accepts()
+            remote0 = self.remote_requests() if path == "xnode" else 0
             before = {k: cpu_secs(p) for k, p in pids.items()}
             rps, n, errors = self.wrk(port, self.args.tput_secs, conns)
             after = {k: cpu_secs(p) for k, p in pids.items()}
+            if path == "xnode":
+                # every request must have crossed the link (wrk counts completed ones only)
+                crossed = self.remote_requests() - remote0
+                if crossed < n:
+                    self.notes.append("x-node -c%d: node B sent %d requests to node A, wrk "
+                                      "completed %d" % (conns, crossed, n))
             self.record(m + "upconns", path, (self.upstream_accepts() - accepts0) / n * 1000)
             self.record(m + "rps", path, rps)
             self.record(m + "errors", path, errors)
@@ -508,14 +586,18 @@ def rows(args):
     r = [
         ("tput.rps", "GET throughput, wrk -c64 -t2 (req/s)", True, "%.0f"),
         ("tput.errors", "  errors during it (non-2xx + socket)", False, "%.0f"),
-        ("tput.cpu.hop", "  CPU per request, proxy hop: server + agent (µs)", False, "%.1f"),
-        ("tput.cpu.proxy", "  CPU per request, server / nginx proxy (µs)", False, "%.1f"),
+        ("tput.cpu.hop", "  CPU per request, proxy hop: server(s) + agent (µs)", False, "%.1f"),
+        ("tput.cpu.proxy", "  CPU per request, server (x-node: entry node B) / nginx proxy (µs)",
+         False, "%.1f"),
+        ("tput.cpu.nodea", "  CPU per request, x-node: node A, the tunnel's node (µs)", False,
+         "%.1f"),
         ("tput.cpu.agent", "  CPU per request, agent (µs)", False, "%.1f"),
         ("tput.cpu.upstream", "  CPU per request, upstream nginx (µs)", False, "%.1f"),
         ("tput.upconns", "  new connections to nginx per 1000 requests", False, "%.1f"),
         ("tput2.rps", "GET throughput, wrk -c2 -t2 (req/s)", True, "%.0f"),
         ("tput2.errors", "  errors during it (non-2xx + socket)", False, "%.0f"),
-        ("tput2.cpu.hop", "  CPU per request, proxy hop: server + agent (µs)", False, "%.1f"),
+        ("tput2.cpu.hop", "  CPU per request, proxy hop: server(s) + agent (µs)", False,
+         "%.1f"),
         ("tput2.upconns", "  new connections to nginx per 1000 requests", False, "%.1f"),
     ]
     for rate in args.rates:
@@ -597,6 +679,40 @@ def fmt(v, f):
     return "–" if v is None else f % v
 
 
+def ratio_text(metric, x, y):
+    if x is None or y is None or metric.endswith(("errors", "upconns")):
+        return ""
+    if y == 0:
+        return "–" if x == 0 else "∞"
+    return "%.2f" % (x / y)
+
+
+def xnode_summary(b, args, med):
+    """Cross-node ÷ same-node, from the medians and run by run (both paths in every run)."""
+    lines = []
+    pairs = []
+    for rate in args.rates:
+        for q in ("p50", "p99"):
+            pairs.append(("lat%d.%s_us" % (rate, q), "%s at %d req/s" % (q, rate)))
+    pairs += [("tput.rps", "wrk -c64 req/s"), ("tput.cpu.hop", "CPU per request at -c64")]
+    for metric, what in pairs:
+        x, y = med.get((metric, "xnode")), med.get((metric, "ours"))
+        if x is None or y is None or y == 0:
+            continue
+        per_run = ["%.2f" % (u / v) for u, v in zip(b.results[(metric, "xnode")],
+                                                     b.results[(metric, "ours")]) if v]
+        line = "- %s: x-node %s, same-node %s → **%.2f×** (per run: %s)" % (
+            what, "%.0f" % x if x >= 100 else "%.1f" % x, "%.0f" % y if y >= 100 else "%.1f" % y,
+            x / y, ", ".join(per_run))
+        if metric.endswith(".p99_us") and metric.startswith("lat%d." % args.rates[0]):
+            line += "; target ≤ 1.3×: **%s**" % ("met" if x / y <= 1.3 else "not met")
+        lines.append(line)
+    if lines:
+        lines = ["Cross-node ÷ same-node (ours x-node ÷ ours, measured in the same run; for "
+                 "latency and CPU, less is better):", ""] + lines + [""]
+    return lines
+
+
 def report(b, args, started, elapsed):
     med = {}
     for (metric, path), vals in b.results.items():
@@ -611,26 +727,26 @@ def report(b, args, started, elapsed):
     lines.append("Versions: nginx %s, %s, Piko %s (Go, hack/peers.sh), ours %s." % (v["nginx"], v["wrk"],
                                                                v["piko"], v["ours"]))
     lines.append("")
-    lines.append("| metric | direct | nginx 1-hop | Piko | ours | ours/Piko | ours/nginx |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|")
+    # a column for every measured path, a ratio column for every pair both measured
+    measured = {path for (_, path) in b.results}
+    cols = [p for p in PATHS if p in measured]
+    ratios = [(x, y, h) for x, y, h in RATIOS if x in measured and y in measured]
+    lines.append("| metric | %s |" % " | ".join([LABELS[p] for p in cols] +
+                                              [h for _, _, h in ratios]))
+    lines.append("|---|%s" % ("---:|" * (len(cols) + len(ratios))))
     for metric, label, higher, f in rows(args):
-        vals = [med.get((metric, p)) for p in PATHS]
-        if all(x is None for x in vals):
+        vals = {p: med.get((metric, p)) for p in cols}
+        if all(x is None for x in vals.values()):
             continue
         arrow = " ↑" if higher else " ↓"
-        ours, piko, ngx = vals[3], vals[2], vals[1]
-
-        def ratio(x, y):
-            if x is None or y is None or metric.endswith(("errors", "upconns")):
-                return ""
-            if y == 0:
-                return "–" if x == 0 else "∞"
-            return "%.2f" % (x / y)
-        lines.append("| %s%s | %s | %s |" % (label, arrow, " | ".join(fmt(x, f) for x in vals),
-                                             " | ".join([ratio(ours, piko), ratio(ours, ngx)])))
+        lines.append("| %s%s | %s |" % (label, arrow, " | ".join(
+            [fmt(vals[p], f) for p in cols] +
+            [ratio_text(metric, vals[x], vals[y]) for x, y, _ in ratios])))
     lines.append("")
-    lines.append("↑ higher is better, ↓ lower is better; a ratio is ours divided by the other.")
+    lines.append("↑ higher is better, ↓ lower is better; a ratio column a/b is the first path "
+                 "divided by the second (x-node/ours: cross-node ÷ same-node).")
     lines.append("")
+    lines += xnode_summary(b, args, med)
     lines.append("Per-run values (path: run 1, run 2, ...):")
     lines.append("")
     lines.append("```")
@@ -654,7 +770,12 @@ def report(b, args, started, elapsed):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--piko", required=True, help="the real Piko binary (hack/peers.sh)")
+    ap.add_argument("--piko", help="the real Piko binary (hack/peers.sh); needed for the piko "
+                    "path")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"),
+                    help="our build directory: the binary DIR/bin/piko, the tools DIR/bench/ "
+                    "(default build/)")
+    ap.add_argument("--bin", help="our piko binary (default: <--build>/bin/piko)")
     ap.add_argument("--quick", action="store_true", help="short durations, for development")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rates", default="1000,5000",
@@ -671,6 +792,12 @@ def main():
     for w in args.only:
         if w not in WORKLOADS:
             ap.error("unknown workload %s" % w)
+    for p in args.paths:
+        if p not in PATHS:
+            ap.error("unknown path %s" % p)
+    if "piko" in args.paths and not args.piko:
+        ap.error("the piko path needs --piko")
+    args.build = os.path.abspath(args.build)
     if args.quick:
         args.tput_secs, args.warmup, args.lat_secs, args.lat_warmup = 3, 1, 3, 1
         args.bulk_bytes, args.churn_secs, args.idle_settle = 256 << 20, 2, 2
