@@ -20,8 +20,18 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
   - a deleted child comes back;
   - the StatefulSet's status patched to ready -> the PikoCluster is Ready with
     the right observedGeneration;
-  - EndpointSlices -> the member set is PUT to each node's admin port
-    (recording stubs), and pushed again when it changes;
+  - EndpointSlices -> the member set is PUT to each node's admin port, and
+    pushed again when it changes. The nodes are REAL `piko server`s on
+    10.250.0.2-4 (the slice's `admin` and `cluster` ports, proxy 8000 and
+    upstream 8001 on the same address): each holds the set (read back with
+    GET /piko/v1/cluster/members), the terminating one gets none, the nodes
+    link (/status/cluster/nodes), a request through one node's proxy port
+    reaches an agent connected to the other (forwarded over the link), and a
+    node removed from the slice drops out of the remaining node's links;
+  - the wire form of a push (method, path, Content-Type) and that pushes are
+    not counted as apiserver requests, against a recording stub (a real node
+    answers 200, as the apiserver does, and does not show the request's
+    headers) standing in for the one node of the PikoCluster `second`;
   - apiserver restarted -> the controller recovers (no duplicates);
   - etcd compacted while the apiserver is down -> the watch gets 410, the
     controller relists and carries on;
@@ -34,6 +44,7 @@ Figures printed (not asserted): time from create to all children present,
 the controller's RSS.
 """
 import base64
+import http.client
 import http.server
 import json
 import os
@@ -49,6 +60,9 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CTL = sys.argv[1]
+# The piko binary under test (its server nodes and an agent): controller.sh
+# passes it, else the one beside the controller.
+PIKO = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(CTL), "piko")
 WAIT = float(os.environ.get("PK_K8S_WAIT", "30"))
 NS = "team-a"
 passed, failed = 0, []
@@ -118,6 +132,7 @@ kenv = dict(os.environ, KUBECONFIG=f"{DIR}/kubeconfig", PATH=ENV.get("PATH", os.
 APISERVER = re.search(r"kube-apiserver (\S+)", up.stdout).group(1)
 ETCD = re.search(r"etcd (\S+)", up.stdout).group(1)
 procs = []
+stubs = []  # recording stubs' HTTP servers
 
 
 def kubectl(*args, check_rc=True, input=None):
@@ -138,6 +153,9 @@ def teardown():
         if p.poll() is None:
             p.kill()
             p.wait()
+    for srv in stubs:
+        srv.shutdown()
+        srv.server_close()
     subprocess.run([f"{ROOT}/hack/k8s/down.sh", DIR], capture_output=True)
 
 
@@ -244,7 +262,93 @@ class Recorder:
                 pass
 
         self.srv = http.server.ThreadingHTTPServer((addr, port), H)
+        stubs.append(self.srv)
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+
+# ---- real piko server nodes --------------------------------------------------
+
+def http_get(host, port, path, headers=None, timeout=5):
+    """(status, body bytes) of one GET (http.client: no proxy from the
+    environment); (0, b"") when nothing answered."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=dict(headers or {}))
+        r = conn.getresponse()
+        return r.status, r.read()
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+    finally:
+        conn.close()
+
+
+class Node:
+    """`piko server` with every port on addr (proxy 8000, upstream 8001, admin
+    and cluster as given), node ID pod (the pod the slice names)."""
+
+    def __init__(self, pod, addr, admin_port, cluster_port):
+        self.pod, self.addr, self.admin_port = pod, addr, admin_port
+        self.proxy_port, self.upstream_port = 8000, 8001
+        self.log = open(f"{DIR}/logs/node-{pod}.log", "w+")
+        self.p = subprocess.Popen(
+            [PIKO, "server", "--cluster.node-id", pod,
+             "--proxy.bind-addr", f"{addr}:{self.proxy_port}",
+             "--upstream.bind-addr", f"{addr}:{self.upstream_port}",
+             "--admin.bind-addr", f"{addr}:{admin_port}",
+             "--cluster.bind-addr", f"{addr}:{cluster_port}",
+             "--grace-period", "2s"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
+        procs.append(self.p)
+
+    def admin(self, path):
+        """The JSON document at path on the admin port, or None."""
+        st, body = http_get(self.addr, self.admin_port, path)
+        try:
+            return json.loads(body) if st == 200 else None
+        except ValueError:
+            return None
+
+    def ready(self):
+        return http_get(self.addr, self.admin_port, "/ready")[0] == 200
+
+    def in_force(self):
+        """The member set in force: {cluster, generation, members sorted by id}."""
+        d = self.admin("/piko/v1/cluster/members")
+        if d is not None:
+            d["members"] = sorted(d.get("members") or [], key=lambda m: (m["id"] or "",
+                                                                           m["addr"]))
+        return d
+
+    def linked(self):
+        """IDs of the nodes /status/cluster/nodes lists (self included), or None."""
+        d = self.admin("/status/cluster/nodes")
+        return sorted(n["id"] for n in d) if d is not None else None
+
+    def proxy_get(self, endpoint, path="/"):
+        return http_get(self.addr, self.proxy_port, path, {"x-piko-endpoint": endpoint})
+
+    def logtext(self, n=3000):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()[-n:]
+
+
+def start_proc(name, argv, ready_re=None, timeout=10):
+    """A helper process logged to logs/<name>.log (stopped by teardown); with
+    ready_re, waits (bounded) for its log to match and returns the match."""
+    log = open(f"{DIR}/logs/{name}.log", "w+")
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    procs.append(p)
+    if not ready_re:
+        return p, None
+    end = time.time() + timeout
+    while time.time() < end and p.poll() is None:
+        log.flush()
+        m = re.search(ready_re, open(log.name).read())
+        if m:
+            return p, m
+        time.sleep(0.05)
+    return p, None
 
 
 # ---- the tests ---------------------------------------------------------------
@@ -449,9 +553,17 @@ def main():
     check("printer columns: Ready True, 5 replicas, 5 available",
           re.match(r"e2e\s+True\s+5\s+5\s", r.stdout), r.stdout)
 
-    # -- peer discovery pushes
+    # -- peer discovery pushes, to real piko server nodes: e2e-0 and e2e-1 are
+    # members (e2e-0 not ready), e2e-2 is terminating (no member, no push).
+    # Every node listens on its own address with the slice's admin and
+    # cluster ports.
     aport = free_port("10.250.0.2")
-    n1, n2 = Recorder("10.250.0.2", aport), Recorder("10.250.0.3", aport)
+    nodes = [Node(pod, addr, aport, 8003) for pod, addr in
+             (("e2e-0", "10.250.0.2"), ("e2e-1", "10.250.0.3"), ("e2e-2", "10.250.0.4"))]
+    n0, n1, n2 = nodes
+    node_logs = lambda: "\n".join(f"--- {n.pod}:\n{n.logtext(1500)}" for n in nodes)
+    check("three piko server nodes up (admin /ready)",
+          wait_for(lambda: all(n.ready() for n in nodes), timeout=15), node_logs())
     slice_doc = {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "e2e-peers-test", "namespace": NS, "labels": {
@@ -470,34 +582,81 @@ def main():
     kubectl("apply", "-f", "-", input=json.dumps(slice_doc))
     want = [{"id": "e2e-0", "addr": "10.250.0.2:8003", "ready": False},
             {"id": "e2e-1", "addr": "10.250.0.3:8003", "ready": True}]
-    got = wait_for(lambda: n1.got and n2.got)
-    ok1 = got and all(g[0] == "PUT" and g[1] == "/piko/v1/cluster/members" and
-                      g[2] == "application/json" and g[3] and g[3]["members"] == want and
-                      g[3]["cluster"] == f"{NS}/e2e" for g in (n1.got[0], n2.got[0]))
-    check("EndpointSlice -> member set PUT to each node's admin port (terminating left out)",
-          ok1, f"{n1.got[:1]} {n2.got[:1]}")
-    gen1 = n1.got[0][3]["generation"] if n1.got and n1.got[0][3] else 0
+    # The set in force on a node, once a push was applied (generation > 0).
+    pushed = lambda n: (lambda d: d if d and d.get("generation") else None)(n.in_force())
+    wait_for(lambda: pushed(n0) and pushed(n1))
+    s0, s1 = n0.in_force(), n1.in_force()
+    check("EndpointSlice -> member set PUT to each node's admin port, in force there "
+          "(terminating left out)",
+          s0 and s1 and all(d["members"] == want and d["cluster"] == f"{NS}/e2e" and
+                            d["generation"] > 0 for d in (s0, s1)) and
+          s0["generation"] == s1["generation"], f"{s0} {s1}\n{node_logs()}")
+    gen1 = s0["generation"] if s0 else 0
     st = wait_for(lambda: (lambda m: m if m == [
         {"pod": "e2e-0", "address": "10.250.0.2", "ready": False},
         {"pod": "e2e-1", "address": "10.250.0.3", "ready": True}] else None)(
         kget("pikocluster", "e2e").get("status", {}).get("members")))
     check("status.members from the EndpointSlice", st,
           json.dumps(kget("pikocluster", "e2e").get("status", {}).get("members")))
-    before = len(n1.got)
+    both = ["e2e-0", "e2e-1"]
+    check("after the push the nodes link: each one's /status/cluster/nodes lists the other",
+          wait_for(lambda: n0.linked() == both and n1.linked() == both),
+          f"e2e-0 sees {n0.linked()}, e2e-1 sees {n1.linked()}\n{node_logs()}")
+    s2 = n2.in_force()
+    check("the terminating node gets no push and no link",
+          s2 and s2["generation"] == 0 and not s2["members"] and n2.linked() == ["e2e-2"],
+          f"{s2} {n2.linked()}")
+
+    # An agent connected to e2e-1, a request through e2e-0's proxy port.
+    ep = "e2e-svc"
+    _, m = start_proc("upstream", [sys.executable, "-u",
+                                   f"{ROOT}/tests/integration/upstream.py", "--port", "0"],
+                      r"listening on [0-9.]+:(\d+)")
+    if m:
+        start_proc("agent", [PIKO, "agent", "http", ep, f"127.0.0.1:{m.group(1)}",
+                             "--connect.url", f"http://{n1.addr}:{n1.upstream_port}"])
+    remote_eps = lambda: {n["id"]: n["endpoints"] for n in n0.admin("/status/cluster/nodes") or []}
+    check("an agent on e2e-1: its endpoint shows on e2e-0 (endpoint table over the link)",
+          m and wait_for(lambda: ep in (n1.admin("/status/upstream/endpoints") or {}) and
+                         remote_eps().get("e2e-1", 0) >= 1),
+          f"e2e-1 endpoints {n1.admin('/status/upstream/endpoints')}, e2e-0 nodes "
+          f"{remote_eps()}\n{node_logs()}")
+    r = wait_for(lambda: (lambda x: x if x[0] == 200 else None)(n0.proxy_get(ep)), timeout=10)
+    fwd = re.search(r'^piko_upstreams_remote_requests_total\{node_id="e2e-1"\} (\S+)',
+                    http_get(n0.addr, aport, "/metrics")[1].decode(), re.M)
+    check("a request through e2e-0's proxy port reaches the agent on e2e-1 -> 200 with its body "
+          "(forwarded: no local upstream on e2e-0, counted as a remote request)",
+          r and r[1] == b"ok\n" and n0.admin("/status/upstream/endpoints") == {} and
+          fwd and float(fwd.group(1)) >= 1,
+          f"{n0.proxy_get(ep)} e2e-0 endpoints {n0.admin('/status/upstream/endpoints')} "
+          f"remote {fwd and fwd.group(0)}\n{node_logs()}")
+
+    # -- the member set changes: e2e-0 leaves the slice
+    t_change = time.time()
     slice_doc["endpoints"] = slice_doc["endpoints"][:1]  # e2e-1 only
     kubectl("apply", "-f", "-", input=json.dumps(slice_doc))
-    g2 = wait_for(lambda: [g for g in n2.got if g[3] and g[3]["generation"] > gen1])
+    g2 = wait_for(lambda: (lambda d: d if d and d["generation"] > gen1 else None)(
+        n1.in_force()))
     check("member set change -> pushed again with a higher generation, to the remaining node",
-          g2 and g2[0][3]["members"] == [{"id": "e2e-1", "addr": "10.250.0.3:8003",
-                                          "ready": True}], str(n2.got[-1:]))
-    time.sleep(1)
+          g2 and g2["members"] == [{"id": "e2e-1", "addr": "10.250.0.3:8003", "ready": True}] and
+          g2["cluster"] == f"{NS}/e2e", str(n1.in_force()))
+    check("the removed node disappears from the remaining node's /status/cluster/nodes",
+          wait_for(lambda: n1.linked() == ["e2e-1"]), f"e2e-1 sees {n1.linked()}\n{node_logs()}")
+    # Once a re-push period (3 s) has passed: the removed node still holds
+    # the old set, and it cannot link back (the remaining node accepts links
+    # from members of its own set only), so it no longer forwards.
+    wait_for(lambda: n0.linked() == ["e2e-0"])
+    time.sleep(max(0.0, t_change + 3.5 - time.time()))
+    s0 = n0.in_force()
     check("the removed node gets no push of the new set",
-          all(g[3]["generation"] <= gen1 for g in n1.got[before:]), str(n1.got[before:]))
+          s0 and s0["generation"] == gen1 and s0["members"] == want, str(s0))
+    r = n0.proxy_get(ep)
+    check("the removed node is refused a link back and forwards nothing more",
+          n0.linked() == ["e2e-0"] and n1.linked() == ["e2e-1"] and r[0] == 502,
+          f"e2e-0 sees {n0.linked()}, e2e-1 sees {n1.linked()}, GET via e2e-0: {r}")
     check("pushes counted in metrics", a.metric("piko_controller_peer_pushes_total",
                                                 'result="ok"') >= 3)
-    # The recorders answer 204, which the apiserver never does to us.
-    check("pushes to nodes are not counted as apiserver requests",
-          a.metric("rest_client_requests_total", 'code="204"') == 0)
+    check("the nodes are still running", all(n.p.poll() is None for n in nodes), node_logs())
 
     # -- apiserver restart
     pids = [l.split() for l in open(f"{DIR}/pids")]
@@ -547,6 +706,35 @@ def main():
     sts_all = json.loads(kubectl("get", "statefulsets", "-A", "-o", "json").stdout)["items"]
     names = sorted(s["metadata"]["name"] for s in sts_all)
     check("no duplicate objects after the restart", names == ["e2e", "second"], str(names))
+
+    # -- a push on the wire, seen by a recording stub standing in for the one
+    # node of `second`: the real nodes above show what a node applies, not
+    # the request's method and headers, and they answer 200 as the apiserver
+    # does, so only a stub's 204 shows that pushes stay out of
+    # rest_client_requests_total.
+    sport = free_port("10.250.0.4")
+    stub = Recorder("10.250.0.4", sport)
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "second-peers-test", "namespace": NS, "labels": {
+            "kubernetes.io/service-name": "second-peers",
+            "app.kubernetes.io/managed-by": "piko-controller"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "admin", "port": sport, "protocol": "TCP"},
+                  {"name": "cluster", "port": 8103, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.250.0.4"], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": "second-0", "namespace": NS}}]}))
+    g = (wait_for(lambda: stub.got) or [None])[0]
+    check("a push on the wire: PUT /piko/v1/cluster/members, Content-Type application/json, "
+          "the set as JSON",
+          g and g[0] == "PUT" and g[1] == "/piko/v1/cluster/members" and
+          g[2] == "application/json" and g[3] and g[3]["cluster"] == f"{NS}/second" and
+          g[3]["generation"] > 0 and
+          g[3]["members"] == [{"id": "second-0", "addr": "10.250.0.4:8103", "ready": True}],
+          str(stub.got[:1]))
+    # The stub answers 204, which the apiserver never does to us.
+    check("pushes to nodes are not counted as apiserver requests",
+          a.metric("rest_client_requests_total", 'code="204"') == 0)
 
     # -- forced 410. The controller is paused (SIGSTOP) so that it cannot
     # re-watch early; meanwhile the revision moves on, etcd is compacted and
@@ -719,6 +907,19 @@ def main():
     check(f"burst: no busy loop while every worker is busy (controller CPU < {limit} s)",
           cpu < limit, f"{cpu:.2f} s")
     say(f"figure: controller CPU for the burst of {n_burst}: {cpu:.2f} s")
+
+    # -- the piko server nodes lasted the whole run, and stop cleanly
+    alive = all(n.p.poll() is None for n in nodes)
+    for n in nodes:
+        n.p.send_signal(signal.SIGTERM)
+    rcs = []
+    for n in nodes:
+        try:
+            rcs.append(n.p.wait(timeout=15))
+        except subprocess.TimeoutExpired:
+            rcs.append(None)
+    check("the piko server nodes ran to the end and exit 0 on SIGTERM",
+          alive and rcs == [0, 0, 0], f"alive {alive}, exit codes {rcs}\n{node_logs()}")
 
     say(f"figure: kubectl apply of a PikoCluster -> all five children written: "
         f"{t_children * 1000:.0f} ms (the kubectl process itself ran {t_apply * 1000:.0f} ms)")
