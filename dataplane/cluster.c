@@ -650,6 +650,8 @@ int pk_cluster_push(struct pk_cluster *cl, const char *body, size_t len, char *e
 		       "no cluster key (cluster.auth.key_file): the cluster port and the member "
 		       "push accept anyone who can reach them",
 		       NULL);
+	/* The controller re-pushes the same set periodically: say so quietly. */
+	int repeat = cl->have_push && g == cl->push_generation;
 	cl->push_generation = g;
 	cl->have_push = 1;
 	free(cl->push_cluster);
@@ -660,7 +662,8 @@ int pk_cluster_push(struct pk_cluster *cl, const char *body, size_t len, char *e
 	char gs[32], ns[16];
 	snprintf(gs, sizeof(gs), "%llu", (unsigned long long)g);
 	snprintf(ns, sizeof(ns), "%zu", n);
-	pk_log(PK_LOG_INFO, SUBSYS, "member set applied", "generation", gs, "members", ns, NULL);
+	pk_log(repeat ? PK_LOG_DEBUG : PK_LOG_INFO, SUBSYS, "member set applied", "generation", gs,
+	       "members", ns, NULL);
 	drop_unsourced(cl);
 	pk_cluster_reconcile(cl);
 	return 0;
