@@ -26,7 +26,7 @@ from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, requ
                      wait_for)
 from jwt_util import now as jwt_now
 from test_tls import Pki
-from tcp_services import ConfigProc, echo_transfer, find_logs
+from tcp_services import ConfigProc, echo_transfer, find_logs, log_lines
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, WsEchoService, accept_key, client_handshake,
                     read_body)
 
@@ -608,6 +608,56 @@ class ClusterToolsTest(ClusterCase):
             except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
                 data = b""
             self.assertEqual(data, b"", "answered a client without a certificate")
+
+
+class ClusterConfigTest(ClusterCase):
+    """A Piko config loads unchanged; node IDs; the join timeout."""
+
+    def test_piko_gossip_keys_and_node_id_prefix(self):
+        gport = free_port()
+        path = self.write_file("piko.yaml", (
+            "cluster:\n"
+            "  node_id_prefix: pod-0-\n"
+            "  join: []\n"
+            "  abort_if_join_fails: true\n"
+            "  join_timeout: 1m\n"
+            "  gossip:\n"
+            "    bind_addr: 127.0.0.1:%d\n"
+            "    advertise_addr: 127.0.0.1:%d\n"
+            "    interval: 100ms\n"
+            "    max_packet_size: 1400\n" % (gport, gport)))
+        ids = []
+        for _ in range(2):
+            # cluster_port=0: no --cluster.bind-addr; the gossip alias binds
+            s = self.server("--config.path", path, cluster_port=0)
+            doc = get_json(s, "/status/cluster/nodes/local")
+            ids.append(doc["id"])
+            self.assertTrue(find_logs(s, "listening", **{"port-name": "cluster",
+                                                          "port": str(gport)}), s.describe())
+            self.assertTrue([d for d in log_lines(s) if d.get("level") == "warn" and
+                             "gossip" in d.get("msg", "")], "no warning for the gossip keys")
+            s.stop()
+        for i in ids:
+            self.assertRegex(i, r"^pod-0-[a-z0-9]{7}$")
+        self.assertNotEqual(ids[0], ids[1], "a restarted node must be a new node")
+
+    def test_join_timeout_exits_1(self):
+        dead = free_port()  # nothing listens there
+        s = self.server("--cluster.join", "127.0.0.1:%d" % dead, "--cluster.join-timeout",
+                        "1s", start=False)
+        s.start(wait=False)
+        rc = s.wait(T(15))
+        if rc is None:
+            s.kill()
+            self.fail("still running after the join timeout\n" + s.describe())
+        self.assertEqual(rc, 1, s.describe())
+        self.assertTrue(find_logs(s, "failed to join cluster: no joined address answered "
+                                     "within cluster.join_timeout"), s.describe())
+        # ... unless told not to abort
+        s2 = self.server("--cluster.join", "127.0.0.1:%d" % dead, "--cluster.join-timeout",
+                         "1s", "--cluster.abort-if-join-fails=false")
+        time.sleep(1.5)
+        self.assertTrue(s2.alive, s2.describe())
 
 
 class ClusterRebalanceTest(ClusterCase):
