@@ -26,7 +26,9 @@ from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, requ
                      wait_for)
 from jwt_util import now as jwt_now
 from test_tls import Pki
-from tcp_services import ConfigProc, echo_transfer, find_logs, log_lines
+from tcp_services import (ConfigProc, RssSampler, echo_transfer, find_logs, log_lines,
+                          proc_status_kib)
+from upstream import BIG_PATTERN
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, WsEchoService, accept_key, client_handshake,
                     read_body)
 
@@ -658,6 +660,81 @@ class ClusterConfigTest(ClusterCase):
                          "1s", "--cluster.abort-if-join-fails=false")
         time.sleep(1.5)
         self.assertTrue(s2.alive, s2.describe())
+
+
+class ClusterBulkTest(ClusterTestBase):
+    """Backpressure across the link: bulk both ways, and a client that
+    stops reading, cost the nodes no more memory than on one node."""
+
+    RSS_LIMIT_MIB = 64
+
+    def test_bulk_both_ways_across_nodes(self):
+        total = (64 if CONFIG.sanitized else 256) * MiB
+        a, c = self.start_cluster(2)
+        svc = self.tcp_service()
+        ag = self.tcp_agent(a, "ep-bulk", svc.addr)
+        self.wait_remote_endpoint([c], a, "ep-bulk")
+        fwd = self.forward(c, "ep-bulk")
+        seed = random.randrange(1 << 30)
+        with RssSampler([a, c, ag]) as rss:
+            sk = socket.create_connection(("127.0.0.1", fwd.port), timeout=T(30))
+            sk.sendall(b"ECHO xnode\n")
+            sent_h, recv_h, n, dt = echo_transfer(sk, total, seed, T(180))
+            sk.close()
+        self.assertEqual((n, recv_h), (total, sent_h), "bytes echoed back across the nodes")
+        print("\n  [x-node bulk] %d MiB each way in %.1fs (%.1f MB/s each way); peak RSS "
+              "entry %.1f MiB, holder %.1f MiB, agent %.1f MiB"
+              % (total // MiB, dt, total / dt / 1e6, rss.peak_mib(c), rss.peak_mib(a),
+                 rss.peak_mib(ag)))
+        if not CONFIG.sanitized:
+            for p in (a, c, ag):
+                self.assertLess(rss.peak_mib(p), self.RSS_LIMIT_MIB, p.name)
+        self.wait_streams_zero((a, c))
+
+    def test_client_that_stops_reading(self):
+        total = 256 * MiB
+        a, b = self.start_cluster(2)
+        up = self.upstream()
+        self.agent(a, "ep-slow", up.addr)
+        self.wait_remote_endpoint([b], a, "ep-slow")
+        sk = socket.create_connection(("127.0.0.1", b.proxy_port), timeout=T(30))
+        sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sk.sendall(b"GET /big?bytes=%d HTTP/1.1\r\nHost: x\r\nx-piko-endpoint: ep-slow\r\n"
+                   b"\r\n" % total)
+        got = bytearray()
+        while len(got) < 4 * MiB:
+            got += sk.recv(1 << 20)
+        head, _, body0 = bytes(got).partition(b"\r\n\r\n")
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+        base = {p.name: proc_status_kib(p.pid, "VmRSS") for p in (a, b)}
+        time.sleep(2.0)  # not reading: the windows must stop the sender
+        grown = {p.name: (proc_status_kib(p.pid, "VmRSS") - base[p.name]) / 1024.0
+                 for p in (a, b)}
+        h = hashlib.sha256(body0)
+        n = len(body0)
+        while n < total:
+            chunk = sk.recv(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        sk.close()
+        want = hashlib.sha256()
+        pattern = BIG_PATTERN
+        left = total
+        while left:
+            k = min(left, len(pattern))
+            want.update(pattern[:k])
+            left -= k
+        self.assertEqual(n, total)
+        self.assertEqual(h.hexdigest(), want.hexdigest(), "body across the nodes")
+        print("\n  [x-node slow reader] RSS growth while the client did not read: %r MiB"
+              % {k: round(v, 1) for k, v in grown.items()})
+        if not CONFIG.sanitized:
+            for name, mib in grown.items():
+                self.assertLess(mib, 16, "%s grew %.1f MiB while the client did not read"
+                                % (name, mib))
+        self.wait_streams_zero((a, b))
 
 
 class ClusterRebalanceTest(ClusterCase):
