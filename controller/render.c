@@ -585,6 +585,20 @@ static char *server_yaml(const struct spec *s, char *err, size_t errlen)
 	yaml_kv(&b, 1, "bind_addr", "0.0.0.0:8002");
 	if (yaml_tls_auth(&b, s, P_ADMIN, err, errlen) == -1)
 		goto fail;
+	/* The headless Service publishes every pod, ready or not: a cluster
+	 * forms through DNS even while the controller is down, and the
+	 * controller's pushes name the same addresses. The node's ID prefix
+	 * (its pod name) and advertised address (its pod IP) come as flags
+	 * from the pod's env. */
+	char peers[PK_RENDER_MAX_NAME + 16], join[2 * PK_RENDER_MAX_NAME + 64];
+	pk_render_child_name(s->name, "peers", peers, sizeof(peers));
+	snprintf(join, sizeof(join), "%s.%s.svc:8003", peers, s->ns);
+	pk_sb_str(&b, "cluster:\n");
+	yaml_kv(&b, 1, "bind_addr", "0.0.0.0:8003");
+	pk_sb_str(&b, "  join:\n    - ");
+	if (yaml_quote(&b, join) == -1)
+		goto fail;
+	pk_sb_put(&b, "\n", 1);
 	yaml_kv(&b, 0, "grace_period", s->grace);
 	return pk_sb_finish(&b, NULL);
 fail:
@@ -790,6 +804,10 @@ static struct json_object *render_container(const struct spec *s)
 
 	push(args, jstr("server"));
 	push(args, jstr("--config.path=" CONFIG_PATH));
+	/* A new node ID on every start (the random suffix), named after the
+	 * pod; the cluster address peers know it by is its pod IP. */
+	push(args, jstr("--cluster.node-id-prefix=$(POD_NAME)-"));
+	push(args, jstr("--cluster.advertise-addr=$(POD_IP)"));
 	push(env, env_field("POD_NAME", "metadata.name"));
 	push(env, env_field("POD_IP", "status.podIP"));
 	for (int p = 0; p < NPORTS; p++) {

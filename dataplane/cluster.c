@@ -87,7 +87,13 @@ static void join_host_port(char *out, size_t cap, const char *host, int port)
 static void advertise(char *out, size_t cap, const char *adv, const char *bind, int port)
 {
 	if (adv && *adv) {
-		snprintf(out, cap, "%s", adv);
+		/* "host" or a bare IPv6 literal (e.g. a pod's $(POD_IP)) gets
+		 * the bound port; "host:port" and "[v6]:port" stand as given. */
+		const char *c = strchr(adv, ':');
+		if (!c || (adv[0] != '[' && strchr(c + 1, ':')))
+			join_host_port(out, cap, adv, port);
+		else
+			snprintf(out, cap, "%s", adv);
 		return;
 	}
 	char host[128] = "";

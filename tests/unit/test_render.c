@@ -468,6 +468,11 @@ static void test_server_accepts(void **state)
 	assert_string_equal(cfg.log.level, "info");
 	assert_string_equal(cfg.proxy.bind_addr, "0.0.0.0:8000");
 	assert_string_equal(cfg.upstream.bind_addr, "0.0.0.0:8001");
+	/* The cluster forms through the headless Service's DNS name. */
+	assert_string_equal(cfg.cluster.bind_addr, "0.0.0.0:8003");
+	assert_int_equal(cfg.cluster.join.n, 1);
+	assert_string_equal(cfg.cluster.join.v[0], "web-peers.edge.svc:8003");
+	assert_non_null(cfg.cluster.node_id_prefix);
 	assert_string_equal(cfg.admin.bind_addr, "0.0.0.0:8002");
 	assert_int_equal(cfg.proxy.timeout_ms, 30000);
 	assert_int_equal(cfg.grace_period_ms, 60000);
@@ -528,7 +533,9 @@ static void test_auth_env(void **state)
 	assert_string_equal(gets(env, "[3].name"), "PIKO_UPSTREAM_AUTH_HMAC_SECRET_KEY");
 	assert_string_equal(gets(env, "[4].name"), "PIKO_UPSTREAM_AUTH_RSA_PUBLIC_KEY");
 	assert_string_equal(gets(env, "[4].valueFrom.secretKeyRef.key"), "rsa.pub");
-	assert_string_equal(gets(c, "args[2]"),
+	assert_string_equal(gets(c, "args[2]"), "--cluster.node-id-prefix=$(POD_NAME)-");
+	assert_string_equal(gets(c, "args[3]"), "--cluster.advertise-addr=$(POD_IP)");
+	assert_string_equal(gets(c, "args[4]"),
 	                    "--proxy.auth.hmac-secret-key=$(PIKO_PROXY_AUTH_HMAC_SECRET_KEY)");
 	/* No key material in the ConfigMap, ever. */
 	assert_null(strstr(gets(r.configmap, "data.server\\.yaml"), "secret_key"));
