@@ -1068,9 +1068,11 @@ void pk_sock_accept_tls(struct pk_sock *s, SSL_CTX *ctx)
 	s->tls_ctx = ctx;
 	s->tls_name = pk_xstrdup("");
 	s->tls_server = 1;
-	/* Nothing was read yet (the loop has not run for this socket): the
-	 * first bytes that arrive are the client's hello. */
-	tls_step(s);
+	/* The handshake starts when the client's hello is readable (sock_rx
+	 * runs tls_step then), so a failure takes the loop's normal close
+	 * path; nothing was read yet. */
+	s->state = ST_TLS_HANDSHAKE;
+	rx_update(s);
 }
 
 size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len)

@@ -194,7 +194,10 @@ static int forward_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 	if (addr)
 		c->fwd = pk_admin_forward(srv->ctx, addr, h, c->body, c->body_len, forward_done, c);
 	if (!c->fwd) {
-		queue_response(wsi, c, addr ? 502 : 404, "text/plain", "", 0, 1, 0);
+		if (addr)
+			json_error(wsi, c, 502, "upstream unreachable", 1);
+		else
+			queue_response(wsi, c, 404, "text/plain", "", 0, 1, 0);
 		return 1;
 	}
 	return 1;
@@ -261,6 +264,24 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	lws_callback_on_writable(wsi);
 }
 
+/* Whether a request with a body would be refused by auth anyway (admin
+ * auth, or the cluster proof of the member push): checked on its head, so
+ * nobody unauthenticated makes us buffer a body. */
+static int body_denied(struct lws *wsi, const struct pk_http1_head *h)
+{
+	struct pk_server *srv = pk_server_from_wsi(wsi);
+	struct pk_access_headers ah = {
+	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),
+	    .authorization = pk_http1_header_get(h, "Authorization"),
+	};
+	if (pk_access_check(srv->access.admin, &ah, pk_auth_now(), NULL))
+		return 1;
+	static const char members[] = "/piko/v1/cluster/members";
+	size_t plen = strcspn(h->url, "?");
+	return plen == sizeof(members) - 1 && !strncmp(h->url, members, plen) &&
+	       pk_cluster_check_proof(&srv->cluster, pk_http1_header_get(h, "Authorization"));
+}
+
 /* Parse requests from the front of in, one response at a time: a client
  * that pipelines requests without reading the answers gets no more than
  * one response queued (admin responses can be large: /metrics). */
@@ -298,6 +319,13 @@ static void admin_pump(struct lws *wsi, struct admin_conn *c)
 			if (h->content_length > ADMIN_MAX_BODY) {
 				queue_response(wsi, c, 413, "text/plain", "413 request too large",
 				               21, 1, 0);
+				break;
+			}
+			if (h->content_length > 0 && body_denied(wsi, h)) {
+				/* Refused before its body is read: answered (401)
+				 * and closed, nothing buffered for it. */
+				respond(wsi, c, h);
+				c->close_after_write = 1;
 				break;
 			}
 			if (h->content_length > 0) {

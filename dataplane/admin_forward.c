@@ -5,6 +5,7 @@
  */
 #include "admin_forward.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,7 +147,10 @@ struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
 	memcpy(host, hp, hl);
 	host[hl] = '\0';
 	int port = atoi(colon + 1);
-	if (port <= 0 || port > 65535)
+	unsigned char ip[16];
+	/* An IP only: pk_sock_connect would resolve a name on the loop. */
+	if (port <= 0 || port > 65535 ||
+	    (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1))
 		return NULL;
 	/* Owner: the socket (its user pointer); freed in on_close. */
 	struct pk_admin_fwd *f = pk_xcalloc(1, sizeof(*f));
@@ -156,7 +160,7 @@ struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
 	pk_http1_reader_set_head_request(&f->rd, !strcmp(h->method, "HEAD"));
 	pk_bufq_init(&f->resp, RESP_MAX);
 	f->sock = pk_sock_connect(host, port, PK_ADMIN_FORWARD_TIMEOUT_MS, &fwd_ops, f,
-	                          64 * 1024 + body_len);
+	                          256 * 1024 + body_len); /* the head is at most 64 KiB */
 	if (!f->sock) {
 		pk_http1_reader_free(&f->rd);
 		free(f);
@@ -164,16 +168,22 @@ struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
 	}
 	/* The request as it came, minus hop-by-hop headers: the target node
 	 * sees forward=<itself> and serves it. */
-	char line[4096];
-	int n = snprintf(line, sizeof(line), "%s %s HTTP/1.1\r\n", h->method, h->url);
-	pk_sock_write(f->sock, (const uint8_t *)line, (size_t)(n < (int)sizeof(line) ? n : 0));
+	char line[128];
+	pk_sock_write(f->sock, (const uint8_t *)h->method, strlen(h->method));
+	pk_sock_write(f->sock, (const uint8_t *)" ", 1);
+	pk_sock_write(f->sock, (const uint8_t *)h->url, strlen(h->url));
+	pk_sock_write(f->sock, (const uint8_t *)" HTTP/1.1\r\n", 11);
+	int n;
 	for (size_t i = 0; i < h->nheaders; i++) {
-		const char *name = h->headers[i].name;
+		const char *name = h->headers[i].name, *value = h->headers[i].value;
 		if (pk_http1_is_hop_by_hop(h, name) || !strcasecmp(name, "Content-Length"))
 			continue;
-		n = snprintf(line, sizeof(line), "%s: %s\r\n", name, h->headers[i].value);
-		if (n > 0 && (size_t)n < sizeof(line))
-			pk_sock_write(f->sock, (const uint8_t *)line, (size_t)n);
+		/* Written in pieces: a header (a long token) has no size limit
+		 * here beyond the head's own. */
+		pk_sock_write(f->sock, (const uint8_t *)name, strlen(name));
+		pk_sock_write(f->sock, (const uint8_t *)": ", 2);
+		pk_sock_write(f->sock, (const uint8_t *)value, strlen(value));
+		pk_sock_write(f->sock, (const uint8_t *)"\r\n", 2);
 	}
 	n = snprintf(line, sizeof(line), "Content-Length: %zu\r\nConnection: close\r\n\r\n",
 	             body_len);

@@ -26,7 +26,10 @@
 
 #define SUBSYS "cluster"
 #define MAX_JOINS 64
-#define MAX_MEMBERS 1024
+#define MAX_MEMBERS 1024 /* in one push */
+/* In the table: every join entry's addresses, plus the old and the new
+ * push while one is applied. */
+#define MAX_TABLE (MAX_JOINS * PK_RESOLVE_MAX_ADDRS + 2 * MAX_MEMBERS)
 /* A member whose address sorts below ours dials us; if it has not after
  * this long (its view of our address differs, say), we dial it. */
 #define FALLBACK_DIAL_MS 10000
@@ -127,8 +130,13 @@ struct pk_member *pk_cluster_member(struct pk_cluster *cl, const char *addr)
 static struct pk_member *member_get(struct pk_cluster *cl, const char *addr)
 {
 	struct pk_member *m = pk_cluster_member(cl, addr);
-	if (m || cl->n_members >= MAX_MEMBERS)
+	if (m)
 		return m;
+	if (cl->n_members >= MAX_TABLE) {
+		pk_log(PK_LOG_WARN, SUBSYS, "member table full; address ignored", "addr", addr,
+		       NULL);
+		return NULL;
+	}
 	/* Owner: cl->members; freed by drop_unsourced() or pk_cluster_free(). */
 	m = pk_xcalloc(1, sizeof(*m));
 	m->addr = pk_xstrdup(addr);
@@ -148,8 +156,7 @@ static struct pk_link *member_link(struct pk_cluster *cl, const struct pk_member
 	if (m->link && m->link->state == PK_LINK_ESTABLISHED)
 		return m->link;
 	for (struct pk_link *l = cl->links; l; l = l->next)
-		if (l->state == PK_LINK_ESTABLISHED && !l->dialer && l->cluster_addr &&
-		    !strcmp(l->cluster_addr, m->addr))
+		if (l->state == PK_LINK_ESTABLISHED && !l->dialer && !strcmp(l->addr, m->addr))
 			return l;
 	return NULL;
 }
@@ -172,7 +179,7 @@ static void drop_unsourced(struct pk_cluster *cl)
 			pk_link_close(m->link, "no longer a member");
 		}
 		for (struct pk_link *l = cl->links; l; l = l->next)
-			if (!l->dialer && l->cluster_addr && !strcmp(l->cluster_addr, m->addr))
+			if (!l->dialer && l->authenticated && !strcmp(l->addr, m->addr))
 				pk_link_close(l, "no longer a member");
 		free(m->addr);
 		free(m->push_id);
@@ -193,9 +200,11 @@ void pk_cluster_reconcile(struct pk_cluster *cl)
 		/* One side dials: the lower address (both sides compare the
 		 * same two strings), unless the other side is late. */
 		int ours = strcmp(cl->cluster_addr, m->addr) < 0;
-		if (!ours && (now - m->since_ms < FALLBACK_DIAL_MS || member_link(cl, m)))
+		if (member_link(cl, m)) {
+			m->since_ms = now; /* linked: the fallback clock restarts */
 			continue;
-		if (member_link(cl, m))
+		}
+		if (!ours && now - m->since_ms < FALLBACK_DIAL_MS)
 			continue;
 		if (!pk_link_dial(cl, m))
 			m->next_dial_ms = now + pk_backoff_next(&m->backoff);
@@ -386,6 +395,9 @@ void pk_cluster_stop(struct pk_cluster *cl)
 {
 	if (!cl->remote)
 		return;
+	/* Its thread wakes the lws context: it goes before the context. */
+	pk_resolver_free(cl->resolver);
+	cl->resolver = NULL;
 	for (struct pk_link *l = cl->links; l; l = l->next)
 		pk_link_abort(l);
 	if (cl->ln) {
@@ -569,6 +581,33 @@ void pk_cluster_update_gauge(struct pk_cluster *cl)
 
 /* ---- the controller's push ------------------------------------------------------- */
 
+/* "ip:port" or "[ipv6]:port": members are dialled by address, and a name
+ * would have to be resolved on the loop. */
+static int ip_port(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s)
+		return 0;
+	char host[64];
+	size_t hl = (size_t)(colon - s);
+	const char *h = s;
+	if (h[0] == '[') {
+		if (hl < 3 || h[hl - 1] != ']')
+			return 0;
+		h++;
+		hl -= 2;
+	}
+	if (hl >= sizeof(host))
+		return 0;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	unsigned char buf[16];
+	int port = atoi(colon + 1);
+	return port > 0 && port < 65536 && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+	       (inet_pton(AF_INET, host, buf) == 1 ||
+	        (s[0] == '[' && inet_pton(AF_INET6, host, buf) == 1));
+}
+
 const char *pk_cluster_check_proof(const struct pk_cluster *cl, const char *authorization)
 {
 	if (!cl->key)
@@ -583,7 +622,8 @@ const char *pk_cluster_check_proof(const struct pk_cluster *cl, const char *auth
 		return "invalid cluster proof";
 	memcpy(tok, token, len);
 	tok[len] = '\0';
-	return pk_cluster_proof_check(cl->key, cl->key_len, tok, NULL, pk_auth_now());
+	return pk_cluster_proof_check(cl->key, cl->key_len, tok, PK_CLUSTER_AUD_PUSH, NULL,
+	                              pk_auth_now());
 }
 
 int pk_cluster_push(struct pk_cluster *cl, const char *body, size_t len, char *err, size_t errlen)
@@ -628,8 +668,9 @@ int pk_cluster_push(struct pk_cluster *cl, const char *body, size_t len, char *e
 		    !json_object_object_get_ex(e, "addr", &a) ||
 		    !json_object_is_type(a, json_type_string) ||
 		    json_object_get_string_len(a) == 0 || json_object_get_string_len(a) > 120 ||
-		    !strrchr(json_object_get_string(a), ':')) {
-			snprintf(err, errlen, "member %zu: missing or invalid addr (host:port)", i);
+		    !ip_port(json_object_get_string(a))) {
+			snprintf(err, errlen,
+			         "member %zu: missing or invalid addr (ip:port, [ipv6]:port)", i);
 			json_object_put(o);
 			return 400;
 		}

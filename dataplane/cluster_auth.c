@@ -81,7 +81,7 @@ char *pk_cluster_proof_make(const char *key, size_t key_len, const char *sub, co
 }
 
 const char *pk_cluster_proof_check(const char *key, size_t key_len, const char *token,
-                                   const char *aud, int64_t now)
+                                   const char *aud, const char *sub, int64_t now)
 {
 	if (!token || !*token)
 		return "missing cluster proof";
@@ -110,6 +110,11 @@ const char *pk_cluster_proof_check(const char *key, size_t key_len, const char *
 		const char *got = jwt_get_grant(jwt, "aud");
 		if (!got || strcmp(got, aud) != 0)
 			why = "cluster proof for another node";
+	}
+	if (!why && sub) {
+		const char *got = jwt_get_grant(jwt, "sub");
+		if (!got || strcmp(got, sub) != 0)
+			why = "cluster proof signed for another node";
 	}
 	jwt_free(jwt);
 	return why;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "cluster.h"
@@ -34,6 +35,7 @@
 #define CONNECT_TIMEOUT_MS 5000
 #define HANDSHAKE_TIMEOUT_MS 10000
 #define CLOSE_TIMEOUT_MS 5000
+#define MAX_PENDING_ACCEPTS 256
 
 static void link_flush(struct pk_link *l);
 static void ctrl_flush(struct pk_link *l);
@@ -320,8 +322,11 @@ static void ctrl_flush(struct pk_link *l)
 static void ctrl_queue(struct pk_link *l, struct pk_bufq *tmp)
 {
 	if (l->ctrl_out.len + tmp->len > CTRL_OUT_CAP) {
-		pk_bufq_clear(&l->ctrl_out);
-		l->need_snapshot = 1;
+		/* The peer stopped reading its control stream (the queue's head
+		 * may be half written, so it cannot be cut): start over. */
+		pk_bufq_clear(tmp);
+		pk_link_close(l, "control queue overflow");
+		return;
 	} else {
 		while (tmp->len) {
 			size_t n;
@@ -381,9 +386,12 @@ static void send_hello(struct pk_link *l)
 	char *proof = NULL;
 	/* The acceptor proves the key too, for this dialler only (aud), so a
 	 * dialler never takes an impostor's table or serves its requests. */
-	if (!l->dialer && cl->key)
-		proof = pk_cluster_proof_make(cl->key, cl->key_len, cl->node_id, l->peer_id,
-		                              pk_auth_now());
+	if (!l->dialer && cl->key) {
+		char aud[PK_LINK_MAX_ID + 32];
+		snprintf(aud, sizeof(aud), PK_CLUSTER_AUD_HELLO "%s", l->peer_id);
+		proof =
+		    pk_cluster_proof_make(cl->key, cl->key_len, cl->node_id, aud, pk_auth_now());
+	}
 	struct pk_bufq tmp;
 	pk_bufq_init(&tmp, 64 * 1024);
 	pk_link_msg_hello(&tmp, cl->node_id, cl->proxy_addr, cl->admin_addr, cl->cluster_addr,
@@ -430,8 +438,10 @@ static int on_hello(struct pk_link *l, struct pk_link_msg *m)
 	}
 	if (l->dialer) {
 		if (cl->key) {
+			char aud[PK_LINK_MAX_ID + 32];
+			snprintf(aud, sizeof(aud), PK_CLUSTER_AUD_HELLO "%s", cl->node_id);
 			const char *why = pk_cluster_proof_check(cl->key, cl->key_len, m->proof,
-			                                         cl->node_id, pk_auth_now());
+			                                         aud, m->id, pk_auth_now());
 			if (why) {
 				pk_log(PK_LOG_WARN, SUBSYS,
 				       "node link refused: the peer did not "
@@ -441,7 +451,8 @@ static int on_hello(struct pk_link *l, struct pk_link_msg *m)
 				return -1;
 			}
 		}
-	} else if (!l->peer_id || strcmp(l->peer_id, m->id) != 0) {
+	} else if (!l->peer_id || strcmp(l->peer_id, m->id) != 0 || !m->cluster_addr ||
+	           strcmp(m->cluster_addr, l->addr) != 0) {
 		pk_link_close(l, "hello from another node than the upgrade named");
 		return -1;
 	}
@@ -477,7 +488,8 @@ static void ctrl_on_data(struct pk_stream_handler *h, const uint8_t *data, size_
 	pk_yamux_stream_consumed(l->ctrl, len);
 	if (l->state == PK_LINK_CLOSING)
 		return;
-	if (l->ctrl_in_len + len > PK_LINK_MSG_MAX + 4) {
+	/* At most one message in progress plus one window's worth. */
+	if (l->ctrl_in_len + len > PK_LINK_MSG_MAX + 4 + PK_YAMUX_INITIAL_WINDOW) {
 		pk_link_close(l, "control message too large");
 		return;
 	}
@@ -642,10 +654,7 @@ static void refuse(struct pk_link *l, int status, const char *msg)
 {
 	/* A member whose dial we refuse was tried, as far as readiness goes:
 	 * waiting for it to link would only delay /ready. */
-	const char *addr =
-	    l->head_read ? pk_http1_header_get(pk_http1_reader_head(&l->hs), "x-piko-cluster-addr")
-	                 : NULL;
-	struct pk_member *m = addr ? pk_cluster_member(l->cl, addr) : NULL;
+	struct pk_member *m = l->authenticated ? pk_cluster_member(l->cl, l->addr) : NULL;
 	if (m)
 		m->dial_failed = 1;
 	size_t len;
@@ -673,17 +682,27 @@ static void accept_upgrade(struct pk_link *l, const struct pk_http1_head *h)
 		refuse(l, 404, "not found");
 		return;
 	}
+	const char *id = pk_http1_header_get(h, "x-piko-node-id");
+	const char *addr = pk_http1_header_get(h, "x-piko-cluster-addr");
+	if (!id || !*id || strlen(id) > PK_LINK_MAX_ID || !addr ||
+	    strlen(addr) >= sizeof(l->addr)) {
+		refuse(l, 400, "missing node id or cluster address");
+		return;
+	}
 	if (cl->key) {
+		/* The proof must be for this node's address, signed as the node
+		 * the upgrade names: one seen elsewhere opens nothing here. */
 		const char *token = NULL;
 		size_t tlen = 0;
 		const char *why = pk_auth_token_from_headers(
 		    NULL, pk_http1_header_get(h, "Authorization"), &token, &tlen);
-		char tok[4097];
+		char tok[4097], aud[192];
+		snprintf(aud, sizeof(aud), PK_CLUSTER_AUD_LINK "%s", cl->cluster_addr);
 		if (!why && tlen < sizeof(tok)) {
 			memcpy(tok, token, tlen);
 			tok[tlen] = '\0';
-			why =
-			    pk_cluster_proof_check(cl->key, cl->key_len, tok, NULL, pk_auth_now());
+			why = pk_cluster_proof_check(cl->key, cl->key_len, tok, aud, id,
+			                             pk_auth_now());
 		} else if (!why) {
 			why = "invalid cluster proof";
 		}
@@ -692,12 +711,10 @@ static void accept_upgrade(struct pk_link *l, const struct pk_http1_head *h)
 			return;
 		}
 	}
-	const char *id = pk_http1_header_get(h, "x-piko-node-id");
-	const char *addr = pk_http1_header_get(h, "x-piko-cluster-addr");
-	if (!id || !*id || strlen(id) > PK_LINK_MAX_ID || !addr) {
-		refuse(l, 400, "missing node id or cluster address");
-		return;
-	}
+	/* Authenticated (or no key): from here a refusal counts as a try of
+	 * that member for readiness, and the address is the link's. */
+	l->authenticated = 1;
+	snprintf(l->addr, sizeof(l->addr), "%s", addr);
 	if (!strcmp(id, cl->node_id)) {
 		refuse(l, 409, "this is us");
 		return;
@@ -767,8 +784,10 @@ static void on_connected(struct pk_sock *s)
 		return; /* an accepted socket's TLS handshake is done */
 	l->state = PK_LINK_HANDSHAKE;
 	pk_ws_client_key(l->ws_key);
+	char aud[192];
+	snprintf(aud, sizeof(aud), PK_CLUSTER_AUD_LINK "%s", l->addr);
 	char *proof =
-	    cl->key ? pk_cluster_proof_make(cl->key, cl->key_len, cl->node_id, NULL, pk_auth_now())
+	    cl->key ? pk_cluster_proof_make(cl->key, cl->key_len, cl->node_id, aud, pk_auth_now())
 	            : NULL;
 	char req[8192];
 	int n = snprintf(req, sizeof(req),
@@ -821,7 +840,6 @@ static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
 				if (dial_answered(l, h, p, len) < 0)
 					return;
 			} else {
-				l->head_read = 1;
 				accept_upgrade(l, h);
 			}
 		} else if (ev == PK_HTTP1_NEED_MORE) {
@@ -848,13 +866,16 @@ static void link_free(struct pk_link *l)
 	struct pk_cluster *cl = l->cl;
 	int was_established = l->state == PK_LINK_ESTABLISHED || l->established_ms;
 	lws_sul_cancel(&l->flush_sul);
+	/* Out of routing first: a stream's close below may start the next
+	 * pipelined request, which must not pick this link. */
+	table_clear(l);
+	l->state = PK_LINK_CLOSING;
 	if (l->sess) {
 		/* Every stream ends here: exchanges forwarded over the link
 		 * fail, forwarded-in requests are dropped. */
 		pk_yamux_session_free(l->sess);
 		l->sess = NULL;
 	}
-	table_clear(l);
 	pk_strmap_free(l->eps);
 	if (l->prev)
 		l->prev->next = l->next;
@@ -982,6 +1003,15 @@ struct pk_link *pk_link_dial(struct pk_cluster *cl, struct pk_member *m)
 
 void pk_link_accept(struct pk_cluster *cl, int fd)
 {
+	/* Connections that have not proved the key yet hold a slot each for
+	 * up to HANDSHAKE_TIMEOUT_MS: a bounded number of them. */
+	size_t pending = 0;
+	for (struct pk_link *o = cl->links; o; o = o->next)
+		pending += !o->dialer && o->state != PK_LINK_ESTABLISHED;
+	if (pending >= MAX_PENDING_ACCEPTS) {
+		close(fd);
+		return;
+	}
 	struct pk_link *l = link_new(cl, 0);
 	l->state = PK_LINK_HANDSHAKE;
 	l->sock = pk_sock_adopt(fd, &link_sock_ops, l, SEND_CAP);
@@ -1007,13 +1037,13 @@ void pk_link_accept(struct pk_cluster *cl, int fd)
 
 void pk_link_abort(struct pk_link *l)
 {
+	table_clear(l);
+	l->state = PK_LINK_CLOSING;
 	if (l->sess) {
 		pk_yamux_session_free(l->sess);
 		l->sess = NULL;
 	}
 	l->ctrl = NULL;
-	table_clear(l);
-	l->state = PK_LINK_CLOSING;
 	if (l->sock && !l->sock_closing) {
 		l->sock_closing = 1;
 		pk_sock_close(l->sock, 1);

@@ -59,7 +59,7 @@ struct pk_link {
 	struct pk_member *member; /* dialler: the member it was dialled for */
 	enum pk_link_state state;
 	char peer_ip[64];
-	char addr[128]; /* dialler: the address dialled */
+	char addr[128]; /* dialler: the address dialled; acceptor: the peer's, once authenticated */
 	struct pk_http1_reader hs;
 	char ws_key[25];
 	uint8_t *hs_buf; /* bytes of the handshake not yet consumed */
@@ -70,7 +70,7 @@ struct pk_link {
 	uint8_t *ctrl_in;
 	size_t ctrl_in_len, ctrl_in_cap;
 	int hello_sent;
-	int head_read; /* acceptor: the upgrade's head is complete */
+	int authenticated; /* acceptor: the upgrade's proof checked out (or no key) */
 	int need_snapshot;
 	/* The peer, once it said hello. */
 	char *peer_id, *proxy_addr, *admin_addr, *cluster_addr;

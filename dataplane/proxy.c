@@ -995,6 +995,11 @@ static void lc_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 		pk_yamux_stream_consumed(c->link_stream, len);
 		return;
 	}
+	/* conn_rx may unmask WebSocket frames in place (the TCP route). The
+	 * bytes are the link's own receive copy (link.c copies every read
+	 * before its WebSocket reader unmasks it, and yamux hands out
+	 * pointers into that copy), consumed by nobody after this call, so
+	 * writing to them is safe; the const comes from the yamux API. */
 	conn_rx(c, (uint8_t *)(uintptr_t)data, len);
 	/* conn_rx copied what it could not use into c->in; while that is
 	 * over its mark the bytes stay owed, so the sender's window stops

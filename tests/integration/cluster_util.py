@@ -30,11 +30,20 @@ from tcp_services import TcpTestCase
 CLUSTER_ISSUER = "piko-cluster"
 
 
-def cluster_token(key, iat=None, exp=None, sub="itest"):
-    """A cluster-key proof: HS256, iss piko-cluster, iat now, exp now+60."""
+PUSH_AUDIENCE = "piko-member-push"
+
+
+def link_audience(cluster_addr):
+    """The audience of a dialler's proof: the address it dials."""
+    return "piko-link:" + cluster_addr
+
+
+def cluster_token(key, iat=None, exp=None, sub="itest", aud=PUSH_AUDIENCE):
+    """A cluster-key proof: HS256, iss piko-cluster, iat now, exp now+60,
+    for aud (default: the member push)."""
     iat = jwt_now() if iat is None else iat
     exp = iat + 60 if exp is None else exp
-    return jwt_token({"iss": CLUSTER_ISSUER, "sub": sub, "iat": iat, "exp": exp},
+    return jwt_token({"iss": CLUSTER_ISSUER, "sub": sub, "aud": aud, "iat": iat, "exp": exp},
                      "HS256", key)
 
 

@@ -21,6 +21,7 @@ import unittest
 import yaml
 
 from cluster_util import (ClusterCase, ClusterServer, LoadGen, cluster_token, describe_request,
+                          link_audience,
                           get_json, metric_value, need_binary, nodes, wait_healthy)
 from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, request,
                      wait_for)
@@ -276,14 +277,24 @@ class ClusterMembershipTest(ClusterTestBase):
                 s.close()
 
         ident = [("x-piko-node-id", "intruder"), ("x-piko-cluster-addr", b.cluster_addr)]
+        to_a = link_audience(a.cluster_addr)
         self.check_json_error(upgrade(ident), 401, "link upgrade without a token")
-        expired = cluster_token(secret, iat=jwt_now() - 120, exp=jwt_now() - 60)
+        expired = cluster_token(secret, iat=jwt_now() - 120, exp=jwt_now() - 60,
+                                sub="intruder", aud=to_a)
         self.check_json_error(upgrade(ident + [("Authorization", "Bearer " + expired)]), 401,
                               "link upgrade with an expired token")
-        wrong = cluster_token("another-cluster-key")
+        wrong = cluster_token("another-cluster-key", sub="intruder", aud=to_a)
         self.check_json_error(upgrade(ident + [("Authorization", "Bearer " + wrong)]), 401,
                               "link upgrade with a token of another key")
-        good = cluster_token(secret)
+        # a valid proof made for another use, another node or another signer
+        for what, tok in (
+                ("the member push", cluster_token(secret, sub="intruder")),
+                ("another node", cluster_token(secret, sub="intruder",
+                                               aud=link_audience(b.cluster_addr))),
+                ("another signer", cluster_token(secret, sub="someone-else", aud=to_a))):
+            self.check_json_error(upgrade(ident + [("Authorization", "Bearer " + tok)]), 401,
+                                  "link upgrade with a proof for %s" % what)
+        good = cluster_token(secret, sub="intruder", aud=to_a)
         self.check_json_error(upgrade([("x-piko-node-id", "intruder"),
                                        ("x-piko-cluster-addr", "127.0.0.1:1"),
                                        ("Authorization", "Bearer " + good)]), 403,
@@ -296,10 +307,13 @@ class ClusterMembershipTest(ClusterTestBase):
         self.check_json_error(r, 401, "GET members without a token")
         r = self.put_members(a, (a, b), 5)
         self.check_json_error(r, 401, "PUT members without a token")
-        r = self.put_members(a, (a, b), 5, token=expired)
+        r = self.put_members(a, (a, b), 5, token=cluster_token(
+            secret, iat=jwt_now() - 120, exp=jwt_now() - 60))
         self.check_json_error(r, 401, "PUT members with an expired token")
-        r = self.put_members(a, (a, b), 5, token=wrong)
+        r = self.put_members(a, (a, b), 5, token=cluster_token("another-cluster-key"))
         self.check_json_error(r, 401, "PUT members with a token of another key")
+        r = self.put_members(a, (a, b), 5, token=good)
+        self.check_json_error(r, 401, "PUT members with a link proof")
         self.assertEqual(get_json(a, "/piko/v1/cluster/members", headers=auth), before)
         r = self.put_members(a, (a, b), 5, token=cluster_token(secret))
         self.assertEqual(r.status, 200, r)

@@ -34,7 +34,7 @@ static void why_is(const char *got, const char *want)
 
 static const char *check(const char *token, const char *aud, int64_t now)
 {
-	return pk_cluster_proof_check(KEY, KEY_LEN, token, aud, now);
+	return pk_cluster_proof_check(KEY, KEY_LEN, token, aud, NULL, now);
 }
 
 /* An HS-signed token with the given claims (JSON), made with libjwt. */
@@ -126,13 +126,28 @@ static void test_made_proof_checks(void **state)
 	free(t);
 }
 
+/* A proof signed as one node does not pass as another's. */
+static void test_sub(void **state)
+{
+	(void)state;
+	char *t = pk_cluster_proof_make(KEY, KEY_LEN, "node-a", PK_CLUSTER_AUD_PUSH, NOW);
+	assert_null(pk_cluster_proof_check(KEY, KEY_LEN, t, PK_CLUSTER_AUD_PUSH, "node-a", NOW));
+	why_is(pk_cluster_proof_check(KEY, KEY_LEN, t, PK_CLUSTER_AUD_PUSH, "node-b", NOW),
+	       "cluster proof signed for another node");
+	why_is(
+	    pk_cluster_proof_check(KEY, KEY_LEN, t, PK_CLUSTER_AUD_LINK "10.0.0.1:8003", NULL, NOW),
+	    "cluster proof for another node");
+	free(t);
+}
+
 static void test_wrong_key(void **state)
 {
 	(void)state;
 	char *t = pk_cluster_proof_make("another-key", 11, "node-a", NULL, NOW);
 	why_is(check(t, NULL, NOW), "invalid cluster proof");
 	/* the key is key_len bytes, not a prefix of it */
-	why_is(pk_cluster_proof_check(KEY, KEY_LEN - 1, t, NULL, NOW), "invalid cluster proof");
+	why_is(pk_cluster_proof_check(KEY, KEY_LEN - 1, t, NULL, NULL, NOW),
+	       "invalid cluster proof");
 	free(t);
 	t = pk_cluster_proof_make(KEY, KEY_LEN - 1, "node-a", NULL, NOW);
 	why_is(check(t, NULL, NOW), "invalid cluster proof");
@@ -436,6 +451,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_made_proof_checks),
 	    cmocka_unit_test(test_wrong_key),
+	    cmocka_unit_test(test_sub),
 	    cmocka_unit_test(test_expiry),
 	    cmocka_unit_test(test_audience),
 	    cmocka_unit_test(test_issuer),
