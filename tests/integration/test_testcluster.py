@@ -117,6 +117,19 @@ class TestClusterCommand(PikoTestCase):
         self.procs.append(c)
         c.start()
         self.wait_healthy(c)
+        # The front balancer answers from any node (from all of them while
+        # none is known ready yet): ask each node itself that it has linked
+        # the others before the test relies on any node's view.
+        def converged():
+            for port in c.node_ports("admin"):
+                r = request(port, "GET", "/status/cluster/nodes", timeout=T(5))
+                if r.status != 200:
+                    return False
+                nodes = r.json()
+                if len(nodes) != NODES or any(n["status"] != "active" for n in nodes):
+                    return False
+            return len(c.node_ports("admin")) == NODES
+        wait_for(converged, T(20), interval=0.1, what="every node to list %d nodes" % NODES)
         return c
 
     def healthy(self, c, want_ids=None):
