@@ -9,7 +9,7 @@ pkgs=(
 	libwebsockets-dev libhttp-parser-dev libjwt-dev libjson-c-dev libyaml-dev
 	libssl-dev libcurl4-openssl-dev libcmocka-dev
 	python3 python3-yaml curl nginx-light wrk procps iproute2
-	openssl ca-certificates git util-linux
+	openssl ca-certificates git util-linux mount
 )
 
 missing=()
