@@ -16,14 +16,12 @@
 
 import http.client
 import json
-import os
 import re
 import socket
 import threading
 import time
-import unittest
 
-from harness import CONFIG, Server, T, free_port, request, wait_for
+from harness import Server, T, free_port, request, wait_for
 from jwt_util import now as jwt_now, token as jwt_token
 from tcp_services import TcpTestCase
 
@@ -45,16 +43,6 @@ def cluster_token(key, iat=None, exp=None, sub="itest", aud=PUSH_AUDIENCE):
     exp = iat + 60 if exp is None else exp
     return jwt_token({"iss": CLUSTER_ISSUER, "sub": sub, "aud": aud, "iat": iat, "exp": exp},
                      "HS256", key)
-
-
-def need_binary(path, what):
-    """path when executable; else skip (or fail with CONFIG.require_peers)."""
-    if path and os.access(path, os.X_OK):
-        return path
-    if CONFIG.require_peers:
-        raise AssertionError("%s not given or not executable (%r): run hack/peers.sh and pass "
-                             "it to run.py" % (what, path))
-    raise unittest.SkipTest("%s not given (run.py --piko-peer)" % what)
 
 
 # --- status API and metrics ---------------------------------------------------------

@@ -70,6 +70,17 @@ def child_env(extra=None):
     return env
 
 
+def need_peer(path, what):
+    """path when it is an executable test peer (hack/peers.sh); else skip the
+    test, or fail it when the peers are required (run.py --require-peers)."""
+    if path and os.access(path, os.X_OK):
+        return path
+    if CONFIG.require_peers:
+        raise AssertionError("%s not given or not executable (%r): run hack/peers.sh and pass "
+                             "it to run.py" % (what, path))
+    raise unittest.SkipTest("%s not given (run.py --piko-peer/--sdk-peer)" % what)
+
+
 # --- ports --------------------------------------------------------------------
 
 _ports_lock = threading.Lock()

@@ -22,9 +22,9 @@ import yaml
 
 from cluster_util import (ClusterCase, ClusterServer, LoadGen, cluster_token, describe_request,
                           link_audience,
-                          get_json, metric_value, need_binary, nodes, wait_healthy)
-from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, request,
-                     wait_for)
+                          get_json, metric_value, nodes, wait_healthy)
+from harness import (CONFIG, Agent, Response, T, free_port, is_no_upstream, need_peer,
+                     request, wait_for)
 from jwt_util import now as jwt_now
 from test_tls import Pki
 from tcp_services import (ConfigProc, RssSampler, echo_transfer, find_logs, log_lines,
@@ -189,7 +189,7 @@ class ClusterRoutingTest(ClusterTestBase):
 
     def test_piko_agent_on_a_node(self):
         """The real Piko agent registers on A; a GET through C reaches it."""
-        peer = need_binary(CONFIG.piko_peer, "the real Piko binary")
+        peer = need_peer(CONFIG.piko_peer, "the real Piko binary")
         a, b, c = self.start_cluster(3)
         up = self.upstream()
         ag = Agent(self.tmpdir, a, "go-ep", up.addr, bin=peer)

@@ -13,7 +13,6 @@ Without the peers (run.py --piko-peer/--sdk-peer), these tests are skipped,
 unless --require-peers, which hack/test.sh always passes."""
 
 import hashlib
-import os
 import random
 import re
 import socket
@@ -21,22 +20,14 @@ import subprocess
 import threading
 import unittest
 
-from harness import CONFIG, Agent, Proc, Server, StartupError, T, free_port, request, wait_for
+from harness import (CONFIG, Agent, Proc, Server, StartupError, T, free_port, need_peer, request,
+                     wait_for)
 from tcp_services import (TcpAgent, Forward, TcpTestCase, find_logs, forward_dial_error,
                           pattern_chunks, pattern_digest)
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, accept_key, client_handshake, read_body,
                     WsEchoService)
 
 MiB = 1 << 20
-
-
-def _need(path, what):
-    if path and os.access(path, os.X_OK):
-        return path
-    if CONFIG.require_peers:
-        raise AssertionError("%s not given or not executable (%r): run hack/peers.sh and pass "
-                             "it to run.py" % (what, path))
-    raise unittest.SkipTest("%s not given (run.py --piko-peer/--sdk-peer)" % what)
 
 
 class PikoServer(Server):
@@ -126,7 +117,7 @@ def echo_roundtrip(port, total, seed, timeout):
 
 class InteropCase(TcpTestCase):
     def setUp(self):
-        _need(CONFIG.piko_peer, "the real Piko binary")
+        need_peer(CONFIG.piko_peer, "the real Piko binary")
         super().setUp()
 
     def piko_server(self, *args, admin_headers=None):
@@ -153,14 +144,14 @@ class InteropCase(TcpTestCase):
         return f.start()
 
     def sdk(self, name, *argv):
-        p = Proc(name, self.tmpdir, [_need(CONFIG.sdk_peer, "the SDK peer")] + list(argv))
+        p = Proc(name, self.tmpdir, [need_peer(CONFIG.sdk_peer, "the SDK peer")] + list(argv))
         self.procs.append(p)
         p._spawn()
         return p
 
     def sdk_run(self, *argv, timeout=None):
         """Runs sdkpeer to completion; returns (exit code, stdout, stderr)."""
-        r = subprocess.run([_need(CONFIG.sdk_peer, "the SDK peer")] + list(argv),
+        r = subprocess.run([need_peer(CONFIG.sdk_peer, "the SDK peer")] + list(argv),
                            capture_output=True, timeout=timeout or T(30))
         return r.returncode, r.stdout.decode(), r.stderr.decode()
 
