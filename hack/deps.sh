@@ -10,6 +10,7 @@ pkgs=(
 	libssl-dev libcurl4-openssl-dev libcmocka-dev
 	python3 python3-yaml curl nginx-light wrk procps iproute2
 	openssl ca-certificates git util-linux mount
+	mmdebstrap containerd runc containernetworking-plugins iptables nftables
 )
 
 missing=()
