@@ -7,6 +7,9 @@
 #   kube-apiserver <path>           k8s.io/kubernetes/cmd/kube-apiserver
 #   kube-controller-manager <path>  k8s.io/kubernetes/cmd/kube-controller-manager
 #   kubectl <path>                  k8s.io/kubernetes/cmd/kubectl
+#   kube-scheduler <path>           k8s.io/kubernetes/cmd/kube-scheduler  (the test node:
+#   kubelet <path>                  k8s.io/kubernetes/cmd/kubelet          hack/k8s/node-up.sh)
+#   kube-proxy <path>               k8s.io/kubernetes/cmd/kube-proxy
 #   helm <path>                     helm.sh/helm/v4/cmd/helm
 #
 # They come from the wrapper modules under hack/k8s/mod/ (go.mod + go.sum
@@ -92,6 +95,9 @@ build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
 build kube-apiserver kubernetes k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
 build kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
 build kubectl kubernetes k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
+build kube-scheduler kubernetes k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
+build kubelet kubernetes k8s.io/kubernetes/cmd/kubelet "$kube_ldflags"
+build kube-proxy kubernetes k8s.io/kubernetes/cmd/kube-proxy "$kube_ldflags"
 build helm helm "$HELM_MOD/cmd/helm" "$helm_ldflags"
 
 # PINS: all three first choices were served by the Go module proxy

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the wrapper modules that hack/k8s/build.sh builds from:
 #
-#   hack/k8s/mod/kubernetes  kube-apiserver, kube-controller-manager, kubectl
+#   hack/k8s/mod/kubernetes  kube-apiserver, kube-controller-manager, kubectl,
+#                            kube-scheduler, kubelet, kube-proxy (the test node)
 #   hack/k8s/mod/etcd        etcd
 #   hack/k8s/mod/helm        helm
 #
@@ -69,7 +70,10 @@ staging=$(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" { print $1 }' "$gomod" | sort
 	go_line . "k8s.io/kubernetes@v$K"
 	"$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K" \
 		"k8s.io/kubernetes/cmd/kube-controller-manager@v$K" \
-		"k8s.io/kubernetes/cmd/kubectl@v$K"
+		"k8s.io/kubernetes/cmd/kubectl@v$K" \
+		"k8s.io/kubernetes/cmd/kube-scheduler@v$K" \
+		"k8s.io/kubernetes/cmd/kubelet@v$K" \
+		"k8s.io/kubernetes/cmd/kube-proxy@v$K"
 	"$GO" mod tidy
 )
 
