@@ -27,6 +27,13 @@
 # 120). PK_K8S_CONTROLLERS sets the controller-manager's --controllers
 # (default '*'). PK_K8S_APISERVER_FLAGS adds flags to kube-apiserver's (split
 # on spaces; e.g. --enable-admission-plugins=...). Instances in different DIRs run side by side (random free ports).
+# Inside hack/k8s/sandbox.sh (PK_K8S_SANDBOX and PK_K8S_NODE_IP set) the
+# control plane is ready for a real node (hack/k8s/node-up.sh DIR): the
+# apiserver listens on every address of the sandbox's own network
+# namespace and advertises the node's, so pods reach it through the
+# `kubernetes` Service (its certificate names that address and 10.0.0.1);
+# Node authorization is on, and it reaches kubelets (logs, exec) with a
+# client certificate of its own.
 # On failure it stops what it started, prints the logs' tails and exits 1;
 # so it does on SIGINT/SIGTERM while starting (exit 130). The first run on a
 # machine builds the binaries first (about 10 minutes; see build.sh).
@@ -41,6 +48,10 @@ TIMEOUT=${PK_K8S_TIMEOUT:-120}
 # default (among them garbage-collector, statefulset, endpointslice,
 # serviceaccount and serviceaccount-token); '*,-name' leaves one out.
 CONTROLLERS=${PK_K8S_CONTROLLERS:-*}
+NODE_IP=
+if [ -n "${PK_K8S_SANDBOX:-}" ] && [ -n "${PK_K8S_NODE_IP:-}" ]; then
+	NODE_IP=$PK_K8S_NODE_IP
+fi
 
 log() { echo "k8s-up: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -96,12 +107,13 @@ pki() {
 		'basicConstraints=critical,CA:FALSE' \
 		'keyUsage=critical,digitalSignature' \
 		'extendedKeyUsage=serverAuth' \
-		'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local')"
+		"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local${NODE_IP:+,IP:$NODE_IP}")"
 	local client
 	client=$(printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
 		'keyUsage=critical,digitalSignature' 'extendedKeyUsage=clientAuth')
 	leaf admin '/O=system:masters/CN=pikoc-admin' "$client"
 	leaf controller-manager /CN=system:kube-controller-manager "$client"
+	[ -z "$NODE_IP" ] || leaf apiserver-kubelet-client '/O=system:masters/CN=kube-apiserver-kubelet-client' "$client"
 	leaf front-proxy-client /CN=front-proxy-client "$client" front-proxy-ca
 	# Service-account token signing key pair (apiserver signs, verifies).
 	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out sa.key 2>/dev/null
@@ -230,11 +242,19 @@ attempt() {
 	local k=$DIR/pki
 	# --endpoint-reconciler-type=none: the apiserver would otherwise publish
 	# its own 127.0.0.1 as the `kubernetes` Service's endpoint, which
-	# Endpoints validation rejects (loopback), and log that forever.
+	# Endpoints validation rejects (loopback), and log that forever. With a
+	# node, it publishes the node's address instead (in-cluster clients).
+	local where=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1
+		--endpoint-reconciler-type=none --authorization-mode=RBAC)
+	if [ -n "$NODE_IP" ]; then
+		where=(--bind-address=0.0.0.0 --advertise-address="$NODE_IP"
+			--endpoint-reconciler-type=lease --authorization-mode=Node,RBAC
+			--kubelet-client-certificate="$k/apiserver-kubelet-client.crt"
+			--kubelet-client-key="$k/apiserver-kubelet-client.key"
+			--kubelet-preferred-address-types=InternalIP)
+	fi
 	start kube-apiserver "$APISERVER" \
-		--etcd-servers="$ETCD_URL" \
-		--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$p_api" \
-		--endpoint-reconciler-type=none \
+		--etcd-servers="$ETCD_URL" --secure-port="$p_api" "${where[@]}" \
 		--cert-dir="$k" --tls-cert-file="$k/apiserver.crt" --tls-private-key-file="$k/apiserver.key" \
 		--client-ca-file="$k/ca.crt" --token-auth-file="$k/tokens.csv" \
 		--requestheader-client-ca-file="$k/front-proxy-ca.crt" \
@@ -247,7 +267,7 @@ attempt() {
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file="$k/sa.pub" --service-account-signing-key-file="$k/sa.key" \
 		--service-cluster-ip-range=10.0.0.0/24 \
-		--authorization-mode=RBAC --allow-privileged=true --profiling=false \
+		--allow-privileged=true --profiling=false \
 		${PK_K8S_APISERVER_FLAGS:-}
 	wait_for "kube-apiserver /readyz" kube-apiserver \
 		"$KUBECTL" --kubeconfig="$DIR/kubeconfig" --request-timeout=5s get --raw /readyz || return 1
