@@ -428,6 +428,8 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 		t->up = 1;
 		l->ever_up = 1;
 		pk_backoff_reset(&l->backoff);
+		const char *ep[] = {l->cfg->endpoint_id};
+		pk_metric_add(a->m.connects_total, ep, 1);
 		pk_lwsio_peer_ip(wsi, l->server_ip, sizeof(l->server_ip));
 		pk_tunnel_init(&t->tunnel, wsi, 1, &agent_tunnel_ops, t, now);
 		/* Once we retire this tunnel, a SYN that crossed our Go Away is
@@ -557,6 +559,28 @@ static void begin_shutdown(struct pk_agent *a)
 	}
 }
 
+int pk_agent_ready(const struct pk_agent *a, char *why, size_t cap)
+{
+	if (a->shutting_down) {
+		snprintf(why, cap, "shutting down");
+		return 0;
+	}
+	for (size_t i = 0; i < a->nlisteners; i++) {
+		const struct pk_agent_listener *l = &a->listeners[i];
+		int up = 0;
+		/* A superseded tunnel still carries the listener until its
+		 * replacement is up; a retiring one is only closed once the
+		 * replacement is. */
+		for (int k = 0; k < 2; k++)
+			up |= l->tun[k].up && !l->tun[k].closing;
+		if (!up) {
+			snprintf(why, cap, "endpoint %s disconnected", l->cfg->endpoint_id);
+			return 0;
+		}
+	}
+	return 1;
+}
+
 static void tick(lws_sorted_usec_list_t *sul)
 {
 	struct pk_agent *a = lws_container_of(sul, struct pk_agent, tick_sul);
@@ -581,6 +605,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 		}
 	}
 	pk_agent_http_tick(a, now);
+	pk_agent_admin_tick(a, now);
 	pk_sock_tick(now);
 	if (a->shutting_down && (streams == 0 || now >= a->shutdown_deadline_ms)) {
 		a->exit_now = 1;
@@ -600,6 +625,7 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		fprintf(stderr, "config: %s\n", err);
 		return 1;
 	}
+	pk_agent_metrics_init(&a.m);
 
 	pk_runloop_lws_logs(0);
 
@@ -628,6 +654,7 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	a.ctx = lws_create_context(&info);
 	if (!a.ctx) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
+		pk_agent_metrics_free(&a.m);
 		return 1;
 	}
 	/* Without explicit vhosts, lws made one "default" vhost from info. */
@@ -657,6 +684,16 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		}
 	}
 
+	/* After the listeners: /ready reads them. A port we cannot bind is
+	 * fatal, as the server's ports are. */
+	if (!a.exit_now && pk_agent_admin_start(&a, err, sizeof(err)) < 0) {
+		pk_log(PK_LOG_ERROR, "server", "failed to listen", "addr", cfg->server.bind_addr,
+		       "error", err, NULL);
+		fprintf(stderr, "server: %s\n", err);
+		a.exit_code = 1;
+		a.exit_now = 1;
+	}
+
 	pk_runloop_signals(a.ctx);
 
 	a.boot_deadline_ms = pk_now_ms() + (uint64_t)cfg->connect.timeout_ms;
@@ -674,13 +711,16 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	a.shutting_down = 1; /* no reconnects while the context is torn down */
 	for (size_t i = 0; i < a.nlisteners; i++)
 		lws_sul_cancel(&a.listeners[i].retry_sul);
+	pk_agent_admin_stop(&a);
 	lws_context_destroy(a.ctx);
+	pk_agent_admin_free(&a);
 	for (size_t i = 0; i < a.nlisteners; i++) {
 		pk_target_free(&a.listeners[i].target);
 		free(a.listeners[i].probe);
 		SSL_CTX_free(a.listeners[i].svc_tls);
 	}
 	free(a.listeners);
+	pk_agent_metrics_free(&a.m);
 	pk_buf_freelist_release();
 	if (!a.exit_code)
 		pk_log(PK_LOG_INFO, SUBSYS, "shutdown complete", NULL);

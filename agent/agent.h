@@ -21,6 +21,7 @@
 
 #include <libwebsockets.h>
 
+#include "agent_admin.h"
 #include "agent_config.h"
 #include "backoff.h"
 #include "tunnel.h"
@@ -80,11 +81,19 @@ struct pk_agent {
 	/* Why OpenSSL rejected the server's certificate in the handshake now
 	 * failing (lws only reports "connect SSL err"). */
 	char tls_error[160];
+	struct pk_agent_metrics m;
+	struct pk_agent_admin *admin; /* NULL unless server.enabled */
 };
 
 /* Run until SIGTERM/SIGINT (graceful) or a fatal error. Returns the exit
  * status (1 when a tunnel hit a non-retryable error). */
 int pk_agent_run(const struct pk_agent_config *cfg);
+
+/* 1 when the agent is ready: not shutting down, and every listener has a
+ * tunnel up (handshake done, yamux running; during a Go Away move either of
+ * its two tunnels counts). Else 0, with why set to a short reason naming
+ * the first listener without one ("endpoint my-endpoint disconnected"). */
+int pk_agent_ready(const struct pk_agent *a, char *why, size_t cap);
 
 /* agent_http.c: take a stream the server opened on l's tunnel. Returns 0 or
  * -1 (refuse: the stream is reset). */

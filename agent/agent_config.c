@@ -79,8 +79,24 @@ static const struct pk_opt listener_opts[] = {
 		    "how long a graceful shutdown may take", 0, NULL, 0                            \
 	}
 
+/* Piko's `server.*` of the agent: off by default, :5000. */
+#define AGENT_SERVER_OPTS(OFF)                                                                     \
+	{"server.enabled",                                                                         \
+	 PK_OPT_BOOL,                                                                              \
+	 OFF(server.enabled),                                                                      \
+	 "false",                                                                                  \
+	 "serve /metrics, /health and /ready on server.bind_addr",                                 \
+	 0,                                                                                        \
+	 NULL,                                                                                     \
+	 0},                                                                                       \
+	{                                                                                          \
+		"server.bind_addr", PK_OPT_STRING, OFF(server.bind_addr), ":5000",                 \
+		    "address of the agent's HTTP server", 0, NULL, 0                               \
+	}
+
 const struct pk_opt pk_agent_opts[] = {
     AGENT_OPTS(A),
+    AGENT_SERVER_OPTS(A),
     PK_TLS_CLIENT_OPTS("connect.tls.", A(connect.tls)),
     {"listeners", PK_OPT_LIST, A(listeners), NULL, "listeners", 1, listener_opts,
      sizeof(struct pk_listener_config)},
@@ -91,6 +107,7 @@ const struct pk_opt pk_agent_opts[] = {
 
 const struct pk_opt pk_agent_http_opts[] = {
     AGENT_OPTS(AGENT_CMD),
+    AGENT_SERVER_OPTS(AGENT_CMD),
     PK_TLS_CLIENT_OPTS("connect.tls.", C(agent.connect.tls)),
     {"timeout", PK_OPT_DURATION, C(listener.timeout_ms), "10s",
      "request timeout (http) or dial timeout (tcp)", 0, NULL, 0},
@@ -258,6 +275,10 @@ int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_
 	}
 	if (cfg->grace_period_ms <= 0) {
 		snprintf(err, errlen, "missing grace period");
+		return -1;
+	}
+	if (cfg->server.enabled && (!cfg->server.bind_addr || !*cfg->server.bind_addr)) {
+		snprintf(err, errlen, "missing server bind address");
 		return -1;
 	}
 	const struct pk_listener_config *ls = cfg->listeners.v;

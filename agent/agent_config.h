@@ -1,7 +1,7 @@
 /*
  * `piko agent` configuration (protocol reference §4.4): the connection to the
- * server, logging, grace period and the listeners, each an endpoint served by
- * a local service.
+ * server, the agent's own HTTP server, logging, grace period and the
+ * listeners, each an endpoint served by a local service.
  */
 #ifndef PK_AGENT_CONFIG_H
 #define PK_AGENT_CONFIG_H
@@ -32,6 +32,12 @@ struct pk_agent_config {
 		int64_t timeout_ms;
 		struct pk_tls_client_config tls;
 	} connect;
+	/* The agent's own HTTP server: /metrics, /health, /ready
+	 * (agent_admin.h). */
+	struct {
+		int enabled;
+		char *bind_addr;
+	} server;
 	struct {
 		char *level;
 		struct pk_strlist subsystems;

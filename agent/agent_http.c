@@ -86,6 +86,9 @@ struct agent_exchange {
 	int upgraded;
 	int status;
 	int logged;
+	int in_flight;    /* counted in piko_agent_requests_in_flight */
+	size_t req_size;  /* Piko's approximation, from the head */
+	size_t resp_size; /* response bytes after the head (body, framing) */
 	uint64_t start_ms, deadline_ms;
 	char method[16];
 	char *path;
@@ -177,10 +180,31 @@ static struct svc_conn *conn_new(struct pk_agent_listener *l)
 
 /* ---- exchanges ---------------------------------------------------------- */
 
+/* Piko's agent metrics, once per request (as its middleware does when the
+ * handler returns): from the access log's moment, or when the exchange is
+ * freed without one (an upgraded connection that ended). */
+static void record(struct agent_exchange *ex)
+{
+	if (!ex->in_flight)
+		return;
+	ex->in_flight = 0;
+	struct pk_agent_metrics *m = &ex->l->agent->m;
+	char st[8];
+	snprintf(st, sizeof(st), "%d", ex->status);
+	const char *ep[] = {ex->l->cfg->endpoint_id};
+	const char *ems[] = {ex->l->cfg->endpoint_id, ex->method, st};
+	pk_metric_add(m->in_flight, ep, -1);
+	pk_metric_add(m->requests_total, ems, 1);
+	pk_metric_observe(m->latency, ems, (double)(pk_now_ms() - ex->start_ms) / 1000.0);
+	pk_metric_observe(m->request_size, ep, (double)ex->req_size);
+	pk_metric_observe(m->response_size, ep, (double)ex->resp_size);
+}
+
 static void maybe_free(struct agent_exchange *ex)
 {
 	if (ex->stream || ex->svc)
 		return;
+	record(ex);
 	if (ex->prev)
 		ex->prev->next = ex->next;
 	else
@@ -203,6 +227,7 @@ static void access_log(struct agent_exchange *ex)
 	if (ex->logged || !ex->path)
 		return;
 	ex->logged = 1;
+	record(ex);
 	if (cfg->access_log.disable)
 		return;
 	int level = pk_log_parse_level(cfg->access_log.level);
@@ -278,6 +303,8 @@ static void fail(struct agent_exchange *ex, int status, const char *msg)
 	if (!ex->resp_started) {
 		size_t len;
 		char *resp = pk_http1_error_response(status, msg, 1, &len);
+		/* {"error":"<msg>"} and a newline */
+		ex->resp_size = strlen(msg) + 13;
 		pk_bufq_append_force(&ex->from_svc, resp, len);
 		free(resp);
 		ex->resp_started = 1;
@@ -312,6 +339,10 @@ static void on_request_head(struct agent_exchange *ex)
 	const struct pk_http1_head *h = pk_http1_reader_head(&ex->req);
 	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
 	ex->path = pk_xstrdup(h->url);
+	ex->req_size = pk_http1_approx_request_size(h);
+	ex->in_flight = 1;
+	const char *ep[] = {ex->l->cfg->endpoint_id};
+	pk_metric_add(ex->l->agent->m.in_flight, ep, 1);
 	pk_http1_reader_set_head_request(&ex->resp, !strcmp(h->method, "HEAD"));
 	const char *upgrade = pk_http1_header_get(h, "Upgrade");
 	if (!(upgrade && !strcmp(upgrade, "websocket")))
@@ -473,7 +504,10 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 				ex->resp_started = 1;
 				ex->resp_keep_alive = r->keep_alive;
 			}
+		} else if (ev == PK_HTTP1_BODY && ex->resp_started) {
+			ex->resp_size += used;
 		} else if (ev == PK_HTTP1_DONE && ex->resp_started) {
+			ex->resp_size += used;
 			if (ex->status == 101) {
 				ex->upgraded = 1;
 				ex->deadline_ms = 0;

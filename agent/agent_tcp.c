@@ -230,6 +230,8 @@ int pk_agent_tcp_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 		return -1;
 	}
 	l->streams++;
+	const char *ep[] = {l->cfg->endpoint_id};
+	pk_metric_add(l->agent->m.tcp_conns_total, ep, 1);
 	pk_yamux_stream_set_user(s, &p->h);
 	return 0;
 }

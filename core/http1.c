@@ -1019,6 +1019,18 @@ char *pk_http1_error_response(int status, const char *msg, int close, size_t *le
 	return pk_sb_finish(&b, len);
 }
 
+size_t pk_http1_approx_request_size(const struct pk_http1_head *h)
+{
+	/* Piko's approximation: URL, method, proto, header names and values,
+	 * host and content length. */
+	size_t n = strlen(h->url) + strlen(h->method) + 8;
+	for (size_t i = 0; i < h->nheaders; i++)
+		n += strlen(h->headers[i].name) + strlen(h->headers[i].value);
+	if (h->content_length > 0)
+		n += (size_t)h->content_length;
+	return n;
+}
+
 char *pk_http1_simple_response(int status, const char *content_type, const char *body,
                                size_t body_len, int close, size_t *len)
 {

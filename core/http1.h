@@ -172,6 +172,10 @@ char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *
  * msg is JSON-escaped. Owned by the caller. */
 char *pk_http1_error_response(int status, const char *msg, int close, size_t *len);
 
+/* Piko's approximate request size for its request_size_bytes metrics: URL,
+ * method, protocol, header names and values, and the content length. */
+size_t pk_http1_approx_request_size(const struct pk_http1_head *h);
+
 /* A plain response with a body of the given content type (admin port). */
 char *pk_http1_simple_response(int status, const char *content_type, const char *body,
                                size_t body_len, int close, size_t *len);

@@ -195,18 +195,6 @@ static void record(struct pk_server *srv, const char *method, int status, uint64
 	       path ? path : "", "status", st, "duration", dur, NULL);
 }
 
-static size_t approx_request_size(const struct pk_http1_head *h)
-{
-	/* Piko's approximation: URL, method, proto, header names and values,
-	 * host and content length. */
-	size_t n = strlen(h->url) + strlen(h->method) + 8;
-	for (size_t i = 0; i < h->nheaders; i++)
-		n += strlen(h->headers[i].name) + strlen(h->headers[i].value);
-	if (h->content_length > 0)
-		n += (size_t)h->content_length;
-	return n;
-}
-
 /* ---- exchanges ---------------------------------------------------------- */
 
 static void wait_remove(struct pk_proxy_exchange *ex)
@@ -590,7 +578,7 @@ static void start_exchange(struct pk_proxy_conn *c)
 	 * are shutting down): the response says Connection: close and the
 	 * connection ends after it. */
 	ex->close = !ex->keep_alive;
-	ex->req_size = approx_request_size(h);
+	ex->req_size = pk_http1_approx_request_size(h);
 	/* A request without a body (and an upgrade request) is complete with
 	 * its head. The reader reports its DONE (zero bytes) on the next feed,
 	 * which process() ignores when no exchange is running. */
