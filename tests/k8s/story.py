@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""The user's story, end to end on real pods (issue "Kubernetes for real").
+
+Run by tests/k8s/story.sh inside hack/k8s/sandbox.sh (network, mount and PID
+namespaces of its own), never directly:
+
+    story.py --piko BIN --testapp IMAGE.tar IMAGE.tar...
+
+Starts a control plane (hack/k8s/up.sh) and a real node (hack/k8s/node-up.sh)
+with our images imported, then follows the README's Kubernetes walkthrough
+step by step, asserting what a user sees (kubectl output, HTTP statuses and
+bodies, bytes through `piko forward`, exit codes):
+
+  1. `kubectl apply --server-side -f crds/`: the controller's Deployment runs
+     2 pods and one of them holds the Lease;
+  2. a PikoCluster of 3: 3 server pods Running and Ready, `kubectl get
+     pikoclusters` shows True 3 3, every node's /status/cluster/nodes lists
+     all 3 as active;
+  3. a web server and a TCP echo server in namespace `app`, and
+     `helm install` of charts/piko-agent beside them: requests from the node
+     through the PikoCluster's Service (ClusterIP, kube-proxy) reach the web
+     server; `piko forward` from the node reaches the echo server;
+  4. under a steady request load through the Service: scale to 5, scale to
+     2, a server pod deleted by hand, a change of spec.server.logLevel (a
+     rolling update): the failed requests of each are printed and must be 0;
+  5. the same PikoCluster in a namespace that enforces PodSecurity
+     `restricted` becomes Ready;
+  6. `kubectl delete pikocluster`: its pods and Services are gone.
+
+Prints one "story: ..." line per check and the figures (time to 3 Ready
+pods, failed requests per event). Exit 0 only if every check passed.
+"""
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+NS_CTL = "piko-system"
+NS = "piko"
+NS_APP = "app"
+WEB_BODY = "hello from the web service in namespace app\n"
+T0 = time.monotonic()
+
+
+def say(msg):
+    print(f"story: [{time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+class Failed(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failed(what)
+    say(f"ok: {what}")
+
+
+def run(*cmd, input=None, check_rc=True, timeout=120):
+    p = subprocess.run(
+        cmd, input=input, capture_output=True, text=True, timeout=timeout, env=ENV
+    )
+    if check_rc and p.returncode != 0:
+        raise Failed(f"{' '.join(cmd)} exited {p.returncode}: {p.stderr.strip()[-2000:]}")
+    return p
+
+
+def kubectl(*args, **kw):
+    return run("kubectl", "--request-timeout=20s", *args, **kw)
+
+
+def kjson(*args):
+    return json.loads(kubectl(*args, "-o", "json").stdout)
+
+
+def wait(what, fn, timeout=120, every=0.5):
+    """Poll fn() until it returns a true value; return it. Bounded."""
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            v = fn()
+            if v:
+                return v
+        except (Failed, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+            last = e
+        time.sleep(every)
+    raise Failed(f"timed out after {timeout}s waiting for {what}" + (f" (last: {last})" if last else ""))
+
+
+def apply(doc):
+    kubectl("apply", "--server-side", "--field-manager=story", "-f", "-", input=json.dumps(doc))
+
+
+def http_get(url, headers=None, timeout=5):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+# ---- what the cluster looks like
+
+
+def server_pods(ns=NS, name=NS):
+    items = kjson("get", "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={name}")["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def ready(pod):
+    return pod.get("status", {}).get("phase") == "Running" and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", [])
+    )
+
+
+def cluster_formed(n, ns=NS, name=NS):
+    """n server pods Ready, and each node lists all n as active."""
+    pods = server_pods(ns, name)
+    if len(pods) != n or not all(ready(p) for p in pods):
+        return False
+    for p in pods:
+        st, body = http_get(f"http://{p['status']['podIP']}:8002/status/cluster/nodes", timeout=3)
+        if st != 200:
+            return False
+        active = [x for x in json.loads(body) if x.get("status") == "active"]
+        if len(active) != n:
+            return False
+    return pods
+
+
+def pikocluster_row(ns=NS):
+    out = kubectl("get", "pikoclusters", "-n", ns, "--no-headers").stdout.split()
+    return out[:4]
+
+
+# ---- load through the PikoCluster's Service
+
+
+class Load:
+    """Steady requests (new connection each, so kube-proxy spreads them over
+    the nodes) to the web endpoint; counts failures with their reasons."""
+
+    def __init__(self, url, rate=20):
+        self.url, self.period = url, 1.0 / rate
+        self.ok = self.failed = 0
+        self.reasons = {}
+        self.stop_ev = threading.Event()
+        self.t = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self):
+        nxt = time.monotonic()
+        while not self.stop_ev.is_set():
+            try:
+                st, body = http_get(self.url, {"x-piko-endpoint": "web"}, timeout=5)
+                good = st == 200 and body == WEB_BODY
+                why = f"{st} {body.strip()[:60]}"
+            except Exception as e:  # a refused or cut connection is a failure
+                good, why = False, type(e).__name__ + ": " + str(e)[:60]
+            if good:
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.reasons[why] = self.reasons.get(why, 0) + 1
+            nxt += self.period
+            time.sleep(max(0.0, nxt - time.monotonic()))
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        self.t.join(10)
+
+
+def under_load(what, url, action, converged, results, settle=3):
+    with Load(url) as load:
+        time.sleep(2)
+        t = time.monotonic()
+        action()
+        wait(f"{what} to converge", converged, timeout=180, every=1)
+        secs = time.monotonic() - t
+        time.sleep(settle)
+    results.append((what, load.ok, load.failed, secs))
+    say(
+        f"{what}: {load.ok + load.failed} requests, {load.failed} failed, converged in {secs:.1f}s"
+        + (f" {load.reasons}" if load.failed else "")
+    )
+
+
+# ---- the story
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--piko", required=True)
+    ap.add_argument("--testapp", required=True)
+    ap.add_argument("images", nargs="+")
+    a = ap.parse_args()
+
+    sandbox = os.environ.get("PK_K8S_SANDBOX")
+    if not sandbox:
+        sys.exit("story.py runs inside hack/k8s/sandbox.sh (tests/k8s/story.sh)")
+    d = os.path.join(sandbox, "k8s")
+    up = subprocess.run([f"{REPO}/hack/k8s/up.sh", d], capture_output=True, text=True)
+    if up.returncode != 0:
+        raise Failed(f"hack/k8s/up.sh failed:\n{up.stderr[-3000:]}")
+    node = subprocess.run(
+        [f"{REPO}/hack/k8s/node-up.sh", d, *a.images, a.testapp], capture_output=True, text=True
+    )
+    if node.returncode != 0:
+        raise Failed(f"hack/k8s/node-up.sh failed:\n{node.stderr[-3000:]}")
+    say("test bed: " + " ".join(up.stdout.split()[-2:]) + ", " + " ".join(node.stdout.split()[-2:]))
+    env = {}
+    with open(os.path.join(d, "env")) as f:
+        for line in f:
+            line = line.strip().removeprefix("export ")
+            if "=" in line:
+                k, v = line.split("=", 1)
+                env[k] = v.strip('"')
+    ENV["KUBECONFIG"] = env["KUBECONFIG"]
+    ENV["PATH"] = env["PK_K8S_BIN"] + ":" + ENV["PATH"]
+    ENV["HOME"] = os.path.join(sandbox, "home")  # helm's cache and config
+    try:
+        story(a)
+    finally:
+        # The operator first: a running controller re-creates what the
+        # teardown deletes (reference kubernetes.md §3.5b).
+        kubectl("delete", "-f", f"{REPO}/crds/controller.yaml", "--wait=false", check_rc=False)
+        subprocess.run([f"{REPO}/hack/k8s/down.sh", d], capture_output=True)
+
+
+def story(a):
+    # 1. The operator.
+    kubectl("apply", "--server-side", "-f", f"{REPO}/crds/")
+    wait(
+        "the controller's 2 pods Ready",
+        lambda: kjson("get", "deploy", "piko-controller", "-n", NS_CTL)["status"].get("readyReplicas") == 2,
+    )
+    pods = [p["metadata"]["name"] for p in kjson("get", "pods", "-n", NS_CTL)["items"]]
+    holder = wait(
+        "a leader",
+        lambda: kjson("get", "lease", "piko-controller", "-n", NS_CTL)["spec"].get("holderIdentity"),
+    )
+    check(any(holder.startswith(p) for p in pods), f"the Lease is held by one of the controller's pods ({holder})")
+
+    # 2. A PikoCluster of 3.
+    kubectl("create", "namespace", NS)
+    t = time.monotonic()
+    apply(pikocluster(NS, 3))
+    pods = wait("3 server pods Ready", lambda: len(server_pods()) == 3 and all(ready(p) for p in server_pods()))
+    secs_ready = time.monotonic() - t
+    say(f"3 server pods Ready {secs_ready:.1f}s after kubectl apply")
+    check(wait("kubectl get pikoclusters: True 3 3", lambda: pikocluster_row() == [NS, "True", "3", "3"]),
+          "kubectl get pikoclusters shows True 3 3")
+    pods = wait("every node to list all 3 as active", lambda: cluster_formed(3), timeout=60)
+    check(len(pods) == 3, "/status/cluster/nodes on each of the 3 nodes lists all 3 as active")
+    svc = kjson("get", "svc", NS, "-n", NS)["spec"]["clusterIP"]
+    proxy = f"http://{svc}:8000"
+
+    # 3. An application, and the agent beside it.
+    kubectl("create", "namespace", NS_APP)
+    for doc in app_manifests():
+        apply(doc)
+    wait("web and echo Deployments available", lambda: all(
+        kjson("get", "deploy", n, "-n", NS_APP)["status"].get("availableReplicas") == 1 for n in ("web", "echo")))
+    values = os.path.join(os.environ["PK_K8S_SANDBOX"], "agent-values.json")
+    with open(values, "w") as f:
+        json.dump(
+            {
+                "replicas": 2,
+                "server": {"url": f"http://{NS}.{NS}.svc:8001"},
+                "listeners": [
+                    {"endpointId": "web", "protocol": "http", "addr": "web.app.svc:80"},
+                    {"endpointId": "echo", "protocol": "tcp", "addr": "echo.app.svc:9000"},
+                ],
+            },
+            f,
+        )
+    run("helm", "install", "agent", f"{REPO}/charts/piko-agent", "-n", NS_APP, "-f", values,
+        "--wait", "--timeout", "120s", timeout=180)
+    check(True, "helm install charts/piko-agent: its pods Ready (tunnels up)")
+
+    got = [http_get(proxy + "/", {"x-piko-endpoint": "web"}) for _ in range(30)]
+    good = sum(1 for st, body in got if st == 200 and body == WEB_BODY)
+    check(good == 30, f"30 of 30 requests through the Service reach the web server ({good} did; "
+                      f"others: {[g for g in got if g[0] != 200][:3]})")
+    # By the Host header's first label too, as a browser would send it.
+    st, body = http_get(proxy + "/", {"Host": "web.example.com"})
+    check(st == 200 and body == WEB_BODY, f"routing by Host web.example.com: {st}")
+
+    forward_echo(a.piko, proxy)
+
+    # 4. Changes under load.
+    results = []
+    under_load("scale to 5", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=5"),
+               lambda: cluster_formed(5) and pikocluster_row() == [NS, "True", "5", "5"], results)
+    under_load("scale to 2", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=2"),
+               lambda: cluster_formed(2) and pikocluster_row() == [NS, "True", "2", "2"], results)
+    victim = sorted(p["metadata"]["name"] for p in server_pods())[0]
+    under_load(f"pod {victim} deleted", proxy,
+               lambda: kubectl("delete", "pod", victim, "-n", NS, "--wait=false"),
+               lambda: pod_replaced(victim) and cluster_formed(2), results)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in server_pods()}
+    under_load("rolling update (logLevel debug)", proxy,
+               lambda: kubectl("patch", "pikocluster", NS, "-n", NS, "--type=merge",
+                               "-p", '{"spec":{"server":{"logLevel":"debug"}}}'),
+               lambda: rolled(before) and cluster_formed(2), results)
+    say("failed requests: " + ", ".join(f"{w}: {f}/{o + f}" for w, o, f, _ in results))
+    for w, o, f, _ in results:
+        check(f == 0, f"{w}: 0 failed requests of {o + f}")
+    check(http_get(proxy + "/", {"x-piko-endpoint": "web"}) == (200, WEB_BODY), "still serving after all four")
+
+    # 5. PodSecurity restricted.
+    kubectl("create", "namespace", "secure")
+    kubectl("label", "namespace", "secure", "pod-security.kubernetes.io/enforce=restricted")
+    apply(pikocluster("secure", 1, name="piko"))
+    wait("the PikoCluster in the restricted namespace Ready",
+         lambda: pikocluster_row("secure") == ["piko", "True", "1", "1"], timeout=120)
+    check(True, "a PikoCluster runs in a namespace enforcing PodSecurity restricted")
+
+    # 6. Delete.
+    kubectl("delete", "pikocluster", NS, "-n", NS)
+    wait("the PikoCluster's pods and Services gone", lambda: not server_pods() and not [
+        s for s in kjson("get", "svc", "-n", NS)["items"]], timeout=120)
+    check(True, "kubectl delete pikocluster: pods and Services gone")
+    run("helm", "uninstall", "agent", "-n", NS_APP, "--wait", "--timeout", "60s", timeout=90)
+    say(f"figures: 3 Ready in {secs_ready:.1f}s; " + "; ".join(
+        f"{w}: {f} failed of {o + f} ({s:.0f}s)" for w, o, f, s in results))
+
+
+def pod_replaced(name):
+    for p in server_pods():
+        if p["metadata"]["name"] == name and ready(p):
+            return True  # a StatefulSet re-creates the same name
+    return False
+
+
+def rolled(before):
+    pods = server_pods()
+    return len(pods) == len(before) and all(
+        ready(p) and before.get(p["metadata"]["name"]) not in (None, p["metadata"]["uid"]) for p in pods)
+
+
+def forward_echo(piko, proxy):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    fwd = subprocess.Popen([piko, "forward", "tcp", f"127.0.0.1:{port}", "echo", "--connect.url", proxy],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait("piko forward listening", lambda: socket.create_connection(("127.0.0.1", port), 1).close() or True,
+             timeout=20)
+        data = random.randbytes(256 * 1024)
+        c = socket.create_connection(("127.0.0.1", port), 10)
+        c.settimeout(20)
+        threading.Thread(target=c.sendall, args=(data,), daemon=True).start()
+        back = b""
+        while len(back) < len(data):
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            back += chunk
+        c.close()
+        check(back == data, f"piko forward tcp: 256 KiB echoed back byte for byte ({len(back)} bytes)")
+    finally:
+        fwd.terminate()
+        fwd.wait(10)
+
+
+def pikocluster(ns, replicas, name=NS):
+    return {
+        "apiVersion": "piko.dev/v1alpha1",
+        "kind": "PikoCluster",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas, "server": {"logLevel": "info"}},
+    }
+
+
+def app_manifests():
+    """A web server (busybox httpd) and a TCP echo server (busybox nc), the
+    test application image (tests/k8s/testapp.sh)."""
+    img = "pikoc-test/app:1"
+    sc = {
+        "runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+    def deploy(name, args, port):
+        return {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": NS_APP},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{
+                            "name": name, "image": img, "imagePullPolicy": "Never", "args": args,
+                            "ports": [{"containerPort": port}], "securityContext": sc,
+                            "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+                        }],
+                    },
+                },
+            },
+        }
+
+    def service(name, port, target):
+        return {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": NS_APP},
+            "spec": {"selector": {"app": name}, "ports": [{"port": port, "targetPort": target}]},
+        }
+
+    return [
+        deploy("web", ["httpd", "-f", "-p", "8080", "-h", "/www"], 8080),
+        service("web", 80, 8080),
+        deploy("echo", ["nc", "-ll", "-p", "9000", "-e", "/bin/busybox", "cat"], 9000),
+        service("echo", 9000, 9000),
+    ]
+
+
+ENV = dict(os.environ)
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Failed as e:
+        say(f"FAILED: {e}")
+        sys.exit(1)
+    say("all checks passed")
