@@ -7,8 +7,10 @@ that cannot be used is an error with exit status 1."""
 import http.client
 import re
 import socket
+import time
 
 from harness import PikoTestCase, Proc, CONFIG, T, free_port, request, wait_for
+import test_goaway as goaway  # its FakeServer (a module import: no tests re-run here)
 
 
 def get(port, path, method="GET"):
@@ -108,6 +110,43 @@ listeners:
         self.assertEqual(srv2.proxy("web", "GET", "/").status, 200)
 
         # graceful shutdown: the agent exits 0
+        ag.stop(expect_code=0)
+
+    def test_ready_through_a_go_away_move(self):
+        # The server's Go Away: the agent dials a fresh tunnel while the old
+        # one keeps serving; ready all along as long as one of them is up.
+        up = self.upstream()
+        fake = goaway.FakeServer()
+        self.addCleanup(fake.close)
+        admin = free_port()
+        ag = self.agent_proc(["http", goaway.ENDPOINT, up.addr, "--connect.url", fake.url,
+                              "--server.enabled", "--server.bind-addr",
+                              "127.0.0.1:%d" % admin, "--log.level", "debug"])
+        s1 = fake.session(0, T(10))
+        self.wait_admin(ag, admin)
+        wait_for(lambda: status_of(admin, "/ready") == 200, T(10), what="ready on session 1")
+
+        # the fresh tunnel is refused for a while: the superseded one carries on
+        fake.refuse = 1000
+        s1.go_away(0)
+        wait_for(lambda: len(fake.attempts) >= 3, T(10), what="the agent dialling afresh")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            r = get(admin, "/ready")
+            self.assertEqual(r.status, 200, "not ready while the old tunnel is up: %r" % r)
+            time.sleep(0.05)
+
+        # the old tunnel goes too: not ready
+        s1.close()
+        wait_for(lambda: status_of(admin, "/ready") == 503, T(10),
+                 what="/ready 503 once no tunnel is up")
+        self.assertIn(b"endpoint %s disconnected" % goaway.ENDPOINT.encode(),
+                      get(admin, "/ready").body)
+
+        # the server takes the fresh tunnel: ready again
+        fake.refuse = 0
+        fake.session(1, T(20))
+        wait_for(lambda: status_of(admin, "/ready") == 200, T(10), what="ready on session 2")
         ag.stop(expect_code=0)
 
     def test_metrics_health_404_and_flags(self):
