@@ -69,13 +69,18 @@ read -r -a pkgs <<<"$(dockerfile_arg RUNTIME_PACKAGES)"
 # --- binaries -----------------------------------------------------------------
 t0=$(date +%s%N)
 log "building piko, piko-controller in $build (Release, -O2)"
-hack/build.sh "$build" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" -DPK_TESTS=OFF
-mkdir -p "$out"
+mkdir -p "$build" "$out"
 work=$(mktemp -d "$out/.work.XXXXXX")
 tmp=
 trap 'rm -rf "$work" ${tmp:+"$tmp"}' EXIT
-strip --strip-unneeded -o "$work/piko" "$build/bin/piko"
-strip --strip-unneeded -o "$work/piko-controller" "$build/bin/piko-controller"
+# Two runs at once (tests) share the build tree and the cache: one builds at a
+# time, and the binaries are copied out under the lock.
+(
+	flock -w 1200 9 || die "timed out waiting for the lock on $build"
+	hack/build.sh "$build" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" -DPK_TESTS=OFF
+	strip --strip-unneeded -o "$work/piko" "$build/bin/piko"
+	strip --strip-unneeded -o "$work/piko-controller" "$build/bin/piko-controller"
+) 9>"$build/.image.lock"
 gcc -static -Os -s -Wall -Wextra -Werror -o "$work/pause" hack/image/pause.c
 
 # --- the base rootfs layer, cached ---------------------------------------------
@@ -86,11 +91,15 @@ sources=("deb $mirror $suite main" "deb $mirror $suite-updates main"
 key=$(printf '%s\n' base-v2 "$(dpkg --print-architecture)" "$suite" "${pkgs[@]}" "${sources[@]}" |
 	sha256sum | cut -c1-16)
 base=$cache/base-$key
+mkdir -p "$cache"
+# Held to the end: a run with PK_IMAGE_REFRESH=1 cannot replace the base
+# while another one reads it.
+exec 8>"$cache/.lock"
+flock -w 1200 8 || die "timed out waiting for the lock on $cache"
 if [ "${PK_IMAGE_REFRESH:-0}" = 1 ]; then rm -rf "$base"; fi
 if [ ! -f "$base/done" ]; then
 	log "base rootfs: mmdebstrap $suite (${pkgs[*]}) into $base"
 	rm -rf "$base"
-	mkdir -p "$cache"
 	tmp=$(mktemp -d "$cache/.base.XXXXXX")
 	inc=$(
 		IFS=,
@@ -120,7 +129,7 @@ if [ ! -f "$base/done" ]; then
 	rm "$tmp/rootfs.tar"
 	printf '%s\n' "${pkgs[@]}" >"$tmp/packages"
 	touch "$tmp/done"
-	mv -T "$tmp" "$base" 2>/dev/null || rm -rf "$tmp" # a parallel run won: use its
+	mv -T "$tmp" "$base"
 	tmp=
 else
 	log "base rootfs: cached $base"
