@@ -217,6 +217,37 @@ listeners:
         s.close()
         ag.stop(expect_code=0)
 
+    def test_idle_connections_are_bounded(self):
+        # 64 connections at most (more are closed at once), each closed 10 s
+        # after it opened whatever it sent (reset), and the port serves again.
+        up = self.upstream()
+        srv = self.server()
+        admin = free_port()
+        ag = self.agent_proc(["http", "my-endpoint", up.addr, "--connect.url", srv.upstream_url,
+                              "--server.enabled", "--server.bind-addr",
+                              "127.0.0.1:%d" % admin])
+        self.wait_admin(ag, admin)
+        idle = [socket.create_connection(("127.0.0.1", admin), timeout=T(15))
+                for _ in range(64)]
+        for c in idle[:8]:
+            c.sendall(b"GET /health HTTP/1.1\r\n")  # a head never finished
+        time.sleep(0.3)
+        extra = socket.create_connection(("127.0.0.1", admin), timeout=T(5))
+        self.assertEqual(extra.recv(1), b"", "a 65th connection is closed at once")
+        extra.close()
+        t0 = time.monotonic()
+        for c in idle:
+            try:
+                got = c.recv(1)
+            except ConnectionResetError:
+                got = b""  # the timeout aborts (RST)
+            self.assertEqual(got, b"", "an idle connection answered")
+        self.assertLess(time.monotonic() - t0, T(12))
+        for c in idle:
+            c.close()
+        self.assertEqual(get(admin, "/health").status, 200)
+        ag.stop(expect_code=0)
+
     def test_disabled_by_default(self):
         up = self.upstream()
         srv = self.server()
