@@ -477,6 +477,12 @@ static void register_metrics(struct pk_ctrl *c)
 	c->m_members = pk_metrics_register(m, PK_METRIC_GAUGE, "piko_controller_cluster_members",
 	                                   "Members of each PikoCluster, from its EndpointSlices",
 	                                   cluster, 1, NULL, 0);
+	static const char *const cluster_node[] = {"cluster", "node"};
+	c->m_push_backoff = pk_metrics_register(
+	    m, PK_METRIC_GAUGE, "piko_controller_peer_push_backoff_seconds",
+	    "Wait before the next member push to a node whose last push failed (absent while "
+	    "its pushes succeed)",
+	    cluster_node, 2, NULL, 0);
 }
 
 /* ---- set-up and loop ------------------------------------------------------ */

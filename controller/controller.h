@@ -73,6 +73,7 @@ struct pk_ctrl {
 	struct pk_metric *m_reconcile_total, *m_reconcile_errors, *m_reconcile_time;
 	struct pk_metric *m_wq_depth, *m_wq_adds, *m_wq_retries, *m_leader, *m_applies, *m_pushes;
 	struct pk_metric *m_members;
+	struct pk_metric *m_push_backoff; /* {cluster, node}: failing nodes only */
 };
 
 /* Run until SIGTERM/SIGINT. Returns the process exit code. */

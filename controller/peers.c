@@ -24,20 +24,36 @@
  * starve the Lease renewal, the watches or the reconciles of a request slot;
  * and at least one cluster's worth (PK_PEERS_MAX_MEMBERS below). */
 #define PK_PEERS_MAX_INFLIGHT 256
+/* Retries of a node whose push failed. */
+#define PK_PEERS_RETRY_MIN_MS 1000
+#define PK_PEERS_RETRY_MAX_MS 300000
+/* How much of a refusal's body a warning quotes. */
+#define PK_PEERS_ERR_BODY 200
+
+/* One member's admin endpoint and how pushing to it goes. A node that keeps
+ * refusing (or does not answer) is retried on its own backoff (1 s doubling
+ * to 5 min, reset by a success) and warned about once per distinct error;
+ * the others keep their periodic re-push. */
+struct node {
+	char id[254];
+	char url[300];
+	uint64_t pushed_gen; /* generation of the last push sent to it */
+	uint64_t next_ms;    /* next periodic push or retry */
+	bool inflight;
+	bool failing;       /* its last push failed */
+	char last_err[256]; /* what that failure said */
+	struct pk_backoff backoff;
+};
 
 struct cluster {
 	char key[512];
 	char ns[256], name[256];
-	bool dirty;              /* recompute the set at the next tick */
-	char *members_json;      /* owned: the current set, canonical JSON array */
-	char (*admin_urls)[300]; /* owned: one per member */
+	bool dirty;         /* recompute the set at the next tick */
+	char *members_json; /* owned: the current set, canonical JSON array */
+	struct node *nodes; /* owned: one per member, in member order */
 	size_t nmembers;
 	uint64_t generation; /* of members_json */
-	uint64_t pushed_gen; /* generation of the push in flight (or last sent) */
-	uint64_t next_push_ms;
 	int inflight;
-	bool failed;
-	struct pk_backoff backoff;
 	struct cluster *next;
 };
 
@@ -52,6 +68,7 @@ struct pk_peers {
 
 struct push {
 	struct cluster *cl;
+	struct node *node;
 	struct pk_peers *p;
 	struct pk_kube_req *req;
 	char url[300];
@@ -76,10 +93,23 @@ struct pk_peers *pk_peers_new(struct pk_ctrl *c)
 	return p;
 }
 
-static void cluster_free(struct cluster *cl)
+/* The backoff gauge of a node, as a metric label pair. */
+static void backoff_gauge(struct pk_peers *p, struct cluster *cl, struct node *n, double s)
 {
+	const char *lv[] = {cl->key, n->id};
+	if (s > 0)
+		pk_metric_set(p->c->m_push_backoff, lv, s);
+	else
+		pk_metric_remove(p->c->m_push_backoff, lv);
+}
+
+static void cluster_free(struct pk_peers *p, struct cluster *cl)
+{
+	for (size_t i = 0; i < cl->nmembers; i++)
+		if (cl->nodes[i].failing)
+			backoff_gauge(p, cl, &cl->nodes[i], 0);
 	free(cl->members_json);
-	free(cl->admin_urls);
+	free(cl->nodes);
 	free(cl);
 }
 
@@ -97,7 +127,7 @@ void pk_peers_free(struct pk_peers *p)
 	while (p->clusters) {
 		struct cluster *cl = p->clusters;
 		p->clusters = cl->next;
-		cluster_free(cl);
+		cluster_free(p, cl);
 	}
 	free(p);
 }
@@ -124,7 +154,6 @@ void pk_peers_touch(struct pk_peers *p, const char *key)
 	snprintf(cl->ns, sizeof(cl->ns), "%.*s", (int)(slash - key), key);
 	snprintf(cl->name, sizeof(cl->name), "%s", slash + 1);
 	cl->dirty = true;
-	pk_backoff_init(&cl->backoff, 1000, 30000);
 	cl->next = p->clusters;
 	p->clusters = cl;
 	p->n++;
@@ -237,16 +266,43 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 	const char *js = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN |
 	                                                         JSON_C_TO_STRING_NOSLASHESCAPE);
 	bool changed = !cl->members_json || strcmp(cl->members_json, js) != 0;
+	if (changed && cl->inflight > 0) {
+		/* The nodes array is in use by pushes in flight: recompute once
+		 * they are answered. */
+		cl->dirty = true;
+		changed = false;
+	}
 	if (changed) {
 		char *copy = strdup(js);
-		char(*urls)[300] = n ? calloc(n, sizeof(*urls)) : NULL;
-		if (copy && (urls || n == 0)) {
-			for (size_t i = 0; i < n; i++)
-				snprintf(urls[i], sizeof(urls[i]), "%s", m[i].admin);
+		struct node *nodes = n ? calloc(n, sizeof(*nodes)) : NULL;
+		if (copy && (nodes || n == 0)) {
+			for (size_t i = 0; i < n; i++) {
+				struct node *nn = &nodes[i];
+				snprintf(nn->id, sizeof(nn->id), "%s", m[i].id);
+				snprintf(nn->url, sizeof(nn->url), "%s", m[i].admin);
+				pk_backoff_init(&nn->backoff, PK_PEERS_RETRY_MIN_MS,
+				                PK_PEERS_RETRY_MAX_MS);
+				/* A node that was failing keeps its backoff: a new
+				 * set does not make it answer. */
+				for (size_t k = 0; k < cl->nmembers; k++) {
+					struct node *o = &cl->nodes[k];
+					if (strcmp(o->url, nn->url) != 0 ||
+					    strcmp(o->id, nn->id) != 0)
+						continue;
+					if (o->failing) {
+						*nn = *o;
+						o->failing = false; /* its gauge moves over */
+					}
+					break;
+				}
+			}
+			for (size_t k = 0; k < cl->nmembers; k++)
+				if (cl->nodes[k].failing)
+					backoff_gauge(p, cl, &cl->nodes[k], 0);
 			free(cl->members_json);
-			free(cl->admin_urls);
+			free(cl->nodes);
 			cl->members_json = copy;
-			cl->admin_urls = urls;
+			cl->nodes = nodes;
 			cl->nmembers = n;
 			/* Generations are wall-clock milliseconds, kept strictly
 			 * increasing: a restarted controller never goes backwards, so
@@ -259,8 +315,6 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 				g = p->last_gen + 1;
 			p->last_gen = g;
 			cl->generation = g;
-			cl->next_push_ms = 0;
-			pk_backoff_reset(&cl->backoff);
 			const char *lv[] = {cl->key};
 			pk_metric_set(c->m_members, lv, (double)n);
 			char nn[24];
@@ -269,7 +323,7 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 			       "members", nn, NULL);
 		} else {
 			free(copy);
-			free(urls);
+			free(nodes);
 			changed = false;
 		}
 	}
@@ -278,86 +332,122 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 	return changed;
 }
 
+/* What a failed push said: "HTTP 409: <the body's first bytes>", or the
+ * transport's error. */
+static void push_error(long status, const char *body, size_t len, const char *err, char *out,
+                       size_t outlen)
+{
+	if (status == 0) {
+		snprintf(out, outlen, "%s", err && *err ? err : "no response");
+		return;
+	}
+	size_t n = body ? len : 0;
+	if (n > PK_PEERS_ERR_BODY) {
+		n = PK_PEERS_ERR_BODY;
+		while (n > 0 && ((unsigned char)body[n] & 0xC0) == 0x80)
+			n--; /* do not cut a UTF-8 character */
+	}
+	while (n > 0 && (body[n - 1] == '\n' || body[n - 1] == '\r' || body[n - 1] == ' '))
+		n--;
+	snprintf(out, outlen, "HTTP %ld%s%.*s", status, n ? ": " : "", (int)n, n ? body : "");
+}
+
 static void push_done(void *ud, long status, const char *body, size_t len, const char *err)
 {
 	struct push *ps = ud; /* owner: this callback (unlinked below) */
 	struct cluster *cl = ps->cl;
-	struct pk_ctrl *c = ps->p->c;
-	(void)body;
-	(void)len;
+	struct node *n = ps->node;
+	struct pk_peers *p = ps->p;
+	struct pk_ctrl *c = p->c;
 	bool ok = status >= 200 && status < 300;
 	const char *lv[] = {ok ? "ok" : "error"};
 	pk_metric_add(c->m_pushes, lv, 1);
-	if (!ok) {
-		char st[24];
-		snprintf(st, sizeof(st), "%ld", status);
-		pk_log(PK_LOG_WARN, "peers", "member push failed", "cluster", cl->key, "url",
-		       ps->url, "status", st, "error", err ? err : "", NULL);
-		cl->failed = true;
-	}
-	push_unlink(ps);
-	ps->p->npushes--;
-	cl->inflight--;
-	if (cl->inflight == 0) {
-		uint64_t now = pk_now_ms();
-		if (cl->generation != cl->pushed_gen)
-			/* The set changed while this push was out (recompute's
-			 * "push now" was waiting on it): send the new one now,
-			 * not a whole period or backoff later. */
-			cl->next_push_ms = now;
-		else if (cl->failed)
-			cl->next_push_ms = now + pk_backoff_next(&cl->backoff);
-		else {
-			pk_backoff_reset(&cl->backoff);
-			cl->next_push_ms = now + c->o.peer_push_ms;
+	uint64_t now = pk_now_ms();
+	if (ok) {
+		if (n->failing) {
+			pk_log(PK_LOG_INFO, "peers", "member push accepted again", "cluster",
+			       cl->key, "node", n->id, "url", ps->url, NULL);
+			backoff_gauge(p, cl, n, 0);
 		}
+		n->failing = false;
+		n->last_err[0] = '\0';
+		pk_backoff_reset(&n->backoff);
+		n->next_ms = now + c->o.peer_push_ms;
+	} else {
+		char e[sizeof(n->last_err)], st[24], retry[32];
+		push_error(status, body, len, err, e, sizeof(e));
+		uint64_t wait = pk_backoff_next(&n->backoff);
+		snprintf(st, sizeof(st), "%ld", status);
+		snprintf(retry, sizeof(retry), "%.1fs", (double)wait / 1000.0);
+		/* Once per distinct failure: a node that keeps refusing is
+		 * retried with a growing backoff, quietly (debug). */
+		bool news = !n->failing || strcmp(e, n->last_err) != 0;
+		pk_log(news ? PK_LOG_WARN : PK_LOG_DEBUG, "peers", "member push failed", "cluster",
+		       cl->key, "node", n->id, "url", ps->url, "status", st, "error", e, "retry_in",
+		       retry, NULL);
+		n->failing = true;
+		snprintf(n->last_err, sizeof(n->last_err), "%s", e);
+		n->next_ms = now + wait;
+		backoff_gauge(p, cl, n, (double)wait / 1000.0);
 	}
+	n->inflight = false;
+	push_unlink(ps);
+	p->npushes--;
+	cl->inflight--;
 	free(ps);
 }
 
-static void push(struct pk_peers *p, struct cluster *cl)
+/* Send the cluster's set to node n. Returns false when no request could be
+ * queued (retried at the next tick). */
+static bool push(struct pk_peers *p, struct cluster *cl, struct node *n, uint64_t now)
 {
 	struct pk_sb b = {0};
 	pk_sb_printf(&b, "{\"cluster\":\"%s\",\"generation\":%llu,\"members\":%s}", cl->key,
 	             (unsigned long long)cl->generation, cl->members_json);
 	size_t len;
-	char *body = pk_sb_finish(&b, &len);
-	cl->failed = false;
-	cl->pushed_gen = cl->generation;
-	for (size_t i = 0; i < cl->nmembers; i++) {
-		struct push *ps = calloc(1, sizeof(*ps)); /* owner: push_done */
-		if (!ps)
-			break;
+	char *body = pk_sb_finish(&b, &len);      /* owned here */
+	struct push *ps = calloc(1, sizeof(*ps)); /* owner: push_done */
+	if (ps) {
 		ps->cl = cl;
+		ps->node = n;
 		ps->p = p;
-		snprintf(ps->url, sizeof(ps->url), "%s", cl->admin_urls[i]);
+		snprintf(ps->url, sizeof(ps->url), "%s", n->url);
 		ps->req = pk_kube_request_url(p->c->kube, "PUT", ps->url, "application/json", body,
 		                              len, PK_PEERS_PUSH_TIMEOUT_MS, push_done, ps);
-		if (!ps->req) {
-			free(ps);
-			cl->failed = true;
-			continue;
-		}
-		ps->next = p->pushes;
-		if (p->pushes)
-			p->pushes->prev = ps;
-		p->pushes = ps;
-		p->npushes++;
-		cl->inflight++;
 	}
 	free(body);
-	if (cl->inflight == 0)
-		cl->next_push_ms = pk_now_ms() + (cl->failed ? pk_backoff_next(&cl->backoff)
-		                                             : p->c->o.peer_push_ms);
+	if (!ps || !ps->req) {
+		free(ps);
+		n->next_ms = now + PK_PEERS_RETRY_MIN_MS;
+		return false;
+	}
+	ps->next = p->pushes;
+	if (p->pushes)
+		p->pushes->prev = ps;
+	p->pushes = ps;
+	p->npushes++;
+	cl->inflight++;
+	n->inflight = true;
+	n->pushed_gen = cl->generation;
+	return true;
+}
+
+/* When node n wants its next push: at once for a set it has not been sent
+ * (unless it is backing off), else its own schedule. */
+static uint64_t node_due(const struct cluster *cl, const struct node *n)
+{
+	if (n->pushed_gen != cl->generation && !n->failing)
+		return 0;
+	return n->next_ms;
 }
 
 uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 {
 	struct pk_ctrl *c = p->c;
 	uint64_t next = UINT64_MAX;
-	/* Set once a due push did not fit under PK_PEERS_MAX_INFLIGHT: the
-	 * clusters after it wait too, so the slots that free up go to it
-	 * first and a large cluster is never starved by small ones. Waiting
+	/* Set once a due push did not fit under PK_PEERS_MAX_INFLIGHT: every
+	 * push after it waits too, so the slots that free up go to the first
+	 * in line and a large cluster is never starved by small ones. Waiting
 	 * needs no timer: each push that ends wakes the loop. */
 	bool full = false;
 	for (struct cluster **pp = &p->clusters; *pp;) {
@@ -369,27 +459,33 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 			p->n--;
 			const char *lv[] = {cl->key};
 			pk_metric_remove(c->m_members, lv);
-			cluster_free(cl);
+			cluster_free(p, cl);
 			continue;
 		}
 		pp = &cl->next;
-		if (cl->dirty && exists) {
+		if (cl->dirty && exists && cl->inflight == 0) {
 			cl->dirty = false;
 			recompute(p, cl);
 		}
-		if (!leader || cl->inflight > 0 || !cl->members_json)
+		if (!leader || !cl->members_json)
 			continue;
-		if (now_ms >= cl->next_push_ms) {
-			if (full ||
-			    (p->npushes > 0 && p->npushes + cl->nmembers > PK_PEERS_MAX_INFLIGHT)) {
-				full = true;
+		for (size_t i = 0; i < cl->nmembers; i++) {
+			struct node *n = &cl->nodes[i];
+			if (n->inflight)
 				continue;
+			uint64_t due = node_due(cl, n);
+			if (now_ms >= due) {
+				if (full || p->npushes >= PK_PEERS_MAX_INFLIGHT) {
+					full = true;
+					continue;
+				}
+				if (push(p, cl, n, now_ms))
+					continue;
+				due = n->next_ms;
 			}
-			push(p, cl);
+			if (due > now_ms && due - now_ms < next)
+				next = due - now_ms;
 		}
-		if (cl->inflight == 0 && cl->next_push_ms > now_ms &&
-		    cl->next_push_ms - now_ms < next)
-			next = cl->next_push_ms - now_ms;
 	}
 	return next;
 }

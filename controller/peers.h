@@ -6,7 +6,8 @@
  *   PUT /piko/v1/cluster/members   {"cluster","generation","members":[...]}
  *
  * (the contract in docs/controller.md, DESIGN §5). A push goes out when the
- * set changes, every peer_push_ms, and after a failure with backoff. Only
+ * set changes, every peer_push_ms after a member last accepted one, and to a
+ * member whose push failed on its own backoff (1 s doubling to 5 min). Only
  * the leader pushes; a standby keeps the sets current so it can start at
  * once.
  */

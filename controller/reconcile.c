@@ -17,8 +17,15 @@
 #include "strbuf.h"
 
 #define APPLY_TYPE "application/apply-patch+yaml"
+/* A cluster that is not Ready is reconciled again this often: what makes it
+ * Degraded (a pod refused, a container crash-looping) changes no object the
+ * controller watches. */
+#define NOT_READY_REQUEUE_MS 15000
 
 enum child { CH_CONFIGMAP, CH_PEERS_SVC, CH_CLIENT_SVC, CH_STS, CH_PDB, CH_COUNT };
+/* Request slots of a job: one per child, then the status write and the two
+ * reads that explain missing or failing pods. */
+enum { SLOT_STATUS = CH_COUNT, SLOT_PODS, SLOT_EVENTS, NSLOTS };
 
 static const struct {
 	const char *kind;
@@ -42,6 +49,7 @@ struct call {
 	bool created;
 	bool is_delete;
 	bool is_status;
+	bool is_diag; /* the pods or events read (SLOT_PODS, SLOT_EVENTS) */
 	char name[256];
 };
 
@@ -52,11 +60,14 @@ struct job {
 	struct json_object *cluster; /* owned reference */
 	uint64_t start_ms;
 	int pending;
-	bool status_sent;
+	bool diag_sent, status_sent;
+	bool not_ready;                /* the status computed says Ready is not True */
 	struct json_object *sts_fresh; /* owned: the StatefulSet as our apply returned it */
+	struct json_object *pods;      /* owned: the cluster's Pods (items), or NULL */
+	struct json_object *events;    /* owned: the StatefulSet's FailedCreate Events, or NULL */
 	char err[512];
-	struct call calls[CH_COUNT + 1];
-	struct pk_kube_req *reqs[CH_COUNT + 1];
+	struct call calls[NSLOTS];
+	struct pk_kube_req *reqs[NSLOTS];
 	struct job *next;
 };
 
@@ -86,10 +97,12 @@ struct pk_reconciler *pk_reconciler_new(struct pk_ctrl *c)
 
 static void job_free(struct job *j)
 {
-	for (size_t i = 0; i < CH_COUNT + 1; i++)
+	for (size_t i = 0; i < NSLOTS; i++)
 		pk_kube_cancel(j->reqs[i]);
 	json_object_put(j->cluster);
 	json_object_put(j->sts_fresh);
+	json_object_put(j->pods);
+	json_object_put(j->events);
 	free(j);
 }
 
@@ -162,6 +175,8 @@ static void job_end(struct job *j)
 		pk_wq_done(c->wq, j->key, now);
 		pk_wq_forget(c->wq, j->key);
 		json_object_object_del(r->last_err, j->key);
+		if (j->cluster && j->not_ready)
+			pk_wq_add_after(c->wq, j->key, NOT_READY_REQUEUE_MS, now);
 	}
 	j->next = NULL;
 	job_free(j);
@@ -220,10 +235,12 @@ static bool write_status(struct job *j)
 	}
 	char now[40];
 	pk_ctrl_now_rfc3339(now, sizeof(now));
-	struct json_object *st =
-	    pk_status_compute(j->cluster, sts, slices, nslices, j->err[0] ? j->err : NULL, now);
+	struct json_object *st = pk_status_compute(j->cluster, sts, slices, nslices, j->pods,
+	                                           j->events, j->err[0] ? j->err : NULL, now);
 	if (!st)
 		return false;
+	const char *ready = ready_status(st);
+	j->not_ready = !ready || strcmp(ready, "True") != 0;
 	bool sent = false;
 	if (!pk_status_equal(j->cluster, st)) {
 		char path[700];
@@ -232,8 +249,8 @@ static bool write_status(struct job *j)
 		    "/apis/piko.dev/v1alpha1/namespaces/%s/pikoclusters/%s/status?fieldManager=%s"
 		    "&force=true",
 		    j->ns, j->name, PK_FIELD_MANAGER);
-		j->calls[CH_COUNT].is_status = true;
-		sent = send(j, CH_COUNT, "PATCH", path, APPLY_TYPE,
+		j->calls[SLOT_STATUS].is_status = true;
+		sent = send(j, SLOT_STATUS, "PATCH", path, APPLY_TYPE,
 		            json_object_to_json_string_ext(st, JSON_C_TO_STRING_PLAIN |
 		                                                   JSON_C_TO_STRING_NOSLASHESCAPE));
 		if (sent) {
@@ -249,6 +266,79 @@ static bool write_status(struct job *j)
 	return sent;
 }
 
+/* The StatefulSet (as our apply returned it, else cached) lacks pods or
+ * ready pods: worth asking why. */
+static struct json_object *current_sts(struct job *j)
+{
+	return j->sts_fresh ? j->sts_fresh
+	                    : pk_informer_get(j->r->c->inf[PK_INF_STATEFULSETS], j->ns, j->name);
+}
+
+static bool pods_short(struct job *j)
+{
+	struct json_object *sts = current_sts(j);
+	if (!sts)
+		return false;
+	int64_t want = 3, ready = 0, have = 0;
+	struct json_object *v;
+	if ((v = pk_json_field(pk_json_field(j->cluster, "spec"), "replicas")) &&
+	    json_object_is_type(v, json_type_int))
+		want = json_object_get_int64(v);
+	struct json_object *st = pk_json_field(sts, "status");
+	if ((v = pk_json_field(st, "readyReplicas")) && json_object_is_type(v, json_type_int))
+		ready = json_object_get_int64(v);
+	if ((v = pk_json_field(st, "replicas")) && json_object_is_type(v, json_type_int))
+		have = json_object_get_int64(v);
+	return ready < want || have < want;
+}
+
+/* While pods are missing or not ready: read the cluster's pods (label
+ * selector) and the StatefulSet's FailedCreate Events (field selector), two
+ * namespaced LISTs the status turns into Degraded's reason. Nothing is
+ * watched for it: a watch of every pod and every Event in the cluster would
+ * cost memory and traffic for what matters only while something is wrong,
+ * and a requeue (NOT_READY_REQUEUE_MS) catches a change anyway. Returns true
+ * when a request was sent. */
+static bool send_diag(struct job *j)
+{
+	if (!pods_short(j))
+		return false;
+	char path[900];
+	j->calls[SLOT_PODS].is_diag = true;
+	snprintf(j->calls[SLOT_PODS].name, sizeof(j->calls[SLOT_PODS].name), "pods");
+	snprintf(path, sizeof(path),
+	         "/api/v1/namespaces/%s/pods?labelSelector=app.kubernetes.io%%2Fname%%3Dpiko%%2C"
+	         "app.kubernetes.io%%2Finstance%%3D%s&limit=256",
+	         j->ns, j->name);
+	bool sent = send(j, SLOT_PODS, "GET", path, NULL, NULL);
+	j->calls[SLOT_EVENTS].is_diag = true;
+	snprintf(j->calls[SLOT_EVENTS].name, sizeof(j->calls[SLOT_EVENTS].name), "events");
+	snprintf(path, sizeof(path),
+	         "/api/v1/namespaces/%s/events?fieldSelector=involvedObject.kind%%3DStatefulSet%%2C"
+	         "involvedObject.name%%3D%s%%2Creason%%3DFailedCreate&limit=64",
+	         j->ns, j->name);
+	sent = send(j, SLOT_EVENTS, "GET", path, NULL, NULL) || sent;
+	return sent;
+}
+
+/* Nothing is pending: the next phase (the reads behind Degraded, then the
+ * status), or the end. */
+static void advance(struct job *j)
+{
+	if (!j->diag_sent) {
+		j->diag_sent = true;
+		/* A failed apply is the reason already. */
+		if (!j->err[0] && send_diag(j))
+			return;
+	}
+	if (!j->status_sent) {
+		j->status_sent = true;
+		if (write_status(j))
+			return;
+	}
+	job_end(j);
+}
+
 static void call_done(void *ud, long status, const char *body, size_t len, const char *err)
 {
 	struct call *call = ud;
@@ -258,7 +348,7 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	size_t slot = (size_t)(call - j->calls);
 	j->reqs[slot] = NULL;
 	j->pending--;
-	const char *what = call->is_status ? "status" : children[call->ch].kind;
+	const char *what = call->is_status || call->is_diag ? "status" : children[call->ch].kind;
 	bool ok = status >= 200 && status < 300;
 	if (call->is_delete && status == 404)
 		ok = true; /* already gone: what we wanted */
@@ -274,8 +364,20 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 			snprintf(msg, sizeof(msg), "%s", err ? err : "no response");
 		else
 			status_message(body, msg, sizeof(msg));
-		set_err(j, "%s %s %s: %ld: %s", call->is_delete ? "delete" : "apply", what,
-		        call->name, status, msg);
+		if (call->is_diag)
+			set_err(j, "list %s: %ld: %s", call->name, status, msg);
+		else
+			set_err(j, "%s %s %s: %ld: %s", call->is_delete ? "delete" : "apply", what,
+			        call->name, status, msg);
+	} else if (call->is_diag) {
+		struct json_object *list = json_tokener_parse(body), *items = NULL;
+		if (json_object_object_get_ex(list, "items", &items))
+			json_object_get(items);
+		json_object_put(list);
+		if (slot == SLOT_PODS)
+			j->pods = items; /* owner: j */
+		else
+			j->events = items;
 	} else if (!call->is_status) {
 		char note[400];
 		if (call->is_delete) {
@@ -296,12 +398,7 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	}
 	if (j->pending > 0)
 		return;
-	if (!j->status_sent) {
-		j->status_sent = true;
-		if (write_status(j))
-			return;
-	}
-	job_end(j);
+	advance(j);
 }
 
 void pk_reconcile_start(struct pk_reconciler *r, const char *key)
@@ -322,7 +419,7 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 	const char *slash = strchr(key, '/');
 	snprintf(j->ns, sizeof(j->ns), "%.*s", slash ? (int)(slash - key) : 0, key);
 	snprintf(j->name, sizeof(j->name), "%s", slash ? slash + 1 : key);
-	for (size_t i = 0; i < CH_COUNT + 1; i++)
+	for (size_t i = 0; i < NSLOTS; i++)
 		j->calls[i].job = j;
 	j->next = r->jobs;
 	r->jobs = j;
@@ -341,9 +438,8 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 	char err[256];
 	if (pk_render(cluster, &rd, err, sizeof(err)) != 0) {
 		set_err(j, "render: %s", err);
-		j->status_sent = true;
-		if (!write_status(j))
-			job_end(j);
+		j->diag_sent = true; /* the error is the reason */
+		advance(j);
 		return;
 	}
 	struct json_object *desired[CH_COUNT] = {rd.configmap, rd.peers_svc, rd.client_svc, rd.sts,
@@ -393,9 +489,6 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 		         desired[ch], JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	}
 	pk_render_free(&rd);
-	if (j->pending == 0) {
-		j->status_sent = true;
-		if (!write_status(j))
-			job_end(j);
-	}
+	if (j->pending == 0)
+		advance(j);
 }

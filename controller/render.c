@@ -23,7 +23,23 @@
  *    kubelet cannot present a client certificate, so both probes become
  *    tcpSocket probes on admin (the closest check that can pass);
  *  - preStop is the kubelet's sleep action (no `sleep` binary needed in the
- *    image; GA since Kubernetes 1.34, beta and on by default since 1.30).
+ *    image; GA since Kubernetes 1.34, beta and on by default since 1.30);
+ *  - the pod passes PodSecurity "restricted": uid/gid 65532 (the image's
+ *    nonroot user), RuntimeDefault seccomp, no privilege escalation, every
+ *    capability dropped, and a read-only root filesystem (the server writes
+ *    nothing to disk: no emptyDir is needed). No ServiceAccount token is
+ *    mounted: the server never talks to the apiserver;
+ *  - requests default to cpu 50m and memory 32Mi, each only when the user's
+ *    spec.resources sets neither a request nor a limit for it (a limit alone
+ *    makes Kubernetes default the request to it, and a default request above
+ *    the user's limit would be refused), so the pods are Burstable, not
+ *    BestEffort, and the user's values always win;
+ *  - a startupProbe on /ready, first run 2 s after the start, holds the
+ *    readiness and liveness probes back: a node answers /ready once it
+ *    resolved its join names and linked (or failed to dial) every member,
+ *    well under 2 s on a normal start (10 s at worst, a member that neither
+ *    answers nor refuses), so a normal start logs no failed probe. A probe
+ *    run at once would hit a port not yet listening or a node still linking.
  */
 #include "render.h"
 
@@ -46,8 +62,19 @@
  * SIGTERM starts the drain. */
 #define PRESTOP_SLEEP_S 5
 /* Margin over the server's grace period before the kubelet's SIGKILL: the
- * preStop sleep plus time for the process to exit. */
-#define GRACE_MARGIN_S 15
+ * preStop sleep (which counts against terminationGracePeriodSeconds) plus
+ * 10 s for the process to exit once its own grace period is over (closing
+ * what is left, flushing logs). The CRD's gracePeriod text says the same. */
+#define GRACE_MARGIN_S (PRESTOP_SLEEP_S + 10)
+/* The image's nonroot user and group (distroless' 65532). */
+#define RUN_AS_ID 65532
+/* The startupProbe: first run, period and how many failures are tolerated
+ * (2 + 1 * 30 s: far past the 10 s a node takes to turn ready at worst). */
+#define STARTUP_DELAY_S 2
+#define STARTUP_PERIOD_S 1
+#define STARTUP_FAILURES 30
+/* Readiness is re-checked this often once started. */
+#define READY_PERIOD_S 2
 
 enum { P_PROXY, P_UPSTREAM, P_ADMIN, NPORTS };
 
@@ -747,7 +774,10 @@ static void env_name(int port, int kind, char *buf, size_t len)
 	snprintf(buf, len, "PIKO_%s_AUTH_%s", up, key_kinds[kind].env);
 }
 
-static struct json_object *probe(const struct spec *s, const char *path)
+/* A probe of path on the admin port; delay, period and failures 0 leave the
+ * Kubernetes default. */
+static struct json_object *probe(const struct spec *s, const char *path, int delay, int period,
+                                 int failures)
 {
 	struct json_object *p = jobj(), *act = jobj();
 	const struct port_tls *t = &s->tls[P_ADMIN];
@@ -755,13 +785,43 @@ static struct json_object *probe(const struct spec *s, const char *path)
 		/* mTLS: the kubelet has no client certificate to show. */
 		add(act, "port", jstr("admin"));
 		add(p, "tcpSocket", act);
-		return p;
+	} else {
+		add(act, "path", jstr(path));
+		add(act, "port", jstr("admin"));
+		add(act, "scheme", jstr(t->secret ? "HTTPS" : "HTTP"));
+		add(p, "httpGet", act);
 	}
-	add(act, "path", jstr(path));
-	add(act, "port", jstr("admin"));
-	add(act, "scheme", jstr(t->secret ? "HTTPS" : "HTTP"));
-	add(p, "httpGet", act);
+	if (delay)
+		add(p, "initialDelaySeconds", jint(delay));
+	if (period)
+		add(p, "periodSeconds", jint(period));
+	if (failures)
+		add(p, "failureThreshold", jint(failures));
 	return p;
+}
+
+/* spec.resources with a default request for cpu and memory each, when the
+ * user set neither a request nor a limit for it. Owned by the caller. */
+static struct json_object *resources(const struct spec *s)
+{
+	static const struct {
+		const char *name, *value;
+	} defaults[] = {{"cpu", "50m"}, {"memory", "32Mi"}};
+	struct json_object *r = s->resources ? copy(s->resources) : jobj();
+	struct json_object *req = pk_json_field(r, "requests");
+	struct json_object *lim = pk_json_field(r, "limits");
+	if (req && !json_object_is_type(req, json_type_object))
+		return r; /* not ours to fix: the apiserver will say why */
+	for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+		if (pk_json_field(req, defaults[i].name) || pk_json_field(lim, defaults[i].name))
+			continue;
+		if (!req) {
+			req = jobj();
+			add(r, "requests", req);
+		}
+		add(req, defaults[i].name, jstr(defaults[i].value));
+	}
+	return r;
 }
 
 static struct json_object *mount(const char *name, const char *path, const char *sub)
@@ -837,8 +897,7 @@ static struct json_object *render_container(const struct spec *s)
 		push(ports, p);
 	}
 	add(c, "ports", ports);
-	if (s->resources)
-		add(c, "resources", copy(s->resources));
+	add(c, "resources", resources(s));
 
 	push(mounts, mount("config", CONFIG_PATH, "server.yaml"));
 	for (int p = 0; p < NPORTS; p++) {
@@ -856,13 +915,26 @@ static struct json_object *render_container(const struct spec *s)
 	}
 	add(c, "volumeMounts", mounts);
 
-	add(c, "readinessProbe", probe(s, "/ready"));
-	add(c, "livenessProbe", probe(s, "/health"));
+	/* The startup probe holds the other two back until the node is ready
+	 * (see the top of the file). */
+	add(c, "startupProbe",
+	    probe(s, "/ready", STARTUP_DELAY_S, STARTUP_PERIOD_S, STARTUP_FAILURES));
+	add(c, "readinessProbe", probe(s, "/ready", 0, READY_PERIOD_S, 0));
+	add(c, "livenessProbe", probe(s, "/health", 0, 0, 0));
 	struct json_object *life = jobj(), *pre = jobj(), *sleep = jobj();
 	add(sleep, "seconds", jint(PRESTOP_SLEEP_S));
 	add(pre, "sleep", sleep);
 	add(life, "preStop", pre);
 	add(c, "lifecycle", life);
+
+	/* PodSecurity "restricted" (the pod's securityContext does the rest). */
+	struct json_object *sc = jobj(), *caps = jobj(), *drop = jarr();
+	add(sc, "allowPrivilegeEscalation", jbool(0));
+	push(drop, jstr("ALL"));
+	add(caps, "drop", drop);
+	add(sc, "capabilities", caps);
+	add(sc, "readOnlyRootFilesystem", jbool(1));
+	add(c, "securityContext", sc);
 	return c;
 }
 
@@ -915,6 +987,16 @@ static struct json_object *render_sts(const struct spec *s, const char *hash)
 	add(tmpl, "metadata", tmeta);
 	uint64_t grace_s = s->grace_ns / 1000000000u + (s->grace_ns % 1000000000u != 0);
 	add(pod, "terminationGracePeriodSeconds", jint((int64_t)grace_s + GRACE_MARGIN_S));
+	/* The server never calls the apiserver: no token in the pod. */
+	add(pod, "automountServiceAccountToken", jbool(0));
+	struct json_object *psc = jobj(), *seccomp = jobj();
+	add(psc, "runAsNonRoot", jbool(1));
+	add(psc, "runAsUser", jint(RUN_AS_ID));
+	add(psc, "runAsGroup", jint(RUN_AS_ID));
+	add(psc, "fsGroup", jint(RUN_AS_ID));
+	add(seccomp, "type", jstr("RuntimeDefault"));
+	add(psc, "seccompProfile", seccomp);
+	add(pod, "securityContext", psc);
 	push(containers, render_container(s));
 	add(pod, "containers", containers);
 	add(pod, "volumes", render_volumes(s));

@@ -222,8 +222,169 @@ static void readiness(struct json_object *sts, int64_t want, int64_t ready_repli
 	         want, updated, rolled ? "" : ", rollout in progress");
 }
 
+/* ---- why pods are missing or failing ---- */
+
+struct degraded {
+	const char *reason; /* NULL: nothing wrong seen */
+	char msg[1024];
+};
+
+/* The latest time an Event says it happened (RFC 3339 strings of one API
+ * compare as times), "" when it has none. */
+static const char *event_time(struct json_object *ev)
+{
+	const char *t = str_or(path2(ev, "series", "lastObservedTime"), NULL);
+	if (!t)
+		t = str_or(pk_json_field(ev, "lastTimestamp"), NULL);
+	if (!t)
+		t = str_or(pk_json_field(ev, "eventTime"), NULL);
+	if (!t)
+		t = str_or(path2(ev, "metadata", "creationTimestamp"), "");
+	return t;
+}
+
+/* FailedCreate Events of the StatefulSet: the newest one's message, when the
+ * StatefulSet has fewer pods than it wants (a refusal it has since got past
+ * is left alone: the Event outlives it by an hour). Ties go to the smaller
+ * message, so equal input always picks the same. */
+static void pods_not_created(struct json_object *sts, int64_t want, struct json_object *events,
+                             struct degraded *d)
+{
+	if (!sts || !json_object_is_type(events, json_type_array))
+		return;
+	if (int_or(path2(sts, "status", "replicas"), 0) >= want)
+		return;
+	const char *uid = str_or(path2(sts, "metadata", "uid"), NULL);
+	struct json_object *best = NULL;
+	for (size_t i = 0; i < json_object_array_length(events); i++) {
+		struct json_object *ev = json_object_array_get_idx(events, i);
+		const char *reason = str_or(pk_json_field(ev, "reason"), "");
+		const char *evuid = str_or(path2(ev, "involvedObject", "uid"), NULL);
+		const char *msg = str_or(pk_json_field(ev, "message"), NULL);
+		if (strcmp(reason, "FailedCreate") != 0 || !msg)
+			continue;
+		if (uid && evuid && strcmp(uid, evuid) != 0)
+			continue; /* about an earlier StatefulSet of that name */
+		if (best) {
+			int c = strcmp(event_time(ev), event_time(best));
+			if (c < 0 || (c == 0 &&
+			              strcmp(msg, str_or(pk_json_field(best, "message"), "")) >= 0))
+				continue;
+		}
+		best = ev;
+	}
+	if (!best)
+		return;
+	d->reason = "PodCreateFailed";
+	snprintf(d->msg, sizeof(d->msg), "%" PRId64 " of %" PRId64 " pods exist: %s",
+	         int_or(path2(sts, "status", "replicas"), 0), want,
+	         str_or(pk_json_field(best, "message"), ""));
+}
+
+/* What a waiting container's reason says about the pod, or NULL for the
+ * reasons of a normal start (ContainerCreating, PodInitializing). */
+static const char *waiting_class(const char *why)
+{
+	static const struct {
+		const char *waiting, *reason;
+	} classes[] = {
+	    {"CrashLoopBackOff", "CrashLoop"},
+	    {"ErrImagePull", "ImagePullFailed"},
+	    {"ImagePullBackOff", "ImagePullFailed"},
+	    {"ErrImageNeverPull", "ImagePullFailed"},
+	    {"InvalidImageName", "ImagePullFailed"},
+	    {"CreateContainerConfigError", "ContainerCreateFailed"},
+	    {"CreateContainerError", "ContainerCreateFailed"},
+	    {"RunContainerError", "ContainerCreateFailed"},
+	};
+	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++)
+		if (strcmp(why, classes[i].waiting) == 0)
+			return classes[i].reason;
+	return NULL;
+}
+
+static int pod_cmp(const void *a, const void *b)
+{
+	const char *x = str_or(path2(*(struct json_object *const *)a, "metadata", "name"), "");
+	const char *y = str_or(path2(*(struct json_object *const *)b, "metadata", "name"), "");
+	return strcmp(x, y);
+}
+
+/* The first pod (by name) with a container stuck waiting for a bad reason,
+ * and how many pods are. The message holds no counter that moves on its own
+ * (no restart count, no back-off time), so a pod crash-looping on writes the
+ * status once. */
+static void pods_failing(struct json_object *pods, struct degraded *d)
+{
+	if (!json_object_is_type(pods, json_type_array))
+		return;
+	size_t n = json_object_array_length(pods), bad = 0;
+	if (n == 0)
+		return;
+	struct json_object **sorted = pk_xmalloc(n * sizeof(*sorted)); /* owned here */
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = json_object_array_get_idx(pods, i);
+	qsort(sorted, n, sizeof(*sorted), pod_cmp);
+	char first[1024] = "";
+	const char *first_reason = NULL;
+	for (size_t i = 0; i < n; i++) {
+		const char *pod = str_or(path2(sorted[i], "metadata", "name"), "");
+		struct json_object *st = pk_json_field(sorted[i], "status");
+		const char *lists[] = {"initContainerStatuses", "containerStatuses"};
+		int pod_bad = 0;
+		for (size_t l = 0; l < 2 && !pod_bad; l++) {
+			struct json_object *cs = pk_json_field(st, lists[l]);
+			size_t ncs = json_object_is_type(cs, json_type_array)
+			                 ? json_object_array_length(cs)
+			                 : 0;
+			for (size_t k = 0; k < ncs && !pod_bad; k++) {
+				struct json_object *c = json_object_array_get_idx(cs, k);
+				struct json_object *w = path2(c, "state", "waiting");
+				const char *why = str_or(pk_json_field(w, "reason"), "");
+				const char *cls = waiting_class(why);
+				if (!cls)
+					continue;
+				pod_bad = 1;
+				if (first_reason)
+					continue;
+				first_reason = cls;
+				const char *cname = str_or(pk_json_field(c, "name"), "");
+				const char *wmsg = str_or(pk_json_field(w, "message"), "");
+				struct json_object *term = path2(c, "lastState", "terminated");
+				if (strcmp(cls, "CrashLoop") == 0 && term)
+					snprintf(first, sizeof(first),
+					         "pod %s: container %s keeps exiting "
+					         "(CrashLoopBackOff), "
+					         "last with exit code %" PRId64 "%s%s",
+					         pod, cname,
+					         int_or(pk_json_field(term, "exitCode"), 0),
+					         pk_json_field(term, "reason") ? ": " : "",
+					         str_or(pk_json_field(term, "reason"), ""));
+				else if (strcmp(why, "ErrImagePull") == 0 ||
+				         strcmp(why, "ImagePullBackOff") == 0)
+					/* The two alternate at every attempt: one message. */
+					snprintf(first, sizeof(first),
+					         "pod %s: container %s: image %s cannot be pulled",
+					         pod, cname,
+					         str_or(pk_json_field(c, "image"), "?"));
+				else
+					snprintf(first, sizeof(first),
+					         "pod %s: container %s: %s%s%s", pod, cname, why,
+					         *wmsg ? ": " : "", wmsg);
+			}
+		}
+		bad += (size_t)pod_bad;
+	}
+	free(sorted);
+	if (!first_reason)
+		return;
+	d->reason = first_reason;
+	snprintf(d->msg, sizeof(d->msg), "%zu of %zu pods failing; %s", bad, n, first);
+}
+
 struct json_object *pk_status_compute(struct json_object *cluster, struct json_object *sts,
                                       struct json_object *const *slices, size_t nslices,
+                                      struct json_object *pods, struct json_object *events,
                                       const char *reconcile_error, const char *now_rfc3339)
 {
 	const char *name = str_or(path2(cluster, "metadata", "name"), NULL);
@@ -247,11 +408,20 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
 	json_object_array_add(
 	    conds, condition(cluster, "Progressing", !rd.ready, rd.ready ? "Stable" : "RollingOut",
 	                     rd.ready ? "no rollout in progress" : rd.msg, generation, now));
+	struct degraded dg = {0};
+	if (!reconcile_error) {
+		pods_not_created(sts, want, events, &dg);
+		if (!dg.reason)
+			pods_failing(pods, &dg);
+	}
 	if (reconcile_error)
 		json_object_array_add(
 		    conds, condition(cluster, "Degraded", 1, "ReconcileFailed",
 		                     *reconcile_error ? reconcile_error : "reconcile failed",
 		                     generation, now));
+	else if (dg.reason)
+		json_object_array_add(
+		    conds, condition(cluster, "Degraded", 1, dg.reason, dg.msg, generation, now));
 	else
 		json_object_array_add(conds,
 		                      condition(cluster, "Degraded", 0, "ReconcileSucceeded",
@@ -259,7 +429,11 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
 
 	struct json_object *status = must(json_object_new_object());
 	add(status, "observedGeneration", must(json_object_new_int64(generation)));
-	add(status, "replicas", must(json_object_new_int64(want)));
+	/* The scale subresource's statusReplicasPath: the pods that exist, as
+	 * the StatefulSet controller counts them (absent or no StatefulSet: 0),
+	 * not the spec's wish. */
+	add(status, "replicas",
+	    must(json_object_new_int64(int_or(path2(sts, "status", "replicas"), 0))));
 	add(status, "readyReplicas", must(json_object_new_int64(ready_replicas)));
 	add(status, "selector", must(json_object_new_string(selector)));
 	add(status, "members", members(slices, nslices));

@@ -27,11 +27,24 @@
  *    address when there is none), address = the first address, ready =
  *    conditions.ready (missing = true); sorted by pod then address, at most
  *    PK_STATUS_MAX_MEMBERS;
- *  - reconcile_error: NULL, or the last reconcile's error (Degraded True);
+ *  - pods: NULL, or the cluster's Pods (an array of Pod objects): a
+ *    container waiting with CrashLoopBackOff makes Degraded True with
+ *    reason CrashLoop, an image that cannot be pulled ImagePullFailed, a
+ *    container that cannot be created ContainerCreateFailed (the first pod
+ *    by name in the message, with how many pods fail);
+ *  - events: NULL, or the StatefulSet's core/v1 Events: while it has fewer
+ *    pods (status.replicas) than spec.replicas, the newest FailedCreate one
+ *    makes Degraded True with reason PodCreateFailed and its message (e.g.
+ *    the PodSecurity or quota refusal); it wins over the pods;
+ *  - reconcile_error: NULL, or the last reconcile's error (Degraded True,
+ *    ReconcileFailed; wins over both above);
  *  - now_rfc3339: the wall clock, e.g. "2026-11-29T23:00:00Z".
+ * status.replicas is the StatefulSet's status.replicas (the pods that
+ * exist; 0 without one), as the scale subresource reads it.
  * NULL when cluster has no metadata.name or metadata.namespace. */
 struct json_object *pk_status_compute(struct json_object *cluster, struct json_object *sts,
                                       struct json_object *const *slices, size_t nslices,
+                                      struct json_object *pods, struct json_object *events,
                                       const char *reconcile_error, const char *now_rfc3339);
 
 /* 1 if the PikoCluster's current .status already equals computed's .status

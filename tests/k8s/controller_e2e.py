@@ -28,6 +28,10 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
     link (/status/cluster/nodes), a request through one node's proxy port
     reaches an agent connected to the other (forwarded over the link), and a
     node removed from the slice drops out of the remaining node's links;
+  - a node that refuses the push (a stub answering 409): one warning naming
+    the status and body, retries on a per-node backoff (1, 2, 4 s), a backoff
+    gauge, reset once it accepts;
+  - status.replicas is the observed count (the scale subresource);
   - the wire form of a push (method, path, Content-Type) and that pushes are
     not counted as apiserver requests, against a recording stub (a real node
     answers 200, as the apiserver does, and does not show the request's
@@ -39,7 +43,13 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
     releases it and the other takes over;
   - the PikoCluster deleted -> its children are garbage-collected;
   - 40 PikoClusters at once (more than the 4 reconcile workers) -> all
-    reconciled without the main loop spinning while the workers are busy.
+    reconciled without the main loop spinning while the workers are busy;
+  - the rendered pod template passes PodSecurity "restricted" (server-side
+    dry run; without its securityContexts it is refused); then, with a
+    second kube-controller-manager running only the StatefulSet controller:
+    pods are created in a restricted namespace without FailedCreate, a
+    ResourceQuota of 0 pods makes Degraded=True PodCreateFailed with the
+    refusal, and a CrashLoopBackOff container status Degraded=True CrashLoop.
 Figures printed (not asserted): time from create to all children present,
 the controller's RSS.
 """
@@ -242,8 +252,11 @@ class Controller:
 class Recorder:
     """Listens on addr:port and records each request (method, path, JSON)."""
 
-    def __init__(self, addr, port):
+    def __init__(self, addr, port, answer=(204, b"")):
+        """answer: (status, body) of every reply; may be changed later."""
         self.got = []
+        self.times = []
+        self.answer = answer
         rec = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -255,8 +268,12 @@ class Recorder:
                 except ValueError:
                     doc = None
                 rec.got.append((self.command, self.path, self.headers.get("Content-Type"), doc))
-                self.send_response(204)
+                rec.times.append(time.time())
+                status, reply = rec.answer
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
+                self.wfile.write(reply)
 
             def log_message(self, *a):
                 pass
@@ -480,6 +497,15 @@ def main():
     check("create: Events (reason Created) recorded about the PikoCluster", ev and len(ev) >= 5,
           str(len(ev or [])))
 
+    # status.replicas is the scale subresource's statusReplicasPath: the
+    # pods that exist (none: this control plane runs no StatefulSet
+    # controller), not spec.replicas.
+    scale = wait_for(lambda: (lambda s: s if s.get("status", {}).get("replicas") == 0 and
+                              s["spec"]["replicas"] == 3 else None)(json.loads(kubectl(
+        "get", "--raw", f"/apis/piko.dev/v1alpha1/namespaces/{NS}/pikoclusters/e2e/scale").stdout)))
+    check("status.replicas is observed (0 pods exist), not spec.replicas (3): the scale "
+          "subresource says so", scale, json.dumps(kget("pikocluster", "e2e").get("status")))
+
     rss = a.rss_kib()
     # -- scale through the scale subresource
     kubectl("scale", "pikocluster/e2e", "-n", NS, "--replicas=5")
@@ -543,8 +569,10 @@ def main():
             p["status"].get("observedGeneration") == g and p["status"].get("readyReplicas") == 5 \
             else None
     p = wait_for(ready)
-    check("StatefulSet ready -> PikoCluster Ready=True, observedGeneration, readyReplicas 5",
-          p, json.dumps((kget("pikocluster", "e2e") or {}).get("status")))
+    check("StatefulSet ready -> PikoCluster Ready=True, observedGeneration, readyReplicas 5, "
+          "replicas 5 (observed)",
+          p and p["status"].get("replicas") == 5,
+          json.dumps((kget("pikocluster", "e2e") or {}).get("status")))
     if p:
         conds = {c["type"]: c["status"] for c in p["status"]["conditions"]}
         check("status: Progressing False and Degraded False when Ready",
@@ -736,6 +764,51 @@ def main():
     check("pushes to nodes are not counted as apiserver requests",
           a.metric("rest_client_requests_total", 'code="204"') == 0)
 
+    # -- a node that keeps refusing the push: one warning that says what it
+    # answered, then retries on its own growing backoff (1 s, 2 s, 4 s, ...;
+    # the other nodes keep their 3 s re-push), shown by a gauge; reset once
+    # it accepts again.
+    rport = free_port("10.250.0.4")
+    refusal = b'{"error":"generation 5 is older than 9"}'
+    refuser = Recorder("10.250.0.4", rport, answer=(409, refusal))
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "refuse", "namespace": NS}, "spec": {"replicas": 1}}))
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "refuse-peers-test", "namespace": NS, "labels": {
+            "kubernetes.io/service-name": "refuse-peers",
+            "app.kubernetes.io/managed-by": "piko-controller"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "admin", "port": rport, "protocol": "TCP"},
+                  {"name": "cluster", "port": 8103, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.250.0.4"], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": "refuse-0", "namespace": NS}}]}))
+    wait_for(lambda: refuser.times)
+    time.sleep(9.5)  # attempts at about 0, 1, 3 and 7 s
+    t = list(refuser.times)
+    gaps = [b - a for a, b in zip(t, t[1:])]
+    check("a refusing node is retried with a growing backoff (1 s, 2 s, 4 s: not every 3 s)",
+          len(t) in (4, 5) and all(0.8 <= g[0] / g[1] <= 1.45 for g in zip(gaps, (1, 2, 4, 8))),
+          f"attempts {len(t)}, gaps {[round(g, 2) for g in gaps]}")
+    warns = [r for r in (json.loads(l) for l in a.logtext().splitlines() if l.startswith("{"))
+             if r.get("msg") == "member push failed" and r.get("cluster") == f"{NS}/refuse"]
+    check("one warning for the refusing node, saying what it answered (HTTP 409 and its body)",
+          len(warns) == 1 and warns[0].get("error") == "HTTP 409: " + refusal.decode() and
+          warns[0].get("status") == "409" and warns[0].get("node") == "refuse-0",
+          json.dumps(warns)[:1000])
+    check("the backoff shows in piko_controller_peer_push_backoff_seconds",
+          a.metric("piko_controller_peer_push_backoff_seconds",
+                   f'cluster="{NS}/refuse",node="refuse-0"') >= 4,
+          str(a.metric("piko_controller_peer_push_backoff_seconds")))
+    refuser.answer = (204, b"")
+    check("once the node accepts, the backoff ends (gauge gone, 'accepted again' logged)",
+          wait_for(lambda: "member push accepted again" in a.logtext() and
+                   a.metric("piko_controller_peer_push_backoff_seconds") == 0, timeout=20),
+          a.logtext()[-1000:])
+    kubectl("delete", "pikocluster", "refuse", "-n", NS)
+    kubectl("delete", "endpointslice", "refuse-peers-test", "-n", NS)
+
     # -- forced 410. The controller is paused (SIGSTOP) so that it cannot
     # re-watch early; meanwhile the revision moves on, etcd is compacted and
     # the apiserver restarted (its watch cache starts empty at the current
@@ -908,6 +981,8 @@ def main():
           cpu < limit, f"{cpu:.2f} s")
     say(f"figure: controller CPU for the burst of {n_burst}: {cpu:.2f} s")
 
+    pod_security_and_degraded(b)
+
     # -- the piko server nodes lasted the whole run, and stop cleanly
     alive = all(n.p.poll() is None for n in nodes)
     for n in nodes:
@@ -924,6 +999,103 @@ def main():
     say(f"figure: kubectl apply of a PikoCluster -> all five children written: "
         f"{t_children * 1000:.0f} ms (the kubectl process itself ran {t_apply * 1000:.0f} ms)")
     say(f"figure: controller RSS after the run: {rss / 1024:.1f} MiB")
+
+
+def pod_security_and_degraded(leader):
+    """PodSecurity "restricted" admits the rendered pods; Degraded says why
+    pods are missing (FailedCreate) or failing (CrashLoopBackOff)."""
+    import copy
+    for ns in ("restricted", "locked"):
+        kubectl("create", "namespace", ns)
+        kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+                "pod-security.kubernetes.io/enforce-version=latest")
+    # The rendered pod template, as a Pod, through the apiserver's admission
+    # (server-side dry run) in a namespace enforcing "restricted".
+    tmpl = kget("statefulset", "second")["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "template", "namespace": "restricted",
+                        "labels": tmpl["metadata"]["labels"]},
+           "spec": tmpl["spec"]}
+    r = kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check_rc=False)
+    check("the rendered pod template passes PodSecurity restricted (server-side dry run)",
+          r.returncode == 0, r.stderr)
+    bare = copy.deepcopy(pod)
+    del bare["spec"]["securityContext"]
+    del bare["spec"]["containers"][0]["securityContext"]
+    r = kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(bare), check_rc=False)
+    check("control: the same pod without its securityContexts is refused there",
+          r.returncode != 0 and 'violates PodSecurity "restricted' in r.stderr, r.stderr)
+
+    # From here on a second kube-controller-manager runs the StatefulSet
+    # controller (the first runs every other one), so pods are created. The
+    # burst's clusters go first: it has only these pods to make.
+    kubectl("delete", "namespace", "team-b", "--wait=false")
+    pids = [l.split() for l in open(f"{DIR}/pids")]
+    kcm = next(p for p in pids if p[0] == "kube-controller-manager")
+    argv = [x.decode() for x in open(f"/proc/{kcm[1]}/cmdline", "rb").read().split(b"\0")[:-1]]
+    argv = ["--controllers=statefulset" if x.startswith("--controllers=") else
+            f"--secure-port={free_port()}" if x.startswith("--secure-port=") else x
+            for x in argv]
+    start_proc("kcm-statefulset", argv)
+
+    # Restricted namespace, no quota: the StatefulSet controller creates the
+    # pods, no FailedCreate; status.replicas follows the pods that exist.
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "ok", "namespace": "restricted"}, "spec": {"replicas": 2}}))
+    pods = lambda ns, sel: json.loads(kubectl("get", "pods", "-n", ns, "-l", sel, "-o",
+                                              "json").stdout)["items"]
+    made = wait_for(lambda: len(pods("restricted", "app.kubernetes.io/instance=ok")) == 2,
+                    timeout=60)
+    failed_create = [e for e in json.loads(kubectl("get", "events", "-n", "restricted", "-o",
+                                                   "json").stdout)["items"]
+                     if e.get("reason") == "FailedCreate"]
+    check("restricted namespace: the StatefulSet controller creates both pods, no FailedCreate",
+          made and not failed_create, json.dumps(failed_create)[:1500])
+    check("status.replicas = the pods that exist (2)",
+          wait_for(lambda: (kget("pikocluster", "ok", "restricted") or {}).get(
+              "status", {}).get("replicas") == 2),
+          json.dumps((kget("pikocluster", "ok", "restricted") or {}).get("status")))
+
+    def degraded(name, ns):
+        p = kget("pikocluster", name, ns) or {}
+        return {c["type"]: c for c in p.get("status", {}).get("conditions", [])}.get(
+            "Degraded", {})
+
+    # A quota that admits no pod: the StatefulSet controller's FailedCreate
+    # Event becomes Degraded=True PodCreateFailed with the refusal's text.
+    # (The quota is checked after PodSecurity: a quota refusal means
+    # PodSecurity let the pod through.)
+    kubectl("create", "quota", "no-pods", "--hard=pods=0", "-n", "locked")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "q", "namespace": "locked"}, "spec": {"replicas": 2}}))
+    d = wait_for(lambda: (lambda c: c if c.get("status") == "True" and
+                          c.get("reason") == "PodCreateFailed" else None)(
+        degraded("q", "locked")), timeout=60)
+    check("pods refused (quota) -> Degraded=True PodCreateFailed with the refusal",
+          d and "exceeded quota: no-pods" in d["message"] and
+          d["message"].lower().startswith("0 of 2 pods exist: create pod q-"),
+          json.dumps(degraded("q", "locked")))
+    p = kget("pikocluster", "q", "locked")
+    check("no pod exists -> status.replicas 0 (spec says 2)",
+          p["status"].get("replicas") == 0 and p["spec"]["replicas"] == 2, json.dumps(p["status"]))
+
+    # A crash-looping container (we play the kubelet: no kubelet here).
+    kubectl("patch", "pod", "ok-0", "-n", "restricted", "--subresource=status", "--type=merge",
+            "-p", json.dumps({"status": {"containerStatuses": [{
+                "name": "piko", "image": "ghcr.io/pikoc/piko:0.1.0", "imageID": "",
+                "ready": False, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": "back-off 1m20s restarting failed container"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}}))
+    d = wait_for(lambda: (lambda c: c if c.get("reason") == "CrashLoop" else None)(
+        degraded("ok", "restricted")), timeout=40)
+    check("a crash-looping container -> Degraded=True CrashLoop naming the pod and exit code",
+          d and d["status"] == "True" and
+          d["message"] == "1 of 2 pods failing; pod ok-0: container piko keeps exiting "
+                          "(CrashLoopBackOff), last with exit code 1: Error",
+          json.dumps(degraded("ok", "restricted")) + leader.logtext()[-800:])
 
 
 try:

@@ -329,7 +329,11 @@ can yes create events.events.k8s.io -n apps
 can yes update leases.coordination.k8s.io -n "$NS"
 can no update leases.coordination.k8s.io -n apps
 can no get secrets -n apps
-can no list pods -n apps
+# Pods and core Events: list only (why a cluster is Degraded).
+can yes list pods -n apps
+can no watch pods -n apps
+can yes list events -n apps
+can no watch events -n apps
 
 # The CRD works: a PikoCluster is accepted and defaulted.
 if out=$(printf 'apiVersion: piko.dev/v1alpha1\nkind: PikoCluster\nmetadata: {name: edge, namespace: apps}\nspec: {replicas: 2}\n' |

@@ -260,7 +260,13 @@ if [ $crd_ok = 1 ]; then
 	can yes update leases.coordination.k8s.io -n piko-system
 	can no update leases.coordination.k8s.io -n default
 	can no get secrets -n default
-	can no list pods -n default
+	# Pods and Events are listed (why a cluster is Degraded), nothing more.
+	can yes list pods -n default
+	can no get pods -n default
+	can no watch pods -n default
+	can no delete pods -n default
+	can yes list events -n default
+	can no watch events -n default
 	# The scale subresource.
 	if got=$(k scale pikocluster/edge --replicas=5 2>&1) &&
 		got=$(k get pikocluster edge -o jsonpath='{.spec.replicas}' 2>&1) && [ "$got" = 5 ]; then

@@ -377,9 +377,85 @@ static void test_admin_mtls_probes(void **state)
 	struct json_object *c = get(r.sts, "spec.template.spec.containers[0]");
 	assert_string_equal(gets(c, "readinessProbe.tcpSocket.port"), "admin");
 	assert_string_equal(gets(c, "livenessProbe.tcpSocket.port"), "admin");
+	assert_string_equal(gets(c, "startupProbe.tcpSocket.port"), "admin");
 	assert_null(get(c, "readinessProbe.httpGet"));
 	pk_render_free(&r);
 	json_object_put(cl);
+}
+
+/* Default requests for cpu and memory, each only where the user set neither
+ * a request nor a limit; everything the user set is kept as is. */
+static struct json_object *resources_for(const char *res_json, struct pk_render *r)
+{
+	struct json_object *cl = parse(minimal_json);
+	if (res_json)
+		set(cl, "spec.resources", parse(res_json));
+	render_obj(cl, r);
+	json_object_put(cl);
+	return get(r->sts, "spec.template.spec.containers[0].resources");
+}
+
+static void test_default_resources(void **state)
+{
+	(void)state;
+	struct pk_render r;
+	struct json_object *res = resources_for(NULL, &r);
+	assert_string_equal(gets(res, "requests.cpu"), "50m");
+	assert_string_equal(gets(res, "requests.memory"), "32Mi");
+	assert_null(get(res, "limits"));
+	pk_render_free(&r);
+
+	/* The user's request wins; the other one is defaulted. */
+	res = resources_for("{\"requests\":{\"cpu\":\"1\"}}", &r);
+	assert_string_equal(gets(res, "requests.cpu"), "1");
+	assert_string_equal(gets(res, "requests.memory"), "32Mi");
+	pk_render_free(&r);
+
+	/* A limit alone: Kubernetes makes it the request, so no default (16Mi
+	 * would be below a 32Mi default request and refused). */
+	res = resources_for("{\"limits\":{\"memory\":\"16Mi\"}}", &r);
+	assert_null(get(res, "requests.memory"));
+	assert_string_equal(gets(res, "requests.cpu"), "50m");
+	assert_string_equal(gets(res, "limits.memory"), "16Mi");
+	pk_render_free(&r);
+
+	/* Both set by the user: exactly the user's. */
+	res = resources_for("{\"requests\":{\"cpu\":\"2\",\"memory\":\"1Gi\"},"
+	                    "\"limits\":{\"cpu\":\"4\"}}",
+	                    &r);
+	struct json_object *want =
+	    parse("{\"requests\":{\"cpu\":\"2\",\"memory\":\"1Gi\"},\"limits\":{\"cpu\":\"4\"}}");
+	assert_true(json_object_equal(res, want));
+	json_object_put(want);
+	pk_render_free(&r);
+}
+
+/* PodSecurity "restricted", no token, and probes that do not fail on a
+ * normal start. */
+static void test_pod_security(void **state)
+{
+	(void)state;
+	struct pk_render r;
+	render_ok(minimal_json, &r);
+	struct json_object *pod = get(r.sts, "spec.template.spec");
+	struct json_object *c = get(pod, "containers[0]");
+	assert_false(json_object_get_boolean(get(pod, "automountServiceAccountToken")));
+	assert_true(json_object_get_boolean(get(pod, "securityContext.runAsNonRoot")));
+	assert_int_equal(json_object_get_int(get(pod, "securityContext.runAsUser")), 65532);
+	assert_int_equal(json_object_get_int(get(pod, "securityContext.runAsGroup")), 65532);
+	assert_int_equal(json_object_get_int(get(pod, "securityContext.fsGroup")), 65532);
+	assert_string_equal(gets(pod, "securityContext.seccompProfile.type"), "RuntimeDefault");
+	assert_false(json_object_get_boolean(get(c, "securityContext.allowPrivilegeEscalation")));
+	assert_string_equal(gets(c, "securityContext.capabilities.drop[0]"), "ALL");
+	assert_true(json_object_get_boolean(get(c, "securityContext.readOnlyRootFilesystem")));
+	assert_string_equal(gets(c, "startupProbe.httpGet.path"), "/ready");
+	assert_int_equal(json_object_get_int(get(c, "startupProbe.initialDelaySeconds")), 2);
+	/* 2 + 30 x 1 s: past the 10 s a node takes to be ready at worst. */
+	assert_true(json_object_get_int(get(c, "startupProbe.initialDelaySeconds")) +
+	                json_object_get_int(get(c, "startupProbe.failureThreshold")) *
+	                    json_object_get_int(get(c, "startupProbe.periodSeconds")) >
+	            10);
+	pk_render_free(&r);
 }
 
 static void test_names(void **state)
@@ -554,6 +630,8 @@ int main(void)
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_grace_period),
 	    cmocka_unit_test(test_admin_mtls_probes),
+	    cmocka_unit_test(test_default_resources),
+	    cmocka_unit_test(test_pod_security),
 	    cmocka_unit_test(test_names),
 	    cmocka_unit_test(test_subset_of_live),
 	    cmocka_unit_test(test_server_accepts),
