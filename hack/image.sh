@@ -99,6 +99,7 @@ flock -w 1200 8 || die "timed out waiting for the lock on $cache"
 if [ "${PK_IMAGE_REFRESH:-0}" = 1 ]; then rm -rf "$base"; fi
 if [ ! -f "$base/done" ]; then
 	log "base rootfs: mmdebstrap $suite (${pkgs[*]}) into $base"
+	tb=$(date +%s)
 	rm -rf "$base"
 	tmp=$(mktemp -d "$cache/.base.XXXXXX")
 	inc=$(
@@ -123,14 +124,19 @@ if [ ! -f "$base/done" ]; then
 		--customize-hook='echo "nonroot:x:65532:65532:nonroot:/home/nonroot:/usr/sbin/nologin" >>"$1/etc/passwd"' \
 		--customize-hook='echo "nonroot:x:65532:" >>"$1/etc/group"' \
 		--customize-hook='mkdir -p "$1/home/nonroot" && chown 65532:65532 "$1/home/nonroot" && chmod 0750 "$1/home/nonroot"' \
-		"$suite" "$tmp/rootfs.tar" "${sources[@]}"
+		"$suite" "$tmp/rootfs.tar" "${sources[@]}" >"$tmp/mmdebstrap.log" 2>&1 || {
+		tail -30 "$tmp/mmdebstrap.log" >&2
+		die "mmdebstrap failed (log above)"
+	}
 	tar -tf "$tmp/rootfs.tar" | sed 's|^\./||' >"$tmp/files"
 	$oci layer "$tmp/layer.tar.gz" --from-tar "$tmp/rootfs.tar" >"$tmp/layer.ids"
-	rm "$tmp/rootfs.tar"
+	rm "$tmp/rootfs.tar" "$tmp/mmdebstrap.log"
+	chmod 0755 "$tmp"
 	printf '%s\n' "${pkgs[@]}" >"$tmp/packages"
 	touch "$tmp/done"
 	mv -T "$tmp" "$base"
 	tmp=
+	log "base rootfs: built in $(($(date +%s) - tb)) s"
 else
 	log "base rootfs: cached $base"
 fi
