@@ -233,6 +233,9 @@ def main():
     ENV["HOME"] = os.path.join(sandbox, "home")  # helm's cache and config
     try:
         story(a)
+    except Exception:
+        diagnose(d)
+        raise
     finally:
         # The operator first: a running controller re-creates what the
         # teardown deletes (reference kubernetes.md §3.5b).
@@ -337,6 +340,28 @@ def story(a):
     run("helm", "uninstall", "agent", "-n", NS_APP, "--wait", "--timeout", "60s", timeout=90)
     say(f"figures: 3 Ready in {secs_ready:.1f}s; " + "; ".join(
         f"{w}: {f} failed of {o + f} ({s:.0f}s)" for w, o, f, s in results))
+
+
+def diagnose(d):
+    """What a user would look at when a step fails."""
+    for cmd in (["get", "pods", "-A", "-o", "wide"], ["get", "events", "-A", "--sort-by=.lastTimestamp"],
+                ["get", "pikoclusters", "-A", "-o", "yaml"]):
+        p = kubectl(*cmd, check_rc=False)
+        print(f"---- kubectl {' '.join(cmd)}\n{p.stdout[-6000:]}{p.stderr[-500:]}", flush=True)
+    try:
+        for pod in kjson("get", "pods", "-A")["items"]:
+            if not ready(pod):
+                ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+                p = kubectl("logs", "-n", ns, name, "--all-containers", "--tail=30", check_rc=False)
+                print(f"---- logs {ns}/{name}\n{p.stdout}{p.stderr[-500:]}", flush=True)
+    except Exception as e:
+        print(f"---- (no pod logs: {e})")
+    for name in ("kubelet", "containerd"):
+        path = os.path.join(d, "logs", f"{name}.log")
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                lines = [l for l in f if l[:1] in "EW" or "level=error" in l or "level=warn" in l]
+            print(f"---- {name}: last errors\n" + "".join(lines[-25:]), flush=True)
 
 
 def pod_replaced(name):
