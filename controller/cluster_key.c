@@ -9,6 +9,7 @@
 #include "cluster_key.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -87,4 +88,72 @@ char *pk_push_proof(const char *key, size_t key_len, int64_t now)
 	out[o++] = '.';
 	b64url(mac, maclen, out + o);
 	return out;
+}
+
+size_t pk_cluster_key_trim(const char *data, size_t len, const char **why)
+{
+	*why = NULL;
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+		len--;
+	if (len == 0)
+		*why = "is empty";
+	else if (len > PK_CLUSTER_KEY_MAX)
+		*why = "is larger than 64 KiB";
+	return *why ? 0 : len;
+}
+
+void pk_cluster_key_hash(const char *key, size_t key_len, char out[PK_CLUSTER_KEY_HASH_HEX + 1])
+{
+	static const char prefix[] = "piko-cluster-key:";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, prefix, sizeof(prefix) - 1) != 1 ||
+	    EVP_DigestUpdate(ctx, key, key_len) != 1 || EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 ||
+	    mdlen != 32)
+		abort(); /* only OOM or an OpenSSL without SHA-256 */
+	EVP_MD_CTX_free(ctx);
+	for (size_t i = 0; i < PK_CLUSTER_KEY_HASH_HEX / 2; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+char *pk_base64_encode(const void *in, size_t len)
+{
+	if (len > INT_MAX / 2)
+		abort();                                 /* a Secret holds at most 1 MiB */
+	char *out = pk_xmalloc(4 * ((len + 2) / 3) + 1); /* owner: the caller */
+	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+	return out;
+}
+
+char *pk_base64_decode(const char *in, size_t *out_len)
+{
+	size_t n = strlen(in);
+	*out_len = 0;
+	if (n % 4 != 0 || n > INT_MAX / 2)
+		return NULL;
+	/* EVP_DecodeBlock counts the padding as zero bytes and accepts
+	 * whitespace: take the padding off its count, refuse anything but the
+	 * alphabet. */
+	size_t pad = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = in[i];
+		if (c == '=' && i >= n - 2) {
+			pad++;
+			continue;
+		}
+		if (pad || !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		             (c >= '0' && c <= '9') || c == '+' || c == '/'))
+			return NULL;
+	}
+	unsigned char *out = pk_xmalloc(n / 4 * 3 + 1); /* owner: the caller */
+	int got = n ? EVP_DecodeBlock(out, (const unsigned char *)in, (int)n) : 0;
+	if (got < 0 || (size_t)got < pad) {
+		free(out);
+		return NULL;
+	}
+	*out_len = (size_t)got - pad;
+	out[*out_len] = '\0';
+	return (char *)out;
 }

@@ -174,7 +174,8 @@ static void set_blob(CURL *e, CURLoption opt, const char *p, size_t len)
 
 static struct pk_kube_req *start(struct pk_kube *k, const char *method, const char *url,
                                  bool apiserver, const char *content_type, const char *body,
-                                 size_t body_len, long timeout_ms, pk_kube_done_fn done, void *ud)
+                                 size_t body_len, const char *bearer, long timeout_ms,
+                                 pk_kube_done_fn done, void *ud)
 {
 	if (k->nreqs >= PK_KUBE_MAX_REQS)
 		return NULL;
@@ -232,15 +233,15 @@ static struct pk_kube_req *start(struct pk_kube *k, const char *method, const ch
 			curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
 			curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
 		}
-		const char *tok = pk_kube_config_token(c, pk_now_ms(), k->reread_token);
+		bearer = pk_kube_config_token(c, pk_now_ms(), k->reread_token);
 		k->reread_token = false;
-		if (tok) {
-			struct pk_sb h = {0};
-			pk_sb_printf(&h, "Authorization: Bearer %s", tok);
-			char *s = pk_sb_finish(&h, NULL);
-			r->headers = curl_slist_append(r->headers, s);
-			free(s);
-		}
+	}
+	if (bearer) {
+		struct pk_sb h = {0};
+		pk_sb_printf(&h, "Authorization: Bearer %s", bearer);
+		char *s = pk_sb_finish(&h, NULL);
+		r->headers = curl_slist_append(r->headers, s);
+		free(s);
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
 
@@ -268,7 +269,7 @@ struct pk_kube_req *pk_kube_request(struct pk_kube *k, const char *method, const
                                     pk_kube_done_fn done, void *ud)
 {
 	char *url = api_url(k, path);
-	struct pk_kube_req *r = start(k, method, url, true, content_type, body, body_len,
+	struct pk_kube_req *r = start(k, method, url, true, content_type, body, body_len, NULL,
 	                              PK_KUBE_REQUEST_TIMEOUT_MS, done, ud);
 	free(url);
 	return r;
@@ -276,17 +277,18 @@ struct pk_kube_req *pk_kube_request(struct pk_kube *k, const char *method, const
 
 struct pk_kube_req *pk_kube_request_url(struct pk_kube *k, const char *method, const char *url,
                                         const char *content_type, const char *body, size_t body_len,
-                                        uint64_t timeout_ms, pk_kube_done_fn done, void *ud)
+                                        const char *bearer, uint64_t timeout_ms,
+                                        pk_kube_done_fn done, void *ud)
 {
-	return start(k, method, url, false, content_type, body, body_len, (long)timeout_ms, done,
-	             ud);
+	return start(k, method, url, false, content_type, body, body_len, bearer, (long)timeout_ms,
+	             done, ud);
 }
 
 struct pk_kube_req *pk_kube_watch(struct pk_kube *k, const char *path, pk_kube_data_fn data,
                                   pk_kube_done_fn done, void *ud)
 {
 	char *url = api_url(k, path);
-	struct pk_kube_req *r = start(k, "GET", url, true, NULL, NULL, 0, 0, done, ud);
+	struct pk_kube_req *r = start(k, "GET", url, true, NULL, NULL, 0, NULL, 0, done, ud);
 	free(url);
 	if (r) {
 		r->watch = true;

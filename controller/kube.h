@@ -51,10 +51,12 @@ struct pk_kube_req *pk_kube_request(struct pk_kube *k, const char *method, const
                                     const char *content_type, const char *body, size_t body_len,
                                     pk_kube_done_fn done, void *ud);
 /* Same, to any URL (the nodes' admin ports), without the apiserver's
- * credentials. */
+ * credentials; bearer (may be NULL) is sent as "Authorization: Bearer
+ * <bearer>" (the member push's proof). */
 struct pk_kube_req *pk_kube_request_url(struct pk_kube *k, const char *method, const char *url,
                                         const char *content_type, const char *body, size_t body_len,
-                                        uint64_t timeout_ms, pk_kube_done_fn done, void *ud);
+                                        const char *bearer, uint64_t timeout_ms,
+                                        pk_kube_done_fn done, void *ud);
 /* A watch: GET path; 200 bodies stream to data, anything else is buffered
  * and given to done with its status. */
 struct pk_kube_req *pk_kube_watch(struct pk_kube *k, const char *path, pk_kube_data_fn data,

@@ -9,8 +9,10 @@
 #include <time.h>
 
 #include "backoff.h"
+#include "cluster_key.h"
 #include "controller.h"
 #include "log.h"
+#include "reconcile.h"
 #include "strbuf.h"
 
 /* Clusters tracked at once; a cluster past this is not pushed to (and
@@ -397,24 +399,29 @@ static void push_done(void *ud, long status, const char *body, size_t len, const
 	free(ps);
 }
 
-/* Send the cluster's set to node n. Returns false when no request could be
- * queued (retried at the next tick). */
-static bool push(struct pk_peers *p, struct cluster *cl, struct node *n, uint64_t now)
+/* Send the cluster's set to node n, with a proof signed with the cluster's
+ * key (key_len bytes; a new one per push, valid PK_PUSH_PROOF_TTL_S).
+ * Returns false when no request could be queued (retried at the next
+ * tick). */
+static bool push(struct pk_peers *p, struct cluster *cl, struct node *n, uint64_t now,
+                 const char *key, size_t key_len)
 {
 	struct pk_sb b = {0};
 	pk_sb_printf(&b, "{\"cluster\":\"%s\",\"generation\":%llu,\"members\":%s}", cl->key,
 	             (unsigned long long)cl->generation, cl->members_json);
 	size_t len;
-	char *body = pk_sb_finish(&b, &len);      /* owned here */
-	struct push *ps = calloc(1, sizeof(*ps)); /* owner: push_done */
+	char *body = pk_sb_finish(&b, &len);                            /* owned here */
+	struct push *ps = calloc(1, sizeof(*ps));                       /* owner: push_done */
+	char *proof = pk_push_proof(key, key_len, (int64_t)time(NULL)); /* owned here */
 	if (ps) {
 		ps->cl = cl;
 		ps->node = n;
 		ps->p = p;
 		snprintf(ps->url, sizeof(ps->url), "%s", n->url);
 		ps->req = pk_kube_request_url(p->c->kube, "PUT", ps->url, "application/json", body,
-		                              len, PK_PEERS_PUSH_TIMEOUT_MS, push_done, ps);
+		                              len, proof, PK_PEERS_PUSH_TIMEOUT_MS, push_done, ps);
 	}
+	free(proof);
 	free(body);
 	if (!ps || !ps->req) {
 		free(ps);
@@ -469,6 +476,15 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 		}
 		if (!leader || !cl->members_json)
 			continue;
+		/* Signed with the cluster's key, which the reconcile reads: none
+		 * yet (just became leader) or none to be had (a user's Secret
+		 * missing) means no push. The loop turns at least once a second
+		 * and after every reconcile, so a key that arrives is used at
+		 * once; nodes that were due stay due. */
+		size_t key_len;
+		const char *key = pk_reconciler_cluster_key(c->rec, cl->key, &key_len);
+		if (!key)
+			continue;
 		for (size_t i = 0; i < cl->nmembers; i++) {
 			struct node *n = &cl->nodes[i];
 			if (n->inflight)
@@ -479,7 +495,7 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 					full = true;
 					continue;
 				}
-				if (push(p, cl, n, now_ms))
+				if (push(p, cl, n, now_ms, key, key_len))
 					continue;
 				due = n->next_ms;
 			}

@@ -8,7 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "backoff.h"
+#include "buf.h"
+#include "cluster_key.h"
 #include "controller.h"
 #include "jsonutil.h"
 #include "log.h"
@@ -23,9 +27,18 @@
 #define NOT_READY_REQUEUE_MS 15000
 
 enum child { CH_CONFIGMAP, CH_PEERS_SVC, CH_CLIENT_SVC, CH_STS, CH_PDB, CH_COUNT };
-/* Request slots of a job: one per child, then the status write and the two
- * reads that explain missing or failing pods. */
-enum { SLOT_STATUS = CH_COUNT, SLOT_PODS, SLOT_EVENTS, NSLOTS };
+/* Request slots of a job: one per child, then the status write, the two
+ * reads that explain missing or failing pods, and the cluster key's Secret
+ * (read, or created). */
+enum { SLOT_STATUS = CH_COUNT, SLOT_PODS, SLOT_EVENTS, SLOT_KEY, NSLOTS };
+
+/* Degraded's reasons when the cluster key cannot be had: the Secret (or its
+ * key) is not there, or holds what no node would load. */
+#define REASON_KEY_MISSING "KeySecretMissing"
+#define REASON_KEY_INVALID "KeySecretInvalid"
+
+/* Where the key step of a job is. */
+enum key_phase { KEY_GET, KEY_CREATE, KEY_REGET };
 
 static const struct {
 	const char *kind;
@@ -50,6 +63,7 @@ struct call {
 	bool is_delete;
 	bool is_status;
 	bool is_diag; /* the pods or events read (SLOT_PODS, SLOT_EVENTS) */
+	bool is_key;  /* the cluster key's Secret (SLOT_KEY) */
 	char name[256];
 };
 
@@ -66,15 +80,36 @@ struct job {
 	struct json_object *pods;      /* owned: the cluster's Pods (items), or NULL */
 	struct json_object *events;    /* owned: the StatefulSet's FailedCreate Events, or NULL */
 	char err[512];
+	/* Degraded's reason for err when it is not ReconcileFailed (a static
+	 * string); such a reconcile is retried every NOT_READY_REQUEUE_MS, not
+	 * with the error backoff: what it waits for (a user's Secret) is
+	 * nothing the controller watches. */
+	const char *err_reason;
+	struct pk_render rd; /* owned: rendered at the start, applied once the key is known */
+	enum key_phase key_phase;
+	char *new_key; /* owned: the key of the Secret being created (cleansed on free) */
+	size_t new_key_len;
 	struct call calls[NSLOTS];
 	struct pk_kube_req *reqs[NSLOTS];
 	struct job *next;
+};
+
+/* The cluster key of a PikoCluster, as this leader last read (or created)
+ * it: what its pushes are signed with, and what re-creates a deleted
+ * NAME-cluster-key so the running nodes keep theirs. */
+struct ckey {
+	char cluster[512]; /* "ns/name" */
+	char *key;         /* owned: key_len bytes and a NUL, cleansed on free */
+	size_t key_len;
+	bool generated; /* from NAME-cluster-key, not a user's Secret */
+	struct ckey *next;
 };
 
 struct pk_reconciler {
 	struct pk_ctrl *c;
 	struct job *jobs; /* owned */
 	size_t njobs;
+	struct ckey *keys; /* owned */
 	/* "ns/name" -> the last error reported as an Event: a failing cluster
 	 * is retried with backoff, and one Warning per distinct error is enough
 	 * (an Event per retry would flood etcd). Owned. */
@@ -95,10 +130,70 @@ struct pk_reconciler *pk_reconciler_new(struct pk_ctrl *c)
 	return r;
 }
 
+static void key_free(char *key, size_t len)
+{
+	if (key)
+		OPENSSL_cleanse(key, len);
+	free(key);
+}
+
+static struct ckey *key_find(const struct pk_reconciler *r, const char *cluster)
+{
+	for (struct ckey *k = r->keys; k; k = k->next)
+		if (!strcmp(k->cluster, cluster))
+			return k;
+	return NULL;
+}
+
+/* Remember key (copied) as cluster's. */
+static void key_set(struct pk_reconciler *r, const char *cluster, const char *key, size_t len,
+                    bool generated)
+{
+	struct ckey *k = key_find(r, cluster);
+	if (!k) {
+		k = pk_xmalloc(sizeof(*k)); /* owner: r->keys */
+		memset(k, 0, sizeof(*k));
+		snprintf(k->cluster, sizeof(k->cluster), "%s", cluster);
+		k->next = r->keys;
+		r->keys = k;
+	} else if (k->key_len == len && !memcmp(k->key, key, len)) {
+		k->generated = generated;
+		return;
+	}
+	key_free(k->key, k->key_len);
+	k->key = pk_xmalloc(len + 1);
+	memcpy(k->key, key, len);
+	k->key[len] = '\0';
+	k->key_len = len;
+	k->generated = generated;
+}
+
+static void key_forget(struct pk_reconciler *r, const char *cluster)
+{
+	for (struct ckey **pp = &r->keys; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->cluster, cluster)) {
+			struct ckey *k = *pp;
+			*pp = k->next;
+			key_free(k->key, k->key_len);
+			free(k);
+			return;
+		}
+}
+
+const char *pk_reconciler_cluster_key(const struct pk_reconciler *r, const char *cluster,
+                                      size_t *len)
+{
+	const struct ckey *k = r ? key_find(r, cluster) : NULL;
+	*len = k ? k->key_len : 0;
+	return k ? k->key : NULL;
+}
+
 static void job_free(struct job *j)
 {
 	for (size_t i = 0; i < NSLOTS; i++)
 		pk_kube_cancel(j->reqs[i]);
+	pk_render_free(&j->rd);
+	key_free(j->new_key, j->new_key_len);
 	json_object_put(j->cluster);
 	json_object_put(j->sts_fresh);
 	json_object_put(j->pods);
@@ -114,6 +209,12 @@ void pk_reconciler_free(struct pk_reconciler *r)
 		struct job *j = r->jobs;
 		r->jobs = j->next;
 		job_free(j);
+	}
+	while (r->keys) {
+		struct ckey *k = r->keys;
+		r->keys = k->next;
+		key_free(k->key, k->key_len);
+		free(k);
 	}
 	json_object_put(r->last_err);
 	free(r);
@@ -161,16 +262,25 @@ static void job_end(struct job *j)
 	if (j->err[0]) {
 		pk_metric_add(c->m_reconcile_errors, lv, 1);
 		pk_log(PK_LOG_WARN, "reconcile", "reconcile failed", "cluster", j->key, "error",
-		       j->err, NULL);
+		       j->err, "reason", j->err_reason ? j->err_reason : "ReconcileFailed", NULL);
 		struct json_object *last;
 		if (j->cluster && (!json_object_object_get_ex(r->last_err, j->key, &last) ||
 		                   strcmp(json_object_get_string(last), j->err) != 0)) {
-			pk_ctrl_event(c, j->cluster, "Warning", "ReconcileFailed", "Reconcile",
-			              j->err);
+			pk_ctrl_event(c, j->cluster, "Warning",
+			              j->err_reason ? j->err_reason : "ReconcileFailed",
+			              "Reconcile", j->err);
 			json_object_object_add(r->last_err, j->key, json_object_new_string(j->err));
 		}
 		pk_wq_done(c->wq, j->key, now);
-		pk_wq_add_rate_limited(c->wq, j->key, now);
+		if (j->err_reason) {
+			/* Waiting for the user (a Secret to create or fix), which
+			 * no watch reports: look again soon, never back off to
+			 * minutes. */
+			pk_wq_forget(c->wq, j->key);
+			pk_wq_add_after(c->wq, j->key, NOT_READY_REQUEUE_MS, now);
+		} else {
+			pk_wq_add_rate_limited(c->wq, j->key, now);
+		}
 	} else {
 		pk_wq_done(c->wq, j->key, now);
 		pk_wq_forget(c->wq, j->key);
@@ -235,8 +345,9 @@ static bool write_status(struct job *j)
 	}
 	char now[40];
 	pk_ctrl_now_rfc3339(now, sizeof(now));
-	struct json_object *st = pk_status_compute(j->cluster, sts, slices, nslices, j->pods,
-	                                           j->events, j->err[0] ? j->err : NULL, now);
+	struct json_object *st =
+	    pk_status_compute(j->cluster, sts, slices, nslices, j->pods, j->events,
+	                      j->err[0] ? j->err : NULL, j->err[0] ? j->err_reason : NULL, now);
 	if (!st)
 		return false;
 	const char *ready = ready_status(st);
@@ -339,6 +450,8 @@ static void advance(struct job *j)
 	job_end(j);
 }
 
+static void key_done(struct job *j, long status, const char *body, const char *err);
+
 static void call_done(void *ud, long status, const char *body, size_t len, const char *err)
 {
 	struct call *call = ud;
@@ -348,6 +461,10 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	size_t slot = (size_t)(call - j->calls);
 	j->reqs[slot] = NULL;
 	j->pending--;
+	if (call->is_key) {
+		key_done(j, status, body, err);
+		return;
+	}
 	const char *what = call->is_status || call->is_diag ? "status" : children[call->ch].kind;
 	bool ok = status >= 200 && status < 300;
 	if (call->is_delete && status == 404)
@@ -401,6 +518,235 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	advance(j);
 }
 
+/* Apply each child that differs from its live copy; the StatefulSet only
+ * when the key is known (have_key: pk_render_set_key was called). */
+static void apply_children(struct job *j, bool have_key)
+{
+	struct pk_ctrl *c = j->r->c;
+	struct json_object *desired[CH_COUNT] = {j->rd.configmap, j->rd.peers_svc, j->rd.client_svc,
+	                                         j->rd.sts, j->rd.pdb};
+	for (int ch = 0; ch < CH_COUNT; ch++) {
+		struct call *call = &j->calls[ch];
+		call->ch = (enum child)ch;
+		char coll[400], path[800];
+		snprintf(coll, sizeof(coll), children[ch].collection, j->ns);
+		if (!desired[ch]) {
+			/* Only the PDB is optional: delete ours if one is left over. */
+			snprintf(call->name, sizeof(call->name), "%s", j->name);
+			struct json_object *live =
+			    pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
+			if (!live)
+				continue;
+			const char *uid = pk_object_str(j->cluster, "metadata.uid");
+			struct json_object *refs;
+			bool ours = false;
+			if (json_object_object_get_ex(json_object_object_get(live, "metadata"),
+			                              "ownerReferences", &refs))
+				for (size_t i = 0; i < json_object_array_length(refs); i++) {
+					const char *u = pk_object_str(
+					    json_object_array_get_idx(refs, i), "uid");
+					ours = ours || (u && uid && !strcmp(u, uid));
+				}
+			if (!ours)
+				continue;
+			call->is_delete = true;
+			snprintf(path, sizeof(path), "%s/%s", coll, call->name);
+			send(j, (size_t)ch, "DELETE", path, NULL, NULL);
+			continue;
+		}
+		if (ch == CH_STS && !have_key)
+			continue; /* without the key's hash it would roll the pods */
+		const char *name = pk_object_str(desired[ch], "metadata.name");
+		snprintf(call->name, sizeof(call->name), "%s", name ? name : "");
+		struct json_object *live =
+		    pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
+		if (live && pk_json_subset(desired[ch], live))
+			continue; /* it already holds everything we would send: no write */
+		call->created = live == NULL;
+		snprintf(path, sizeof(path), "%s/%s?fieldManager=%s&force=true", coll, call->name,
+		         PK_FIELD_MANAGER);
+		const char *lv[] = {children[ch].kind};
+		pk_metric_add(c->m_applies, lv, 1);
+		send(j, (size_t)ch, "PATCH", path, APPLY_TYPE,
+		     json_object_to_json_string_ext(
+		         desired[ch], JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	}
+	if (j->pending == 0)
+		advance(j);
+}
+
+/* GET the key's Secret (KEY_GET, KEY_REGET) or create NAME-cluster-key with
+ * j->new_key (KEY_CREATE). */
+static void key_request(struct job *j, enum key_phase phase)
+{
+	char path[800];
+	j->key_phase = phase;
+	j->calls[SLOT_KEY].is_key = true;
+	snprintf(j->calls[SLOT_KEY].name, sizeof(j->calls[SLOT_KEY].name), "%s",
+	         j->rd.key_secret_name);
+	if (phase == KEY_CREATE) {
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets?fieldManager=%s", j->ns,
+		         PK_FIELD_MANAGER);
+		/* Created, never applied: a POST fails on an existing Secret
+		 * (409) instead of overwriting the key in it. */
+		send(j, SLOT_KEY, "POST", path, "application/json",
+		     json_object_to_json_string_ext(j->rd.key_secret,
+		                                    JSON_C_TO_STRING_PLAIN |
+		                                        JSON_C_TO_STRING_NOSLASHESCAPE));
+		return;
+	}
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", j->ns,
+	         j->rd.key_secret_name);
+	send(j, SLOT_KEY, "GET", path, NULL, NULL);
+}
+
+/* The key in a Secret's body: data[key_secret_key], decoded and trimmed as
+ * a node trims its key file. Returns the key (owned by the caller, cleansed
+ * by key_free) or NULL with reason and why set. */
+static char *key_of_secret(struct job *j, const char *body, size_t *len, const char **reason,
+                           char *why, size_t whylen)
+{
+	struct json_object *sec = json_tokener_parse(body ? body : "");
+	struct json_object *v = pk_json_field(pk_json_field(sec, "data"), j->rd.key_secret_key);
+	char *key = NULL;
+	*len = 0;
+	*reason = REASON_KEY_MISSING;
+	if (!v || !json_object_is_type(v, json_type_string)) {
+		snprintf(why, whylen, "Secret %s has no key \"%s\"", j->rd.key_secret_name,
+		         j->rd.key_secret_key);
+	} else if (!(key = pk_base64_decode(json_object_get_string(v), len))) {
+		*reason = REASON_KEY_INVALID;
+		snprintf(why, whylen, "Secret %s: key \"%s\" is not base64", j->rd.key_secret_name,
+		         j->rd.key_secret_key);
+	} else {
+		const char *bad;
+		size_t n = pk_cluster_key_trim(key, *len, &bad);
+		if (!n) {
+			*reason = *len ? REASON_KEY_INVALID : REASON_KEY_MISSING;
+			snprintf(why, whylen, "Secret %s: key \"%s\" %s", j->rd.key_secret_name,
+			         j->rd.key_secret_key, bad);
+			key_free(key, *len);
+			key = NULL;
+			*len = 0;
+		} else {
+			*len = n;
+		}
+	}
+	/* The parsed Secret holds the key too: json-c frees it without
+	 * clearing, as it does every response body; the key's own copies are
+	 * cleansed. */
+	json_object_put(sec);
+	return key;
+}
+
+/* The key step's answer: use the Secret's key, create the Secret, or say
+ * why there is no key; then apply the children. */
+static void key_done(struct job *j, long status, const char *body, const char *err)
+{
+	struct pk_reconciler *r = j->r;
+	struct pk_ctrl *c = r->c;
+	const char *sname = j->rd.key_secret_name;
+	struct ckey *mem = key_find(r, j->key);
+	char msg[300];
+	if (status == 0)
+		snprintf(msg, sizeof(msg), "%s", err ? err : "no response");
+	else
+		status_message(body, msg, sizeof(msg));
+
+	if (j->key_phase == KEY_CREATE) {
+		if (status >= 200 && status < 300) {
+			char note[400];
+			bool again = mem && mem->generated;
+			key_set(r, j->key, j->new_key, j->new_key_len, true);
+			snprintf(note, sizeof(note), "%s Secret %s%s",
+			         again ? "re-created" : "created", sname,
+			         again ? " with the key the nodes hold"
+			               : " with a new cluster key");
+			pk_ctrl_event(c, j->cluster, "Normal", "Created", "Create", note);
+			pk_log(PK_LOG_INFO, "reconcile", again ? "re-created" : "created",
+			       "cluster", j->key, "kind", "Secret", "name", sname, NULL);
+			pk_render_set_key(&j->rd, j->new_key, j->new_key_len);
+			apply_children(j, true);
+			return;
+		}
+		if (status == 409) {
+			/* Someone (a previous leader) created it meanwhile: its
+			 * key wins, ours was never used. */
+			key_request(j, KEY_REGET);
+			if (j->pending)
+				return;
+		}
+		set_err(j, "create Secret %s: %ld: %s", sname, status, msg);
+		/* The nodes still hold the key in memory, if any: keep the
+		 * StatefulSet as it is (no apply) and the pushes going. */
+		apply_children(j, false);
+		return;
+	}
+
+	if (status == 200) {
+		size_t len;
+		const char *reason;
+		char why[800];
+		char *key = key_of_secret(j, body, &len, &reason, why, sizeof(why));
+		if (!key) {
+			set_err(j, "%s", why);
+			j->err_reason = reason;
+			if (j->rd.key_user)
+				key_forget(r, j->key); /* no pushes without the user's key */
+			apply_children(j, false);
+			return;
+		}
+		key_set(r, j->key, key, len, !j->rd.key_user);
+		pk_render_set_key(&j->rd, key, len);
+		key_free(key, len);
+		apply_children(j, true);
+		return;
+	}
+	if (status == 404 && j->rd.key_user) {
+		/* Never created for the user: say what is missing, push
+		 * nothing (the nodes would refuse any other key). */
+		set_err(j, "Secret %s (spec.cluster.keySecretRef) not found", sname);
+		j->err_reason = REASON_KEY_MISSING;
+		key_forget(r, j->key);
+		apply_children(j, false);
+		return;
+	}
+	if (status == 404 && j->key_phase == KEY_GET && j->rd.key_secret) {
+		/* Missing: create it, with the key the running nodes hold when
+		 * this controller made (or read) it before, else a new one
+		 * (the pods then roll to it through the key hash). */
+		if (mem && mem->generated) {
+			j->new_key = pk_xmalloc(mem->key_len + 1);
+			memcpy(j->new_key, mem->key, mem->key_len + 1);
+			j->new_key_len = mem->key_len;
+		} else {
+			j->new_key = pk_xmalloc(PK_CLUSTER_KEY_HEX + 1);
+			j->new_key_len = PK_CLUSTER_KEY_HEX;
+			if (pk_cluster_key_generate(j->new_key) != 0) {
+				set_err(j, "create Secret %s: no randomness for a key", sname);
+				apply_children(j, false);
+				return;
+			}
+		}
+		pk_render_set_key(&j->rd, j->new_key, j->new_key_len);
+		key_request(j, KEY_CREATE);
+		if (!j->pending) {
+			set_err(j, "create Secret %s: too many requests in flight", sname);
+			apply_children(j, false);
+		}
+		return;
+	}
+	set_err(j, "get Secret %s: %ld: %s", sname, status, msg);
+	/* A failed read changes nothing: the nodes keep the key this leader
+	 * knows, the pushes too, and the StatefulSet is applied with it. */
+	if (mem) {
+		pk_render_set_key(&j->rd, mem->key, mem->key_len);
+		apply_children(j, true);
+	} else {
+		apply_children(j, false);
+	}
+}
+
 void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 {
 	struct pk_ctrl *c = r->c;
@@ -428,67 +774,23 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 	struct json_object *cluster = pk_informer_get(c->inf[PK_INF_CLUSTERS], j->ns, j->name);
 	if (!cluster || json_object_object_get(json_object_object_get(cluster, "metadata"),
 	                                       "deletionTimestamp")) {
-		/* Gone or going: the garbage collector removes the children. */
+		/* Gone or going: the garbage collector removes the children
+		 * (the generated key's Secret too); its key is of no more use. */
+		key_forget(r, j->key);
 		job_end(j);
 		return;
 	}
 	j->cluster = json_object_get(cluster);
 
-	struct pk_render rd;
 	char err[256];
-	if (pk_render(cluster, &rd, err, sizeof(err)) != 0) {
+	if (pk_render(cluster, &j->rd, err, sizeof(err)) != 0) {
 		set_err(j, "render: %s", err);
 		j->diag_sent = true; /* the error is the reason */
 		advance(j);
 		return;
 	}
-	struct json_object *desired[CH_COUNT] = {rd.configmap, rd.peers_svc, rd.client_svc, rd.sts,
-	                                         rd.pdb};
-	for (int ch = 0; ch < CH_COUNT; ch++) {
-		struct call *call = &j->calls[ch];
-		call->ch = (enum child)ch;
-		char coll[400], path[800];
-		snprintf(coll, sizeof(coll), children[ch].collection, j->ns);
-		if (!desired[ch]) {
-			/* Only the PDB is optional: delete ours if one is left over. */
-			snprintf(call->name, sizeof(call->name), "%s", j->name);
-			struct json_object *live =
-			    pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
-			if (!live)
-				continue;
-			const char *uid = pk_object_str(cluster, "metadata.uid");
-			struct json_object *refs;
-			bool ours = false;
-			if (json_object_object_get_ex(json_object_object_get(live, "metadata"),
-			                              "ownerReferences", &refs))
-				for (size_t i = 0; i < json_object_array_length(refs); i++) {
-					const char *u = pk_object_str(
-					    json_object_array_get_idx(refs, i), "uid");
-					ours = ours || (u && uid && !strcmp(u, uid));
-				}
-			if (!ours)
-				continue;
-			call->is_delete = true;
-			snprintf(path, sizeof(path), "%s/%s", coll, call->name);
-			send(j, (size_t)ch, "DELETE", path, NULL, NULL);
-			continue;
-		}
-		const char *name = pk_object_str(desired[ch], "metadata.name");
-		snprintf(call->name, sizeof(call->name), "%s", name ? name : "");
-		struct json_object *live =
-		    pk_informer_get(c->inf[children[ch].inf], j->ns, call->name);
-		if (live && pk_json_subset(desired[ch], live))
-			continue; /* it already holds everything we would send: no write */
-		call->created = live == NULL;
-		snprintf(path, sizeof(path), "%s/%s?fieldManager=%s&force=true", coll, call->name,
-		         PK_FIELD_MANAGER);
-		const char *lv[] = {children[ch].kind};
-		pk_metric_add(c->m_applies, lv, 1);
-		send(j, (size_t)ch, "PATCH", path, APPLY_TYPE,
-		     json_object_to_json_string_ext(
-		         desired[ch], JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	}
-	pk_render_free(&rd);
+	/* The cluster key first: the pod template carries its hash. */
+	key_request(j, KEY_GET);
 	if (j->pending == 0)
-		advance(j);
+		key_done(j, 0, NULL, "too many requests in flight");
 }

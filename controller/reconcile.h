@@ -5,6 +5,12 @@
  * write the status when it differs. The applies of one reconcile run
  * concurrently; the status is written after all of them returned.
  *
+ * Before the applies, the cluster key: a GET of its Secret (the user's,
+ * spec.cluster.keySecretRef, or NAME-cluster-key, created with a random key
+ * when missing; never written over). The key is kept in memory per cluster
+ * for the pushes (pk_reconciler_cluster_key) and to re-create a deleted
+ * NAME-cluster-key with the key the nodes hold.
+ *
  * A reconcile runs for a key the work queue handed out; when it ends it
  * calls pk_wq_done, and on failure requeues the key with backoff.
  */
@@ -22,6 +28,12 @@ void pk_reconciler_free(struct pk_reconciler *r);
 
 /* Start reconciling key ("ns/name"), which the caller got from pk_wq_get. */
 void pk_reconcile_start(struct pk_reconciler *r, const char *key);
+
+/* The cluster key of PikoCluster "ns/name" (len bytes), as the last
+ * reconcile read or created it, or NULL (not read yet, or missing: then no
+ * push is signed for it). Borrowed until the next reconcile of it. */
+const char *pk_reconciler_cluster_key(const struct pk_reconciler *r, const char *cluster,
+                                      size_t *len);
 
 /* Reconciles in flight. */
 size_t pk_reconcile_running(const struct pk_reconciler *r);

@@ -46,18 +46,26 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster_key.h"
 #include "config.h"
 #include "jsonutil.h"
 #include "strbuf.h"
 
 #define CONFIG_PATH "/etc/piko/server.yaml"
 #define TLS_DIR "/etc/piko/tls"
+/* The cluster key: a Secret volume with one file, readable by the group
+ * only (owner root, group the pod's fsGroup 65532, mode 0440: the server
+ * runs as 65532:65532 and reads it; nobody else in the container can). */
+#define CLUSTER_KEY_DIR "/etc/piko/cluster-key"
+#define CLUSTER_KEY_FILE "key"
+#define CLUSTER_KEY_MODE 0440
 /* The kubelet removes the pod from endpoints while this runs, before
  * SIGTERM starts the drain. */
 #define PRESTOP_SLEEP_S 5
@@ -129,6 +137,9 @@ struct spec {
 	struct port_tls tls[NPORTS];
 	const char *svc_type;
 	struct json_object *svc_annotations; /* NULL when unset */
+	/* The cluster key's Secret and its key: spec.cluster.keySecretRef, else
+	 * NAME-cluster-key (generated) and "key". */
+	const char *key_secret_user, *key_secret_key; /* NULL user: generated */
 	int has_min_available;
 	int64_t min_available;
 };
@@ -378,7 +389,7 @@ static int read_spec(struct json_object *cluster, struct spec *s, char *err, siz
 		snprintf(err, errlen, "PikoCluster: want an object");
 		return -1;
 	}
-	struct json_object *meta, *spec, *server, *auth, *tls, *svc, *pdb;
+	struct json_object *meta, *spec, *server, *auth, *tls, *svc, *pdb, *cluster_blk, *kref;
 	if (opt_object(cluster, "metadata", "metadata", &meta, err, errlen) == -1 ||
 	    opt_string(meta, "name", "metadata.name", NULL, &s->name, err, errlen) == -1 ||
 	    opt_string(meta, "namespace", "metadata.namespace", NULL, &s->ns, err, errlen) == -1 ||
@@ -481,6 +492,36 @@ static int read_spec(struct json_object *cluster, struct spec *s, char *err, siz
 	    opt_int(pdb, "minAvailable", "spec.podDisruptionBudget.minAvailable", 0,
 	            &s->min_available, &s->has_min_available, err, errlen) == -1)
 		return -1;
+
+	if (opt_object(spec, "cluster", "spec.cluster", &cluster_blk, err, errlen) == -1 ||
+	    opt_object(cluster_blk, "keySecretRef", "spec.cluster.keySecretRef", &kref, err,
+	               errlen) == -1 ||
+	    opt_string(kref, "name", "spec.cluster.keySecretRef.name", NULL, &s->key_secret_user,
+	               err, errlen) == -1 ||
+	    opt_string(kref, "key", "spec.cluster.keySecretRef.key", "key", &s->key_secret_key, err,
+	               errlen) == -1)
+		return -1;
+	if (kref && (!s->key_secret_user || !*s->key_secret_user || !*s->key_secret_key)) {
+		snprintf(err, errlen,
+		         "spec.cluster.keySecretRef: needs a name (and a non-empty key)");
+		return -1;
+	}
+	/* The CRD's patterns, checked again: the name goes into a request
+	 * path, and both into the pod's volume. */
+	if (s->key_secret_user &&
+	    (strlen(s->key_secret_user) > 253 ||
+	     strspn(s->key_secret_user, "abcdefghijklmnopqrstuvwxyz0123456789.-") !=
+	         strlen(s->key_secret_user))) {
+		snprintf(err, errlen, "spec.cluster.keySecretRef.name: not a Secret name");
+		return -1;
+	}
+	if (strlen(s->key_secret_key) > 253 ||
+	    strspn(s->key_secret_key,
+	           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+	        strlen(s->key_secret_key)) {
+		snprintf(err, errlen, "spec.cluster.keySecretRef.key: not a Secret key");
+		return -1;
+	}
 	return 0;
 }
 
@@ -626,6 +667,10 @@ static char *server_yaml(const struct spec *s, char *err, size_t errlen)
 	if (yaml_quote(&b, join) == -1)
 		goto fail;
 	pk_sb_put(&b, "\n", 1);
+	/* The cluster key, mounted from its Secret (never in the ConfigMap):
+	 * links, hellos and member pushes must prove they hold it. */
+	pk_sb_str(&b, "  auth:\n");
+	yaml_kv(&b, 2, "key_file", CLUSTER_KEY_DIR "/" CLUSTER_KEY_FILE);
 	yaml_kv(&b, 0, "grace_period", s->grace);
 	return pk_sb_finish(&b, NULL);
 fail:
@@ -900,6 +945,7 @@ static struct json_object *render_container(const struct spec *s)
 	add(c, "resources", resources(s));
 
 	push(mounts, mount("config", CONFIG_PATH, "server.yaml"));
+	push(mounts, mount("cluster-key", CLUSTER_KEY_DIR, NULL));
 	for (int p = 0; p < NPORTS; p++) {
 		char vname[32], path[64];
 		if (!s->tls[p].secret)
@@ -949,6 +995,19 @@ static struct json_object *render_volumes(const struct spec *s)
 	add(cfg, "name", jstr("config"));
 	add(cfg, "configMap", cm);
 	push(vols, cfg);
+	char key_secret[PK_RENDER_MAX_NAME + 16];
+	const char *key_item = s->key_secret_key;
+	if (s->key_secret_user)
+		snprintf(key_secret, sizeof(key_secret), "%s", s->key_secret_user);
+	else
+		pk_render_child_name(s->name, PK_CLUSTER_KEY_SECRET_SUFFIX, key_secret,
+		                     sizeof(key_secret));
+	struct json_object *kv = secret_volume("cluster-key", key_secret, &key_item, 1);
+	/* One file named "key", whatever the Secret's key is called. */
+	add(json_object_array_get_idx(pk_json_field(pk_json_field(kv, "secret"), "items"), 0),
+	    "path", jstr(CLUSTER_KEY_FILE));
+	add(pk_json_field(kv, "secret"), "defaultMode", jint(CLUSTER_KEY_MODE));
+	push(vols, kv);
 	for (int p = 0; p < NPORTS; p++) {
 		char vname[32];
 		if (!s->tls[p].secret)
@@ -1039,6 +1098,21 @@ int pk_render(struct json_object *cluster, struct pk_render *out, char *err, siz
 	out->client_svc = render_client_svc(&s);
 	out->sts = render_sts(&s, out->config_hash);
 	out->pdb = s.replicas > 1 ? render_pdb(&s) : NULL;
+	out->key_user = s.key_secret_user != NULL;
+	if (s.key_secret_user)
+		snprintf(out->key_secret_name, sizeof(out->key_secret_name), "%s",
+		         s.key_secret_user);
+	else
+		pk_render_child_name(s.name, PK_CLUSTER_KEY_SECRET_SUFFIX, out->key_secret_name,
+		                     sizeof(out->key_secret_name));
+	snprintf(out->key_secret_key, sizeof(out->key_secret_key), "%s", s.key_secret_key);
+	if (!s.key_secret_user) {
+		/* Created once (POST), never applied over: the key in it is
+		 * the cluster's, and rewriting it would cut every node off. */
+		out->key_secret = object(&s, "v1", "Secret", PK_CLUSTER_KEY_SECRET_SUFFIX);
+		add(out->key_secret, "type", jstr("Opaque"));
+		add(out->key_secret, "immutable", jbool(1));
+	}
 	return 0;
 }
 
@@ -1049,6 +1123,7 @@ void pk_render_free(struct pk_render *r)
 	json_object_put(r->client_svc);
 	json_object_put(r->sts);
 	json_object_put(r->pdb);
+	json_object_put(r->key_secret);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -1067,4 +1142,23 @@ void pk_render_child_name(const char *name, const char *suffix, char *buf, size_
 		snprintf(buf, len, "%s-%s", name, suffix);
 	else
 		snprintf(buf, len, "%s", name);
+}
+
+void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len)
+{
+	char hash[PK_CLUSTER_KEY_HASH_HEX + 1];
+	pk_cluster_key_hash(key, key_len, hash);
+	struct json_object *ann = pk_json_field(
+	    pk_json_field(pk_json_field(pk_json_field(r->sts, "spec"), "template"), "metadata"),
+	    "annotations");
+	if (ann)
+		add(ann, PK_CLUSTER_KEY_HASH_ANNOTATION, jstr(hash));
+	if (r->key_secret) {
+		char *b64 = pk_base64_encode(key, key_len); /* owned here */
+		struct json_object *data = jobj();
+		add(data, r->key_secret_key, jstr(b64));
+		add(r->key_secret, "data", data);
+		OPENSSL_cleanse(b64, strlen(b64));
+		free(b64);
+	}
 }

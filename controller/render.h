@@ -14,6 +14,7 @@
 #define PK_RENDER_H
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Written by server-side apply under this field manager. */
@@ -22,6 +23,12 @@
 #define PK_KIND "PikoCluster"
 /* Pod-template annotation: SHA-256 (hex) of server.yaml. */
 #define PK_CONFIG_HASH_ANNOTATION "piko.dev/config-hash"
+/* Pod-template annotation: a short hash of the cluster key
+ * (pk_cluster_key_hash), so a new key rolls the pods (a Secret volume's file
+ * is re-read by no node). */
+#define PK_CLUSTER_KEY_HASH_ANNOTATION "piko.dev/cluster-key-hash"
+/* The generated cluster-key Secret: NAME-cluster-key. */
+#define PK_CLUSTER_KEY_SECRET_SUFFIX "cluster-key"
 /* Longest PikoCluster name we render for: the StatefulSet controller labels
  * each pod controller-revision-hash=NAME-<10 chars>, a label value of at
  * most 63 characters, so a longer StatefulSet name can never create pods. */
@@ -34,6 +41,15 @@ struct pk_render {
 	 * them. pdb is NULL when replicas <= 1 (the caller deletes it). */
 	struct json_object *configmap, *peers_svc, *client_svc, *sts, *pdb;
 	char config_hash[65]; /* sha256 hex of server.yaml */
+	/* The cluster key's Secret, mounted into the pods: the user's
+	 * (spec.cluster.keySecretRef, key_user true) or NAME-cluster-key, and
+	 * the key in it that holds the cluster key. */
+	bool key_user;
+	char key_secret_name[254], key_secret_key[254];
+	/* The Secret to create when it is missing (type Opaque, immutable, no
+	 * data until pk_render_set_key), NULL with key_user: the controller
+	 * never writes a user's Secret. */
+	struct json_object *key_secret;
 };
 
 /* Render a PikoCluster as read from the API (apiVersion, kind,
@@ -46,6 +62,13 @@ struct pk_render {
  * (the CRD refuses it too: the readiness probe could not pass it). Returns 0
  * with *out filled otherwise. cluster is borrowed. */
 int pk_render(struct json_object *cluster, struct pk_render *out, char *err, size_t errlen);
+
+/* With the cluster key known (key_len bytes, as the nodes load it): the
+ * StatefulSet's pod template gets PK_CLUSTER_KEY_HASH_ANNOTATION, and
+ * key_secret (when there is one) its data. Call once; the StatefulSet is
+ * never applied without it (the annotation would be dropped, rolling the
+ * pods). */
+void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len);
 
 /* Put every object and zero the struct (safe on a zeroed or freed one). */
 void pk_render_free(struct pk_render *r);

@@ -385,7 +385,8 @@ static void pods_failing(struct json_object *pods, struct degraded *d)
 struct json_object *pk_status_compute(struct json_object *cluster, struct json_object *sts,
                                       struct json_object *const *slices, size_t nslices,
                                       struct json_object *pods, struct json_object *events,
-                                      const char *reconcile_error, const char *now_rfc3339)
+                                      const char *reconcile_error, const char *error_reason,
+                                      const char *now_rfc3339)
 {
 	const char *name = str_or(path2(cluster, "metadata", "name"), NULL);
 	const char *ns = str_or(path2(cluster, "metadata", "namespace"), NULL);
@@ -416,7 +417,8 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
 	}
 	if (reconcile_error)
 		json_object_array_add(
-		    conds, condition(cluster, "Degraded", 1, "ReconcileFailed",
+		    conds, condition(cluster, "Degraded", 1,
+		                     error_reason ? error_reason : "ReconcileFailed",
 		                     *reconcile_error ? reconcile_error : "reconcile failed",
 		                     generation, now));
 	else if (dg.reason)

@@ -38,6 +38,8 @@
  *    the PodSecurity or quota refusal); it wins over the pods;
  *  - reconcile_error: NULL, or the last reconcile's error (Degraded True,
  *    ReconcileFailed; wins over both above);
+ *  - error_reason: NULL, or Degraded's reason for reconcile_error instead of
+ *    ReconcileFailed (e.g. KeySecretMissing);
  *  - now_rfc3339: the wall clock, e.g. "2026-11-29T23:00:00Z".
  * status.replicas is the StatefulSet's status.replicas (the pods that
  * exist; 0 without one), as the scale subresource reads it.
@@ -45,7 +47,8 @@
 struct json_object *pk_status_compute(struct json_object *cluster, struct json_object *sts,
                                       struct json_object *const *slices, size_t nslices,
                                       struct json_object *pods, struct json_object *events,
-                                      const char *reconcile_error, const char *now_rfc3339);
+                                      const char *reconcile_error, const char *error_reason,
+                                      const char *now_rfc3339);
 
 /* 1 if the PikoCluster's current .status already equals computed's .status
  * field by field (pk_json_equal: a missing array equals an empty one, a

@@ -328,7 +328,14 @@ can yes watch endpointslices.discovery.k8s.io --all-namespaces
 can yes create events.events.k8s.io -n apps
 can yes update leases.coordination.k8s.io -n "$NS"
 can no update leases.coordination.k8s.io -n apps
-can no get secrets -n apps
+# Secrets: the cluster key's, read by name and created; nothing else.
+can yes get secrets -n apps
+can yes create secrets -n apps
+can no list secrets -n apps
+can no watch secrets -n apps
+can no update secrets -n apps
+can no patch secrets -n apps
+can no delete secrets -n apps
 # Pods and core Events: list only (why a cluster is Degraded).
 can yes list pods -n apps
 can no watch pods -n apps

@@ -259,7 +259,14 @@ if [ $crd_ok = 1 ]; then
 	can yes create events -n default
 	can yes update leases.coordination.k8s.io -n piko-system
 	can no update leases.coordination.k8s.io -n default
-	can no get secrets -n default
+	# Secrets: the cluster key's, read by name and created; nothing else.
+	can yes get secrets -n default
+	can yes create secrets -n default
+	can no list secrets -n default
+	can no watch secrets -n default
+	can no update secrets -n default
+	can no patch secrets -n default
+	can no delete secrets -n default
 	# Pods and Events are listed (why a cluster is Degraded), nothing more.
 	can yes list pods -n default
 	can no get pods -n default

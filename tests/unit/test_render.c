@@ -15,10 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "cluster_auth.h"
+#include "cluster_key.h"
 #include "config.h"
 #include "jsonutil.h"
 #include "render.h"
@@ -59,7 +62,8 @@ static const char *const full_json =
     "\"service\":{\"type\":\"LoadBalancer\",\"annotations\":{"
     "\"service.beta.kubernetes.io/aws-load-balancer-type\":\"nlb\","
     "\"example.com/team\":\"edge\"}},"
-    "\"podDisruptionBudget\":{\"minAvailable\":3}}}";
+    "\"podDisruptionBudget\":{\"minAvailable\":3},"
+    "\"cluster\":{\"keySecretRef\":{\"name\":\"tunnels-key\",\"key\":\"cluster.key\"}}}}";
 
 /* One node, admin TLS (HTTPS probes), no PDB. */
 static const char *const single_json =
@@ -154,8 +158,14 @@ static void check_golden(const char *name, const char *json)
 {
 	struct pk_render r;
 	render_ok(json, &r);
+	/* The goldens' cluster key: any text, as a user's Secret may hold. */
+	pk_render_set_key(&r, "golden-cluster-key", strlen("golden-cluster-key"));
 	struct json_object *all = json_object_new_object();
 	json_object_object_add(all, "config_hash", json_object_new_string(r.config_hash));
+	json_object_object_add(all, "key_secret_name", json_object_new_string(r.key_secret_name));
+	json_object_object_add(all, "key_secret_key", json_object_new_string(r.key_secret_key));
+	json_object_object_add(all, "key_user", json_object_new_boolean(r.key_user));
+	json_object_object_add(all, "key_secret", json_object_get(r.key_secret));
 	json_object_object_add(all, "configmap", json_object_get(r.configmap));
 	json_object_object_add(all, "peers_svc", json_object_get(r.peers_svc));
 	json_object_object_add(all, "client_svc", json_object_get(r.client_svc));
@@ -595,6 +605,154 @@ static void test_server_accepts(void **state)
 }
 
 /* Every env var an arg names is defined, from the Secret the spec names. */
+/* The cluster key: NAME-cluster-key (or the user's Secret) mounted as one
+ * file the pod's group reads, named in server.yaml, its hash on the pod
+ * template; the generated Secret is created with it, owned and labelled. */
+static void test_cluster_key(void **state)
+{
+	(void)state;
+	struct pk_render r;
+	struct pk_server_config cfg;
+	render_ok(minimal_json, &r);
+	assert_false(r.key_user);
+	assert_string_equal(r.key_secret_name, "web-cluster-key");
+	assert_string_equal(r.key_secret_key, "key");
+	struct json_object *pod = get(r.sts, "spec.template.spec");
+	assert_string_equal(gets(pod, "volumes[1].name"), "cluster-key");
+	assert_string_equal(gets(pod, "volumes[1].secret.secretName"), "web-cluster-key");
+	assert_string_equal(gets(pod, "volumes[1].secret.items[0].key"), "key");
+	assert_string_equal(gets(pod, "volumes[1].secret.items[0].path"), "key");
+	/* Owner root, group the fsGroup (65532, the server's gid): 0440. */
+	assert_int_equal(json_object_get_int(get(pod, "volumes[1].secret.defaultMode")), 0440);
+	assert_int_equal(json_object_get_int(get(pod, "securityContext.fsGroup")), 65532);
+	assert_string_equal(gets(pod, "containers[0].volumeMounts[1].name"), "cluster-key");
+	assert_string_equal(gets(pod, "containers[0].volumeMounts[1].mountPath"),
+	                    "/etc/piko/cluster-key");
+	assert_true(json_object_get_boolean(get(pod, "containers[0].volumeMounts[1].readOnly")));
+	assert_null(get(pod, "containers[0].volumeMounts[1].subPath"));
+	load_server(&r, &cfg);
+	assert_string_equal(cfg.cluster.auth.key_file, "/etc/piko/cluster-key/key");
+	assert_null(cfg.cluster.auth.key);
+	pk_config_free(pk_server_opts, &cfg);
+
+	/* Before the key is known: no hash, a Secret without data. */
+	assert_null(get(r.sts, "spec.template.metadata.annotations.piko\\.dev/cluster-key-hash"));
+	assert_null(get(r.key_secret, "data"));
+	assert_string_equal(gets(r.key_secret, "kind"), "Secret");
+	assert_string_equal(gets(r.key_secret, "metadata.name"), "web-cluster-key");
+	assert_string_equal(gets(r.key_secret, "metadata.namespace"), "edge");
+	assert_string_equal(gets(r.key_secret, "metadata.labels.app\\.kubernetes\\.io/managed-by"),
+	                    "piko-controller");
+	assert_string_equal(gets(r.key_secret, "metadata.ownerReferences[0].uid"),
+	                    "0b7c6e8e-4a5d-4d0e-9a44-5c2b1f1d2a01");
+	assert_true(
+	    json_object_get_boolean(get(r.key_secret, "metadata.ownerReferences[0].controller")));
+	assert_true(json_object_get_boolean(get(r.key_secret, "immutable")));
+
+	char key[PK_CLUSTER_KEY_HEX + 1], hash[PK_CLUSTER_KEY_HASH_HEX + 1];
+	assert_int_equal(pk_cluster_key_generate(key), 0);
+	pk_render_set_key(&r, key, strlen(key));
+	pk_cluster_key_hash(key, strlen(key), hash);
+	assert_string_equal(
+	    gets(r.sts, "spec.template.metadata.annotations.piko\\.dev/cluster-key-hash"), hash);
+	size_t n;
+	char *back = pk_base64_decode(gets(r.key_secret, "data.key"), &n);
+	assert_non_null(back);
+	assert_int_equal(n, PK_CLUSTER_KEY_HEX);
+	assert_memory_equal(back, key, n);
+	free(back);
+	/* The key never reaches the ConfigMap or the StatefulSet. */
+	const char *sts_text = json_object_to_json_string(r.sts);
+	assert_null(strstr(sts_text, key));
+	assert_null(strstr(gets(r.configmap, "data.server\\.yaml"), key));
+
+	/* Another key, another pod template (the pods roll); the same key,
+	 * the same template. */
+	struct pk_render b, c;
+	render_ok(minimal_json, &b);
+	render_ok(minimal_json, &c);
+	pk_render_set_key(&b, "another", 7);
+	pk_render_set_key(&c, key, strlen(key));
+	assert_false(json_object_equal(get(r.sts, "spec.template"), get(b.sts, "spec.template")));
+	assert_true(json_object_equal(get(r.sts, "spec.template"), get(c.sts, "spec.template")));
+	pk_render_free(&b);
+	pk_render_free(&c);
+	pk_render_free(&r);
+
+	/* The user's Secret: mounted under the same file name, never created. */
+	render_ok(full_json, &r);
+	assert_true(r.key_user);
+	assert_null(r.key_secret);
+	assert_string_equal(r.key_secret_name, "tunnels-key");
+	assert_string_equal(r.key_secret_key, "cluster.key");
+	pod = get(r.sts, "spec.template.spec");
+	struct json_object *vols = get(pod, "volumes");
+	struct json_object *kv = NULL;
+	for (size_t i = 0; i < json_object_array_length(vols); i++)
+		if (!strcmp(gets(json_object_array_get_idx(vols, i), "name"), "cluster-key"))
+			kv = json_object_array_get_idx(vols, i);
+	assert_non_null(kv);
+	assert_string_equal(gets(kv, "secret.secretName"), "tunnels-key");
+	assert_string_equal(gets(kv, "secret.items[0].key"), "cluster.key");
+	assert_string_equal(gets(kv, "secret.items[0].path"), "key");
+	pk_render_set_key(&r, "k", 1); /* no Secret to fill: only the hash */
+	assert_null(r.key_secret);
+	pk_render_free(&r);
+}
+
+/* The hash, the key a node loads, base64 both ways. */
+static void test_key_helpers(void **state)
+{
+	(void)state;
+	char h[PK_CLUSTER_KEY_HASH_HEX + 1];
+	/* hashlib.sha256(b"piko-cluster-key:abc").hexdigest()[:16] */
+	pk_cluster_key_hash("abc", 3, h);
+	assert_int_equal(strlen(h), PK_CLUSTER_KEY_HASH_HEX);
+	assert_string_equal(h, "a5af5edadfea2389");
+	const char *why;
+	assert_int_equal(pk_cluster_key_trim("key\r\n\n", 6, &why), 3);
+	assert_null(why);
+	assert_int_equal(pk_cluster_key_trim("\n", 1, &why), 0);
+	assert_string_equal(why, "is empty");
+	assert_int_equal(pk_cluster_key_trim("x", PK_CLUSTER_KEY_MAX + 1, &why), 0);
+	assert_string_equal(why, "is larger than 64 KiB");
+	/* The same key the data plane loads from such a file. */
+	char path[] = "/tmp/pk-render-key-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "key\r\n\n", 6), 6);
+	close(fd);
+	char *k = NULL, err[256];
+	size_t kl = 0;
+	assert_int_equal(pk_cluster_key_load(NULL, path, &k, &kl, err, sizeof(err)), 0);
+	assert_int_equal(kl, 3);
+	assert_memory_equal(k, "key", 3);
+	free(k);
+	unlink(path);
+
+	static const struct {
+		const char *raw, *b64;
+		size_t len;
+	} cases[] = {{"", "", 0},        {"f", "Zg==", 1},        {"fo", "Zm8=", 2},
+	             {"foo", "Zm9v", 3}, {"foob", "Zm9vYg==", 4}, {"k\0\xff", "awD/", 3}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *e = pk_base64_encode(cases[i].raw, cases[i].len);
+		assert_string_equal(e, cases[i].b64);
+		free(e);
+		size_t n;
+		char *d = pk_base64_decode(cases[i].b64, &n);
+		assert_non_null(d);
+		assert_int_equal(n, cases[i].len);
+		assert_memory_equal(d, cases[i].raw, n ? n : 1);
+		free(d);
+	}
+	size_t n;
+	assert_null(pk_base64_decode("Zm9", &n));
+	assert_null(pk_base64_decode("Zm9v\n", &n));
+	assert_null(pk_base64_decode("Z=9v", &n));
+	assert_null(pk_base64_decode("Zm 9", &n));
+}
+
 static void test_auth_env(void **state)
 {
 	(void)state;
@@ -636,6 +794,8 @@ int main(void)
 	    cmocka_unit_test(test_subset_of_live),
 	    cmocka_unit_test(test_server_accepts),
 	    cmocka_unit_test(test_auth_env),
+	    cmocka_unit_test(test_cluster_key),
+	    cmocka_unit_test(test_key_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -99,7 +99,7 @@ static void test_ready_when_all_hold(void **state)
 {
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_ready();
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_non_null(st);
 	assert_string_equal(cget(st, "Ready", "status"), "True");
 	assert_string_equal(cget(st, "Ready", "reason"), "AllReplicasReady");
@@ -159,7 +159,8 @@ static void test_each_broken_condition(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct json_object *cl = cluster(), *sts = sts_ready();
 		set_status(sts, cases[i].key, vals[i]);
-		struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+		struct json_object *st =
+		    pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 		assert_string_equal(cget(st, "Ready", "status"), "False");
 		assert_string_equal(cget(st, "Ready", "reason"), cases[i].reason);
 		assert_string_equal(cget(st, "Progressing", "status"), "True");
@@ -172,14 +173,14 @@ static void test_each_broken_condition(void **state)
 	/* Missing observedGeneration is "not observed" too. */
 	struct json_object *cl = cluster(), *sts = sts_ready();
 	set_status(sts, "observedGeneration", NULL);
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Ready", "reason"), "StatefulSetNotObserved");
 	json_object_put(st);
 
 	/* The PikoCluster wants more replicas than the StatefulSet has. */
 	json_object_object_add(json_object_object_get(cl, "spec"), "replicas",
 	                       json_object_new_int(4));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Ready", "status"), "False");
 	/* Observed, not wished for: the StatefulSet has 3 pods. */
 	assert_int_equal(sget_int(st, "replicas"), 3);
@@ -189,7 +190,7 @@ static void test_each_broken_condition(void **state)
 
 	/* No StatefulSet in the cache yet. */
 	cl = cluster();
-	st = pk_status_compute(cl, NULL, NULL, 0, NULL, NULL, NULL, T0);
+	st = pk_status_compute(cl, NULL, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Ready", "status"), "False");
 	assert_string_equal(cget(st, "Ready", "reason"), "StatefulSetNotObserved");
 	assert_int_equal(sget_int(st, "readyReplicas"), 0);
@@ -205,11 +206,11 @@ static void test_observed_replicas(void **state)
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_ready();
 	set_status(sts, "replicas", json_object_new_int(1));
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_int_equal(sget_int(st, "replicas"), 1);
 	json_object_put(st);
 	set_status(sts, "replicas", NULL);
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_int_equal(sget_int(st, "replicas"), 0);
 	json_object_put(st);
 	json_object_put(sts);
@@ -244,7 +245,7 @@ static void test_degraded_pod_create_failed(void **state)
 {
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_empty(), *ev = parse(quota_events);
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, ev, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, ev, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Degraded", "status"), "True");
 	assert_string_equal(cget(st, "Degraded", "reason"), "PodCreateFailed");
 	assert_string_equal(cget(st, "Degraded", "message"),
@@ -254,13 +255,13 @@ static void test_degraded_pod_create_failed(void **state)
 	json_object_put(st);
 
 	/* A reconcile error wins. */
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, ev, "apply: 403", T0);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, ev, "apply: 403", NULL, T0);
 	assert_string_equal(cget(st, "Degraded", "reason"), "ReconcileFailed");
 	json_object_put(st);
 
 	/* Every pod exists: an old refusal is history, not the state. */
 	set_status(sts, "replicas", json_object_new_int(3));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, ev, NULL, T0);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, ev, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Degraded", "status"), "False");
 	json_object_put(st);
 	json_object_put(ev);
@@ -284,7 +285,7 @@ static void test_degraded_pods(void **state)
 	    "\"piko\",\"restartCount\":3,\"state\":{\"waiting\":{\"reason\":"
 	    "\"CrashLoopBackOff\",\"message\":\"back-off 10s restarting\"}},\"lastState\":"
 	    "{\"terminated\":{\"exitCode\":2,\"reason\":\"Error\"}}}]}}]");
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, pods, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, pods, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Degraded", "status"), "True");
 	assert_string_equal(cget(st, "Degraded", "reason"), "CrashLoop");
 	/* The first pod by name; no restart count or back-off time. */
@@ -297,7 +298,7 @@ static void test_degraded_pods(void **state)
 	pods = parse("[{\"metadata\":{\"name\":\"web-0\"},\"status\":{\"containerStatuses\":[{"
 	             "\"name\":\"piko\",\"image\":\"nope:1\",\"state\":{\"waiting\":{"
 	             "\"reason\":\"ImagePullBackOff\",\"message\":\"Back-off pulling\"}}}]}}]");
-	st = pk_status_compute(cl, sts, NULL, 0, pods, NULL, NULL, T0);
+	st = pk_status_compute(cl, sts, NULL, 0, pods, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Degraded", "reason"), "ImagePullFailed");
 	assert_string_equal(
 	    cget(st, "Degraded", "message"),
@@ -310,7 +311,7 @@ static void test_degraded_pods(void **state)
 	pods = parse("[{\"metadata\":{\"name\":\"web-0\"},\"status\":{\"containerStatuses\":[{"
 	             "\"name\":\"piko\",\"state\":{\"waiting\":{\"reason\":"
 	             "\"ContainerCreating\"}}}]}}]");
-	st = pk_status_compute(cl, sts, NULL, 0, pods, NULL, NULL, T0);
+	st = pk_status_compute(cl, sts, NULL, 0, pods, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Degraded", "status"), "False");
 	assert_string_equal(cget(st, "Degraded", "reason"), "ReconcileSucceeded");
 	json_object_put(st);
@@ -324,7 +325,7 @@ static void test_missing_ready_replicas(void **state)
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_ready();
 	set_status(sts, "readyReplicas", NULL);
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_int_equal(sget_int(st, "readyReplicas"), 0);
 	assert_string_equal(cget(st, "Ready", "status"), "False");
 	json_object_put(st);
@@ -336,7 +337,7 @@ static void test_missing_ready_replicas(void **state)
 	           "\"spec\":{\"replicas\":0}}");
 	sts = parse("{\"metadata\":{\"generation\":2},\"status\":{\"observedGeneration\":2,"
 	            "\"replicas\":0,\"currentRevision\":\"a\",\"updateRevision\":\"a\"}}");
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Ready", "status"), "True");
 	json_object_put(st);
 	json_object_put(sts);
@@ -348,14 +349,14 @@ static void test_transition_times(void **state)
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_ready();
 	set_status(sts, "readyReplicas", json_object_new_int(1));
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	assert_string_equal(cget(st, "Ready", "status"), "False");
 	adopt(cl, st);
 	json_object_put(st);
 
 	/* Still not ready (another pod came up): the time stays. */
 	set_status(sts, "readyReplicas", json_object_new_int(2));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T1);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T1);
 	assert_string_equal(cget(st, "Ready", "status"), "False");
 	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T0);
 	assert_string_equal(cget(st, "Degraded", "lastTransitionTime"), T0);
@@ -364,7 +365,7 @@ static void test_transition_times(void **state)
 
 	/* Ready flips: Ready and Progressing move to now, Degraded stays. */
 	set_status(sts, "readyReplicas", json_object_new_int(3));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T2);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T2);
 	assert_string_equal(cget(st, "Ready", "status"), "True");
 	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T2);
 	assert_string_equal(cget(st, "Progressing", "lastTransitionTime"), T2);
@@ -378,12 +379,12 @@ static void test_degraded(void **state)
 {
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_ready();
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	adopt(cl, st);
 	json_object_put(st);
 
 	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, "apply StatefulSet: 422 Unprocessable",
-	                       T1);
+	                       NULL, T1);
 	assert_string_equal(cget(st, "Degraded", "status"), "True");
 	assert_string_equal(cget(st, "Degraded", "reason"), "ReconcileFailed");
 	assert_string_equal(cget(st, "Degraded", "message"),
@@ -394,11 +395,25 @@ static void test_degraded(void **state)
 	assert_string_equal(cget(st, "Ready", "lastTransitionTime"), T0);
 	json_object_put(st);
 
+	/* A reason of its own (the cluster key's Secret is missing). */
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL,
+	                       "Secret own-key (spec.cluster.keySecretRef) not found",
+	                       "KeySecretMissing", T1);
+	assert_string_equal(cget(st, "Degraded", "status"), "True");
+	assert_string_equal(cget(st, "Degraded", "reason"), "KeySecretMissing");
+	assert_string_equal(cget(st, "Degraded", "message"),
+	                    "Secret own-key (spec.cluster.keySecretRef) not found");
+	json_object_put(st);
+	/* No error: no reason of the error's. */
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, "KeySecretMissing", T1);
+	assert_string_equal(cget(st, "Degraded", "status"), "False");
+	json_object_put(st);
+
 	/* A huge message is cut to the CRD's maxLength. */
 	char *big = malloc(PK_STATUS_MAX_MESSAGE + 100);
 	memset(big, 'x', PK_STATUS_MAX_MESSAGE + 99);
 	big[PK_STATUS_MAX_MESSAGE + 99] = '\0';
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, big, T1);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, big, NULL, T1);
 	assert_int_equal(strlen(cget(st, "Degraded", "message")), PK_STATUS_MAX_MESSAGE);
 	json_object_put(st);
 	free(big);
@@ -424,7 +439,7 @@ static void test_members(void **state)
 	    "\"targetRef\":{\"kind\":\"Pod\",\"name\":\"web-1\"}},"
 	    "{\"addresses\":[\"10.0.0.8\"],\"conditions\":{\"terminating\":false}}]}");
 	struct json_object *cl = cluster();
-	struct json_object *st = pk_status_compute(cl, NULL, slices, 2, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, NULL, slices, 2, NULL, NULL, NULL, NULL, T0);
 	struct json_object *status = NULL, *m = NULL;
 	json_object_object_get_ex(st, "status", &status);
 	assert_true(json_object_object_get_ex(status, "members", &m));
@@ -443,7 +458,7 @@ static void test_members(void **state)
 	                  "\"targetRef\":{\"name\":\"web-0\"}}]}");
 	slices[1] = parse("{\"addressType\":\"IPv4\",\"endpoints\":[{\"addresses\":[\"10.0.0.7\"],"
 	                  "\"targetRef\":{\"name\":\"web-0\"}}]}");
-	st = pk_status_compute(cl, NULL, slices, 2, NULL, NULL, NULL, T0);
+	st = pk_status_compute(cl, NULL, slices, 2, NULL, NULL, NULL, NULL, T0);
 	json_object_object_get_ex(st, "status", &status);
 	assert_true(json_object_object_get_ex(status, "members", &m));
 	assert_string_equal(json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN),
@@ -462,7 +477,7 @@ static void test_members(void **state)
 		         i / 256, i % 256, 299 - i);
 		json_object_array_add(eps, parse(buf));
 	}
-	st = pk_status_compute(cl, NULL, &s, 1, NULL, NULL, NULL, T0);
+	st = pk_status_compute(cl, NULL, &s, 1, NULL, NULL, NULL, NULL, T0);
 	json_object_object_get_ex(st, "status", &status);
 	json_object_object_get_ex(status, "members", &m);
 	assert_int_equal(json_object_array_length(m), PK_STATUS_MAX_MEMBERS);
@@ -481,7 +496,7 @@ static void test_equal(void **state)
 {
 	(void)state;
 	struct json_object *cl = cluster(), *sts = sts_ready();
-	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T0);
+	struct json_object *st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T0);
 	/* No status yet. */
 	assert_false(pk_status_equal(cl, st));
 	adopt(cl, st);
@@ -489,7 +504,7 @@ static void test_equal(void **state)
 	json_object_put(st);
 
 	/* Recomputed later with nothing changed: equal (times kept). */
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T2);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T2);
 	assert_true(pk_status_equal(cl, st));
 
 	/* The apiserver dropped the empty members array: still equal. */
@@ -502,23 +517,23 @@ static void test_equal(void **state)
 	/* A new generation, a new ready count, an error: each differs. */
 	json_object_object_add(json_object_object_get(cl, "metadata"), "generation",
 	                       json_object_new_int(5));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T2);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T2);
 	assert_false(pk_status_equal(cl, st));
 	json_object_put(st);
 	json_object_object_add(json_object_object_get(cl, "metadata"), "generation",
 	                       json_object_new_int(4));
 	set_status(sts, "readyReplicas", json_object_new_int(2));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T2);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T2);
 	assert_false(pk_status_equal(cl, st));
 	json_object_put(st);
 	set_status(sts, "readyReplicas", json_object_new_int(3));
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, "boom", T2);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, "boom", NULL, T2);
 	assert_false(pk_status_equal(cl, st));
 	json_object_put(st);
 
 	/* A field only the live status has (e.g. written by an older
 	 * controller) differs too: the apply removes it. */
-	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, T2);
+	st = pk_status_compute(cl, sts, NULL, 0, NULL, NULL, NULL, NULL, T2);
 	assert_true(pk_status_equal(cl, st));
 	json_object_object_add(status, "legacy", json_object_new_string("x"));
 	assert_false(pk_status_equal(cl, st));
@@ -531,7 +546,7 @@ static void test_refuses_nameless(void **state)
 {
 	(void)state;
 	struct json_object *cl = parse("{\"metadata\":{\"namespace\":\"edge\"}}");
-	assert_null(pk_status_compute(cl, NULL, NULL, 0, NULL, NULL, NULL, T0));
+	assert_null(pk_status_compute(cl, NULL, NULL, 0, NULL, NULL, NULL, NULL, T0));
 	json_object_put(cl);
 }
 
