@@ -416,7 +416,7 @@ def pikocluster(ns, replicas, name=NS):
 def app_manifests():
     """A web server (busybox httpd) and a TCP echo server (busybox nc), the
     test application image (tests/k8s/testapp.sh)."""
-    img = "pikoc-test/app:1"
+    img = "localhost/pikoc-test/app:1"
     sc = {
         "runAsNonRoot": True, "runAsUser": 65532, "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},

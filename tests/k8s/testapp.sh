@@ -3,7 +3,7 @@
 #
 #   tests/k8s/testapp.sh OUT_DIR        prints "testapp OUT_DIR/testapp.oci.tar"
 #
-# pikoc-test/app:1, one layer: Debian's busybox-static (a static binary,
+# localhost/pikoc-test/app:1, one layer: Debian's busybox-static (a static binary,
 # so no base rootfs is needed) with /www/index.html. The story runs it as
 # a web server (`httpd -f -p 8080 -h /www`) and as a TCP echo server
 # (`nc -ll -p 9000 -e /bin/busybox cat`): the "real services" behind the agent. The
@@ -33,7 +33,7 @@ layer=$(python3 hack/image/oci.py layer "$work/layer.tar.gz" \
 	--file "$work/root/bin/busybox:/bin/busybox:0755" \
 	--file "$work/index.html:/www/index.html:0644")
 read -r _ diff_id _ <<<"$layer"
-python3 hack/image/oci.py image "$out/testapp.oci.tar" --name pikoc-test/app:1 \
+python3 hack/image/oci.py image "$out/testapp.oci.tar" --name localhost/pikoc-test/app:1 \
 	--layer "$work/layer.tar.gz:$diff_id" \
 	--config '{"config": {"Entrypoint": ["/bin/busybox"], "User": "65532:65532", "WorkingDir": "/www"}}' >/dev/null
 echo "testapp $out/testapp.oci.tar"
