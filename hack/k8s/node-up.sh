@@ -249,6 +249,10 @@ start kubelet "$KUBELET" --config="$N/kubelet.yaml" --kubeconfig="$N/kubelet.kub
 	--root-dir="$N/kubelet" --cert-dir="$N/pki" --hostname-override="$NODE" --node-ip="$NODE_IP"
 
 # ---- kube-proxy (nftables; leaves the conntrack sysctls alone)
+# The sandbox has no default route; a node's own connections to ClusterIPs
+# need a route for the address before kube-proxy's output hook rewrites it
+# (pods have theirs: the bridge's gateway).
+ip route replace 10.0.0.0/24 dev pk-node
 start kube-proxy "$PROXY" --kubeconfig="$N/kube-proxy.kubeconfig" --proxy-mode=nftables \
 	--hostname-override="$NODE" --cluster-cidr=10.244.0.0/16 --masquerade-all \
 	--healthz-bind-address=127.0.0.1:10256 --metrics-bind-address=127.0.0.1:10249 \
