@@ -4,8 +4,10 @@
 # built by hack/peers.sh into ~/.cache/pikoc), the Kubernetes smoke test,
 # piko-controller's end-to-end tests and the Helm chart's tests
 # (charts/piko-controller) against a real control plane (built by
-# hack/k8s/build.sh); then the unit, integration and controller tests again
-# under ASan+UBSan; then a short libFuzzer run of each harness.
+# hack/k8s/build.sh), the agent's chart, the container images, and the
+# user's story on real pods (a kubelet node in a sandbox); then the unit,
+# integration and controller tests again under ASan+UBSan; then a short
+# libFuzzer run of each harness.
 # Environment: PK_TEST_QUICK=1 skips the sanitizer pass and the fuzz run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,12 @@ step "piko-controller end to end (real control plane, own network namespace)"
 tests/k8s/controller.sh build
 step "Helm chart charts/piko-controller (lint, schema, template, install/upgrade/uninstall on a real control plane)"
 tests/k8s/helm.sh build
+step "Helm chart charts/piko-agent (lint, schema, rendering, PodSecurity restricted, install/upgrade/uninstall, the rendered config run by the real agent)"
+tests/k8s/helm_agent.sh build
+step "container images (hack/image.sh offline; run in a private containerd with runc)"
+tests/k8s/image.sh
+step "the user's story on real pods (images, operator, PikoCluster, agent chart, scaling and rolling under load; host left as found)"
+tests/k8s/story.sh build
 
 if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "build (ASan+UBSan)"

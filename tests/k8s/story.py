@@ -11,7 +11,7 @@ with our images imported, then follows the README's Kubernetes walkthrough
 step by step, asserting what a user sees (kubectl output, HTTP statuses and
 bodies, bytes through `piko forward`, exit codes):
 
-  1. `kubectl apply --server-side -f crds/`: the controller's Deployment runs
+  1. `kubectl apply -f crds/`: the controller's Deployment runs
      2 pods and one of them holds the Lease;
   2. a PikoCluster of 3: 3 server pods Running and Ready, `kubectl get
      pikoclusters` shows True 3 3, every node's /status/cluster/nodes lists
@@ -245,7 +245,7 @@ def main():
 
 def story(a):
     # 1. The operator.
-    kubectl("apply", "--server-side", "-f", f"{REPO}/crds/")
+    kubectl("apply", "-f", f"{REPO}/crds/")
     wait(
         "the controller's 2 pods Ready",
         lambda: kjson("get", "deploy", "piko-controller", "-n", NS_CTL)["status"].get("readyReplicas") == 2,
@@ -268,6 +268,18 @@ def story(a):
           "kubectl get pikoclusters shows True 3 3")
     pods = wait("every node to list all 3 as active", lambda: cluster_formed(3), timeout=60)
     check(len(pods) == 3, "/status/cluster/nodes on each of the 3 nodes lists all 3 as active")
+    ips = sorted(p["status"]["podIP"] for p in pods)
+
+    def pushed():
+        for ip in ips:
+            st, body = http_get(f"http://{ip}:8002/status/cluster/members", timeout=3)
+            m = json.loads(body) if st == 200 else []
+            if sorted(x["addr"].rsplit(":", 1)[0] for x in m if "push" in x.get("sources", [])) != ips:
+                return False
+        return True
+
+    check(wait("the controller's member set on every node", pushed, timeout=60),
+          "the controller's member set (all 3) reached every node")
     svc = kjson("get", "svc", NS, "-n", NS)["spec"]["clusterIP"]
     proxy = f"http://{svc}:8000"
 
