@@ -258,9 +258,8 @@ def story(a):
     check(any(holder.startswith(p) for p in pods), f"the Lease is held by one of the controller's pods ({holder})")
 
     # 2. A PikoCluster of 3.
-    kubectl("create", "namespace", NS)
     t = time.monotonic()
-    apply(pikocluster(NS, 3))
+    kubectl("apply", "-f", "-", input=README_CLUSTER)
     pods = wait("3 server pods Ready", lambda: len(server_pods()) == 3 and all(ready(p) for p in server_pods()))
     secs_ready = time.monotonic() - t
     say(f"3 server pods Ready {secs_ready:.1f}s after kubectl apply")
@@ -414,6 +413,18 @@ def forward_echo(piko, proxy):
     finally:
         fwd.terminate()
         fwd.wait(10)
+
+
+# The README's step 3, as a user saves it.
+README_CLUSTER = """apiVersion: v1
+kind: Namespace
+metadata: {name: piko}
+---
+apiVersion: piko.dev/v1alpha1
+kind: PikoCluster
+metadata: {name: piko, namespace: piko}
+spec: {replicas: 3}
+"""
 
 
 def pikocluster(ns, replicas, name=NS):
