@@ -4,6 +4,7 @@
  * member's admin port with
  *
  *   PUT /piko/v1/cluster/members   {"cluster","generation","members":[...]}
+ *   Authorization: Bearer <proof signed with the cluster's key>
  *
  * (the contract in docs/controller.md, DESIGN §5). A push goes out when the
  * set changes, every peer_push_ms after a member last accepted one, and to a

@@ -16,7 +16,9 @@
  *    under /etc/piko/tls could not be created inside it. subPath files are
  *    not refreshed, which is fine: the config hash rolls the pods instead;
  *  - Secrets are projected with items (tls.crt and tls.key, or ca.crt) so a
- *    CA Secret that also holds a key does not put that key in the pod;
+ *    CA Secret that also holds a key does not put that key in the pod; the
+ *    cluster key's Secret likewise, its one key as the file "key" (mode
+ *    0440: the fsGroup reads it), named by cluster.auth.key_file;
  *  - each auth key gets its own variable PIKO_<PORT>_AUTH_<KEY> (for example
  *    PIKO_PROXY_AUTH_HMAC_SECRET_KEY): a port may have several keys;
  *  - probes use HTTPS when the admin port serves TLS; with admin mTLS the

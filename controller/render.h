@@ -1,8 +1,11 @@
 /*
  * PikoCluster -> the objects that run it (docs/controller.md, "What it
  * renders"): ConfigMap NAME-config (server.yaml), headless Service
- * NAME-peers, client Service NAME, StatefulSet NAME and, when replicas > 1,
- * PodDisruptionBudget NAME.
+ * NAME-peers, client Service NAME, StatefulSet NAME, when replicas > 1
+ * PodDisruptionBudget NAME, and (unless spec.cluster.keySecretRef names the
+ * user's own) the Secret NAME-cluster-key to create when it is missing. The
+ * pods mount the cluster key's Secret; the key itself is the caller's to
+ * read (pk_render_set_key).
  *
  * Pure: no I/O, no clock, no randomness. The same PikoCluster always gives
  * byte-identical objects (json-c keeps insertion order, and the code inserts

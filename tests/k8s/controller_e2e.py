@@ -20,6 +20,9 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
   - a deleted child comes back;
   - the StatefulSet's status patched to ready -> the PikoCluster is Ready with
     the right observedGeneration;
+  - the cluster key: Secret NAME-cluster-key created with 64 hex digits,
+    owned by the PikoCluster, mounted (0440) and named in server.yaml, its
+    hash on the pod template;
   - EndpointSlices -> the member set is PUT to each node's admin port, and
     pushed again when it changes. The nodes are REAL `piko server`s on
     10.250.0.2-4 (the slice's `admin` and `cluster` ports, proxy 8000 and
@@ -27,7 +30,12 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
     GET /piko/v1/cluster/members), the terminating one gets none, the nodes
     link (/status/cluster/nodes), a request through one node's proxy port
     reaches an agent connected to the other (forwarded over the link), and a
-    node removed from the slice drops out of the remaining node's links;
+    node removed from the slice drops out of the remaining node's links. The
+    nodes hold the cluster key from the Secret (read as uid 65532 from a
+    root:65532 0440 file, as the kubelet mounts it), so the pushes are
+    signed; a push with no proof, another key's, another audience's or an
+    expired one is refused (401); the key Secret deleted -> re-created with
+    the same key, no roll, pushes still accepted;
   - a node that refuses the push (a stub answering 409): one warning naming
     the status and body, retries on a per-node backoff (1, 2, 4 s), a backoff
     gauge, reset once it accepts;
@@ -35,7 +43,12 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
   - the wire form of a push (method, path, Content-Type) and that pushes are
     not counted as apiserver requests, against a recording stub (a real node
     answers 200, as the apiserver does, and does not show the request's
-    headers) standing in for the one node of the PikoCluster `second`;
+    headers) standing in for the one node of the PikoCluster `second`: each
+    push carries a fresh proof signed with that cluster's own key;
+  - spec.cluster.keySecretRef: the user's Secret mounted, its hash on the
+    pods, a node with that key takes the pushes, the Secret never written
+    and no Secret created; deleted (or missing from the start) -> Degraded
+    KeySecretMissing, one Warning Event, no StatefulSet, no pushes;
   - apiserver restarted -> the controller recovers (no duplicates);
   - etcd compacted while the apiserver is down -> the watch gets 410, the
     controller relists and carries on;
@@ -54,6 +67,8 @@ Figures printed (not asserted): time from create to all children present,
 the controller's RSS.
 """
 import base64
+import hashlib
+import hmac
 import http.client
 import http.server
 import json
@@ -167,6 +182,8 @@ def teardown():
         srv.shutdown()
         srv.server_close()
     subprocess.run([f"{ROOT}/hack/k8s/down.sh", DIR], capture_output=True)
+    if KEY_DIR:
+        subprocess.run(["rm", "-rf", KEY_DIR])
 
 
 def controller_kubeconfig():
@@ -255,6 +272,7 @@ class Recorder:
     def __init__(self, addr, port, answer=(204, b"")):
         """answer: (status, body) of every reply; may be changed later."""
         self.got = []
+        self.auth = []  # each request's Authorization header (None when absent)
         self.times = []
         self.answer = answer
         rec = self
@@ -268,6 +286,7 @@ class Recorder:
                 except ValueError:
                     doc = None
                 rec.got.append((self.command, self.path, self.headers.get("Content-Type"), doc))
+                rec.auth.append(self.headers.get("Authorization"))
                 rec.times.append(time.time())
                 status, reply = rec.answer
                 self.send_response(status)
@@ -301,25 +320,52 @@ def http_get(host, port, path, headers=None, timeout=5):
 
 class Node:
     """`piko server` with every port on addr (proxy 8000, upstream 8001, admin
-    and cluster as given), node ID pod (the pod the slice names)."""
+    and cluster as given), node ID pod (the pod the slice names). With
+    key: the cluster key (--cluster.auth.key-file), read as the pods do:
+    the server runs as uid and gid 65532 and the file is root:65532 0440, as
+    the kubelet mounts the Secret volume for fsGroup 65532."""
 
-    def __init__(self, pod, addr, admin_port, cluster_port):
+    def __init__(self, pod, addr, admin_port, cluster_port, key=None, proxy_port=8000,
+                 upstream_port=8001):
         self.pod, self.addr, self.admin_port = pod, addr, admin_port
-        self.proxy_port, self.upstream_port = 8000, 8001
+        self.proxy_port, self.upstream_port = proxy_port, upstream_port
+        self.key = key
+        key_file = globals()["key_file"](pod, key) if key else None
         self.log = open(f"{DIR}/logs/node-{pod}.log", "w+")
+        wrap = ["setpriv", "--reuid=65532", "--regid=65532", "--clear-groups"] if key_file else []
         self.p = subprocess.Popen(
-            [PIKO, "server", "--cluster.node-id", pod,
+            [*wrap, PIKO, "server", "--cluster.node-id", pod,
              "--proxy.bind-addr", f"{addr}:{self.proxy_port}",
              "--upstream.bind-addr", f"{addr}:{self.upstream_port}",
              "--admin.bind-addr", f"{addr}:{admin_port}",
              "--cluster.bind-addr", f"{addr}:{cluster_port}",
+             *(["--cluster.auth.key-file", key_file] if key_file else []),
              "--grace-period", "2s"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         procs.append(self.p)
 
+    def put_members(self, doc, auth=None):
+        """PUT doc as a member push, with Authorization auth; the status."""
+        conn = http.client.HTTPConnection(self.addr, self.admin_port, timeout=5)
+        try:
+            conn.request("PUT", "/piko/v1/cluster/members", body=json.dumps(doc),
+                         headers={"Content-Type": "application/json",
+                                  **({"Authorization": auth} if auth else {})})
+            r = conn.getresponse()
+            r.read()
+            return r.status
+        except (OSError, http.client.HTTPException):
+            return 0
+        finally:
+            conn.close()
+
     def admin(self, path):
-        """The JSON document at path on the admin port, or None."""
-        st, body = http_get(self.addr, self.admin_port, path)
+        """The JSON document at path on the admin port, or None. With a key,
+        the request carries a proof (the member-set route needs one, GET
+        too)."""
+        st, body = http_get(self.addr, self.admin_port, path,
+                            {"Authorization": "Bearer " + push_proof(self.key)} if self.key
+                            else None)
         try:
             return json.loads(body) if st == 200 else None
         except ValueError:
@@ -366,6 +412,73 @@ def start_proc(name, argv, ready_re=None, timeout=10):
             return p, m
         time.sleep(0.05)
     return p, None
+
+
+# ---- the cluster key ---------------------------------------------------------
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def push_proof(key, now=None, aud="piko-member-push"):
+    """A member-push proof as the controller signs one (docs/cluster.md
+    "Trust"): HS256 over the key's bytes."""
+    now = int(now or time.time())
+    head = b64url(b'{"alg":"HS256","typ":"JWT"}')
+    claims = b64url(json.dumps({"aud": aud, "exp": now + 60, "iat": now, "iss": "piko-cluster",
+                                "sub": "controller"}).encode())
+    sig = hmac.new(key, f"{head}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{head}.{claims}.{b64url(sig)}"
+
+
+def proof_ok(token, key, aud="piko-member-push"):
+    """Does token verify with key as a push proof (signature, claims, 60 s)?"""
+    try:
+        head, claims, sig = token.split(".")
+        want = hmac.new(key, f"{head}.{claims}".encode(), hashlib.sha256).digest()
+        c = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+        h = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        return hmac.compare_digest(b64url(want), sig) and h.get("alg") == "HS256" and \
+            c.get("aud") == aud and c.get("iss") == "piko-cluster" and \
+            c.get("exp", 0) - c.get("iat", 0) == 60 and abs(c["iat"] - time.time()) < 30
+    except (ValueError, KeyError, AttributeError):
+        return False
+
+
+def key_hash(key):
+    """The pod-template annotation piko.dev/cluster-key-hash of key."""
+    return hashlib.sha256(b"piko-cluster-key:" + key).hexdigest()[:16]
+
+
+def secret_key(name, item="key", ns=NS):
+    """The bytes of a Secret's key, trailing line ends off (as a node loads
+    its key file), or None."""
+    s = kget("secret", name, ns)
+    v = (s or {}).get("data", {}).get(item)
+    return base64.b64decode(v).rstrip(b"\r\n") if v is not None else None
+
+
+KEY_DIR = None
+
+
+def key_file(name, key):
+    """key in a file as the kubelet mounts it for the pods: root:65532 0440,
+    in a directory uid 65532 can enter."""
+    global KEY_DIR
+    if KEY_DIR is None:
+        KEY_DIR = tempfile.mkdtemp(prefix="pikoc-ctl-e2e-keys.")
+        os.chmod(KEY_DIR, 0o755)
+    path = f"{KEY_DIR}/{name}"
+    with open(path, "wb") as f:
+        f.write(key + b"\n")
+    os.chown(path, 0, 65532)
+    os.chmod(path, 0o440)
+    return path
+
+
+def condition(name, ctype, ns=NS):
+    p = kget("pikocluster", name, ns) or {}
+    return {c["type"]: c for c in p.get("status", {}).get("conditions", [])}.get(ctype, {})
 
 
 # ---- the tests ---------------------------------------------------------------
@@ -443,7 +556,8 @@ def main():
     import datetime
     stamps = [datetime.datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).timestamp()
               for r in (json.loads(l) for l in a.logtext().splitlines() if l.startswith("{"))
-              if r.get("msg") == "created" and r.get("cluster") == f"{NS}/e2e"]
+              if r.get("msg") == "created" and r.get("cluster") == f"{NS}/e2e" and
+              r.get("kind") != "Secret"]
     t_children = (max(stamps) - t0) if len(stamps) == 5 else float("nan")
     if not check("create: all five children exist", ch,
                  str({k: bool(v) for k, v in (children("e2e") or {}).items()})):
@@ -487,6 +601,29 @@ def main():
     check("create: PDB selects the pods", ch["pdb"]["spec"]["selector"]["matchLabels"] ==
           {"app.kubernetes.io/name": "piko", "app.kubernetes.io/instance": "e2e"},
           json.dumps(ch["pdb"]["spec"]))
+    # -- the cluster key: NAME-cluster-key, created by the controller, owned
+    # by the PikoCluster, mounted into the pods and named in server.yaml.
+    sec = wait_for(lambda: kget("secret", "e2e-cluster-key"))
+    key = secret_key("e2e-cluster-key")
+    refs = (sec or {}).get("metadata", {}).get("ownerReferences", [])
+    check("cluster key: Secret e2e-cluster-key holds a random 256-bit key (64 hex digits)",
+          key and re.fullmatch(rb"[0-9a-f]{64}", key) and sec.get("type") == "Opaque" and
+          sec.get("immutable") is True, json.dumps(sec and sec.get("metadata"))[:800])
+    check("cluster key: the Secret is owned by the PikoCluster (controller) and labelled",
+          len(refs) == 1 and refs[0]["uid"] == uid and refs[0].get("controller") is True and
+          sec["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") ==
+          "piko-controller", json.dumps(refs))
+    vol = [v for v in tmpl["spec"].get("volumes", []) if v["name"] == "cluster-key"]
+    mnt = [m for m in ctr.get("volumeMounts", []) if m["name"] == "cluster-key"]
+    check("cluster key: mounted read-only from the Secret (0440), named in server.yaml, its "
+          "hash (not the key) on the pod template",
+          vol and vol[0]["secret"]["secretName"] == "e2e-cluster-key" and
+          vol[0]["secret"].get("defaultMode") == 0o440 and mnt and mnt[0].get("readOnly") and
+          'key_file: "/etc/piko/cluster-key/key"' in ch["cm"]["data"].get("server.yaml", "") and
+          tmpl["metadata"]["annotations"].get("piko.dev/cluster-key-hash") == key_hash(key) and
+          key.decode() not in json.dumps(sts) + json.dumps(ch["cm"]),
+          json.dumps(vol) + json.dumps(mnt) + json.dumps(tmpl["metadata"]))
+
     r = kubectl("get", "pikoclusters", "-n", NS)
     check("kubectl get pikoclusters shows the printer columns",
           re.match(r"NAME\s+READY\s+REPLICAS\s+AVAILABLE\s+AGE", r.stdout) and "e2e" in r.stdout,
@@ -586,11 +723,12 @@ def main():
     # Every node listens on its own address with the slice's admin and
     # cluster ports.
     aport = free_port("10.250.0.2")
-    nodes = [Node(pod, addr, aport, 8003) for pod, addr in
+    nodes = [Node(pod, addr, aport, 8003, key=secret_key("e2e-cluster-key")) for pod, addr in
              (("e2e-0", "10.250.0.2"), ("e2e-1", "10.250.0.3"), ("e2e-2", "10.250.0.4"))]
     n0, n1, n2 = nodes
     node_logs = lambda: "\n".join(f"--- {n.pod}:\n{n.logtext(1500)}" for n in nodes)
-    check("three piko server nodes up (admin /ready)",
+    check("three piko server nodes up (admin /ready), each with the cluster key from the "
+          "Secret, read as uid 65532 from a root:65532 0440 file",
           wait_for(lambda: all(n.ready() for n in nodes), timeout=15), node_logs())
     slice_doc = {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -614,8 +752,8 @@ def main():
     pushed = lambda n: (lambda d: d if d and d.get("generation") else None)(n.in_force())
     wait_for(lambda: pushed(n0) and pushed(n1))
     s0, s1 = n0.in_force(), n1.in_force()
-    check("EndpointSlice -> member set PUT to each node's admin port, in force there "
-          "(terminating left out)",
+    check("EndpointSlice -> member set PUT to each node's admin port (signed with the "
+          "cluster key: the nodes refuse any other push), in force there (terminating left out)",
           s0 and s1 and all(d["members"] == want and d["cluster"] == f"{NS}/e2e" and
                             d["generation"] > 0 for d in (s0, s1)) and
           s0["generation"] == s1["generation"], f"{s0} {s1}\n{node_logs()}")
@@ -634,6 +772,46 @@ def main():
     check("the terminating node gets no push and no link",
           s2 and s2["generation"] == 0 and not s2["members"] and n2.linked() == ["e2e-2"],
           f"{s2} {n2.linked()}")
+
+    # -- the nodes refuse a push without the key: none, signed with another
+    # key, or for another use; the same push signed with the key is taken.
+    if s1:
+        doc = {"cluster": s1["cluster"], "generation": s1["generation"],
+               "members": s1["members"]}
+        key = secret_key("e2e-cluster-key")
+        wrong = push_proof(b"0" * 64)
+        got = (n1.put_members(doc), n1.put_members(doc, "Bearer " + wrong),
+               n1.put_members(doc, "Bearer " + push_proof(key, aud="piko-link:10.250.0.3:8003")),
+               n1.put_members(doc, "Bearer " + push_proof(key, now=time.time() - 120)))
+        check("a push without the key is refused by the node: none, another key, another "
+              "audience, expired -> 401 each", got == (401, 401, 401, 401), str(got))
+        check("control: the same push signed with the cluster key is accepted",
+              n1.put_members(doc, "Bearer " + push_proof(key)) in (200, 204))
+
+    # -- the generated Secret deleted: re-created with the key the controller
+    # holds (the nodes keep theirs: no new key, no roll), pushes still taken.
+    sec0 = kget("secret", "e2e-cluster-key")
+    key0 = secret_key("e2e-cluster-key")
+    hash_before = kget("statefulset", "e2e")["spec"]["template"]["metadata"]["annotations"].get(
+        "piko.dev/cluster-key-hash")
+    kubectl("delete", "secret", "e2e-cluster-key", "-n", NS)
+    back = wait_for(lambda: (lambda x: x if x and x["metadata"]["uid"] !=
+                             sec0["metadata"]["uid"] else None)(kget("secret", "e2e-cluster-key")))
+    check("deleted key Secret -> re-created with the same key, still owned by the PikoCluster",
+          back and secret_key("e2e-cluster-key") == key0 and
+          back["metadata"]["ownerReferences"][0]["uid"] == uid, json.dumps(back)[:600])
+    check("... and the pods are not rolled (same key hash on the pod template)",
+          kget("statefulset", "e2e")["spec"]["template"]["metadata"]["annotations"].get(
+              "piko.dev/cluster-key-hash") == hash_before == key_hash(key0))
+    ok0 = a.metric("piko_controller_peer_pushes_total", 'result="ok"')
+    err0 = a.metric("piko_controller_peer_pushes_total", 'result="error"')
+    check("... and the nodes keep taking the pushes (re-pushes accepted, none refused)",
+          wait_for(lambda: a.metric("piko_controller_peer_pushes_total", 'result="ok"') >=
+                   ok0 + 2, timeout=15) and
+          a.metric("piko_controller_peer_pushes_total", 'result="error"') == err0,
+          "ok %s -> %s, errors %s -> %s" % (
+              ok0, a.metric("piko_controller_peer_pushes_total", 'result="ok"'),
+              err0, a.metric("piko_controller_peer_pushes_total", 'result="error"')))
 
     # An agent connected to e2e-1, a request through e2e-0's proxy port.
     ep = "e2e-svc"
@@ -760,6 +938,16 @@ def main():
           g[3]["generation"] > 0 and
           g[3]["members"] == [{"id": "second-0", "addr": "10.250.0.4:8103", "ready": True}],
           str(stub.got[:1]))
+    key2 = secret_key("second-cluster-key")
+    check("a push on the wire carries Authorization: Bearer <proof>, signed with the "
+          "cluster's key (HS256, aud piko-member-push, iss piko-cluster, 60 s)",
+          stub.auth and (stub.auth[0] or "").startswith("Bearer ") and key2 and
+          proof_ok(stub.auth[0][7:], key2) and not proof_ok(stub.auth[0][7:], key0 or b"x"),
+          f"{stub.auth[:1]}")
+    check("a fresh proof per push (the 3 s re-pushes carry distinct proofs, each valid)",
+          wait_for(lambda: len(stub.auth) >= 2, timeout=10) and
+          all(proof_ok(t[7:], key2) for t in stub.auth) and
+          len(set(stub.auth)) == len(stub.auth), str(stub.auth[:3]))
     # The stub answers 204, which the apiserver never does to us.
     check("pushes to nodes are not counted as apiserver requests",
           a.metric("rest_client_requests_total", 'code="204"') == 0)
@@ -808,6 +996,8 @@ def main():
           a.logtext()[-1000:])
     kubectl("delete", "pikocluster", "refuse", "-n", NS)
     kubectl("delete", "endpointslice", "refuse-peers-test", "-n", NS)
+
+    user_key_secret(a)
 
     # -- forced 410. The controller is paused (SIGSTOP) so that it cannot
     # re-watch early; meanwhile the revision moves on, etcd is compacted and
@@ -999,6 +1189,110 @@ def main():
     say(f"figure: kubectl apply of a PikoCluster -> all five children written: "
         f"{t_children * 1000:.0f} ms (the kubectl process itself ran {t_apply * 1000:.0f} ms)")
     say(f"figure: controller RSS after the run: {rss / 1024:.1f} MiB")
+
+
+def user_key_secret(leader):
+    """spec.cluster.keySecretRef: the user's Secret is used (mounted, its hash
+    on the pods, pushes signed with it), never created or written; missing ->
+    Degraded=True KeySecretMissing, no StatefulSet, no pushes."""
+    user_key = b"the user's own cluster key " + os.urandom(8).hex().encode()
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "byo-key", "namespace": NS},
+        "data": {"cluster.key": base64.b64encode(user_key + b"\n").decode()}}))
+    mine = kget("secret", "byo-key")
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "byo", "namespace": NS},
+        "spec": {"replicas": 1, "cluster": {"keySecretRef": {"name": "byo-key",
+                                                               "key": "cluster.key"}}}}))
+    sts = wait_for(lambda: kget("statefulset", "byo"))
+    tmpl = (sts or {}).get("spec", {}).get("template", {})
+    vol = [v for v in tmpl.get("spec", {}).get("volumes", []) if v["name"] == "cluster-key"]
+    check("keySecretRef: the user's Secret is mounted (its key as the file), its key's hash "
+          "on the pod template",
+          vol and vol[0]["secret"]["secretName"] == "byo-key" and
+          vol[0]["secret"]["items"] == [{"key": "cluster.key", "path": "key"}] and
+          tmpl["metadata"]["annotations"].get("piko.dev/cluster-key-hash") == key_hash(user_key),
+          json.dumps(vol) + json.dumps(tmpl.get("metadata")))
+    check("keySecretRef: no Secret created by the controller (no byo-cluster-key)",
+          kget("secret", "byo-cluster-key") is None)
+
+    # A node holding the user's key takes the controller's pushes.
+    ports = [free_port("10.250.0.4") for _ in range(4)]
+    node = Node("byo-0", "10.250.0.4", ports[0], ports[1], key=user_key,
+                proxy_port=ports[2], upstream_port=ports[3])
+    wait_for(node.ready, timeout=15)
+    slice_doc = {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "byo-peers-test", "namespace": NS, "labels": {
+            "kubernetes.io/service-name": "byo-peers",
+            "app.kubernetes.io/managed-by": "piko-controller"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "admin", "port": ports[0], "protocol": "TCP"},
+                  {"name": "cluster", "port": ports[1], "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.250.0.4"], "conditions": {"ready": True},
+                       "targetRef": {"kind": "Pod", "name": "byo-0", "namespace": NS}}]}
+    kubectl("apply", "-f", "-", input=json.dumps(slice_doc))
+    d = wait_for(lambda: (lambda x: x if x and x.get("generation") else None)(node.in_force()))
+    check("keySecretRef: a node holding the user's key takes the pushes (signed with it)",
+          d and d["cluster"] == f"{NS}/byo" and [m["id"] for m in d["members"]] == ["byo-0"],
+          f"{node.in_force()}\n{node.logtext(1500)}")
+    time.sleep(4)  # two resyncs
+    now = kget("secret", "byo-key")
+    check("keySecretRef: the user's Secret is never modified (resourceVersion, no owner, no "
+          "field manager of ours)",
+          now["metadata"]["resourceVersion"] == mine["metadata"]["resourceVersion"] and
+          not now["metadata"].get("ownerReferences") and
+          not any(m.get("manager") == "piko-controller"
+                  for m in now["metadata"].get("managedFields", [])),
+          json.dumps(now["metadata"])[:800])
+
+    # The user's Secret goes: Degraded KeySecretMissing, nothing created in
+    # its place, no more pushes (a changed set is not sent).
+    kubectl("delete", "secret", "byo-key", "-n", NS)
+    dg = wait_for(lambda: (lambda c: c if c.get("reason") == "KeySecretMissing" else None)(
+        condition("byo", "Degraded")), timeout=20)
+    check("keySecretRef to a Secret that is gone -> Degraded=True KeySecretMissing, naming it",
+          dg and dg["status"] == "True" and "byo-key" in dg["message"],
+          json.dumps(condition("byo", "Degraded")))
+    gen = (node.in_force() or {}).get("generation")
+    slice_doc["endpoints"][0]["conditions"]["ready"] = False
+    kubectl("apply", "-f", "-", input=json.dumps(slice_doc))
+    time.sleep(4)
+    check("... no push without the key (a changed set is not sent), no Secret made in its "
+          "place",
+          (node.in_force() or {}).get("generation") == gen and
+          kget("secret", "byo-key") is None and kget("secret", "byo-cluster-key") is None,
+          str(node.in_force()))
+    node.p.terminate()
+    node.p.wait(timeout=15)
+    kubectl("delete", "pikocluster", "byo", "-n", NS)
+    kubectl("delete", "endpointslice", "byo-peers-test", "-n", NS)
+
+    # Named from the start but never there: no StatefulSet (its pods could
+    # not mount the key), Degraded says why.
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "nokey", "namespace": NS},
+        "spec": {"replicas": 1, "cluster": {"keySecretRef": {"name": "absent"}}}}))
+    dg = wait_for(lambda: (lambda c: c if c.get("reason") == "KeySecretMissing" else None)(
+        condition("nokey", "Degraded")), timeout=20)
+    check("keySecretRef to a missing Secret -> Degraded=True KeySecretMissing; no StatefulSet, "
+          "no Secret created; the other children are",
+          dg and dg["status"] == "True" and "absent" in dg["message"] and
+          kget("statefulset", "nokey") is None and kget("secret", "absent") is None and
+          kget("secret", "nokey-cluster-key") is None and kget("configmap", "nokey-config"),
+          json.dumps(condition("nokey", "Degraded")))
+    events = lambda: [e for e in json.loads(kubectl(
+        "get", "events.events.k8s.io", "-n", NS, "-o", "json").stdout)["items"]
+        if e.get("regarding", {}).get("name") == "nokey" and
+        e.get("reason") == "KeySecretMissing" and e.get("type") == "Warning"]
+    wait_for(events)
+    time.sleep(4)  # two more resyncs, failing the same way
+    ev = events()
+    check("... and one Warning Event KeySecretMissing (not one per retry)", len(ev) == 1,
+          json.dumps(ev)[:800])
+    kubectl("delete", "pikocluster", "nokey", "-n", NS)
 
 
 def pod_security_and_degraded(leader):
