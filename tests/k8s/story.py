@@ -20,9 +20,11 @@ bodies, bytes through `piko forward`, exit codes):
      `helm install` of charts/piko-agent beside them: requests from the node
      through the PikoCluster's Service (ClusterIP, kube-proxy) reach the web
      server; `piko forward` from the node reaches the echo server;
-  4. under a steady request load through the Service: scale to 5, scale to
-     2, a server pod deleted by hand, a change of spec.server.logLevel (a
-     rolling update): the failed requests of each are printed and must be 0;
+  4. under a steady request load through the Service, with the agents
+     connected: a change of spec.server.logLevel (a rolling update of the 3
+     nodes), scale to 5, scale to 2, a server pod deleted by hand, a server
+     pod evicted (as `kubectl drain` does): the failed requests of each are
+     printed and must be 0;
   5. the same PikoCluster in a namespace that enforces PodSecurity
      `restricted` becomes Ready;
   6. `kubectl delete pikocluster`: its pods and Services are gone.
@@ -315,25 +317,36 @@ def story(a):
 
     forward_echo(a.piko, proxy)
 
-    # 4. Changes under load.
+    # 4. Changes under load: a rolling update of 3 nodes, scale 3 -> 5 -> 2,
+    # a pod deleted by hand, a pod evicted (what `kubectl drain` does to
+    # each pod, through the PodDisruptionBudget).
     results = []
-    under_load("scale to 5", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=5"),
-               lambda: cluster_formed(5) and pikocluster_row() == [NS, "True", "5", "5"], results)
-    under_load("scale to 2", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=2"),
-               lambda: cluster_formed(2) and pikocluster_row() == [NS, "True", "2", "2"], results)
-    victim = sorted(p["metadata"]["name"] for p in server_pods())[0]
-    under_load(f"pod {victim} deleted", proxy,
-               lambda: kubectl("delete", "pod", victim, "-n", NS, "--wait=false"),
-               lambda: pod_replaced(victim) and cluster_formed(2), results)
     before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in server_pods()}
-    under_load("rolling update (logLevel debug)", proxy,
+    under_load("rolling update of 3 (logLevel debug)", proxy,
                lambda: kubectl("patch", "pikocluster", NS, "-n", NS, "--type=merge",
                                "-p", '{"spec":{"server":{"logLevel":"debug"}}}'),
-               lambda: rolled(before) and cluster_formed(2), results)
+               lambda: rolled(before) and cluster_formed(3), results)
+    under_load("scale 3 to 5", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=5"),
+               lambda: cluster_formed(5) and pikocluster_row() == [NS, "True", "5", "5"], results)
+    under_load("scale 5 to 2", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=2"),
+               lambda: cluster_formed(2) and pikocluster_row() == [NS, "True", "2", "2"], results)
+    victim = sorted(p["metadata"]["name"] for p in server_pods())[0]
+    uid = uid_of(victim)
+    under_load(f"pod {victim} deleted", proxy,
+               lambda: kubectl("delete", "pod", victim, "-n", NS, "--wait=false"),
+               lambda: pod_replaced(victim, uid) and cluster_formed(2), results)
+    victim = sorted(p["metadata"]["name"] for p in server_pods())[-1]
+    uid2 = uid_of(victim)
+    eviction = json.dumps({"apiVersion": "policy/v1", "kind": "Eviction",
+                           "metadata": {"name": victim, "namespace": NS}})
+    under_load(f"pod {victim} evicted (as by a drain)", proxy,
+               lambda: kubectl("create", "--raw", f"/api/v1/namespaces/{NS}/pods/{victim}/eviction",
+                               "-f", "-", input=eviction),
+               lambda: pod_replaced(victim, uid2) and cluster_formed(2), results)
     say("failed requests: " + ", ".join(f"{w}: {f}/{o + f}" for w, o, f, _ in results))
     for w, o, f, _ in results:
         check(f == 0, f"{w}: 0 failed requests of {o + f}")
-    check(http_get(proxy + "/", {"x-piko-endpoint": "web"}) == (200, WEB_BODY), "still serving after all four")
+    check(http_get(proxy + "/", {"x-piko-endpoint": "web"}) == (200, WEB_BODY), "still serving after all five")
 
     # 5. PodSecurity restricted.
     kubectl("create", "namespace", "secure")
@@ -375,11 +388,16 @@ def diagnose(d):
             print(f"---- {name}: last errors\n" + "".join(lines[-25:]), flush=True)
 
 
-def pod_replaced(name):
+def pod_replaced(name, uid):
+    """The StatefulSet re-created pod `name` (same name, new UID) and it is Ready."""
     for p in server_pods():
-        if p["metadata"]["name"] == name and ready(p):
-            return True  # a StatefulSet re-creates the same name
+        if p["metadata"]["name"] == name and p["metadata"]["uid"] != uid and ready(p):
+            return True
     return False
+
+
+def uid_of(name):
+    return kjson("get", "pod", name, "-n", NS)["metadata"]["uid"]
 
 
 def rolled(before):
