@@ -68,9 +68,9 @@ int pk_render(struct json_object *cluster, struct pk_render *out, char *err, siz
 
 /* With the cluster key known (key_len bytes, as the nodes load it): the
  * StatefulSet's pod template gets PK_CLUSTER_KEY_HASH_ANNOTATION, and
- * key_secret (when there is one) its data. Call once; the StatefulSet is
- * never applied without it (the annotation would be dropped, rolling the
- * pods). */
+ * key_secret (when there is one) its data. Called again, the last key
+ * replaces both. The StatefulSet is never applied without it (the
+ * annotation would be dropped, rolling the pods). */
 void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len);
 
 /* Put every object and zero the struct (safe on a zeroed or freed one). */
