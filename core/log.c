@@ -102,7 +102,9 @@ void pk_log_timestamp_at(int64_t unix_ms, char *buf, size_t len)
 	if (ms) {
 		snprintf(frac, sizeof(frac), ".%03d", ms);
 		size_t n = strlen(frac);
-		while (frac[n - 1] == '0')
+		/* n > 1: ".000" never gets here (ms != 0), but GCC 12 at -O3
+		 * cannot see that and warns of frac[-1] (-Wstringop-overflow). */
+		while (n > 1 && frac[n - 1] == '0')
 			frac[--n] = '\0';
 	}
 	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,

@@ -3,7 +3,7 @@
 # ("pause") image, offline, into OCI archives for `ctr images import`.
 #
 # Usage: hack/image.sh [--build DIR] [--out DIR]
-#   --build DIR  CMake build tree, configured Release (-O2) without tests
+#   --build DIR  CMake build tree, configured Release without tests
 #                (default build-release)
 #   --out DIR    where the archives go (default DIR/images of --build)
 # Prints one "name path" line per image:
@@ -68,7 +68,7 @@ read -r -a pkgs <<<"$(dockerfile_arg RUNTIME_PACKAGES)"
 
 # --- binaries -----------------------------------------------------------------
 t0=$(date +%s%N)
-log "building piko, piko-controller in $build (Release, -O2)"
+log "building piko, piko-controller in $build (Release)"
 mkdir -p "$build" "$out"
 work=$(mktemp -d "$out/.work.XXXXXX")
 tmp=
@@ -77,7 +77,7 @@ trap 'rm -rf "$work" ${tmp:+"$tmp"}' EXIT
 # time, and the binaries are copied out under the lock.
 (
 	flock -w 1200 9 || die "timed out waiting for the lock on $build"
-	hack/build.sh "$build" -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS_RELEASE=-O2 -DNDEBUG" -DPK_TESTS=OFF
+	hack/build.sh "$build" -DCMAKE_BUILD_TYPE=Release -DPK_TESTS=OFF
 	strip --strip-unneeded -o "$work/piko" "$build/bin/piko"
 	strip --strip-unneeded -o "$work/piko-controller" "$build/bin/piko-controller"
 ) 9>"$build/.image.lock"

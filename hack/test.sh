@@ -14,8 +14,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "dependencies (installed when missing, then every tool and toolchain feature probed)"
+hack/deps.sh --check
 step "build (RelWithDebInfo)"
 hack/build.sh build
+step "the builds users make (Debug, MinSizeRel, Debian's packaging flags): no warning"
+tests/builds.sh
 # The benchmark tools are not tests, but they must keep compiling (-Werror).
 cmake --build build --target pk_openloop pk_upstream pk_bulk -- --no-print-directory >/dev/null
 step "clang-format check"
