@@ -111,6 +111,16 @@ def http_get(url, headers=None, timeout=5):
         return e.code, e.read().decode(errors="replace")
 
 
+def http_put(url, body, timeout=5):
+    req = urllib.request.Request(url, data=body.encode(), method="PUT",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 # ---- what the cluster looks like
 
 
@@ -270,6 +280,15 @@ def story(a):
     pods = wait("every node to list all 3 as active", lambda: cluster_formed(3), timeout=60)
     check(len(pods) == 3, "/status/cluster/nodes on each of the 3 nodes lists all 3 as active")
     ips = sorted(p["status"]["podIP"] for p in pods)
+
+    # Secure by default: the controller made the cluster key, the nodes
+    # load it, and refuse what is not signed with it.
+    key = kjson("get", "secret", f"{NS}-cluster-key", "-n", NS)
+    check(key["metadata"]["ownerReferences"][0]["kind"] == "PikoCluster" and key["data"].get("key"),
+          "the cluster key Secret piko-cluster-key exists, owned by the PikoCluster")
+    refused = [http_put(f"http://{ip}:8002/piko/v1/cluster/members",
+                        '{"cluster":"piko","generation":1,"members":[]}') for ip in ips]
+    check(all(st == 401 for st in refused), f"an unsigned member push is refused by every node ({refused})")
 
     def pushed():
         for ip in ips:
