@@ -170,6 +170,21 @@ done
 wait $upid
 rc=$?
 set -e
+# The kernel kills what was left in the PID namespace when its PID 1 died;
+# they may take a moment to go.
+in_pidns() {
+	local p ns
+	[ -s "$SANDBOX.pidns" ] || return 1
+	ns=$(cat "$SANDBOX.pidns")
+	for p in /proc/[0-9]*; do
+		[ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$ns" ] && return 0
+	done
+	return 1
+}
+for _ in $(seq 100); do
+	in_pidns || break
+	sleep 0.1
+done
 if [ $check = 1 ]; then
 	cleanup
 	trap - EXIT
