@@ -6,15 +6,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "backoff.h"
+#include "cache_strip.h"
 #include "log.h"
 #include "strbuf.h"
 
 /* A single watch event (one object) larger than this ends the watch and
  * relists: the apiserver's own limit on an object is about 1.5 MiB. */
 #define PK_INFORMER_MAX_EVENT (16u << 20)
-#define PK_INFORMER_PAGE 500
+/* Items per LIST page. A page is parsed whole before its items are stripped
+ * (cache_strip.h), and a json-c tree is 10 to 30 times its JSON: 100
+ * StatefulSets are a few MiB for a moment, 500 would be tens. */
+#define PK_INFORMER_PAGE 100
 
 enum state {
 	ST_IDLE,     /* waiting for next_ms, then relist or rewatch */
@@ -35,8 +42,13 @@ struct pk_informer {
 	struct pk_backoff backoff;
 	bool synced;
 
-	struct json_object *cache;      /* owned: "ns/name" -> object */
-	struct json_object *listing;    /* owned while paging: the new cache */
+	enum pk_cache_form form;     /* what the cache's values are */
+	struct json_object *cache;   /* owned: "ns/name" -> object or packed */
+	struct json_object *listing; /* owned while paging: the new cache */
+	/* Compact form: the last object pk_informer_get unpacked, and the
+	 * packed string it came from (a reference held, so that its address is
+	 * never reused by another while memo stands for it). */
+	struct json_object *memo, *memo_src;
 	char *rv;                       /* owned: last resourceVersion seen */
 	struct pk_kube_req *req;        /* the LIST or WATCH in flight */
 	struct pk_watch_parser *parser; /* owned while watching */
@@ -80,6 +92,32 @@ int pk_object_key(struct json_object *obj, char *buf, size_t len)
 		return -1;
 	snprintf(buf, len, "%s/%s", ns ? ns : "", name);
 	return 0;
+}
+
+/* What the cache stores for obj (a new reference, or NULL: not cached; see
+ * cache_strip.h). *tree is set to the stripped tree (a new reference the
+ * caller puts), which the owner's callback sees. */
+static struct json_object *cache_value(struct pk_informer *inf, struct json_object *obj,
+                                       struct json_object **tree)
+{
+	struct json_object *kept = pk_cache_strip(inf->kind, obj);
+	*tree = kept;
+	if (!kept || inf->form == PK_CACHE_TREE)
+		return json_object_get(kept);
+	return pk_cache_pack(kept);
+}
+
+/* A cached value as a tree: a new reference the caller puts. */
+static struct json_object *as_tree(const struct pk_informer *inf, struct json_object *v)
+{
+	return inf->form == PK_CACHE_TREE ? json_object_get(v) : pk_cache_unpack(v);
+}
+
+static bool packed_equal(struct json_object *a, struct json_object *b)
+{
+	int la = json_object_get_string_len(a);
+	return la == json_object_get_string_len(b) &&
+	       !memcmp(json_object_get_string(a), json_object_get_string(b), (size_t)la);
 }
 
 static void set_rv(struct pk_informer *inf, const char *rv)
@@ -157,7 +195,11 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 		    !json_object_object_get_ex(it, "kind", NULL))
 			json_object_object_add(it, "kind",
 			                       json_object_new_string_len(lkind, (int)lk - 4));
-		json_object_object_add(inf->listing, key, json_object_get(it));
+		struct json_object *tree;
+		struct json_object *v = cache_value(inf, it, &tree);
+		json_object_put(tree);
+		if (v)
+			json_object_object_add(inf->listing, key, v);
 	}
 	const char *cont = pk_object_str(doc, "metadata.continue");
 	if (cont && *cont) {
@@ -178,25 +220,48 @@ static void list_done(void *ud, long status, const char *body, size_t len, const
 	inf->listing = NULL;
 	inf->stats.lists++;
 	inf->synced = true;
-	json_object_object_foreach(old, okey, oobj)
+	json_object_object_foreach(old, okey, oval)
 	{
 		struct json_object *now;
-		if (!json_object_object_get_ex(inf->cache, okey, &now))
-			inf->fn(inf->ud, inf, PK_WATCH_DELETED, oobj, oobj);
-	}
-	json_object_object_foreach(inf->cache, nkey, nobj)
-	{
-		struct json_object *was = NULL;
-		if (!json_object_object_get_ex(old, nkey, &was))
-			inf->fn(inf->ud, inf, PK_WATCH_ADDED, NULL, nobj);
-		else {
-			const char *a = pk_object_str(was, "metadata.resourceVersion");
-			const char *b = pk_object_str(nobj, "metadata.resourceVersion");
-			if (!a || !b || strcmp(a, b) != 0)
-				inf->fn(inf->ud, inf, PK_WATCH_MODIFIED, was, nobj);
+		if (!json_object_object_get_ex(inf->cache, okey, &now)) {
+			struct json_object *o = as_tree(inf, oval);
+			if (o)
+				inf->fn(inf->ud, inf, PK_WATCH_DELETED, o, o);
+			json_object_put(o);
 		}
 	}
+	json_object_object_foreach(inf->cache, nkey, nval)
+	{
+		struct json_object *was = NULL;
+		bool had = json_object_object_get_ex(old, nkey, &was);
+		bool changed;
+		if (!had)
+			changed = true;
+		else if (inf->form == PK_CACHE_COMPACT)
+			/* The resourceVersion is in the string: equal strings
+			 * are the same version (or one that differed only in
+			 * what is not kept). */
+			changed = !packed_equal(was, nval);
+		else {
+			const char *a = pk_object_str(was, "metadata.resourceVersion");
+			const char *b = pk_object_str(nval, "metadata.resourceVersion");
+			changed = !a || !b || strcmp(a, b) != 0;
+		}
+		if (!changed)
+			continue;
+		struct json_object *o = had ? as_tree(inf, was) : NULL, *n = as_tree(inf, nval);
+		if (n)
+			inf->fn(inf->ud, inf, had ? PK_WATCH_MODIFIED : PK_WATCH_ADDED, o, n);
+		json_object_put(o);
+		json_object_put(n);
+	}
 	json_object_put(old);
+#ifdef __GLIBC__
+	/* The pages' trees were freed in many small pieces between what the
+	 * cache keeps: give the pages they held back to the system, or RSS
+	 * stays at the LIST's peak. Once per LIST, so cheap. */
+	malloc_trim(0);
+#endif
 	start_watch(inf);
 }
 
@@ -258,16 +323,26 @@ static int on_event(void *ud, enum pk_watch_type type, struct json_object *obj)
 	char key[512];
 	if (pk_object_key(obj, key, sizeof(key)) != 0)
 		return 0;
-	struct json_object *old = NULL;
-	json_object_object_get_ex(inf->cache, key, &old);
-	json_object_get(old); /* keep it alive across the replace */
-	if (type == PK_WATCH_DELETED) {
+	struct json_object *was = NULL, *tree;
+	json_object_object_get_ex(inf->cache, key, &was);
+	struct json_object *old = was ? as_tree(inf, was) : NULL; /* owner: here */
+	struct json_object *v = cache_value(inf, obj, &tree);
+	if (!v) {
+		/* Not kept (cache_strip.h): as if it did not exist, so one that
+		 * was kept before is deleted. */
+		if (old) {
+			json_object_object_del(inf->cache, key);
+			inf->fn(inf->ud, inf, PK_WATCH_DELETED, old, old);
+		}
+	} else if (type == PK_WATCH_DELETED) {
+		json_object_put(v);
 		json_object_object_del(inf->cache, key);
-		inf->fn(inf->ud, inf, type, old, obj);
+		inf->fn(inf->ud, inf, type, old, tree);
 	} else {
-		json_object_object_add(inf->cache, key, json_object_get(obj));
-		inf->fn(inf->ud, inf, old ? PK_WATCH_MODIFIED : PK_WATCH_ADDED, old, obj);
+		json_object_object_add(inf->cache, key, v);
+		inf->fn(inf->ud, inf, old ? PK_WATCH_MODIFIED : PK_WATCH_ADDED, old, tree);
 	}
+	json_object_put(tree);
 	json_object_put(old);
 	return 0;
 }
@@ -367,6 +442,7 @@ struct pk_informer *pk_informer_new(struct pk_kube *k, const struct pk_informer_
 	inf->watch_timeout_s = o->watch_timeout_s ? o->watch_timeout_s : 300;
 	inf->fn = fn;
 	inf->ud = ud;
+	inf->form = pk_cache_form_for(o->kind);
 	inf->cache = json_object_new_object();
 	pk_backoff_init(&inf->backoff, 200, 30000);
 	if (!inf->kind || !inf->path || (o->label_selector && !inf->selector) || !inf->cache) {
@@ -383,6 +459,8 @@ void pk_informer_free(struct pk_informer *inf)
 		return;
 	pk_kube_cancel(inf->req);
 	pk_watch_parser_free(inf->parser);
+	json_object_put(inf->memo);
+	json_object_put(inf->memo_src);
 	json_object_put(inf->cache);
 	json_object_put(inf->listing);
 	free(inf->rv);
@@ -413,13 +491,23 @@ bool pk_informer_synced(const struct pk_informer *inf)
 	return inf->synced;
 }
 
-struct json_object *pk_informer_get(const struct pk_informer *inf, const char *ns, const char *name)
+struct json_object *pk_informer_get(struct pk_informer *inf, const char *ns, const char *name)
 {
 	char key[512];
 	snprintf(key, sizeof(key), "%s/%s", ns ? ns : "", name);
 	struct json_object *o = NULL;
 	json_object_object_get_ex(inf->cache, key, &o);
-	return o;
+	if (!o || inf->form == PK_CACHE_TREE)
+		return o;
+	/* Compact: unpacked once per object asked for in a row (a reconcile
+	 * asks for the same StatefulSet more than once). */
+	if (o != inf->memo_src) {
+		json_object_put(inf->memo);
+		json_object_put(inf->memo_src);
+		inf->memo = pk_cache_unpack(o);
+		inf->memo_src = json_object_get(o);
+	}
+	return inf->memo;
 }
 
 struct json_object *pk_informer_cache(const struct pk_informer *inf)
@@ -435,4 +523,13 @@ const char *pk_informer_kind(const struct pk_informer *inf)
 void pk_informer_stats(const struct pk_informer *inf, struct pk_informer_stats *out)
 {
 	*out = inf->stats;
+	out->objects = 0;
+	out->packed_bytes = 0;
+	json_object_object_foreach(inf->cache, key, v)
+	{
+		(void)key;
+		out->objects++;
+		if (inf->form == PK_CACHE_COMPACT)
+			out->packed_bytes += (uint64_t)json_object_get_string_len(v);
+	}
 }

@@ -9,9 +9,12 @@
  *   410 Gone (HTTP status or ERROR event)        -> relist
  *   any other failure or malformed stream        -> relist after a backoff
  *
- * The cache maps "namespace/name" to the object as last seen; resource
- * versions are opaque strings, compared only for equality. Events reach the
- * owner through one callback, after the cache is updated.
+ * The cache maps "namespace/name" to the object as last seen, stripped of
+ * what the controller does not read and, for most kinds, serialized
+ * (cache_strip.h: both chosen by the kind's name); resource versions are
+ * opaque strings, compared only for equality. Events reach the owner through
+ * one callback, after the cache is updated; the objects it is handed are
+ * stripped as the cache holds them.
  */
 #ifndef PK_INFORMER_H
 #define PK_INFORMER_H
@@ -48,17 +51,26 @@ uint64_t pk_informer_tick(struct pk_informer *inf, uint64_t now_ms);
 
 /* True once the first LIST has filled the cache. */
 bool pk_informer_synced(const struct pk_informer *inf);
-/* Cached object or NULL (borrowed, valid until the next event). */
-struct json_object *pk_informer_get(const struct pk_informer *inf, const char *ns,
-                                    const char *name);
+/* Cached object or NULL: borrowed, valid until the next event and, for an
+ * informer of the compact form (cache_strip.h), until the next
+ * pk_informer_get on the same informer (take a reference with
+ * json_object_get to keep it longer). What is cached is what cache_strip.h
+ * keeps of the object, not all of it. */
+struct json_object *pk_informer_get(struct pk_informer *inf, const char *ns, const char *name);
 /* The cache itself: a json object keyed by "ns/name" (borrowed; iterate with
- * json_object_object_foreach, never modify). */
+ * json_object_object_foreach, never modify). Its values are the objects for
+ * an informer of the tree form; for the compact form, json strings (the
+ * objects serialized): iterate such a cache for its keys only, and read an
+ * object with pk_informer_get. */
 struct json_object *pk_informer_cache(const struct pk_informer *inf);
 const char *pk_informer_kind(const struct pk_informer *inf);
 
-/* Counters for logs, tests and metrics. */
+/* Counters for logs, tests and metrics; objects is how many the cache holds
+ * now, packed_bytes the length of their serialized forms (compact form; 0
+ * for a tree). pk_informer_stats walks the cache for these two. */
 struct pk_informer_stats {
 	uint64_t lists, watches, events, bookmarks, gone, errors;
+	uint64_t objects, packed_bytes;
 };
 void pk_informer_stats(const struct pk_informer *inf, struct pk_informer_stats *out);
 
