@@ -5,6 +5,7 @@
  *   piko server status ... a client of a node's status API (piko_status.c)
  *   piko agent http|start  an agent beside a service (agent/)
  *   piko test cluster      nodes behind load balancers on loopback (piko_testcluster.c)
+ *   piko token create      sign a token the servers' auth accepts (piko_token.c)
  *
  * Configuration: defaults, then the YAML file named by --config.path, then
  * flags (see core/config.h). Invalid configuration prints `config: <reason>`
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "piko_status.h"
 #include "piko_testcluster.h"
+#include "piko_token.h"
 #include "server.h"
 #include "server_config.h"
 
@@ -268,7 +270,7 @@ static void usage(FILE *out)
 	             "                     forward a local TCP port to an endpoint\n"
 	             "  forward start      start the ports of --config.path\n"
 	             "  test cluster       run a cluster of server nodes on this machine, behind\n"
-	             "                     load balancers, to try a cluster out\n"
+	             "                     load balancers, to try a cluster out\n" PK_TOKEN_SUMMARY
 	             "\nRun 'piko <command> --help' for its flags.\n");
 }
 
@@ -295,6 +297,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "test"))
 		return pk_testcluster_main(argc - 2, argv + 2, load_config);
+	if (!strcmp(cmd, "token"))
+		return pk_token_main(argc - 2, argv + 2);
 	if (!strcmp(cmd, "agent") && argc >= 3) {
 		if (!strcmp(argv[2], "http"))
 			return cmd_agent_listener("http", argc - 3, argv + 3);
