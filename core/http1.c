@@ -467,14 +467,19 @@ static int on_chunk_header(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
 	struct pk_http1_reader *r = p->data;
-	if (!r->head.chunked)
+	if (!r->head.chunked) {
+		if (r->sink && len)
+			r->sink(r->sink_arg, at, len);
 		return 0;
+	}
 	if (!crlf_ok(r, r->scan, (size_t)(at - r->scan)))
 		return cb_fail(r, status_for_malformed(r), "invalid chunked framing");
 	r->scan = at + len;
 	r->chunk_left -= len < r->chunk_left ? len : r->chunk_left;
 	if (r->chunk_left == 0)
 		r->cr = 2;
+	if (r->sink && len)
+		r->sink(r->sink_arg, at, len);
 	return 0;
 }
 
@@ -520,6 +525,13 @@ void pk_http1_reader_free(struct pk_http1_reader *r)
 void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head)
 {
 	r->head_request = is_head != 0;
+}
+
+void pk_http1_reader_set_body_sink(struct pk_http1_reader *r,
+                                   void (*fn)(void *arg, const char *data, size_t len), void *arg)
+{
+	r->sink = fn;
+	r->sink_arg = fn ? arg : NULL;
 }
 
 /* Start over for the next message on the same connection; the head storage
@@ -833,6 +845,13 @@ static const char *origin_form(const char *url)
 char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_prefix,
                              const char *client_ip, unsigned flags, size_t *len)
 {
+	return pk_http1_build_request_host(h, path_prefix, client_ip, flags, NULL, len);
+}
+
+char *pk_http1_build_request_host(const struct pk_http1_head *h, const char *path_prefix,
+                                  const char *client_ip, unsigned flags, const char *default_host,
+                                  size_t *len)
+{
 	int piko_forward = (flags & PK_HTTP1_PIKO_FORWARD) != 0;
 	struct pk_sb b = {0};
 	pk_sb_str(&b, h->method ? h->method : "GET");
@@ -844,6 +863,10 @@ char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_pre
 		pk_sb_put(&b, "/", 1); /* "http://host?q" has an empty path */
 	pk_sb_str(&b, target);
 	pk_sb_str(&b, " HTTP/1.1\r\n");
+	/* Go's transport writes Host first, from the URL when the request
+	 * had none. */
+	if (default_host && !pk_http1_header_get(h, "Host"))
+		sb_header(&b, "Host", default_host);
 
 	const char *upgrade = h->upgrade ? pk_http1_header_get(h, "Upgrade") : NULL;
 	const char *conn[MAX_CONNECTION_HEADERS];
@@ -900,22 +923,38 @@ char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_pre
 }
 
 /* The status line Go's server writes: its own text for the code, or
- * "status code N" for a code it does not know. */
-static void put_status_line(struct pk_sb *b, int status)
+ * "status code N" for a code it does not know; HTTP/1.0 to an HTTP/1.0
+ * request (writeStatusLine's is11). */
+static void put_status_line(struct pk_sb *b, int status, unsigned flags)
 {
 	char line[64];
 	const char *text = pk_http1_status_text(status);
+	const char *proto = flags & PK_HTTP1_RESP_HTTP10 ? "HTTP/1.0" : "HTTP/1.1";
 	if (strcmp(text, "Unknown") == 0)
-		snprintf(line, sizeof(line), "HTTP/1.1 %03d status code %d\r\n", status, status);
+		snprintf(line, sizeof(line), "%s %03d status code %d\r\n", proto, status, status);
 	else
-		snprintf(line, sizeof(line), "HTTP/1.1 %03d %s\r\n", status, text);
+		snprintf(line, sizeof(line), "%s %03d %s\r\n", proto, status, text);
 	pk_sb_str(b, line);
 }
 
-char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *len)
+/* The Connection header of a response that is not a 101: HTTP/1.1 says
+ * close when closing; HTTP/1.0 closes by default and says keep-alive when
+ * it does not (Go's server: only to a request that asked for it, which is
+ * the only case the caller keeps an HTTP/1.0 connection). */
+static void put_connection(struct pk_sb *b, unsigned flags)
+{
+	if (flags & PK_HTTP1_RESP_HTTP10) {
+		if (!(flags & PK_HTTP1_RESP_CLOSE))
+			pk_sb_str(b, "Connection: keep-alive\r\n");
+	} else if (flags & PK_HTTP1_RESP_CLOSE) {
+		pk_sb_str(b, "Connection: close\r\n");
+	}
+}
+
+char *pk_http1_build_response(const struct pk_http1_head *h, unsigned flags, size_t *len)
 {
 	struct pk_sb b = {0};
-	put_status_line(&b, h->status);
+	put_status_line(&b, h->status, flags);
 	const char *conn[MAX_CONNECTION_HEADERS];
 	size_t nconn = connection_values(h, conn, MAX_CONNECTION_HEADERS);
 	for (size_t i = 0; i < h->nheaders; i++) {
@@ -923,7 +962,10 @@ char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *
 			continue;
 		sb_header(&b, h->headers[i].name, h->headers[i].value);
 	}
-	if (h->chunked) {
+	/* HTTP/1.0 has no chunked coding: the caller de-chunks the body and
+	 * ends it with the connection (the trailers are dropped, as Go's
+	 * server drops them when it cannot chunk). */
+	if (h->chunked && !(flags & PK_HTTP1_RESP_HTTP10)) {
 		pk_sb_str(&b, "Transfer-Encoding: chunked\r\n");
 		put_trailer_announcement(&b, h);
 	}
@@ -932,8 +974,8 @@ char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *
 		pk_sb_str(&b, "Connection: Upgrade\r\n");
 		if (upgrade)
 			sb_header(&b, "Upgrade", upgrade);
-	} else if (close) {
-		pk_sb_str(&b, "Connection: close\r\n");
+	} else {
+		put_connection(&b, flags);
 	}
 	pk_sb_put(&b, "\r\n", 2);
 	return pk_sb_finish(&b, len);
@@ -998,7 +1040,7 @@ static void put_json_string(struct pk_sb *b, const char *s)
 	pk_sb_put(b, "\"", 1);
 }
 
-char *pk_http1_error_response(int status, const char *msg, int close, size_t *len)
+char *pk_http1_error_response(int status, const char *msg, unsigned flags, size_t *len)
 {
 	struct pk_sb body = {0};
 	pk_sb_str(&body, "{\"error\":");
@@ -1006,13 +1048,12 @@ char *pk_http1_error_response(int status, const char *msg, int close, size_t *le
 	pk_sb_str(&body, "}\n");
 	struct pk_sb b = {0};
 	char cl[64];
-	put_status_line(&b, status);
+	put_status_line(&b, status, flags);
 	pk_sb_str(&b, "Content-Type: application/json\r\n"
 	              "X-Content-Type-Options: nosniff\r\n");
 	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body.len);
 	pk_sb_str(&b, cl);
-	if (close)
-		pk_sb_str(&b, "Connection: close\r\n");
+	put_connection(&b, flags);
 	pk_sb_put(&b, "\r\n", 2);
 	pk_sb_put(&b, body.p, body.len);
 	free(body.p);
@@ -1032,17 +1073,16 @@ size_t pk_http1_approx_request_size(const struct pk_http1_head *h)
 }
 
 char *pk_http1_simple_response(int status, const char *content_type, const char *body,
-                               size_t body_len, int close, size_t *len)
+                               size_t body_len, unsigned flags, size_t *len)
 {
 	struct pk_sb b = {0};
 	char cl[64];
-	put_status_line(&b, status);
+	put_status_line(&b, status, flags);
 	if (content_type)
 		sb_header(&b, "Content-Type", content_type);
 	snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body_len);
 	pk_sb_str(&b, cl);
-	if (close)
-		pk_sb_str(&b, "Connection: close\r\n");
+	put_connection(&b, flags);
 	pk_sb_put(&b, "\r\n", 2);
 	if (body_len)
 		pk_sb_put(&b, body, body_len);
@@ -1054,7 +1094,7 @@ char *pk_http1_ws_bad_request(size_t *len)
 	static const char body[] = "Bad Request\n";
 	struct pk_sb b = {0};
 	char cl[64];
-	put_status_line(&b, 400);
+	put_status_line(&b, 400, 0);
 	sb_header(&b, "Content-Type", "text/plain; charset=utf-8");
 	sb_header(&b, "Sec-Websocket-Version", "13");
 	sb_header(&b, "X-Content-Type-Options", "nosniff");

@@ -87,6 +87,9 @@ struct pk_http1_reader {
 	int line0;            /* 0 before the first line, 1 in it, 2 in a header, 3 line start */
 	unsigned line0_len;   /* bytes kept in line0_buf */
 	char line0_buf[8];    /* request: its last 8 bytes; response: its first 8 */
+	/* pk_http1_reader_set_body_sink() */
+	void (*sink)(void *arg, const char *data, size_t len);
+	void *sink_arg;
 };
 
 /* Initialise a reader for requests or responses; max_head caps the head size
@@ -99,6 +102,15 @@ void pk_http1_reader_free(struct pk_http1_reader *r);
  * whatever the headers say). Set before feeding the response; it stays set
  * until changed. */
 void pk_http1_reader_set_head_request(struct pk_http1_reader *r, int is_head);
+
+/* Also hand the body's payload to fn, as feed() parses it: the data of a
+ * chunked body without its framing and trailers, or the bytes of any other
+ * body. feed() reports the raw bytes all the same; fn only sees bytes feed()
+ * validated up to them (a later framing error still ends in ERROR). What
+ * de-chunks a response for an HTTP/1.0 client. fn must not feed this reader.
+ * NULL stops it. It stays set across messages. */
+void pk_http1_reader_set_body_sink(struct pk_http1_reader *r,
+                                   void (*fn)(void *arg, const char *data, size_t len), void *arg);
 
 /* Feed input. Returns the first event reached and sets *used to the input
  * bytes that belong to it; the caller calls again with the rest:
@@ -154,31 +166,48 @@ int pk_http1_is_hop_by_hop(const struct pk_http1_head *h, const char *name);
 char *pk_http1_build_request(const struct pk_http1_head *h, const char *path_prefix,
                              const char *client_ip, unsigned flags, size_t *len);
 
+/* The same, with "Host: <default_host>" after the request line when h has
+ * no Host (an HTTP/1.0 request may have none; the next hop speaks HTTP/1.1,
+ * which requires one). default_host may be NULL. */
+char *pk_http1_build_request_host(const struct pk_http1_head *h, const char *path_prefix,
+                                  const char *client_ip, unsigned flags, const char *default_host,
+                                  size_t *len);
+
 /* Flags of pk_http1_build_request(). */
 #define PK_HTTP1_PIKO_FORWARD 0x1 /* add X-Piko-Forward: true */
 #define PK_HTTP1_KEEP_ALIVE                                                                        \
 	0x2 /* no Connection: close (the agent's kept-alive service connections) */
 
+/* Flags of the response builders below (0 or 1 as "close" is also right).
+ * PK_HTTP1_RESP_HTTP10: the request was HTTP/1.0, answered as Go's server
+ * answers one: status line HTTP/1.0, never Transfer-Encoding: chunked nor a
+ * Trailer announcement (the caller sends the body de-chunked and closes),
+ * no Connection: close (closing is HTTP/1.0's default) and Connection:
+ * keep-alive when the connection stays open. */
+#define PK_HTTP1_RESP_CLOSE 0x1 /* the connection ends after this response */
+#define PK_HTTP1_RESP_HTTP10 0x2
+
 /* Build the response head for the client side: status line as HTTP/1.1,
  * headers minus hop-by-hop ones, then Transfer-Encoding: chunked when
  * chunked, Connection: Upgrade + Upgrade for a 101, Connection: close when
- * close is set. Owned by the caller. */
-char *pk_http1_build_response(const struct pk_http1_head *h, int close, size_t *len);
+ * flags has PK_HTTP1_RESP_CLOSE. Owned by the caller. */
+char *pk_http1_build_response(const struct pk_http1_head *h, unsigned flags, size_t *len);
 
 /* A JSON error as Piko writes them from its proxy:
  *   HTTP/1.1 <status> <text>, Content-Type: application/json,
  *   X-Content-Type-Options: nosniff, Content-Length, [Connection: close],
  *   body {"error":"<msg>"} followed by "\n".
- * msg is JSON-escaped. Owned by the caller. */
-char *pk_http1_error_response(int status, const char *msg, int close, size_t *len);
+ * msg is JSON-escaped. flags: PK_HTTP1_RESP_*. Owned by the caller. */
+char *pk_http1_error_response(int status, const char *msg, unsigned flags, size_t *len);
 
 /* Piko's approximate request size for its request_size_bytes metrics: URL,
  * method, protocol, header names and values, and the content length. */
 size_t pk_http1_approx_request_size(const struct pk_http1_head *h);
 
-/* A plain response with a body of the given content type (admin port). */
+/* A plain response with a body of the given content type (admin port).
+ * flags: PK_HTTP1_RESP_*. */
 char *pk_http1_simple_response(int status, const char *content_type, const char *body,
-                               size_t body_len, int close, size_t *len);
+                               size_t body_len, unsigned flags, size_t *len);
 
 /* The 404 of Piko's router (gin) on the upstream and admin ports: no
  * charset, no trailing newline. */

@@ -77,6 +77,9 @@
 #define ACCEPT_BACKOFF_MS 1000
 /* A graceful close waits this long for the queue to drain, then resets. */
 #define CLOSE_LINGER_MS 30000
+/* After answering plain HTTP on a TLS port: how long to wait for the client
+ * to close first (so our close does not reset the answer away). */
+#define SNIFF_LINGER_MS 3000
 
 /* The first member of everything we hand lws as opaque user data, so that a
  * callback knows what it got (and can tell a stale pointer from ours). */
@@ -84,6 +87,7 @@ enum kind {
 	KIND_SOCK = 0x534b4f43,
 	KIND_LISTENER = 0x4c495354,
 	KIND_BELL = 0x42454c4c,
+	KIND_SNIFF = 0x534e4946,
 };
 
 enum state {
@@ -161,7 +165,21 @@ struct pk_sock_listener {
 	int in_accept; /* inside on_accept: pk_sock_listener_close defers the free */
 	int closed;
 	uint64_t resume_ms; /* accepting paused after EMFILE until then; 0: not */
+	uint64_t sniff_ms;  /* pk_sock_listener_refuse_plain_http(); 0: off */
 	lws_dll2_t link;    /* g_listeners */
+};
+
+/* An accepted connection of a TLS port waiting for its first byte
+ * (pk_sock_listener_refuse_plain_http). */
+struct sniff {
+	uint32_t kind;
+	struct lws *wsi; /* a raw file: lws closes the fd with it */
+	int fd;
+	struct pk_sock_listener *l; /* NULL once the listener is closed */
+	uint64_t deadline_ms;
+	int answered;    /* plain HTTP was answered: draining until the client closes */
+	int killed;      /* its wsi is closing */
+	lws_dll2_t link; /* g_sniffs */
 };
 
 static struct lws_vhost *g_vh;
@@ -176,6 +194,7 @@ static lws_dll2_owner_t g_socks;     /* every live pk_sock */
 static lws_dll2_owner_t g_defer;     /* socks with defer_bits */
 static lws_dll2_owner_t g_timers;    /* socks with a deadline */
 static lws_dll2_owner_t g_listeners; /* every live listener */
+static lws_dll2_owner_t g_sniffs;    /* connections waiting for their first byte */
 static uint8_t g_rbuf[READ_MAX];     /* one service thread: one read buffer */
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -808,6 +827,8 @@ static int sock_callback(struct pk_sock *s, struct lws *wsi, enum lws_callback_r
 
 /* ---- listeners -------------------------------------------------------------- */
 
+static void sniff_start(struct pk_sock_listener *l, int fd);
+
 static int listener_rx(struct pk_sock_listener *l)
 {
 	for (int i = 0; i < ACCEPT_MAX; i++) {
@@ -823,6 +844,10 @@ static int listener_rx(struct pk_sock_listener *l)
 			lws_rx_flow_control(l->wsi, 0);
 			break;
 		}
+		if (l->sniff_ms) {
+			sniff_start(l, fd);
+			continue;
+		}
 		l->in_accept = 1;
 		l->on_accept(l->user, fd);
 		l->in_accept = 0;
@@ -833,6 +858,102 @@ static int listener_rx(struct pk_sock_listener *l)
 		}
 	}
 	return 0;
+}
+
+/* ---- plain HTTP on a TLS port ------------------------------------------------ */
+
+/* What Go's net/http server writes to a plain HTTP request on a TLS port
+ * (server.go, after tls.RecordHeaderError), byte for byte. */
+static const char plain_http_answer[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+                                        "Client sent an HTTP request to an HTTPS server.\n";
+
+static void sniff_kill(struct sniff *sn)
+{
+	if (sn->killed)
+		return;
+	sn->killed = 1;
+	lws_set_timeout(sn->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+}
+
+static void sniff_start(struct pk_sock_listener *l, int fd)
+{
+	/* Owner: the event loop, through g_sniffs; freed on RAW_CLOSE_FILE. */
+	struct sniff *sn = pk_xcalloc(1, sizeof(*sn));
+	sn->kind = KIND_SNIFF;
+	sn->fd = fd;
+	sn->l = l;
+	sn->deadline_ms = pk_now_ms() + l->sniff_ms;
+	lws_dll2_add_tail(&sn->link, &g_sniffs);
+	sn->wsi = adopt_fd(fd, sn);
+	if (!sn->wsi) {
+		lws_dll2_remove(&sn->link);
+		close(fd);
+		sn->kind = 0;
+		free(sn);
+	}
+}
+
+/* The first byte decides, and it is only peeked: a TLS record starts with
+ * its content type (20..24; a ClientHello 0x16) and an SSLv2-style hello
+ * with a byte >= 0x80, so an ASCII capital letter (the first of a request
+ * method) can only be plain HTTP, which the handshake would refuse anyway:
+ * answering it weakens nothing. Go answers only requests starting "GET /",
+ * "HEAD ", "POST ", "PUT /" or "OPTIO" and fails the handshake silently on
+ * other methods; we answer every method. Returns -1 when the wsi is to
+ * close (lws then closes our fd). */
+static int sniff_rx(struct sniff *sn)
+{
+	if (sn->answered) {
+		/* Drop what the client still sends until it closes. */
+		ssize_t n = read(sn->fd, g_rbuf, sizeof(g_rbuf));
+		if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR)))
+			return 0;
+		return -1;
+	}
+	uint8_t b;
+	ssize_t n = recv(sn->fd, &b, 1, MSG_PEEK);
+	if (n == -1)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+	if (n == 0)
+		return -1; /* closed before saying anything */
+	if (b >= 'A' && b <= 'Z') {
+		/* Read what came (one read: poll is level-triggered), answer,
+		 * send our FIN, and wait for the client's before closing: a
+		 * close with its bytes unread would reset the answer away. */
+		if (read(sn->fd, g_rbuf, sizeof(g_rbuf)) <= 0)
+			return -1;
+		size_t len = sizeof(plain_http_answer) - 1;
+		if (send(sn->fd, plain_http_answer, len, MSG_NOSIGNAL) != (ssize_t)len ||
+		    shutdown(sn->fd, SHUT_WR) == -1)
+			return -1;
+		pk_log(PK_LOG_DEBUG, SUBSYS, "plain HTTP request on a TLS port: answered 400",
+		       NULL);
+		sn->answered = 1;
+		sn->deadline_ms = pk_now_ms() + SNIFF_LINGER_MS;
+		return 0;
+	}
+	/* Not plain HTTP: the connection goes on, every byte still unread, as
+	 * a fresh descriptor (lws closes this one with the sniff's wsi). */
+	struct pk_sock_listener *l = sn->l;
+	if (!l)
+		return -1;
+	int nfd = fcntl(sn->fd, F_DUPFD_CLOEXEC, 0);
+	if (nfd == -1) {
+		pk_log(PK_LOG_WARN, SUBSYS, "accept failed", "error", strerror(errno), NULL);
+		return -1;
+	}
+	lws_dll2_remove(&sn->link);
+	sn->l = NULL;
+	/* on_accept may close l: nothing here uses it afterwards. */
+	l->on_accept(l->user, nfd);
+	return -1;
+}
+
+static void sniff_closed(struct sniff *sn)
+{
+	lws_dll2_remove(&sn->link);
+	sn->kind = 0;
+	free(sn);
 }
 
 /* ---- the protocol ----------------------------------------------------------- */
@@ -923,6 +1044,14 @@ static int pk_sock_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
 				l->fd = -1;
 			}
 			return 0;
+		}
+		if (*kind == KIND_SNIFF) {
+			struct sniff *sn = lws_container_of(kind, struct sniff, kind);
+			if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
+				sniff_closed(sn);
+				return 0;
+			}
+			return reason == LWS_CALLBACK_RAW_RX_FILE ? sniff_rx(sn) : 0;
 		}
 		if (*kind == KIND_BELL) {
 			if (reason == LWS_CALLBACK_RAW_RX_FILE)
@@ -1204,6 +1333,14 @@ void pk_sock_tick(uint64_t now_ms)
 	}
 	lws_end_foreach_dll_safe(d, d1);
 
+	lws_start_foreach_dll(struct lws_dll2 *, d, g_sniffs.head)
+	{
+		struct sniff *sn = lws_container_of(d, struct sniff, link);
+		if (now_ms >= sn->deadline_ms)
+			sniff_kill(sn);
+	}
+	lws_end_foreach_dll(d);
+
 	lws_start_foreach_dll(struct lws_dll2 *, d, g_listeners.head)
 	{
 		struct pk_sock_listener *l = lws_container_of(d, struct pk_sock_listener, link);
@@ -1248,6 +1385,16 @@ void pk_sock_listener_close(struct pk_sock_listener *l)
 	if (!l)
 		return;
 	lws_dll2_remove(&l->link);
+	/* Its connections still waiting for a first byte go with it. */
+	lws_start_foreach_dll(struct lws_dll2 *, d, g_sniffs.head)
+	{
+		struct sniff *sn = lws_container_of(d, struct sniff, link);
+		if (sn->l == l) {
+			sn->l = NULL;
+			sniff_kill(sn);
+		}
+	}
+	lws_end_foreach_dll(d);
 	if (l->wsi) {
 		/* The wsi outlives l until lws closes it (and the fd with it) on
 		 * the next pass; with no opaque pointer it is only closed. */
@@ -1265,4 +1412,9 @@ void pk_sock_listener_close(struct pk_sock_listener *l)
 int pk_sock_listener_port(const struct pk_sock_listener *l)
 {
 	return l->port;
+}
+
+void pk_sock_listener_refuse_plain_http(struct pk_sock_listener *l, uint64_t timeout_ms)
+{
+	l->sniff_ms = timeout_ms ? timeout_ms : 1;
 }

@@ -134,6 +134,17 @@ void pk_sock_listener_close(struct pk_sock_listener *l);
 /* The port actually bound (useful with port 0). */
 int pk_sock_listener_port(const struct pk_sock_listener *l);
 
+/* For a TLS port: each accepted connection waits (at most timeout_ms) for
+ * its first byte before on_accept sees it. A first byte that is an ASCII
+ * capital letter is a plain HTTP request (no TLS record starts with one): it
+ * gets Go's answer, "HTTP/1.0 400 Bad Request" with the body "Client sent an
+ * HTTP request to an HTTPS server.\n", and is closed once the client closes
+ * (3 s at most). Anything else goes to on_accept with every byte still
+ * unread (only peeked), so the TLS handshake sees exactly what it did
+ * before. A connection that closes or stays silent for timeout_ms is
+ * closed. Closing the listener closes its waiting connections too. */
+void pk_sock_listener_refuse_plain_http(struct pk_sock_listener *l, uint64_t timeout_ms);
+
 /* Timers (connect and close timeouts, accept back-off after EMFILE); call
  * about every 250 ms with pk_now_ms(), the clock deadlines are set with. */
 void pk_sock_tick(uint64_t now_ms);

@@ -125,11 +125,12 @@ const char *pk_access_check_upstream(const struct pk_access *a, const struct pk_
 	return why;
 }
 
-char *pk_access_error_response(const char *reason, size_t *len)
+char *pk_access_error_response(const char *reason, int http10, size_t *len)
 {
 	char body[128];
 	/* The reasons are fixed texts without characters JSON must escape. */
 	int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", reason);
-	return pk_http1_simple_response(401, "application/json; charset=utf-8", body, (size_t)n, 1,
-	                                len);
+	unsigned flags = PK_HTTP1_RESP_CLOSE | (http10 ? PK_HTTP1_RESP_HTTP10 : 0);
+	return pk_http1_simple_response(401, "application/json; charset=utf-8", body, (size_t)n,
+	                                flags, len);
 }

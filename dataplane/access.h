@@ -54,7 +54,9 @@ const char *pk_access_check_upstream(const struct pk_access *a, const struct pk_
                                      const char *endpoint, int64_t now, int64_t *exp_out);
 
 /* The body of an auth failure, as gin writes it: compact JSON, no newline,
- * Content-Type application/json; charset=utf-8. Owned by the caller. */
-char *pk_access_error_response(const char *reason, size_t *len);
+ * Content-Type application/json; charset=utf-8; the connection closes after
+ * it. http10: the request was HTTP/1.0 (PK_HTTP1_RESP_HTTP10). Owned by the
+ * caller. */
+char *pk_access_error_response(const char *reason, int http10, size_t *len);
 
 #endif

@@ -5,7 +5,8 @@
  * and the controller's member-set push (PUT /piko/v1/cluster/members,
  * docs/controller.md). Same raw-socket HTTP/1.1 reading as the proxy port;
  * request bodies (the push) are read whole up to ADMIN_MAX_BODY, responses
- * are small and built whole.
+ * are small and built whole. Slow clients are closed as on the proxy port
+ * (admin.http.read_header_timeout, admin.http.idle_timeout; pk_admin_tick).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "admin_forward.h"
+#include "backoff.h"
 #include "buf.h"
 #include "http1.h"
 #include "link.h"
@@ -27,6 +29,7 @@
 #define ADMIN_MAX_BODY (1024 * 1024)
 
 struct admin_conn {
+	struct pk_server *srv;
 	struct pk_http1_reader req;
 	struct pk_admin_fwd *fwd; /* a ?forward= request in progress */
 	struct lws *wsi;
@@ -37,6 +40,13 @@ struct admin_conn {
 	struct pk_bufq out;
 	int close_after_write;
 	int rx_paused;
+	unsigned resp_flags; /* PK_HTTP1_RESP_HTTP10 for an HTTP/1.0 request */
+	/* Timers (pk_admin_tick): since when a request is awaited in full
+	 * (accept, or its first byte; 0 once it is read), and since when the
+	 * connection is idle (its last response written; 0 when not). */
+	uint64_t head_start_ms;
+	uint64_t idle_since_ms;
+	struct admin_conn *prev, *next; /* srv->admin_conns */
 };
 
 static void queue_response(struct lws *wsi, struct admin_conn *c, int status, const char *ctype,
@@ -44,7 +54,8 @@ static void queue_response(struct lws *wsi, struct admin_conn *c, int status, co
 {
 	size_t len;
 	char *resp =
-	    pk_http1_simple_response(status, ctype, body, head_only ? 0 : body_len, close, &len);
+	    pk_http1_simple_response(status, ctype, body, head_only ? 0 : body_len,
+	                             (close ? PK_HTTP1_RESP_CLOSE : 0) | c->resp_flags, &len);
 	pk_bufq_append_force(&c->out, resp, len);
 	free(resp);
 	if (close)
@@ -221,7 +232,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	const char *denied = pk_access_check(srv->access.admin, &ah, pk_auth_now(), NULL);
 	size_t len;
 	if (denied) {
-		char *resp = pk_access_error_response(denied, &len);
+		char *resp = pk_access_error_response(denied, c->resp_flags != 0, &len);
 		pk_bufq_append_force(&c->out, resp, len);
 		free(resp);
 		c->close_after_write = 1;
@@ -254,8 +265,9 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		body = owned;
 	}
 	int close = !h->keep_alive || h->chunked;
-	char *resp = pk_http1_simple_response(
-	    status, ctype, body, strcmp(h->method, "HEAD") ? body_len : 0, close, &len);
+	char *resp =
+	    pk_http1_simple_response(status, ctype, body, strcmp(h->method, "HEAD") ? body_len : 0,
+	                             (close ? PK_HTTP1_RESP_CLOSE : 0) | c->resp_flags, &len);
 	pk_bufq_append_force(&c->out, resp, len);
 	free(resp);
 	free(owned);
@@ -280,6 +292,13 @@ static int body_denied(struct lws *wsi, const struct pk_http1_head *h)
 	size_t plen = strcspn(h->url, "?");
 	return plen == sizeof(members) - 1 && !strncmp(h->url, members, plen) &&
 	       pk_cluster_check_proof(&srv->cluster, pk_http1_header_get(h, "Authorization"));
+}
+
+/* A whole request was read: its header timer stops; bytes already queued
+ * behind it start the next one's. */
+static void request_read(struct admin_conn *c)
+{
+	c->head_start_ms = c->in.len ? pk_now_ms() : 0;
 }
 
 /* Parse requests from the front of in, one response at a time: a client
@@ -311,6 +330,10 @@ static void admin_pump(struct lws *wsi, struct admin_conn *c)
 		pk_bufq_consume(&c->in, used);
 		if (ev == PK_HTTP1_HEAD) {
 			const struct pk_http1_head *h = pk_http1_reader_head(&c->req);
+			c->resp_flags =
+			    h->http_major == 1 && h->http_minor == 0 ? PK_HTTP1_RESP_HTTP10 : 0;
+			if (h->content_length <= 0 || h->chunked)
+				request_read(c);
 			if (h->chunked) {
 				queue_response(wsi, c, 411, "text/plain", "411 length required", 19,
 				               1, 0);
@@ -339,6 +362,7 @@ static void admin_pump(struct lws *wsi, struct admin_conn *c)
 		} else if (ev == PK_HTTP1_DONE && c->reading_body) {
 			c->body[c->body_len] = '\0';
 			c->reading_body = 0;
+			request_read(c);
 			respond(wsi, c, pk_http1_reader_head(&c->req));
 			free(c->body);
 			c->body = NULL;
@@ -369,10 +393,22 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 		pk_bufq_init(&c->in, ADMIN_IN_HWM * 2);
 		pk_bufq_init(&c->out, ADMIN_OUT_CAP);
 		c->wsi = wsi;
+		c->srv = pk_server_from_wsi(wsi);
+		/* As on the proxy port (Go's ReadHeaderTimeout): the timer
+		 * runs from the accept, a client that sends nothing is not
+		 * kept. */
+		c->head_start_ms = pk_now_ms();
+		c->next = c->srv->admin_conns;
+		if (c->next)
+			c->next->prev = c;
+		c->srv->admin_conns = c;
 		*slot = c;
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
 		if (c && !c->close_after_write) {
+			c->idle_since_ms = 0;
+			if (!c->head_start_ms)
+				c->head_start_ms = pk_now_ms();
 			pk_bufq_append_force(&c->in, in, len);
 			admin_pump(wsi, c);
 		}
@@ -388,10 +424,18 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 			lws_callback_on_writable(wsi);
 		else
 			admin_pump(wsi, c); /* the next pipelined request, if any */
+		if (!c->out.len && !c->head_start_ms && !c->fwd && !c->close_after_write)
+			c->idle_since_ms = pk_now_ms();
 		return 0;
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c) {
 			*slot = NULL;
+			if (c->prev)
+				c->prev->next = c->next;
+			else
+				c->srv->admin_conns = c->next;
+			if (c->next)
+				c->next->prev = c->prev;
 			if (c->fwd)
 				pk_admin_forward_cancel(c->fwd);
 			free(c->body);
@@ -403,6 +447,29 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 		return 0;
 	default:
 		return 0;
+	}
+}
+
+/* A client that has not sent a whole request within read_header_timeout
+ * (counted from the accept or the request's first byte, while it is not
+ * waiting for us), or a keep-alive connection idle for idle_timeout, is
+ * closed without a response, as Go's server closes them. */
+void pk_admin_tick(struct pk_server *srv, uint64_t now)
+{
+	const struct pk_server_config *cfg = srv->cfg;
+	int64_t rht = cfg->admin.http.read_header_timeout_ms;
+	int64_t idle = cfg->admin.http.idle_timeout_ms;
+	for (struct admin_conn *c = srv->admin_conns; c; c = c->next) {
+		if (c->close_after_write || c->out.len || c->fwd)
+			continue;
+		int late = c->head_start_ms && rht > 0 && now - c->head_start_ms > (uint64_t)rht;
+		int idled = !c->head_start_ms && c->idle_since_ms && idle > 0 &&
+		            now - c->idle_since_ms > (uint64_t)idle;
+		if (late || idled) {
+			/* Closed from WRITEABLE (nothing is queued), never here. */
+			c->close_after_write = 1;
+			lws_callback_on_writable(c->wsi);
+		}
 	}
 }
 

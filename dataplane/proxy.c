@@ -94,7 +94,11 @@ struct pk_proxy_exchange {
 	int keep_alive;
 	int close;
 	int is_head_req;
-	size_t owed; /* received from the stream, queued in out, not yet credited */
+	int http10;       /* the request was HTTP/1.0: no chunked body, no 1xx */
+	int dechunk;      /* ... and the response is chunked: its payload only */
+	size_t sunk;      /* payload bytes the reader's sink wrote in this feed */
+	size_t body_sent; /* request body bytes written to the stream */
+	size_t owed;      /* received from the stream, queued in out, not yet credited */
 	uint64_t start_ms, deadline_ms;
 	char method[16];
 	char *host, *path;
@@ -160,6 +164,22 @@ static void conn_close_after_write(struct pk_proxy_conn *c)
 {
 	c->close_after_write = 1;
 	conn_want_write(c);
+}
+
+/* How a response of this exchange is framed for its client. */
+static unsigned resp_flags(const struct pk_proxy_exchange *ex, int close)
+{
+	return (close ? PK_HTTP1_RESP_CLOSE : 0) | (ex->http10 ? PK_HTTP1_RESP_HTTP10 : 0);
+}
+
+/* What Go's server answers a request it cannot read: "<code> <text>" as
+ * text/plain, and the connection closes. Owned by the caller. */
+static char *bad_request(int status, unsigned flags, size_t *len)
+{
+	char body[96];
+	snprintf(body, sizeof(body), "%d %s", status, pk_http1_status_text(status));
+	return pk_http1_simple_response(status, "text/plain; charset=utf-8", body, strlen(body),
+	                                flags | PK_HTTP1_RESP_CLOSE, len);
 }
 
 /* ---- metrics and access log ------------------------------------------- */
@@ -298,7 +318,7 @@ static void exchange_fail(struct pk_proxy_exchange *ex, int status, const char *
 	struct pk_proxy_conn *c = ex->conn;
 	int close = !ex->keep_alive || !ex->req_done;
 	size_t len;
-	char *resp = pk_http1_error_response(status, msg, close, &len);
+	char *resp = pk_http1_error_response(status, msg, resp_flags(ex, close), &len);
 	conn_write(c, resp, len);
 	free(resp);
 	ex->status = status;
@@ -336,7 +356,7 @@ static void exchange_deny(struct pk_proxy_exchange *ex, const char *reason)
 {
 	struct pk_proxy_conn *c = ex->conn;
 	size_t len;
-	char *resp = pk_access_error_response(reason, &len);
+	char *resp = pk_access_error_response(reason, ex->http10, &len);
 	if (!strcmp(reason, PK_AUTH_NOT_PERMITTED)) {
 		exchange_reply(ex, 401, resp, len);
 		return;
@@ -356,6 +376,67 @@ static void exchange_abort(struct pk_proxy_exchange *ex)
 	ex->close = 1;
 	ex->req_done = 0; /* forces a reset rather than a FIN */
 	exchange_finish(ex);
+}
+
+/* The request body broke its framing (a malformed chunked body) after the
+ * exchange started. The stream is reset either way, so the service sees an
+ * aborted request, never a cut body taken for a whole one, and the
+ * connection closes (its next bytes cannot be trusted to start a request).
+ * What the client is told depends on how far the exchange got:
+ *  - no body byte was forwarded yet: the client's fault, seen before any
+ *    of it went on: 400 "400 Bad Request", as Go's server answers a request
+ *    it cannot read;
+ *  - part of the body was forwarded, no response yet: 502
+ *    {"error":"upstream unreachable"}, what Piko answers (Go's reverse proxy
+ *    fails the round trip when reading the body fails);
+ *  - the response has started: it is cut (the connection closes), as Go's
+ *    reverse proxy aborts it. */
+static void exchange_body_error(struct pk_proxy_exchange *ex)
+{
+	struct pk_proxy_conn *c = ex->conn;
+	int status;
+	const char *why = pk_http1_reader_error(&c->req, &status);
+	pk_log(PK_LOG_DEBUG, SUBSYS, "bad request body", "client-ip", c->client_ip, "error", why,
+	       NULL);
+	if (ex->resp_started) {
+		exchange_abort(ex);
+	} else if (ex->body_sent) {
+		exchange_fail(ex, 502, "upstream unreachable");
+	} else {
+		size_t len;
+		char *resp = bad_request(status, resp_flags(ex, 1), &len);
+		if (ex->stream)
+			pk_yamux_stream_reset(ex->stream);
+		exchange_reply(ex, status, resp, len);
+	}
+}
+
+/* The response reader's sink (HTTP/1.0 client, chunked response): only the
+ * payload reaches the client; relay_body() credits the framing. */
+static void dechunk_sink(void *arg, const char *data, size_t len)
+{
+	struct pk_proxy_exchange *ex = arg;
+	ex->sunk += len;
+	ex->owed += len;
+	ex->resp_size += len;
+	conn_write(ex->conn, data, len);
+}
+
+/* used raw response body bytes were parsed: on to the client. */
+static void relay_body(struct pk_proxy_exchange *ex, const uint8_t *data, size_t used)
+{
+	if (ex->dechunk) {
+		/* The sink has written the payload among them; the framing is
+		 * never written, so it is credited now. */
+		size_t framing = used > ex->sunk ? used - ex->sunk : 0;
+		ex->sunk = 0;
+		if (framing)
+			pk_yamux_stream_consumed(ex->stream, framing);
+		return;
+	}
+	conn_write(ex->conn, data, used);
+	ex->owed += used;
+	ex->resp_size += used;
 }
 
 /* A 101 must switch to the protocol the request asked for. */
@@ -410,10 +491,23 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 			int interim = r->status >= 100 && r->status < 200 && r->status != 101;
 			int body_allowed = !ex->is_head_req && r->status != 204 &&
 			                   r->status != 304 && !interim && r->status != 101;
+			if (interim && ex->http10) {
+				/* No 1xx to an HTTP/1.0 client (RFC 9110 15.2). */
+				again = 1;
+				break;
+			}
 			if (!interim && body_allowed && !r->chunked && r->content_length < 0)
 				ex->close = 1; /* body runs to the stream's end */
+			if (body_allowed && r->chunked && ex->http10) {
+				/* HTTP/1.0 has no chunked coding: the payload alone,
+				 * ended by closing, as Go's server does. */
+				ex->close = 1;
+				ex->dechunk = 1;
+				pk_http1_reader_set_body_sink(&ex->resp, dechunk_sink, ex);
+			}
 			size_t hl;
-			char *head = pk_http1_build_response(r, interim ? 0 : ex->close, &hl);
+			char *head = pk_http1_build_response(
+			    r, resp_flags(ex, interim ? 0 : ex->close), &hl);
 			conn_write(c, head, hl);
 			free(head);
 			ex->resp_size += hl;
@@ -423,16 +517,11 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 			break;
 		}
 		case PK_HTTP1_BODY:
-			conn_write(c, data, used);
-			ex->owed += used;
-			ex->resp_size += used;
+			relay_body(ex, data, used);
 			break;
 		case PK_HTTP1_DONE:
-			if (used) {
-				conn_write(c, data, used);
-				ex->owed += used;
-				ex->resp_size += used;
-			}
+			if (used)
+				relay_body(ex, data, used);
 			if (!ex->resp_started)
 				break; /* an interim 1xx: the final response follows */
 			if (ex->status == 101) {
@@ -570,6 +659,7 @@ static void start_exchange(struct pk_proxy_conn *c)
 	ex->start_ms = now;
 	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
 	ex->is_head_req = strcmp(h->method, "HEAD") == 0;
+	ex->http10 = h->http_major == 1 && h->http_minor == 0;
 	const char *host = pk_http1_header_get(h, "Host");
 	ex->host = pk_xstrdup(host ? host : "");
 	ex->path = pk_xstrdup(h->url);
@@ -648,8 +738,10 @@ static void start_exchange(struct pk_proxy_conn *c)
 	if (tcp) {
 		ex->deadline_ms = now + TCP_OPEN_WAIT_MS; /* only while it waits */
 	} else {
-		ex->head = pk_http1_build_request(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD,
-		                                  &ex->head_len);
+		/* An HTTP/1.0 request without Host gets the endpoint as its
+		 * Host, as Piko's (its director's URL host). */
+		ex->head = pk_http1_build_request_host(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD,
+		                                       endpoint, &ex->head_len);
 		const char *upgrade = pk_http1_header_get(h, "Upgrade");
 		if (h->upgrade && upgrade)
 			ex->upgrade = pk_xstrdup(upgrade);
@@ -776,13 +868,8 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 				const char *why = pk_http1_reader_error(&c->req, &status);
 				pk_log(PK_LOG_DEBUG, SUBSYS, "bad request", "client-ip",
 				       c->client_ip, "error", why, NULL);
-				char body[96];
-				snprintf(body, sizeof(body), "%d %s", status,
-				         pk_http1_status_text(status));
 				size_t len;
-				char *resp =
-				    pk_http1_simple_response(status, "text/plain; charset=utf-8",
-				                             body, strlen(body), 1, &len);
+				char *resp = bad_request(status, 0, &len);
 				conn_write(c, resp, len);
 				free(resp);
 				conn_close_after_write(c);
@@ -832,11 +919,13 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 			enum pk_http1_event ev = pk_http1_reader_feed(&c->req, (const char *)p,
 			                                              n < space ? n : space, &used);
 			if (ev == PK_HTTP1_ERROR) {
-				exchange_abort(ex);
+				exchange_body_error(ex);
 				return (int)(total + n);
 			}
-			if (used)
+			if (used) {
 				pk_yamux_stream_write(ex->stream, p, used);
+				ex->body_sent += used;
+			}
 			if (ev == PK_HTTP1_DONE)
 				ex->req_done = 1;
 		}

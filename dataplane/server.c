@@ -24,6 +24,10 @@
 
 #define SUBSYS "server"
 #define TICK_US (250 * LWS_US_PER_MS)
+/* lws's own bound on a TLS handshake (its default vhost timeout_secs): how
+ * long a TLS port waits for a connection's first byte where the port has no
+ * header timeout of its own. */
+#define TLS_FIRST_BYTE_MS 20000
 
 struct pk_server *pk_server_from_wsi(struct lws *wsi)
 {
@@ -82,6 +86,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 	uint64_t now = pk_now_ms();
 	pk_upstream_tick(srv, now);
 	pk_proxy_tick(srv, now);
+	pk_admin_tick(srv, now);
 	pk_cluster_tick(&srv->cluster, now);
 	pk_sock_tick(now);
 	if (srv->shutting_down && !upstreams_moving(srv, now) &&
@@ -204,7 +209,9 @@ static int create_port(struct pk_server *srv, struct pk_server_port *p, const ch
 	return 0;
 }
 
-static int listen_port(struct pk_server_port *p, const char *bind)
+/* first_byte_ms: on a TLS port, how long a connection may wait before its
+ * first byte (its header timeout; 0 for lws's handshake bound). */
+static int listen_port(struct pk_server_port *p, const char *bind, int64_t first_byte_ms)
 {
 	char err[256], port[16];
 	p->ln = pk_sock_listen(bind, on_accept, p, err, sizeof(err));
@@ -213,6 +220,11 @@ static int listen_port(struct pk_server_port *p, const char *bind)
 		       "error", err, NULL);
 		return -1;
 	}
+	/* Plain HTTP on a TLS port gets Go's 400 instead of a failed
+	 * handshake: the first byte is peeked before lws sees the socket. */
+	if (p->tls)
+		pk_sock_listener_refuse_plain_http(
+		    p->ln, first_byte_ms > 0 ? (uint64_t)first_byte_ms : TLS_FIRST_BYTE_MS);
 	snprintf(port, sizeof(port), "%d", pk_sock_listener_port(p->ln));
 	pk_log(PK_LOG_INFO, SUBSYS, "listening", "port-name", p->name, "addr", bind, "port", port,
 	       NULL);
@@ -268,9 +280,9 @@ int pk_server_run(const struct pk_server_config *cfg)
 	                &cfg->proxy.tls))
 		goto out;
 	pk_sock_init(srv.admin.vh);
-	if (listen_port(&srv.admin, cfg->admin.bind_addr) ||
-	    listen_port(&srv.proxy, cfg->proxy.bind_addr) ||
-	    listen_port(&srv.upstream, cfg->upstream.bind_addr))
+	if (listen_port(&srv.admin, cfg->admin.bind_addr, cfg->admin.http.read_header_timeout_ms) ||
+	    listen_port(&srv.proxy, cfg->proxy.bind_addr, cfg->proxy.http.read_header_timeout_ms) ||
+	    listen_port(&srv.upstream, cfg->upstream.bind_addr, 0))
 		goto out;
 	if (pk_cluster_init(&srv.cluster, &srv, err, sizeof(err)) < 0) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "invalid cluster config", "error", err, NULL);

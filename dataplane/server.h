@@ -54,6 +54,7 @@ struct pk_server_port {
 };
 
 struct pk_proxy_exchange;
+struct admin_conn;
 
 struct pk_server {
 	const struct pk_server_config *cfg;
@@ -71,6 +72,7 @@ struct pk_server {
 	 * shutdown. Owned by their lws connections; these are only links. */
 	struct pk_upstream *upstreams;
 	struct pk_proxy_conn *conns;
+	struct admin_conn *admin_conns; /* admin.c */
 	/* Exchanges waiting for an upstream that has 256 unacknowledged opens,
 	 * oldest first; links only (proxy.c). */
 	struct pk_proxy_exchange *waiting_head, *waiting_tail;
@@ -119,6 +121,7 @@ extern const struct lws_protocols pk_admin_protocols[];
 /* Timers of each port, called from the server tick. */
 void pk_proxy_tick(struct pk_server *srv, uint64_t now_ms);
 void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms);
+void pk_admin_tick(struct pk_server *srv, uint64_t now_ms);
 /* Shutdown: tell upstreams to stop expecting new streams (Go Away). */
 void pk_upstream_go_away_all(struct pk_server *srv);
 /* Shutdown, once agents had their chance to move: close every tunnel. */

@@ -52,6 +52,12 @@ struct pk_server_config {
 	struct {
 		char *bind_addr;
 		char *advertise_addr;
+		/* Ours (Piko's admin server has no timeouts): slow clients
+		 * are closed as on the proxy port. */
+		struct {
+			int64_t read_header_timeout_ms;
+			int64_t idle_timeout_ms;
+		} http;
 		struct pk_auth_config auth;
 		struct pk_tls_server_config tls;
 	} admin;

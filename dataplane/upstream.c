@@ -224,7 +224,7 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 			return -1;
 		}
 		if ((denied = authorize(wsi, ep, &exp)))
-			resp = pk_access_error_response(denied, &n);
+			resp = pk_access_error_response(denied, 0, &n);
 		else
 			resp = pk_http1_ws_bad_request(&n);
 		reject(wsi, resp, n);
@@ -239,7 +239,7 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 		const char *denied = authorize(wsi, ep, &pss->token_exp);
 		if (denied) {
 			size_t n;
-			char *resp = pk_access_error_response(denied, &n);
+			char *resp = pk_access_error_response(denied, 0, &n);
 			reject(wsi, resp, n);
 			return 1;
 		}

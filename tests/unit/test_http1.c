@@ -817,6 +817,108 @@ static void test_simple_response(void **state)
 	assert_string_equal(pk_http1_status_text(299), "Unknown");
 }
 
+/* HTTP/1.0 clients (PK_HTTP1_RESP_HTTP10): Go's server's framing. */
+static void test_build_http10(void **state)
+{
+	(void)state;
+	struct pk_http1_reader *r = parse(PK_HTTP1_RESPONSE, "HTTP/1.1 200 OK\r\n"
+	                                                     "Content-Type: text/plain\r\n"
+	                                                     "Trailer: X-Sum\r\n"
+	                                                     "Transfer-Encoding: chunked\r\n\r\n");
+	const struct pk_http1_head *h = pk_http1_reader_head(r);
+	/* never chunked nor a Trailer announcement; closing is the default */
+	check_built(pk_http1_build_response(h, PK_HTTP1_RESP_HTTP10 | PK_HTTP1_RESP_CLOSE, &blen),
+	            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n");
+	release(r);
+	r = parse(PK_HTTP1_RESPONSE, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n");
+	check_built(pk_http1_build_response(pk_http1_reader_head(r), PK_HTTP1_RESP_HTTP10, &blen),
+	            "HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n");
+	release(r);
+	check_built(pk_http1_error_response(502, "no available upstreams",
+	                                    PK_HTTP1_RESP_HTTP10 | PK_HTTP1_RESP_CLOSE, &blen),
+	            "HTTP/1.0 502 Bad Gateway\r\n"
+	            "Content-Type: application/json\r\n"
+	            "X-Content-Type-Options: nosniff\r\n"
+	            "Content-Length: 35\r\n"
+	            "\r\n"
+	            "{\"error\":\"no available upstreams\"}\n");
+	check_built(pk_http1_simple_response(200, NULL, "", 0, PK_HTTP1_RESP_HTTP10, &blen),
+	            "HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n");
+	check_built(pk_http1_simple_response(599, NULL, "", 0,
+	                                     PK_HTTP1_RESP_HTTP10 | PK_HTTP1_RESP_CLOSE, &blen),
+	            "HTTP/1.0 599 status code 599\r\nContent-Length: 0\r\n\r\n");
+}
+
+/* A request without Host (HTTP/1.0) gets the default one, first. */
+static void test_build_request_default_host(void **state)
+{
+	(void)state;
+	struct pk_http1_reader *r = parse(PK_HTTP1_REQUEST, "GET /a HTTP/1.0\r\nX-A: 1\r\n\r\n");
+	check_built(
+	    pk_http1_build_request_host(pk_http1_reader_head(r), NULL, NULL, 0, "ep", &blen),
+	    "GET /a HTTP/1.1\r\nHost: ep\r\nX-A: 1\r\nConnection: close\r\n\r\n");
+	release(r);
+	r = parse(PK_HTTP1_REQUEST, "GET /a HTTP/1.0\r\nHost: h\r\n\r\n");
+	check_built(
+	    pk_http1_build_request_host(pk_http1_reader_head(r), NULL, NULL, 0, "ep", &blen),
+	    "GET /a HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+	release(r);
+}
+
+struct sunk {
+	char buf[256];
+	size_t len;
+};
+
+static void sink(void *arg, const char *data, size_t len)
+{
+	struct sunk *k = arg;
+	assert_true(k->len + len <= sizeof(k->buf));
+	memcpy(k->buf + k->len, data, len);
+	k->len += len;
+}
+
+/* The body sink gets the payload alone, at every split of the input, while
+ * feed() still reports every raw byte. */
+static void test_body_sink(void **state)
+{
+	(void)state;
+	static const char in[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                         "6\r\nhello \r\n5;ext=1\r\nworld\r\n0\r\nX-Sum: 42\r\n\r\n"
+	                         "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nabcd";
+	size_t len = sizeof(in) - 1;
+	for (size_t k = 0; k <= len; k++) {
+		struct pk_http1_reader r;
+		struct sunk got = {{0}, 0};
+		pk_http1_reader_init(&r, PK_HTTP1_RESPONSE, 4096);
+		pk_http1_reader_set_body_sink(&r, sink, &got);
+		struct trace t;
+		memset(&t, 0, sizeof(t));
+		drive(&r, in, k, &t);
+		drive(&r, in + k, len - k, &t);
+		assert_string_equal(t.log, "H:200|D:6\r\nhello \r\n5;ext=1\r\nworld\r\n0\r\n"
+		                           "X-Sum: 42\r\n\r\n|H:200|D:abcd|");
+		assert_int_equal(got.len, 15);
+		assert_memory_equal(got.buf, "hello worldabcd", 15);
+		pk_http1_reader_free(&r);
+	}
+	/* bad framing after a chunk: the payload so far, then ERROR */
+	struct pk_http1_reader r;
+	struct sunk got = {{0}, 0};
+	pk_http1_reader_init(&r, PK_HTTP1_RESPONSE, 4096);
+	pk_http1_reader_set_body_sink(&r, sink, &got);
+	struct trace t;
+	memset(&t, 0, sizeof(t));
+	static const char bad[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                          "2\r\nok\r\nzz\r\n";
+	drive(&r, bad, sizeof(bad) - 1, &t);
+	assert_string_equal(t.log, "H:200|E:502|");
+	assert_int_equal(got.len, 2);
+	pk_http1_reader_set_body_sink(&r, NULL, &got);
+	assert_null(r.sink_arg);
+	pk_http1_reader_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -838,6 +940,9 @@ int main(void)
 	    cmocka_unit_test(test_build_response),
 	    cmocka_unit_test(test_error_response),
 	    cmocka_unit_test(test_simple_response),
+	    cmocka_unit_test(test_build_http10),
+	    cmocka_unit_test(test_build_request_default_host),
+	    cmocka_unit_test(test_body_sink),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
