@@ -227,7 +227,8 @@ class Http10Test(HostileBase):
         s.close()
         # without keep-alive: closed after a Content-Length body, and the
         # Host it lacked is the endpoint's (as Piko's director sets it)
-        r = exchange(srv.proxy_port, b"GET /headers HTTP/1.0\r\nx-piko-endpoint: my-endpoint\r\n\r\n")
+        r = exchange(srv.proxy_port,
+                     b"GET /headers HTTP/1.0\r\nx-piko-endpoint: my-endpoint\r\n\r\n")
         self.assertEqual(r.status_line, "HTTP/1.0 200 OK", r)
         self.assertIn(["Host", "my-endpoint"], json.loads(r.body)["headers"])
 
@@ -503,5 +504,6 @@ class AdminSlowClientTest(HostileBase):
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(read_one(s).status, 200)
         s.close()
-        r = exchange(srv.admin_port, b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        r = exchange(srv.admin_port,
+                     b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertEqual(r.status, 404)
