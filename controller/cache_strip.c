@@ -17,7 +17,8 @@ static bool is_kind(const char *kind, const char *want)
 
 enum pk_cache_form pk_cache_form_for(const char *kind)
 {
-	return is_kind(kind, "EndpointSlice") ? PK_CACHE_TREE : PK_CACHE_COMPACT;
+	return is_kind(kind, "EndpointSlice") || is_kind(kind, "PikoCluster") ? PK_CACHE_TREE
+	                                                                      : PK_CACHE_COMPACT;
 }
 
 static struct json_object *member(struct json_object *o, const char *key)

@@ -30,11 +30,12 @@
  * re-applied on every reconcile.
  *
  * The form an informer keeps its objects in (pk_cache_form_for):
- *  - PK_CACHE_TREE: json-c trees, iterated with pk_informer_cache (the
- *    EndpointSlices: status and pushes walk every cached slice);
+ *  - PK_CACHE_TREE: json-c trees (the EndpointSlices: status and pushes
+ *    walk every cached slice; the PikoClusters: peers.c asks for every one
+ *    of them on each tick of the main loop, which must not parse);
  *  - PK_CACHE_COMPACT: the stripped object serialized, one string per
- *    object, parsed again by pk_informer_get (PikoCluster and the
- *    children: read one at a time, by name). A json-c object costs about
+ *    object, parsed again by pk_informer_get (the children: read one at a
+ *    time, by name, once per reconcile). A json-c object costs about
  *    0.7 KiB before its first member (a 16-entry hash table); a
  *    StatefulSet is about a hundred of them, 20 to 30 times its size as
  *    JSON text.

@@ -122,7 +122,8 @@ static void test_common(void **state)
 	json_object_put(o);
 	assert_int_equal(pk_cache_form_for("EndpointSlice"), PK_CACHE_TREE);
 	assert_int_equal(pk_cache_form_for("StatefulSet"), PK_CACHE_COMPACT);
-	assert_int_equal(pk_cache_form_for("PikoCluster"), PK_CACHE_COMPACT);
+	assert_int_equal(pk_cache_form_for("PikoCluster"), PK_CACHE_TREE);
+	assert_int_equal(pk_cache_form_for("ConfigMap"), PK_CACHE_COMPACT);
 }
 
 static void test_pack_round_trip(void **state)
