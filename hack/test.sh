@@ -37,6 +37,8 @@ step "Kubernetes test bed (etcd, kube-apiserver, kube-controller-manager on loop
 tests/k8s/smoke.sh
 step "piko-controller end to end (real control plane, own network namespace)"
 tests/k8s/controller.sh build
+step "piko-controller memory with 20, 100, 300 PikoClusters (<= 30 KiB each, <= 20 MiB over the baseline at 300)"
+tests/k8s/controller_memory.sh build
 step "Helm chart charts/piko-controller (lint, schema, template, install/upgrade/uninstall on a real control plane)"
 tests/k8s/helm.sh build
 step "Helm chart charts/piko-agent (lint, schema, rendering, PodSecurity restricted, install/upgrade/uninstall, the rendered config run by the real agent)"
