@@ -9,10 +9,12 @@
 #include <time.h>
 
 #include "backoff.h"
+#include "buf.h"
 #include "cluster_key.h"
 #include "controller.h"
 #include "log.h"
 #include "reconcile.h"
+#include "status.h"
 #include "strbuf.h"
 
 /* Clusters tracked at once; a cluster past this is not pushed to (and
@@ -31,6 +33,21 @@
 #define PK_PEERS_RETRY_MAX_MS 300000
 /* How much of a refusal's body a warning quotes. */
 #define PK_PEERS_ERR_BODY 200
+/* Reads of the nodes' GET /status/cluster/nodes (ClusterFormed): each
+ * bounded by this, a round (every ready node at once) every
+ * PK_PEERS_READ_UNFORMED_MS while the cluster is not formed, every
+ * peer_push_ms once it is, and PK_PEERS_READ_AFTER_CHANGE_MS after the
+ * member set changed (time for the push to land and the links to come up). */
+#define PK_PEERS_READ_TIMEOUT_MS 2000
+#define PK_PEERS_READ_UNFORMED_MS 5000
+#define PK_PEERS_READ_AFTER_CHANGE_MS 1000
+
+/* One read of a node's /status/cluster/nodes. */
+struct read {
+	bool have;                 /* read (or tried): nodes or err holds the answer */
+	struct json_object *nodes; /* owned: the answer, an array; NULL on error */
+	char err[160];             /* why there is no answer */
+};
 
 /* One member's admin endpoint and how pushing to it goes. A node that keeps
  * refusing (or does not answer) is retried on its own backoff (1 s doubling
@@ -39,6 +56,15 @@
 struct node {
 	char id[254];
 	char url[300];
+	char ip[64];          /* its address (status.members[].address) */
+	char status_url[300]; /* GET /status/cluster/nodes on its admin port */
+	bool ready;
+	/* Its /status/cluster/nodes: as last read, and as the PikoCluster's
+	 * status shows it (replaced by the last read when what a node says
+	 * about the links changed, and otherwise once per peer_push_ms, so an
+	 * upstream count that moves all the time writes the status at most
+	 * that often). */
+	struct read latest, shown;
 	uint64_t pushed_gen; /* generation of the last push sent to it */
 	uint64_t next_ms;    /* next periodic push or retry */
 	bool inflight;
@@ -54,8 +80,13 @@ struct cluster {
 	char *members_json; /* owned: the current set, canonical JSON array */
 	struct node *nodes; /* owned: one per member, in member order */
 	size_t nmembers;
-	uint64_t generation; /* of members_json */
-	int inflight;
+	uint64_t generation;   /* of members_json */
+	int inflight;          /* pushes and reads in flight (they point into nodes) */
+	int reading;           /* reads of the current round in flight */
+	uint64_t read_next_ms; /* the next round of reads */
+	uint64_t shown_ms;     /* when the shown reads were last replaced */
+	bool known;            /* a round finished since this controller leads */
+	bool formed;           /* what the last round found */
 	struct cluster *next;
 };
 
@@ -68,6 +99,7 @@ struct pk_peers {
 	size_t npushes;      /* length of pushes */
 };
 
+/* A request to a node in flight: a push, or a read of its status. */
 struct push {
 	struct cluster *cl;
 	struct node *node;
@@ -105,11 +137,25 @@ static void backoff_gauge(struct pk_peers *p, struct cluster *cl, struct node *n
 		pk_metric_remove(p->c->m_push_backoff, lv);
 }
 
+static void read_clear(struct read *r)
+{
+	json_object_put(r->nodes);
+	*r = (struct read){0};
+}
+
+static void node_reads_clear(struct node *n)
+{
+	read_clear(&n->latest);
+	read_clear(&n->shown);
+}
+
 static void cluster_free(struct pk_peers *p, struct cluster *cl)
 {
-	for (size_t i = 0; i < cl->nmembers; i++)
+	for (size_t i = 0; i < cl->nmembers; i++) {
 		if (cl->nodes[i].failing)
 			backoff_gauge(p, cl, &cl->nodes[i], 0);
+		node_reads_clear(&cl->nodes[i]);
+	}
 	free(cl->members_json);
 	free(cl->nodes);
 	free(cl);
@@ -164,7 +210,9 @@ void pk_peers_touch(struct pk_peers *p, const char *key)
 struct member {
 	char id[254];
 	char addr[80];
+	char ip[64];
 	char admin[300];
+	char status[300];
 	bool ready;
 };
 
@@ -240,9 +288,14 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 			struct member *mm = &m[n++];
 			snprintf(mm->id, sizeof(mm->id), "%s", pod ? pod : ip);
 			snprintf(mm->addr, sizeof(mm->addr), v6 ? "[%s]:%d" : "%s:%d", ip, cport);
+			snprintf(mm->ip, sizeof(mm->ip), "%s", ip);
 			snprintf(mm->admin, sizeof(mm->admin),
 			         v6 ? "http://[%s]:%d/piko/v1/cluster/members"
 			            : "http://%s:%d/piko/v1/cluster/members",
+			         ip, aport);
+			snprintf(mm->status, sizeof(mm->status),
+			         v6 ? "http://[%s]:%d/status/cluster/nodes"
+			            : "http://%s:%d/status/cluster/nodes",
 			         ip, aport);
 			mm->ready = ready;
 		}
@@ -280,27 +333,38 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 		if (copy && (nodes || n == 0)) {
 			for (size_t i = 0; i < n; i++) {
 				struct node *nn = &nodes[i];
-				snprintf(nn->id, sizeof(nn->id), "%s", m[i].id);
-				snprintf(nn->url, sizeof(nn->url), "%s", m[i].admin);
 				pk_backoff_init(&nn->backoff, PK_PEERS_RETRY_MIN_MS,
 				                PK_PEERS_RETRY_MAX_MS);
 				/* A node that was failing keeps its backoff: a new
-				 * set does not make it answer. */
+				 * set does not make it answer. Its status reads stay
+				 * its own (a readiness flip changes the set). */
 				for (size_t k = 0; k < cl->nmembers; k++) {
 					struct node *o = &cl->nodes[k];
-					if (strcmp(o->url, nn->url) != 0 ||
-					    strcmp(o->id, nn->id) != 0)
+					if (strcmp(o->url, m[i].admin) != 0 ||
+					    strcmp(o->id, m[i].id) != 0)
 						continue;
 					if (o->failing) {
 						*nn = *o;
 						o->failing = false; /* its gauge moves over */
+					} else {
+						nn->latest = o->latest;
+						nn->shown = o->shown;
 					}
+					o->latest = (struct read){0};
+					o->shown = (struct read){0};
 					break;
 				}
+				snprintf(nn->id, sizeof(nn->id), "%s", m[i].id);
+				snprintf(nn->url, sizeof(nn->url), "%s", m[i].admin);
+				snprintf(nn->ip, sizeof(nn->ip), "%s", m[i].ip);
+				snprintf(nn->status_url, sizeof(nn->status_url), "%s", m[i].status);
+				nn->ready = m[i].ready;
 			}
-			for (size_t k = 0; k < cl->nmembers; k++)
+			for (size_t k = 0; k < cl->nmembers; k++) {
 				if (cl->nodes[k].failing)
 					backoff_gauge(p, cl, &cl->nodes[k], 0);
+				node_reads_clear(&cl->nodes[k]);
+			}
 			free(cl->members_json);
 			free(cl->nodes);
 			cl->members_json = copy;
@@ -317,6 +381,10 @@ static bool recompute(struct pk_peers *p, struct cluster *cl)
 				g = p->last_gen + 1;
 			p->last_gen = g;
 			cl->generation = g;
+			/* New members to read, or members gone: read again soon. */
+			uint64_t soon = pk_now_ms() + PK_PEERS_READ_AFTER_CHANGE_MS;
+			if (cl->read_next_ms > soon)
+				cl->read_next_ms = soon;
 			const char *lv[] = {cl->key};
 			pk_metric_set(c->m_members, lv, (double)n);
 			char nn[24];
@@ -439,6 +507,245 @@ static bool push(struct pk_peers *p, struct cluster *cl, struct node *n, uint64_
 	return true;
 }
 
+/* ---- reads of /status/cluster/nodes (ClusterFormed) ---- */
+
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* What a read says that the status shows, as one string: its error, or
+ * one line per node (sorted: the order of a node's links means nothing)
+ * with its id, status and admin address, and with_up its upstreams. Two
+ * reads with the same digest give the same status. Owned by the caller. */
+static char *read_digest(const struct read *r, bool with_up)
+{
+	if (!r->have)
+		return pk_xstrdup("-");
+	if (!r->nodes) {
+		struct pk_sb b = {0};
+		pk_sb_printf(&b, "error %s", r->err);
+		return pk_sb_finish(&b, NULL);
+	}
+	size_t n = json_object_array_length(r->nodes);
+	char **lines = pk_xmalloc((n ? n : 1) * sizeof(*lines)); /* owned here */
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(r->nodes, i), *up;
+		struct pk_sb b = {0};
+		const char *id = pk_object_str(e, "id"), *st = pk_object_str(e, "status");
+		const char *admin = pk_object_str(e, "admin_addr");
+		pk_sb_printf(&b, "%s %s %s", id ? id : "", st ? st : "", admin ? admin : "");
+		if (with_up && json_object_object_get_ex(e, "upstreams", &up))
+			pk_sb_printf(&b, " %lld", (long long)json_object_get_int64(up));
+		lines[i] = pk_sb_finish(&b, NULL);
+	}
+	qsort(lines, n, sizeof(*lines), str_cmp);
+	struct pk_sb b = {0};
+	for (size_t i = 0; i < n; i++) {
+		pk_sb_printf(&b, "%s\n", lines[i]);
+		free(lines[i]);
+	}
+	free(lines);
+	return pk_sb_finish(&b, NULL);
+}
+
+static bool reads_differ(const struct read *a, const struct read *b, bool with_up)
+{
+	char *x = read_digest(a, with_up), *y = read_digest(b, with_up);
+	bool d = strcmp(x, y) != 0;
+	free(x);
+	free(y);
+	return d;
+}
+
+/* A round of reads ended: work out whether the cluster is formed (as the
+ * status will), pass the reads on to the status when what they say changed
+ * (the upstream counts alone: at most once per peer_push_ms), and queue the
+ * cluster's reconcile to write it. */
+static void round_done(struct pk_peers *p, struct cluster *cl, uint64_t now)
+{
+	struct pk_ctrl *c = p->c;
+	size_t n = cl->nmembers;
+	struct pk_formed_member *m = pk_xmalloc((n ? n : 1) * sizeof(*m)); /* owned here */
+	struct pk_node_report *r = pk_xmalloc((n ? n : 1) * sizeof(*r));   /* owned here */
+	size_t nr = 0;
+	bool links_changed = false, counts_changed = false;
+	for (size_t i = 0; i < n; i++) {
+		struct node *nd = &cl->nodes[i];
+		m[i] =
+		    (struct pk_formed_member){.pod = nd->id, .address = nd->ip, .ready = nd->ready};
+		if (nd->latest.have)
+			r[nr++] = (struct pk_node_report){
+			    .pod = nd->id,
+			    .address = nd->ip,
+			    .error = nd->latest.nodes ? NULL : nd->latest.err,
+			    .nodes = nd->latest.nodes};
+		links_changed = links_changed || reads_differ(&nd->latest, &nd->shown, false);
+		counts_changed = counts_changed || reads_differ(&nd->latest, &nd->shown, true);
+	}
+	const char *reason;
+	char msg[1024];
+	bool formed = pk_status_formed(m, n, r, nr, &reason, msg, sizeof(msg)) != 0;
+	free(m);
+	free(r);
+	bool periodic = now - cl->shown_ms >= c->o.peer_push_ms;
+	if (!cl->known || links_changed || (counts_changed && periodic)) {
+		for (size_t i = 0; i < n; i++) {
+			struct node *nd = &cl->nodes[i];
+			read_clear(&nd->shown);
+			nd->shown = nd->latest;
+			json_object_get(nd->shown.nodes);
+		}
+		cl->shown_ms = now;
+		/* Nothing new (e.g. a cluster without ready members): no
+		 * reconcile, the status already says so. */
+		if (counts_changed)
+			pk_ctrl_enqueue(c, cl->key);
+	}
+	if (formed != cl->formed)
+		pk_log(formed ? PK_LOG_INFO : PK_LOG_WARN, "peers",
+		       formed ? "cluster formed" : "cluster not formed", "cluster", cl->key,
+		       "reason", reason, "message", msg, NULL);
+	cl->known = true;
+	cl->formed = formed;
+	cl->read_next_ms = now + (formed ? c->o.peer_push_ms : PK_PEERS_READ_UNFORMED_MS);
+}
+
+static void read_done(void *ud, long status, const char *body, size_t len, const char *err)
+{
+	struct push *ps = ud; /* owner: this callback (unlinked below) */
+	struct cluster *cl = ps->cl;
+	struct node *n = ps->node;
+	struct pk_peers *p = ps->p;
+	read_clear(&n->latest);
+	n->latest.have = true;
+	if (status == 200) {
+		struct json_tokener *tok = json_tokener_new();
+		struct json_object *o = tok ? json_tokener_parse_ex(tok, body, (int)len) : NULL;
+		if (o && json_object_is_type(o, json_type_array))
+			n->latest.nodes = o; /* owner: n */
+		else {
+			json_object_put(o);
+			snprintf(n->latest.err, sizeof(n->latest.err), "not a node list");
+		}
+		if (tok)
+			json_tokener_free(tok);
+	} else {
+		push_error(status, body, len, err, n->latest.err, sizeof(n->latest.err));
+	}
+	if (!n->latest.nodes)
+		pk_log(PK_LOG_DEBUG, "peers", "node status not read", "cluster", cl->key, "node",
+		       n->id, "url", ps->url, "error", n->latest.err, NULL);
+	push_unlink(ps);
+	p->npushes--;
+	cl->inflight--;
+	cl->reading--;
+	free(ps);
+	if (cl->reading == 0)
+		round_done(p, cl, pk_now_ms());
+}
+
+/* GET node n's /status/cluster/nodes. No proof: the route needs none (only
+ * the admin auth a PikoCluster cannot set). Returns false when no request
+ * could be queued. */
+static bool read_status(struct pk_peers *p, struct cluster *cl, struct node *n)
+{
+	struct push *ps = calloc(1, sizeof(*ps)); /* owner: read_done */
+	if (!ps)
+		return false;
+	ps->cl = cl;
+	ps->node = n;
+	ps->p = p;
+	snprintf(ps->url, sizeof(ps->url), "%s", n->status_url);
+	ps->req = pk_kube_request_url(p->c->kube, "GET", ps->url, NULL, NULL, 0, NULL,
+	                              PK_PEERS_READ_TIMEOUT_MS, read_done, ps);
+	if (!ps->req) {
+		free(ps);
+		return false;
+	}
+	ps->next = p->pushes;
+	if (p->pushes)
+		p->pushes->prev = ps;
+	p->pushes = ps;
+	p->npushes++;
+	cl->inflight++;
+	cl->reading++;
+	return true;
+}
+
+/* Start a round of reads when one is due: every ready node at once (a node
+ * not ready is not read, and what was read from it is dropped). Returns ms
+ * until a round is due, UINT64_MAX while one is out (its answers wake the
+ * loop). */
+static uint64_t read_tick(struct pk_peers *p, struct cluster *cl, uint64_t now)
+{
+	if (cl->reading > 0)
+		return UINT64_MAX;
+	if (now < cl->read_next_ms)
+		return cl->read_next_ms - now;
+	size_t want = 0;
+	for (size_t i = 0; i < cl->nmembers; i++)
+		want += cl->nodes[i].ready;
+	if (p->npushes + want > PK_PEERS_MAX_INFLIGHT) {
+		cl->read_next_ms = now + PK_PEERS_RETRY_MIN_MS; /* all or none */
+		return PK_PEERS_RETRY_MIN_MS;
+	}
+	for (size_t i = 0; i < cl->nmembers; i++) {
+		struct node *n = &cl->nodes[i];
+		if (!n->ready) {
+			read_clear(&n->latest);
+			continue;
+		}
+		if (!read_status(p, cl, n)) {
+			read_clear(&n->latest);
+			n->latest.have = true;
+			snprintf(n->latest.err, sizeof(n->latest.err),
+			         "too many requests in flight");
+		}
+	}
+	if (cl->reading == 0)
+		round_done(p, cl, now);
+	return cl->reading > 0 ? UINT64_MAX : cl->read_next_ms - now;
+}
+
+/* Not the leader (any more): what was read is forgotten, so a later
+ * leadership starts from the status as it is. */
+static void reads_forget(struct cluster *cl)
+{
+	if (!cl->known && cl->read_next_ms == 0)
+		return;
+	for (size_t i = 0; i < cl->nmembers; i++)
+		node_reads_clear(&cl->nodes[i]);
+	cl->known = false;
+	cl->formed = false;
+	cl->read_next_ms = 0;
+	cl->shown_ms = 0;
+}
+
+size_t pk_peers_reports(const struct pk_peers *p, const char *key, struct pk_node_report *out,
+                        size_t max, bool *known)
+{
+	*known = false;
+	for (const struct cluster *cl = p ? p->clusters : NULL; cl; cl = cl->next) {
+		if (strcmp(cl->key, key) != 0)
+			continue;
+		size_t n = 0;
+		*known = cl->known;
+		for (size_t i = 0; i < cl->nmembers && n < max; i++) {
+			const struct node *nd = &cl->nodes[i];
+			if (!nd->shown.have)
+				continue;
+			out[n++] =
+			    (struct pk_node_report){.pod = nd->id,
+			                            .address = nd->ip,
+			                            .error = nd->shown.nodes ? NULL : nd->shown.err,
+			                            .nodes = nd->shown.nodes};
+		}
+		return n;
+	}
+	return 0;
+}
+
 /* When node n wants its next push: at once for a set it has not been sent
  * (unless it is backing off), else its own schedule. */
 static uint64_t node_due(const struct cluster *cl, const struct node *n)
@@ -474,8 +781,15 @@ uint64_t pk_peers_tick(struct pk_peers *p, uint64_t now_ms, bool leader)
 			cl->dirty = false;
 			recompute(p, cl);
 		}
-		if (!leader || !cl->members_json)
+		if (!leader) {
+			reads_forget(cl);
 			continue;
+		}
+		if (!cl->members_json)
+			continue;
+		uint64_t rd = read_tick(p, cl, now_ms);
+		if (rd < next)
+			next = rd;
 		/* Signed with the cluster's key, which the reconcile reads: none
 		 * yet (just became leader) or none to be had (a user's Secret
 		 * missing) means no push. The loop turns at least once a second

@@ -16,6 +16,7 @@
 #include "controller.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "peers.h"
 #include "render.h"
 #include "status.h"
 #include "strbuf.h"
@@ -350,6 +351,15 @@ static bool write_status(struct job *j)
 	                      j->err[0] ? j->err : NULL, j->err[0] ? j->err_reason : NULL, now);
 	if (!st)
 		return false;
+	/* ClusterFormed and the members' links, from the nodes' own status as
+	 * peers.c last read it. */
+	struct pk_node_report *reports =
+	    pk_xmalloc(PK_STATUS_MAX_MEMBERS * sizeof(*reports)); /* owned here */
+	bool known;
+	size_t nreports =
+	    pk_peers_reports(c->peers, j->key, reports, PK_STATUS_MAX_MEMBERS, &known);
+	pk_status_add_formed(st, j->cluster, reports, nreports, known, now);
+	free(reports);
 	const char *ready = ready_status(st);
 	j->not_ready = !ready || strcmp(ready, "True") != 0;
 	bool sent = false;

@@ -2,8 +2,9 @@
  * One reconcile of a PikoCluster, level-triggered: render the children from
  * the current spec, apply (server-side, one field manager) each child whose
  * live copy in the cache does not already hold every rendered field, then
- * write the status when it differs. The applies of one reconcile run
- * concurrently; the status is written after all of them returned.
+ * write the status when it differs (ClusterFormed and the members' links
+ * from the nodes' status as peers.c last passed it on: pk_peers_reports). The applies of one
+ * reconcile run concurrently; the status is written after all of them returned.
  *
  * Before the applies, the cluster key: a GET of its Secret (the user's,
  * spec.cluster.keySecretRef, or NAME-cluster-key, created with a random key

@@ -13,6 +13,7 @@
 #include "status.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,6 +455,321 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
 	add(o, "metadata", meta);
 	add(o, "status", status);
 	return o;
+}
+
+/* ---- ClusterFormed ---- */
+
+/* Is id the ID of the node in pod: the pod name itself, or the pod name,
+ * '-' and the 7 random characters of --cluster.node-id-prefix=$(POD_NAME)-
+ * (so pod web-1 never claims web-10's node web-10-abc1234)? */
+static int is_node_of(const char *id, const char *pod)
+{
+	size_t n = strlen(pod);
+	if (strncmp(id, pod, n) != 0)
+		return 0;
+	if (id[n] == '\0')
+		return 1;
+	if (id[n] != '-' || strlen(id + n + 1) != 7)
+		return 0;
+	for (const char *p = id + n + 1; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+			return 0;
+	return 1;
+}
+
+/* Is the host of hostport ("10.0.0.5:8002", "[fd00::5]:8002") address? */
+static int host_is(const char *hostport, const char *address)
+{
+	const char *h = hostport, *end;
+	if (*h == '[') {
+		h++;
+		end = strchr(h, ']');
+	} else {
+		end = strrchr(h, ':');
+	}
+	size_t n = end ? (size_t)(end - h) : strlen(h);
+	return n > 0 && strlen(address) == n && strncmp(h, address, n) == 0;
+}
+
+static const char *entry_id(struct json_object *e)
+{
+	return str_or(pk_json_field(e, "id"), "");
+}
+
+static int entry_active(struct json_object *e)
+{
+	return strcmp(str_or(pk_json_field(e, "status"), ""), "active") == 0;
+}
+
+/* The entry of nodes (an array) that is member m's node, or NULL: by ID
+ * (is_node_of), else by the host of its admin_addr (a node without the
+ * rendered prefix; the address a wildcard bind advertises is the pod IP). */
+static struct json_object *entry_of(struct json_object *nodes, const struct pk_formed_member *m)
+{
+	size_t n = json_object_array_length(nodes);
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(nodes, i);
+		if (is_node_of(entry_id(e), m->pod))
+			return e;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *e = json_object_array_get_idx(nodes, i);
+		const char *admin = str_or(pk_json_field(e, "admin_addr"), NULL);
+		if (admin && m->address && host_is(admin, m->address))
+			return e;
+	}
+	return NULL;
+}
+
+/* Does nodes (a member's answer) list member m active? By the ID m reports
+ * for itself when known (a node restarted under the same pod is another
+ * node: its old ID does not count), else as entry_of matches. */
+static int sees(struct json_object *nodes, const struct pk_formed_member *m)
+{
+	if (!m->node_id) {
+		struct json_object *e = entry_of(nodes, m);
+		return e && entry_active(e);
+	}
+	for (size_t i = 0; i < json_object_array_length(nodes); i++) {
+		struct json_object *e = json_object_array_get_idx(nodes, i);
+		if (strcmp(entry_id(e), m->node_id) == 0 && entry_active(e))
+			return 1;
+	}
+	return 0;
+}
+
+/* The report read from member m (same pod and address), or NULL. */
+static const struct pk_node_report *report_of(const struct pk_node_report *r, size_t nr,
+                                              const struct pk_formed_member *m)
+{
+	for (size_t i = 0; i < nr; i++)
+		if (r[i].pod && r[i].address && strcmp(r[i].pod, m->pod) == 0 && m->address &&
+		    strcmp(r[i].address, m->address) == 0)
+			return &r[i];
+	return NULL;
+}
+
+/* The answer in a report, when it was read and is a list. */
+static struct json_object *answer(const struct pk_node_report *rep)
+{
+	return rep && !rep->error && json_object_is_type(rep->nodes, json_type_array) ? rep->nodes
+	                                                                              : NULL;
+}
+
+/* Append ", " (after the first) and the formatted text to msg. */
+static void append(char *msg, size_t msglen, size_t *count, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void append(char *msg, size_t msglen, size_t *count, const char *fmt, ...)
+{
+	size_t used = strlen(msg);
+	if (used + 1 >= msglen)
+		return;
+	if ((*count)++ > 0)
+		used += (size_t)snprintf(msg + used, msglen - used, ", ");
+	if (used + 1 >= msglen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg + used, msglen - used, fmt, ap);
+	va_end(ap);
+}
+
+int pk_status_formed(struct pk_formed_member *m, size_t n, const struct pk_node_report *r,
+                     size_t nr, const char **reason, char *msg, size_t msglen)
+{
+	const struct pk_node_report **rep = NULL; /* owned here */
+	if (n)
+		rep = pk_xmalloc(n * sizeof(*rep));
+	size_t nready = 0, unread = 0;
+	for (size_t i = 0; i < n; i++) {
+		rep[i] = report_of(r, nr, &m[i]);
+		m[i].node_id = NULL;
+		m[i].link = "unknown";
+		m[i].upstreams = -1;
+		struct json_object *nodes = answer(rep[i]);
+		if (m[i].ready) {
+			nready++;
+			unread += !nodes;
+		}
+		if (!nodes || json_object_array_length(nodes) == 0)
+			continue;
+		/* Its own entry; a node lists itself first. */
+		struct json_object *self = entry_of(nodes, &m[i]);
+		if (!self)
+			self = json_object_array_get_idx(nodes, 0);
+		m[i].node_id = *entry_id(self) ? entry_id(self) : NULL;
+		struct json_object *up = pk_json_field(self, "upstreams");
+		if (json_object_is_type(up, json_type_int))
+			m[i].upstreams = json_object_get_int64(up);
+	}
+	/* How the other ready members see each member. */
+	for (size_t i = 0; i < n; i++) {
+		size_t others = 0, seen = 0, missing = 0;
+		for (size_t j = 0; j < n; j++) {
+			if (j == i || !m[j].ready)
+				continue;
+			others++;
+			struct json_object *nodes = answer(rep[j]);
+			if (!nodes)
+				continue;
+			if (sees(nodes, &m[i]))
+				seen++;
+			else
+				missing++;
+		}
+		if (others == 0)
+			m[i].link = m[i].ready && answer(rep[i]) ? "active" : "unknown";
+		else if (seen == others)
+			m[i].link = "active";
+		else if (seen > 0)
+			m[i].link = "partial";
+		else if (missing > 0)
+			m[i].link = "none";
+	}
+
+	msg[0] = '\0';
+	size_t count = 0;
+	int formed = 0;
+	if (nready == 0) {
+		*reason = "NoReadyMembers";
+		snprintf(msg, msglen, "none of %zu members is ready", n);
+	} else if (unread > 0) {
+		/* Nothing can be said of the links a node would report: which
+		 * one, and why (a transport error or an HTTP status, no times). */
+		*reason = "StatusUnavailable";
+		snprintf(msg, msglen,
+		         "cannot read /status/cluster/nodes of %zu of %zu ready members: ", unread,
+		         nready);
+		for (size_t i = 0; i < n; i++)
+			if (m[i].ready && !answer(rep[i]))
+				append(msg, msglen, &count, "%s (%s)", m[i].pod,
+				       !rep[i]         ? "not read yet"
+				       : rep[i]->error ? rep[i]->error
+				                       : "not a node list");
+	} else {
+		size_t links = 0, bad = 0;
+		for (size_t i = 0; i < n; i++)
+			for (size_t j = 0; j < n && m[i].ready; j++)
+				if (j != i && m[j].ready) {
+					links++;
+					bad += !sees(rep[i]->nodes, &m[j]);
+				}
+		if (bad == 0) {
+			formed = 1;
+			*reason = "Formed";
+			if (nready == 1)
+				snprintf(msg, msglen, "the only ready member answered");
+			else
+				snprintf(msg, msglen,
+				         "each of the %zu ready members lists every other active",
+				         nready);
+		} else {
+			*reason = "NotFormed";
+			snprintf(msg, msglen, "%zu of %zu links missing: ", bad, links);
+			for (size_t i = 0; i < n; i++)
+				for (size_t j = 0; j < n && m[i].ready; j++)
+					if (j != i && m[j].ready && !sees(rep[i]->nodes, &m[j]))
+						append(msg, msglen, &count,
+						       "%s does not list %s active", m[i].pod,
+						       m[j].pod);
+		}
+	}
+	free(rep);
+	return formed;
+}
+
+/* A copy of the PikoCluster's current ClusterFormed condition, at this
+ * generation, or NULL. */
+static struct json_object *kept_formed(struct json_object *cluster, int64_t generation)
+{
+	struct json_object *cur = current_condition(cluster, "ClusterFormed");
+	const char *st = str_or(pk_json_field(cur, "status"), NULL);
+	const char *ltt = str_or(pk_json_field(cur, "lastTransitionTime"), NULL);
+	const char *reason = str_or(pk_json_field(cur, "reason"), NULL);
+	if (!st || !ltt || !reason)
+		return NULL;
+	struct json_object *c = must(json_object_new_object());
+	add(c, "type", must(json_object_new_string("ClusterFormed")));
+	add(c, "status", must(json_object_new_string(st)));
+	add(c, "observedGeneration", must(json_object_new_int64(generation)));
+	add(c, "lastTransitionTime", must(json_object_new_string(ltt)));
+	add(c, "reason", must(json_object_new_string(reason)));
+	add(c, "message", message(str_or(pk_json_field(cur, "message"), "")));
+	return c;
+}
+
+/* The member fields from the reads, kept from the current status: the
+ * entry of cluster's status.members with o's pod and address. */
+static void keep_member_fields(struct json_object *cluster, struct json_object *o)
+{
+	struct json_object *cur = path2(cluster, "status", "members");
+	const char *pod = str_or(pk_json_field(o, "pod"), "");
+	const char *addr = str_or(pk_json_field(o, "address"), "");
+	size_t n = json_object_is_type(cur, json_type_array) ? json_object_array_length(cur) : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *c = json_object_array_get_idx(cur, i);
+		if (strcmp(str_or(pk_json_field(c, "pod"), ""), pod) != 0 ||
+		    strcmp(str_or(pk_json_field(c, "address"), ""), addr) != 0)
+			continue;
+		static const char *const keys[] = {"nodeId", "link", "upstreams"};
+		for (size_t k = 0; k < 3; k++) {
+			struct json_object *v = pk_json_field(c, keys[k]);
+			if (v)
+				add(o, keys[k], json_object_get(v));
+		}
+		return;
+	}
+}
+
+void pk_status_add_formed(struct json_object *computed, struct json_object *cluster,
+                          const struct pk_node_report *r, size_t nr, int known,
+                          const char *now_rfc3339)
+{
+	struct json_object *status = pk_json_field(computed, "status");
+	struct json_object *conds = pk_json_field(status, "conditions");
+	struct json_object *mems = pk_json_field(status, "members");
+	if (!json_object_is_type(conds, json_type_array) ||
+	    !json_object_is_type(mems, json_type_array))
+		return;
+	int64_t generation = int_or(path2(cluster, "metadata", "generation"), 0);
+	size_t n = json_object_array_length(mems);
+	size_t nready = 0;
+	for (size_t i = 0; i < n; i++)
+		nready +=
+		    (size_t)bool_or(pk_json_field(json_object_array_get_idx(mems, i), "ready"), 0);
+	/* Without a ready member there is nothing to read: known anyway. */
+	if (!known && nready > 0) {
+		struct json_object *c = kept_formed(cluster, generation);
+		if (c) {
+			for (size_t i = 0; i < n; i++)
+				keep_member_fields(cluster, json_object_array_get_idx(mems, i));
+			json_object_array_add(conds, c);
+			return;
+		}
+	}
+	struct pk_formed_member *m = n ? pk_xmalloc(n * sizeof(*m)) : NULL; /* owned here */
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *o = json_object_array_get_idx(mems, i);
+		m[i].pod = str_or(pk_json_field(o, "pod"), "");
+		m[i].address = str_or(pk_json_field(o, "address"), "");
+		m[i].ready = bool_or(pk_json_field(o, "ready"), 0);
+	}
+	const char *reason;
+	char msg[2048];
+	int formed = pk_status_formed(m, n, r, nr, &reason, msg, sizeof(msg));
+	/* The strings in m are borrowed from mems and the reports: add the
+	 * fields after the computation, copying them. */
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *o = json_object_array_get_idx(mems, i);
+		if (m[i].node_id)
+			add(o, "nodeId", must(json_object_new_string(m[i].node_id)));
+		add(o, "link", must(json_object_new_string(m[i].link)));
+		if (m[i].upstreams >= 0)
+			add(o, "upstreams", must(json_object_new_int64(m[i].upstreams)));
+	}
+	free(m);
+	json_object_array_add(conds, condition(cluster, "ClusterFormed", formed, reason, msg,
+	                                       generation, now_rfc3339 ? now_rfc3339 : ""));
 }
 
 int pk_status_equal(struct json_object *cluster, struct json_object *computed)

@@ -8,6 +8,7 @@
 
 #include <json-c/json.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* status.members holds at most this many (the CRD's maxItems). */
 #define PK_STATUS_MAX_MEMBERS 256
@@ -49,6 +50,57 @@ struct json_object *pk_status_compute(struct json_object *cluster, struct json_o
                                       struct json_object *pods, struct json_object *events,
                                       const char *reconcile_error, const char *error_reason,
                                       const char *now_rfc3339);
+
+/* ---- ClusterFormed: what the nodes say about each other ---- */
+
+/* What one member's admin port answered to GET /status/cluster/nodes. All
+ * borrowed. */
+struct pk_node_report {
+	const char *pod;           /* the member (status.members[].pod) */
+	const char *address;       /* its address when it was read (members[].address) */
+	const char *error;         /* NULL: read, nodes is the answer; else why not */
+	struct json_object *nodes; /* [{id, status, admin_addr, upstreams, ...}] */
+};
+
+/* One member, in (pod, address, ready) and out (what the reports say). */
+struct pk_formed_member {
+	const char *pod, *address;
+	int ready;
+	const char *node_id; /* out: its ID from its own entry, NULL unknown
+	                      * (borrowed from the reports) */
+	const char *link;    /* out: "active" (every other ready member lists it
+	                      * active; a ready member alone: its own status
+	                      * read), "partial" (some do), "none" (the others
+	                      * were read and none does), "unknown" */
+	int64_t upstreams;   /* out: its own entry's upstreams, -1 unknown */
+};
+
+/* The reason of ClusterFormed (and its message, cut to msglen) for members
+ * m[0..n) and the reports r[0..nr) (a report counts for a member with the
+ * same pod and address). True ("Formed") only when there is a ready member
+ * and every ready member's status was read and lists every other ready
+ * member active; else "NoReadyMembers", "StatusUnavailable" (a ready
+ * member unread, which and why: wins) or "NotFormed" (who misses whom).
+ * Members not ready are never required. A node's own entry is the one
+ * whose id is its pod name, or the pod name, '-' and 7 of [a-z0-9] (the
+ * rendered --cluster.node-id-prefix), else whose admin_addr's host is the
+ * member's address, else the first; another member is seen when an entry
+ * with the ID it reports for itself (unknown: matched as above) says
+ * "active". Messages hold names and counts, no times. Fills the out fields
+ * of m. Returns 1 when formed. */
+int pk_status_formed(struct pk_formed_member *m, size_t n, const struct pk_node_report *r,
+                     size_t nr, const char **reason, char *msg, size_t msglen);
+
+/* Add ClusterFormed (after Degraded) to computed (from pk_status_compute,
+ * for cluster) and to each status.members[] entry nodeId (when known),
+ * link and upstreams (when known), from the reports. known 0 (no round of
+ * reads finished yet, e.g. just became leader) and a ready member: the
+ * PikoCluster's current ClusterFormed condition and member fields are kept
+ * as they are (a missing condition is computed as usual), so a new leader
+ * does not flip it. */
+void pk_status_add_formed(struct json_object *computed, struct json_object *cluster,
+                          const struct pk_node_report *r, size_t nr, int known,
+                          const char *now_rfc3339);
 
 /* 1 if the PikoCluster's current .status already equals computed's .status
  * field by field (pk_json_equal: a missing array equals an empty one, a

@@ -19,7 +19,7 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
     controller's apply counter unchanged);
   - a deleted child comes back;
   - the StatefulSet's status patched to ready -> the PikoCluster is Ready with
-    the right observedGeneration;
+    the right observedGeneration; the Formed printer column;
   - the cluster key: Secret NAME-cluster-key created with 64 hex digits,
     owned by the PikoCluster, mounted (0440) and named in server.yaml, its
     hash on the pod template;
@@ -36,6 +36,10 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
     signed; a push with no proof, another key's, another audience's or an
     expired one is refused (401); the key Secret deleted -> re-created with
     the same key, no roll, pushes still accepted;
+  - ClusterFormed: the three nodes ready members -> True with each member's
+    nodeId, link and upstreams (the agent's tunnel), no status write while
+    nothing changes; one node stopped (SIGSTOP) while the slice keeps it
+    ready -> False, StatusUnavailable naming it; resumed -> True;
   - a node that refuses the push (a stub answering 409): one warning naming
     the status and body, retries on a per-node backoff (1, 2, 4 s), a backoff
     gauge, reset once it accepts;
@@ -626,7 +630,8 @@ def main():
 
     r = kubectl("get", "pikoclusters", "-n", NS)
     check("kubectl get pikoclusters shows the printer columns",
-          re.match(r"NAME\s+READY\s+REPLICAS\s+AVAILABLE\s+AGE", r.stdout) and "e2e" in r.stdout,
+          re.match(r"NAME\s+READY\s+FORMED\s+REPLICAS\s+AVAILABLE\s+AGE", r.stdout) and
+          "e2e" in r.stdout,
           r.stdout)
     ev = wait_for(lambda: [e for e in json.loads(kubectl(
         "get", "events.events.k8s.io", "-n", NS, "-o", "json").stdout)["items"]
@@ -715,8 +720,10 @@ def main():
         check("status: Progressing False and Degraded False when Ready",
               conds.get("Progressing") == "False" and conds.get("Degraded") == "False", str(conds))
     r = kubectl("get", "pikoclusters", "e2e", "-n", NS, "--no-headers")
-    check("printer columns: Ready True, 5 replicas, 5 available",
-          re.match(r"e2e\s+True\s+5\s+5\s", r.stdout), r.stdout)
+    check("printer columns: Ready True, Formed False (no member yet: NoReadyMembers), "
+          "5 replicas, 5 available",
+          re.match(r"e2e\s+True\s+False\s+5\s+5\s", r.stdout) and
+          condition("e2e", "ClusterFormed").get("reason") == "NoReadyMembers", r.stdout)
 
     # -- peer discovery pushes, to real piko server nodes: e2e-0 and e2e-1 are
     # members (e2e-0 not ready), e2e-2 is terminating (no member, no push).
@@ -758,7 +765,8 @@ def main():
                             d["generation"] > 0 for d in (s0, s1)) and
           s0["generation"] == s1["generation"], f"{s0} {s1}\n{node_logs()}")
     gen1 = s0["generation"] if s0 else 0
-    st = wait_for(lambda: (lambda m: m if m == [
+    st = wait_for(lambda: (lambda m: m if [
+        {k: x[k] for k in ("pod", "address", "ready") if k in x} for x in m or []] == [
         {"pod": "e2e-0", "address": "10.250.0.2", "ready": False},
         {"pod": "e2e-1", "address": "10.250.0.3", "ready": True}] else None)(
         kget("pikocluster", "e2e").get("status", {}).get("members")))
@@ -863,6 +871,7 @@ def main():
     check("pushes counted in metrics", a.metric("piko_controller_peer_pushes_total",
                                                 'result="ok"') >= 3)
     check("the nodes are still running", all(n.p.poll() is None for n in nodes), node_logs())
+    cluster_formed(a, slice_doc, nodes, node_logs)
 
     # -- apiserver restart
     pids = [l.split() for l in open(f"{DIR}/pids")]
@@ -1189,6 +1198,76 @@ def main():
     say(f"figure: kubectl apply of a PikoCluster -> all five children written: "
         f"{t_children * 1000:.0f} ms (the kubectl process itself ran {t_apply * 1000:.0f} ms)")
     say(f"figure: controller RSS after the run: {rss / 1024:.1f} MiB")
+
+
+def cluster_formed(leader, slice_doc, nodes, node_logs):
+    """ClusterFormed: the controller reads each ready member's
+    /status/cluster/nodes; True once every ready node lists every other
+    active, with each member's nodeId, link and upstreams; a node that stops
+    answering while its pod stays ready (SIGSTOP: the EndpointSlice still
+    says ready) -> False, naming it; resumed -> True again."""
+    n0, n1, n2 = nodes
+    slice_doc["endpoints"] = [
+        {"addresses": [n.addr], "conditions": {"ready": True},
+         "targetRef": {"kind": "Pod", "name": n.pod, "namespace": NS}} for n in nodes]
+    kubectl("apply", "-f", "-", input=json.dumps(slice_doc))
+
+    def formed(status, link2="active"):
+        p = kget("pikocluster", "e2e") or {}
+        c = {c["type"]: c for c in p.get("status", {}).get("conditions", [])}.get(
+            "ClusterFormed", {})
+        links = {m["pod"]: m.get("link") for m in p.get("status", {}).get("members", [])}
+        return p if c.get("status") == status and links.get("e2e-2") == link2 else None
+    p = wait_for(lambda: formed("True"))
+    c = condition("e2e", "ClusterFormed")
+    check("3 ready members that link -> ClusterFormed=True (Formed, observedGeneration)",
+          p and c.get("reason") == "Formed" and
+          c.get("observedGeneration") == p["metadata"]["generation"],
+          json.dumps(c) + "\n" + json.dumps((kget("pikocluster", "e2e") or {}).get("status"))
+          + "\n" + node_logs())
+    mem = (p or {}).get("status", {}).get("members", [])
+    ups = {m["pod"]: m.get("upstreams") for m in mem}
+    check("status.members: each one's nodeId (its own ID), link active, upstreams (the agent's "
+          "tunnel on e2e-1)",
+          [(m["pod"], m.get("nodeId"), m.get("link")) for m in mem] ==
+          [(n, n, "active") for n in ("e2e-0", "e2e-1", "e2e-2")] and
+          ups.get("e2e-0") == 0 and ups.get("e2e-2") == 0 and (ups.get("e2e-1") or 0) >= 1,
+          json.dumps(mem))
+    r = kubectl("get", "pikoclusters", "e2e", "-n", NS, "--no-headers")
+    check("printer columns: Formed True", re.match(r"e2e\s+True\s+True\s+5\s+5\s", r.stdout),
+          r.stdout)
+    # Formed and nothing moving: the reads go on (every 3 s here) and write
+    # nothing.
+    rv = kget("pikocluster", "e2e")["metadata"]["resourceVersion"]
+    time.sleep(7)
+    check("formed and unchanged: no status write over two rounds of reads",
+          kget("pikocluster", "e2e")["metadata"]["resourceVersion"] == rv)
+
+    # e2e-2 stops answering (stopped, not killed: its pod would stay ready).
+    n2.p.send_signal(signal.SIGSTOP)
+    try:
+        t = time.time()
+        p = wait_for(lambda: formed("False", "none"))
+        c = condition("e2e", "ClusterFormed")
+        check("a ready node stops answering -> ClusterFormed=False (StatusUnavailable naming "
+              "it and why), its link none",
+              p and c.get("reason") == "StatusUnavailable" and
+              "e2e-2 (Timeout was reached)" in c.get("message", ""),
+              json.dumps(c) + json.dumps((kget("pikocluster", "e2e") or {}).get(
+                  "status", {}).get("members")))
+        say(f"figure: a node stopped -> ClusterFormed=False in {time.time() - t:.1f} s")
+    finally:
+        n2.p.send_signal(signal.SIGCONT)
+    t = time.time()
+    p = wait_for(lambda: formed("True"))
+    check("the node answers again -> ClusterFormed=True", p,
+          json.dumps(condition("e2e", "ClusterFormed")) + "\n" + node_logs())
+    say(f"figure: the node resumed -> ClusterFormed=True in {time.time() - t:.1f} s")
+    # Its pushes failed meanwhile: let its backoff end before the tests that
+    # read the backoff gauge.
+    check("... and its member pushes are accepted again",
+          wait_for(lambda: leader.metric("piko_controller_peer_push_backoff_seconds") == 0,
+                   timeout=40), leader.logtext()[-1000:])
 
 
 def user_key_secret(leader):
