@@ -1160,6 +1160,7 @@ def main():
             "spec": {"replicas": 3}}) for i in range(n_burst)))
     finally:
         cpu0 = b.cpu_s()
+        t_burst = time.monotonic()
         b.p.send_signal(signal.SIGCONT)
 
     def burst_done():
@@ -1170,14 +1171,18 @@ def main():
             for p in items)
     done = wait_for(burst_done, timeout=60, step=0.5)
     cpu = b.cpu_s() - cpu0
+    wall = time.monotonic() - t_burst
     check(f"burst of {n_burst} PikoClusters reconciled (status written on each)", done,
           f"reconciles {b.metric('controller_runtime_reconcile_total') - rec0}")
-    # A busy loop burns a core for as long as the burst lasts; the bound is
-    # far above the work itself (about 0.2 s, 0.35 s under ASan) and is not a
-    # speed target.
-    limit = 1.2 if "asan" in CTL else 0.6
-    check(f"burst: no busy loop while every worker is busy (controller CPU < {limit} s)",
-          cpu < limit, f"{cpu:.2f} s")
+    # A busy loop burns a core for as long as the burst lasts: CPU about
+    # equal to the burst's wall time. The work itself (reconciles, status
+    # reads, key Secrets) is about 0.5 s here, 1 s under ASan, whatever the
+    # machine's load stretches the wall time to; the bound is not a speed
+    # target: below the fixed floor, or below half of the wall time.
+    floor = 2.0 if "asan" in CTL else 1.0
+    check(f"burst: no busy loop while every worker is busy (controller CPU < {floor} s "
+          f"or < half the burst's {wall:.1f} s)", cpu < floor or cpu < 0.5 * wall,
+          f"{cpu:.2f} s of CPU in {wall:.1f} s")
     say(f"figure: controller CPU for the burst of {n_burst}: {cpu:.2f} s")
 
     pod_security_and_degraded(b)

@@ -195,7 +195,7 @@ if [ $crd_ok = 1 ]; then
 	else
 		fail "pikocluster defaults" "$got"
 	fi
-	if got=$(k get piko 2>&1) && head -1 <<<"$got" | grep -Eq '^NAME +READY +REPLICAS +AVAILABLE +AGE$' &&
+	if got=$(k get piko 2>&1) && head -1 <<<"$got" | grep -Eq '^NAME +READY +FORMED +REPLICAS +AVAILABLE +AGE$' &&
 		[ "$(tail -1 <<<"$got" | awk '{ print $1 "/" $2 }')" = edge/3 ]; then
 		pass "kubectl get piko shows the printer columns"
 	else
