@@ -14,7 +14,7 @@ bodies, bytes through `piko forward`, exit codes):
   1. `kubectl apply -f crds/`: the controller's Deployment runs
      2 pods and one of them holds the Lease;
   2. a PikoCluster of 3: 3 server pods Running and Ready, `kubectl get
-     pikoclusters` shows True 3 3, every node's /status/cluster/nodes lists
+     pikoclusters` shows Ready True, Formed True, 3 3, every node's /status/cluster/nodes lists
      all 3 as active;
   3. a web server and a TCP echo server in namespace `app`, and
      `helm install` of charts/piko-agent beside them: requests from the node
@@ -151,8 +151,9 @@ def cluster_formed(n, ns=NS, name=NS):
 
 
 def pikocluster_row(ns=NS):
+    """NAME READY FORMED REPLICAS AVAILABLE, as `kubectl get pikoclusters` shows them."""
     out = kubectl("get", "pikoclusters", "-n", ns, "--no-headers").stdout.split()
-    return out[:4]
+    return out[:5]
 
 
 # ---- load through the PikoCluster's Service
@@ -275,8 +276,9 @@ def story(a):
     pods = wait("3 server pods Ready", lambda: len(server_pods()) == 3 and all(ready(p) for p in server_pods()))
     secs_ready = time.monotonic() - t
     say(f"3 server pods Ready {secs_ready:.1f}s after kubectl apply")
-    check(wait("kubectl get pikoclusters: True 3 3", lambda: pikocluster_row() == [NS, "True", "3", "3"]),
-          "kubectl get pikoclusters shows True 3 3")
+    check(wait("kubectl get pikoclusters: True True 3 3",
+               lambda: pikocluster_row() == [NS, "True", "True", "3", "3"], timeout=60),
+          "kubectl get pikoclusters shows Ready True, Formed True, 3 replicas, 3 available")
     pods = wait("every node to list all 3 as active", lambda: cluster_formed(3), timeout=60)
     check(len(pods) == 3, "/status/cluster/nodes on each of the 3 nodes lists all 3 as active")
     ips = sorted(p["status"]["podIP"] for p in pods)
@@ -346,9 +348,9 @@ def story(a):
                                "-p", '{"spec":{"server":{"logLevel":"debug"}}}'),
                lambda: rolled(before) and cluster_formed(3), results)
     under_load("scale 3 to 5", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=5"),
-               lambda: cluster_formed(5) and pikocluster_row() == [NS, "True", "5", "5"], results)
+               lambda: cluster_formed(5) and pikocluster_row() == [NS, "True", "True", "5", "5"], results)
     under_load("scale 5 to 2", proxy, lambda: kubectl("scale", "pikocluster", NS, "-n", NS, "--replicas=2"),
-               lambda: cluster_formed(2) and pikocluster_row() == [NS, "True", "2", "2"], results)
+               lambda: cluster_formed(2) and pikocluster_row() == [NS, "True", "True", "2", "2"], results)
     victim = sorted(p["metadata"]["name"] for p in server_pods())[0]
     uid = uid_of(victim)
     under_load(f"pod {victim} deleted", proxy,
@@ -372,7 +374,7 @@ def story(a):
     kubectl("label", "namespace", "secure", "pod-security.kubernetes.io/enforce=restricted")
     apply(pikocluster("secure", 1, name="piko"))
     wait("the PikoCluster in the restricted namespace Ready",
-         lambda: pikocluster_row("secure") == ["piko", "True", "1", "1"], timeout=120)
+         lambda: pikocluster_row("secure") == ["piko", "True", "True", "1", "1"], timeout=120)
     check(True, "a PikoCluster runs in a namespace enforcing PodSecurity restricted")
 
     # 6. Delete.
