@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "log.h"
 #include "lwsio.h"
+#include "resolve.h"
 #include "runloop.h"
 #include "sock.h"
 #include "tls.h"
@@ -50,6 +51,8 @@ static struct pk_agent_tunnel *other(struct pk_agent_listener *l)
 }
 
 static void dial(struct pk_agent_listener *l);
+static void dial_now(struct pk_agent_listener *l, struct pk_agent_tunnel *t);
+static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l);
 
 static void retry_cb(lws_sorted_usec_list_t *sul)
 {
@@ -118,7 +121,9 @@ static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client
 	snprintf(t->host, sizeof(t->host), "%s:%d", a->url.host, a->url.port);
 	memset(i, 0, sizeof(*i));
 	i->context = a->ctx;
-	i->address = a->url.host;
+	/* The name resolved off the loop (lws 4.1 would block in getaddrinfo);
+	 * Host, SNI and the certificate check still use the name (i->host). */
+	i->address = l->server_addr[0] ? l->server_addr : a->url.host;
 	i->port = a->url.port;
 	i->path = t->path;
 	i->host = t->host;
@@ -132,13 +137,51 @@ static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client
 	}
 }
 
-/* Dial the current slot's tunnel (if that slot is free). */
+static void dial_resolved(void *user, const struct pk_resolve_result *res, const char *err);
+
+/* Dial the current slot's tunnel (if that slot is free). A server URL with
+ * a name is resolved first, off the loop (dial_resolved dials then). */
 static void dial(struct pk_agent_listener *l)
 {
 	struct pk_agent *a = l->agent;
 	struct pk_agent_tunnel *t = current(l);
-	if (a->shutting_down || t->wsi)
+	if (a->shutting_down || t->wsi || t->lookup)
 		return;
+	if (!pk_sock_is_ip(a->url.host)) {
+		t->lookup = pk_sock_resolve(a->url.host, dial_resolved, t);
+		if (!t->lookup)
+			schedule_retry(l, "resolver busy");
+		return;
+	}
+	dial_now(l, t);
+}
+
+static void dial_resolved(void *user, const struct pk_resolve_result *res, const char *err)
+{
+	struct pk_agent_tunnel *t = user;
+	struct pk_agent_listener *l = t->l;
+	struct pk_agent *a = l->agent;
+	t->lookup = NULL;
+	if (a->shutting_down)
+		return;
+	if (err || !res->n) {
+		snprintf(l->last_error, sizeof(l->last_error), "dial tcp: lookup %.128s: %.96s",
+		         a->url.host, err ? err : "no such host");
+		if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
+			boot_timeout(a, l);
+			return;
+		}
+		schedule_retry(l, l->last_error);
+		return;
+	}
+	snprintf(l->server_addr, sizeof(l->server_addr), "%s", res->addrs[0]);
+	if (!t->wsi && t == current(l))
+		dial_now(l, t);
+}
+
+static void dial_now(struct pk_agent_listener *l, struct pk_agent_tunnel *t)
+{
+	struct pk_agent *a = l->agent;
 	struct upstream_target ut;
 	struct lws_client_connect_info i;
 	upstream_connect_info(l, &i, &ut);
@@ -709,8 +752,13 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 	}
 	pk_runloop_signals_done();
 	a.shutting_down = 1; /* no reconnects while the context is torn down */
-	for (size_t i = 0; i < a.nlisteners; i++)
+	for (size_t i = 0; i < a.nlisteners; i++) {
 		lws_sul_cancel(&a.listeners[i].retry_sul);
+		for (int k = 0; k < 2; k++) {
+			pk_sock_resolve_cancel(a.listeners[i].tun[k].lookup);
+			a.listeners[i].tun[k].lookup = NULL;
+		}
+	}
 	pk_agent_admin_stop(&a);
 	lws_context_destroy(a.ctx);
 	pk_agent_admin_free(&a);

@@ -43,6 +43,9 @@ struct pk_agent_tunnel {
 	int closing;           /* we closed it (drained or grace over) */
 	uint64_t goaway_ms;    /* when our Go Away was queued (retiring) */
 	uint64_t retire_at_ms; /* the replacement is up: retire from then on */
+	/* The server's name being resolved off the loop before the dial (NULL
+	 * otherwise); the slot counts as busy meanwhile. */
+	struct pk_sock_lookup *lookup;
 };
 
 struct pk_agent_listener {
@@ -64,6 +67,7 @@ struct pk_agent_listener {
 	struct probe *probe;  /* reading why the server refused us, if it did */
 	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
 	SSL_CTX *svc_tls;     /* https:// service: the listener's tls settings */
+	char server_addr[64]; /* the server's address from the last lookup ("": none) */
 };
 
 struct pk_agent {

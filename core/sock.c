@@ -61,6 +61,7 @@
 #include "backoff.h"
 #include "buf.h"
 #include "log.h"
+#include "resolve.h"
 
 #define SUBSYS "sock"
 #define PROTOCOL_NAME "pk-sock"
@@ -105,6 +106,12 @@ enum {
 	DEFER_READ = 16,    /* TLS: decrypted bytes wait in OpenSSL, poll won't tell */
 };
 
+/* One address to connect to. */
+struct sock_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
 struct pk_sock {
 	uint32_t kind;
 	/* NULL while detached: parked, between connect attempts, or ending. */
@@ -140,10 +147,14 @@ struct pk_sock {
 	const char *deadline_why;
 
 	/* Owner: this sock; freed once connected or at the end. */
-	struct addrinfo *ai_list;
-	struct addrinfo *ai_next;
+	struct sock_addr *addrs;
+	size_t n_addrs, next_addr;
 	int last_err;
 	char peer[272]; /* "host:port" of up to 255 + ":65535" */
+	/* A name being resolved off the loop (pk_sock_resolve); NULL otherwise.
+	 * Owner: the lookup pool until its callback runs or it is cancelled. */
+	struct pk_sock_lookup *lookup;
+	int port; /* to connect to once the name is resolved */
 
 	/* TLS (pk_sock_use_tls): the context referenced until the handshake
 	 * starts, then the connection. Owner: this sock. */
@@ -381,9 +392,11 @@ static void sock_unlink(struct pk_sock *s)
 	lws_dll2_remove(&s->all_link);
 	lws_dll2_remove(&s->defer_link);
 	lws_dll2_remove(&s->timer_link);
-	if (s->ai_list)
-		freeaddrinfo(s->ai_list);
-	s->ai_list = s->ai_next = NULL;
+	pk_sock_resolve_cancel(s->lookup);
+	s->lookup = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+	s->n_addrs = s->next_addr = 0;
 	pk_bufq_clear(&s->sendq);
 	SSL_free(s->ssl);
 	s->ssl = NULL;
@@ -429,28 +442,146 @@ static void sock_discard(struct pk_sock *s)
 	free(s);
 }
 
+/* ---- names resolved off the loop -------------------------------------------- */
+
+/* Lookup threads, started on demand: a name whose DNS is slow holds one of
+ * them while the others serve other names (one pk_resolver is one thread and
+ * answers in order). */
+#define RESOLVERS 4
+
+struct pk_sock_lookup {
+	void (*cb)(void *user, const struct pk_resolve_result *res, const char *err);
+	void *user;
+	int r;       /* index in g_res */
+	uint64_t id; /* the resolver's query */
+};
+
+static struct pk_resolver *g_res[RESOLVERS];
+static size_t g_res_busy[RESOLVERS]; /* outstanding queries per resolver */
+
+/* From a lookup thread: ring the doorbell, whose handler dispatches. */
+static void res_wake(void *arg)
+{
+	(void)arg;
+	uint64_t one = 1;
+	int fd = __atomic_load_n(&g_bell.fd, __ATOMIC_ACQUIRE);
+	if (fd >= 0 && write(fd, &one, sizeof(one)) == -1) {
+		/* EAGAIN: the counter is full, the loop wakes anyway. */
+	}
+}
+
+static void res_dispatch(void)
+{
+	for (int i = 0; i < RESOLVERS; i++)
+		if (g_res[i])
+			pk_resolver_dispatch(g_res[i]);
+}
+
+/* Stop the lookup threads (each waits for its lookup in progress). */
+static void res_free_all(void)
+{
+	for (int i = 0; i < RESOLVERS; i++) {
+		pk_resolver_free(g_res[i]);
+		g_res[i] = NULL;
+		g_res_busy[i] = 0;
+	}
+}
+
+static void lookup_done(void *user, const struct pk_resolve_result *res, const char *err)
+{
+	struct pk_sock_lookup *lk = user;
+	g_res_busy[lk->r]--;
+	void (*cb)(void *, const struct pk_resolve_result *, const char *) = lk->cb;
+	void *cb_user = lk->user;
+	free(lk);
+	cb(cb_user, res, err);
+}
+
+int pk_sock_is_ip(const char *host)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1)
+		return 1;
+	/* fe80::1%eth0: a scoped IPv6 literal. */
+	const char *pct = strchr(host, '%');
+	char tmp[64];
+	if (!pct || (size_t)(pct - host) >= sizeof(tmp))
+		return 0;
+	memcpy(tmp, host, (size_t)(pct - host));
+	tmp[pct - host] = '\0';
+	return inet_pton(AF_INET6, tmp, &a6) == 1;
+}
+
+struct pk_sock_lookup *pk_sock_resolve(const char *host,
+                                       void (*cb)(void *user, const struct pk_resolve_result *res,
+                                                  const char *err),
+                                       void *user)
+{
+	/* An idle thread, starting one if there is room; else the least busy. */
+	int pick = -1;
+	for (int i = 0; i < RESOLVERS && pick < 0; i++) {
+		if (g_res[i] && !g_res_busy[i])
+			pick = i;
+	}
+	for (int i = 0; i < RESOLVERS && pick < 0; i++) {
+		if (!g_res[i]) {
+			g_res[i] = pk_resolver_new(res_wake, NULL);
+			if (g_res[i])
+				pick = i;
+		}
+	}
+	for (int i = 0; i < RESOLVERS; i++) {
+		if (g_res[i] && (pick < 0 || g_res_busy[i] < g_res_busy[pick]))
+			pick = i;
+	}
+	if (pick < 0)
+		return NULL;
+	struct pk_sock_lookup *lk = pk_xcalloc(1, sizeof(*lk));
+	lk->cb = cb;
+	lk->user = user;
+	lk->r = pick;
+	lk->id = pk_resolver_query(g_res[pick], host, lookup_done, lk);
+	if (!lk->id) {
+		free(lk);
+		return NULL;
+	}
+	g_res_busy[pick]++;
+	return lk;
+}
+
+void pk_sock_resolve_cancel(struct pk_sock_lookup *lk)
+{
+	if (!lk)
+		return;
+	if (g_res[lk->r]) {
+		pk_resolver_cancel(g_res[lk->r], lk->id);
+		g_res_busy[lk->r]--;
+	}
+	free(lk);
+}
+
 /* ---- connecting ------------------------------------------------------------- */
 
 /* Start a nonblocking connect to the next resolved address that takes one.
  * Returns 0 with a wsi waiting for writability, or -1 (last_err set). */
 static int connect_next(struct pk_sock *s)
 {
-	while (s->ai_next) {
-		struct addrinfo *ai = s->ai_next;
-		s->ai_next = ai->ai_next;
-		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	while (s->next_addr < s->n_addrs) {
+		const struct sock_addr *ai = &s->addrs[s->next_addr++];
+		int fd = socket(ai->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd == -1) {
 			s->last_err = errno;
 			continue;
 		}
 		s->made_socket = 1;
 		set_nodelay(fd);
-		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == -1 && errno != EINPROGRESS) {
+		if (connect(fd, (const void *)&ai->ss, ai->len) == -1 && errno != EINPROGRESS) {
 			s->last_err = errno;
 			close(fd);
 			continue;
 		}
-		addr_text(ai->ai_addr, s->peer, sizeof(s->peer));
+		addr_text((const void *)&ai->ss, s->peer, sizeof(s->peer));
 		s->fd = fd;
 		s->rx_on = 1; /* lws polls POLLIN from adoption on */
 		s->wsi = adopt_fd(fd, s);
@@ -468,11 +599,49 @@ static int connect_next(struct pk_sock *s)
 	return -1;
 }
 
+/* The name of a pk_sock_connect() was resolved: try its addresses in order
+ * (as Go's dialer does for "localhost" when the service listens on 127.0.0.1
+ * only). */
+static void connect_resolved(void *user, const struct pk_resolve_result *res, const char *err)
+{
+	struct pk_sock *s = user;
+	s->lookup = NULL;
+	if (s->ending)
+		return; /* its finish is on the way */
+	if (s->close_wanted) {
+		sock_end(s, 1, "closed");
+		return;
+	}
+	if (err || !res->n) {
+		int noname = !err || !strcmp(err, gai_strerror(EAI_NONAME)) ||
+		             !strcmp(err, gai_strerror(EAI_NODATA));
+		sock_end(s, 1, noname ? "no such host" : err);
+		return;
+	}
+	s->addrs = pk_xcalloc(res->n, sizeof(*s->addrs));
+	char portstr[8];
+	snprintf(portstr, sizeof(portstr), "%d", s->port);
+	for (size_t i = 0; i < res->n; i++) {
+		struct addrinfo hints, *ai = NULL;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;
+		if (getaddrinfo(res->addrs[i], portstr, &hints, &ai) != 0 || !ai)
+			continue;
+		memcpy(&s->addrs[s->n_addrs].ss, ai->ai_addr, ai->ai_addrlen);
+		s->addrs[s->n_addrs].len = ai->ai_addrlen;
+		s->n_addrs++;
+		freeaddrinfo(ai);
+	}
+	if (connect_next(s) < 0)
+		sock_end(s, 1, s->made_socket ? errno_reason(s->last_err, 1) : "no such host");
+}
+
 /* In the WRITEABLE handler or the close callback: this address failed. */
 static void connect_failed(struct pk_sock *s, int err)
 {
 	s->last_err = err;
-	if (s->ai_next && !s->close_wanted)
+	if (s->next_addr < s->n_addrs && !s->close_wanted)
 		s->retrying = 1; /* the close callback schedules the next try */
 	else
 		mark_end(s, 1, errno_reason(err, 1));
@@ -701,8 +870,9 @@ static int sock_writeable(struct pk_sock *s)
 			connect_failed(s, err);
 			return -1;
 		}
-		freeaddrinfo(s->ai_list);
-		s->ai_list = s->ai_next = NULL;
+		free(s->addrs);
+		s->addrs = NULL;
+		s->n_addrs = s->next_addr = 0;
 		if (s->tls_ctx)
 			return tls_step(s); /* the connect timeout still runs */
 		if (became_open(s) < 0)
@@ -986,6 +1156,7 @@ static void bell_run(void)
 	if (read(g_bell.fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
 		pk_log(PK_LOG_WARN, SUBSYS, "doorbell read failed", "error", strerror(errno), NULL);
 	g_bell.rung = 0;
+	res_dispatch(); /* may defer work, run just below */
 	g_bell.running = 1;
 	/* Entries added while this runs are taken by the same loop. Each entry
 	 * adds itself again at most once per address (RETRY), so it ends. */
@@ -1058,9 +1229,10 @@ static int pk_sock_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
 				bell_run();
 			if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
 				g_bell.wsi = NULL;
-				g_bell.fd = -1;
+				sock_teardown(); /* cancels the socks' lookups */
+				res_free_all();
+				__atomic_store_n(&g_bell.fd, -1, __ATOMIC_RELEASE);
 				g_bell.rung = 0;
-				sock_teardown();
 			}
 			return 0;
 		}
@@ -1071,6 +1243,7 @@ static int pk_sock_cb(struct lws *wsi, enum lws_callback_reasons reason, void *u
 		 * pending deferred closes are all that can be left. */
 		if (g_vh && lws_get_vhost(wsi) == g_vh) {
 			sock_teardown();
+			res_free_all();
 			g_vh = NULL;
 		}
 		return 0;
@@ -1130,22 +1303,34 @@ struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
 		sock_end(s, 1, "invalid address");
 		return s;
 	}
-	snprintf(portstr, sizeof(portstr), "%d", port);
-	struct addrinfo hints;
+	if (!pk_sock_is_ip(h)) {
+		/* A name: resolved on a lookup thread, connected from
+		 * connect_resolved() (the loop never waits for DNS). */
+		s->port = port;
+		s->lookup = pk_sock_resolve(h, connect_resolved, s);
+		if (!s->lookup)
+			sock_end(s, 1, "resolver busy");
+		return s;
+	}
+	/* An IP literal: getaddrinfo with AI_NUMERICHOST never blocks. */
+	struct addrinfo hints, *ai = NULL;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	/* Blocking: the targets are IPs or local names in practice. Every
-	 * address is tried in order (as Go's dialer does for "localhost" when
-	 * the service listens on 127.0.0.1 only). */
-	int rc = getaddrinfo(h, portstr, &hints, &s->ai_list);
-	if (rc != 0) {
-		s->ai_list = NULL;
-		sock_end(s, 1, rc == EAI_NONAME ? "no such host" : gai_strerror(rc));
+	hints.ai_flags = AI_NUMERICSERV | AI_NUMERICHOST;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	int rc = getaddrinfo(h, portstr, &hints, &ai);
+	if (rc != 0 || !ai) {
+		if (ai)
+			freeaddrinfo(ai);
+		sock_end(s, 1, "invalid address");
 		return s;
 	}
-	s->ai_next = s->ai_list;
+	s->addrs = pk_xcalloc(1, sizeof(*s->addrs));
+	memcpy(&s->addrs[0].ss, ai->ai_addr, ai->ai_addrlen);
+	s->addrs[0].len = ai->ai_addrlen;
+	s->n_addrs = 1;
+	freeaddrinfo(ai);
 	if (connect_next(s) < 0) {
 		if (!s->made_socket) {
 			sock_discard(s);
@@ -1321,6 +1506,7 @@ const char *pk_sock_peer(const struct pk_sock *s)
 
 void pk_sock_tick(uint64_t now_ms)
 {
+	res_dispatch();
 	lws_start_foreach_dll_safe(struct lws_dll2 *, d, d1, g_timers.head)
 	{
 		struct pk_sock *s = lws_container_of(d, struct pk_sock, timer_link);

@@ -62,15 +62,38 @@ void pk_sock_init(struct lws_vhost *vh);
  * of the vhost given to pk_sock_init(). Terminated list of one entry. */
 extern const struct lws_protocols pk_sock_protocols[];
 
-/* Connect to host:port (host resolved with getaddrinfo, blocking; a name or
- * an IP, "[::1]" accepted). Each resolved address is tried in turn until one
- * connects. on_connected or on_close follows; the attempt is abandoned with
- * on_close "connect timeout" after timeout_ms (0 = no timeout; enforced by
- * pk_sock_tick). Bytes written meanwhile are sent once connected. Returns
- * NULL only if the socket could not even be created (on_close is then not
- * called). Owner: the pk_sock itself (freed after on_close). */
+/* Connect to host:port: a name or an IP, "[::1]" accepted. A name is resolved
+ * off the loop (pk_sock_resolve), an IP literal is not looked up at all. Each
+ * resolved address is tried in turn until one connects. on_connected or
+ * on_close follows ("no such host", "resolver busy", ...); the attempt,
+ * lookup included, is abandoned with on_close "connect timeout" after
+ * timeout_ms (0 = no timeout; enforced by pk_sock_tick). Bytes written
+ * meanwhile are sent once connected. Returns NULL only if the socket for an
+ * IP literal could not even be created (on_close is then not called). Owner:
+ * the pk_sock itself (freed after on_close). */
 struct pk_sock *pk_sock_connect(const char *host, int port, uint64_t timeout_ms,
                                 const struct pk_sock_ops *ops, void *user, size_t send_cap);
+
+/* DNS off the event loop. Lookups run on up to 4 threads (getaddrinfo, so
+ * /etc/hosts and resolv.conf are honoured as for any program; see
+ * core/resolve.h), started on demand and picked idle first, so a name whose
+ * DNS is slow holds one thread while other names are answered by the others.
+ * cb(user, res, err) runs later on the loop thread (from the doorbell or
+ * pk_sock_tick), with res (addresses as numeric strings) or err set, as for
+ * pk_resolver_query. The returned handle is the caller's to cancel until cb
+ * starts, and is invalid from then on. Returns NULL when every thread has
+ * PK_RESOLVE_MAX_QUERIES outstanding or none can be started (cb will not be
+ * called). Needs pk_sock_init(); the threads stop with the lws context. */
+struct pk_resolve_result;
+struct pk_sock_lookup;
+struct pk_sock_lookup *pk_sock_resolve(const char *host,
+                                       void (*cb)(void *user, const struct pk_resolve_result *res,
+                                                  const char *err),
+                                       void *user);
+/* Forget a lookup: its cb will not be called. NULL is ignored. */
+void pk_sock_resolve_cancel(struct pk_sock_lookup *lk);
+/* 1 when host is an IPv4 or IPv6 literal (no brackets; "%scope" allowed). */
+int pk_sock_is_ip(const char *host);
 
 /* Speak TLS on a connection from pk_sock_connect (call right after it, before
  * the loop runs): once TCP is up, a TLS client handshake with ctx runs first
