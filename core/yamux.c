@@ -506,7 +506,7 @@ static int incoming_syn(struct pk_yamux_session *sess, uint32_t id)
 		protocol_error(sess);
 		return -1;
 	}
-	if (sess->backlog >= sess->cfg.accept_backlog)
+	if (sess->backlog >= sess->cfg.accept_backlog || pk_yamux_session_streams_full(sess))
 		return queue_peer(sess, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_RST, id, 0);
 
 	struct pk_yamux_stream *s = stream_new(sess, id, 0);
@@ -951,6 +951,16 @@ int pk_yamux_session_opens_full(const struct pk_yamux_session *sess)
 	return sess->pending_opens >= sess->cfg.max_pending_opens;
 }
 
+int pk_yamux_session_streams_full(const struct pk_yamux_session *sess)
+{
+	return sess->cfg.max_streams && sess->count >= sess->cfg.max_streams;
+}
+
+void pk_yamux_session_set_max_streams(struct pk_yamux_session *sess, uint32_t max)
+{
+	sess->cfg.max_streams = max;
+}
+
 struct pk_yamux_stream *pk_yamux_stream_open(struct pk_yamux_session *sess, uint64_t now_ms)
 {
 	/* Our own Go Away only refuses the peer's streams (as hashicorp's
@@ -958,7 +968,8 @@ struct pk_yamux_stream *pk_yamux_stream_open(struct pk_yamux_session *sess, uint
 	 * upstreams it has, for the requests it still accepts. */
 	if (sess->dead || sess->remote_go_away)
 		return NULL;
-	if (sess->pending_opens >= sess->cfg.max_pending_opens)
+	if (sess->pending_opens >= sess->cfg.max_pending_opens ||
+	    pk_yamux_session_streams_full(sess))
 		return NULL;
 	if (sess->next_id >= UINT32_MAX - 1)
 		return NULL; /* ids exhausted, as Go's ErrStreamsExhausted */

@@ -30,7 +30,7 @@
  *  - at most 256 opened-but-unacknowledged streams; an open not acknowledged
  *    within 75 s kills the session;
  *  - accept backlog 256: a SYN beyond that many unaccepted streams is answered
- *    with RST;
+ *    with RST; so is one beyond max_streams open streams (off by default);
  *  - Go Away code 0 only means "do not open streams towards me"; codes 1, 2 or
  *    unknown terminate the session. After we sent Go Away, incoming SYNs are
  *    answered with RST, unless accept_after_go_away is set (see below).
@@ -107,10 +107,14 @@ struct pk_yamux_config {
 	size_t send_queue_cap;      /* per-stream send queue cap; 256 KiB */
 	uint32_t accept_backlog;    /* 256 */
 	uint32_t max_pending_opens; /* 256 */
-	uint64_t keepalive_ms;      /* 30000; 0 disables pings */
-	uint64_t ping_timeout_ms;   /* 10000 */
-	uint64_t open_timeout_ms;   /* 75000 */
-	uint64_t close_timeout_ms;  /* 300000 */
+	/* Streams open at once on the session, both directions (0: no cap, the
+	 * default, as hashicorp): beyond it pk_yamux_stream_open() returns
+	 * NULL and a SYN is answered with RST. */
+	uint32_t max_streams;
+	uint64_t keepalive_ms;     /* 30000; 0 disables pings */
+	uint64_t ping_timeout_ms;  /* 10000 */
+	uint64_t open_timeout_ms;  /* 75000 */
+	uint64_t close_timeout_ms; /* 300000 */
 	/* 0 (default, as hashicorp): after our own Go Away, a SYN is answered
 	 * with RST. 1: keep offering SYNs to on_stream, for an owner that sent
 	 * Go Away to move its peer elsewhere but still serves what crossed it
@@ -201,6 +205,10 @@ size_t pk_yamux_session_num_streams(const struct pk_yamux_session *sess);
 /* 1 when max_pending_opens SYNs wait for their ACK: pk_yamux_stream_open()
  * fails until an ACK (or a reset) arrives. */
 int pk_yamux_session_opens_full(const struct pk_yamux_session *sess);
+/* 1 when max_streams streams are open (an open would fail until one ends). */
+int pk_yamux_session_streams_full(const struct pk_yamux_session *sess);
+/* Set max_streams on a live session (0: no cap); streams already open stay. */
+void pk_yamux_session_set_max_streams(struct pk_yamux_session *sess, uint32_t max);
 /* Milliseconds of the last ping round trip, or -1 if none yet. */
 int64_t pk_yamux_session_rtt_ms(const struct pk_yamux_session *sess);
 

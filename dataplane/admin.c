@@ -403,6 +403,23 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 			c->next->prev = c;
 		c->srv->admin_conns = c;
 		*slot = c;
+		/* admin.max_connections: beyond it, 503 at once and close. */
+		if (++c->srv->n_admin_sockets > (size_t)c->srv->cfg->admin.max_connections &&
+		    c->srv->cfg->admin.max_connections > 0) {
+			size_t len;
+			char *resp = pk_http1_error_response(503, "too many connections",
+			                                     PK_HTTP1_RESP_CLOSE, &len);
+			pk_bufq_append_force(&c->out, resp, len);
+			free(resp);
+			c->close_after_write = 1;
+			lws_callback_on_writable(wsi);
+			char ip[64];
+			pk_lwsio_peer_ip(wsi, ip, sizeof(ip));
+			pk_server_cap_refused(
+			    c->srv, "admin_connections",
+			    "admin connection refused: admin.max_connections reached", "client-ip",
+			    ip);
+		}
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
 		if (c && !c->close_after_write) {
@@ -430,6 +447,7 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c) {
 			*slot = NULL;
+			c->srv->n_admin_sockets--;
 			if (c->prev)
 				c->prev->next = c->next;
 			else

@@ -65,6 +65,7 @@ struct pk_proxy_conn {
 	int in_process; /* process() is running: see drain_in() */
 	int fin_sent;   /* closing: our FIN is out, waiting for the client's */
 	int close_after_write;
+	int counted;            /* a socket of the proxy port (srv->n_proxy_sockets) */
 	uint64_t idle_since_ms; /* keep-alive idle start; 0 while busy */
 	uint64_t head_start_ms; /* first byte of the current head; 0 when none */
 	/* A request forwarded by another node arrives as a stream on a node
@@ -797,6 +798,15 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 		if (pk_upstream_opens_full(up) && wait_add(ex))
 			return;
 		wait_remove(ex);
+		if (pk_upstream_streams_full(up)) {
+			pk_server_cap_refused(
+			    ex->conn->srv, "streams_per_connection",
+			    "request refused: upstream.max_streams_per_connection "
+			    "reached",
+			    "endpoint-id", ex->endpoint);
+			exchange_fail(ex, 503, "too many streams on the upstream connection");
+			return;
+		}
 		exchange_fail(ex, 502, "upstream unreachable");
 		return;
 	}
@@ -1182,6 +1192,25 @@ static void conn_closed(struct pk_proxy_conn *c)
 	free(c);
 }
 
+/* proxy.max_connections: beyond it a new connection is answered 503 at once
+ * (before its request: it is not read) and closed once that is written. */
+static void conn_check_cap(struct pk_proxy_conn *c)
+{
+	struct pk_server *srv = c->srv;
+	int64_t cap = srv->cfg->proxy.max_connections;
+	if (cap <= 0 || srv->n_proxy_sockets <= (size_t)cap)
+		return;
+	size_t len;
+	char *resp =
+	    pk_http1_error_response(503, "too many connections", PK_HTTP1_RESP_CLOSE, &len);
+	conn_write(c, resp, len);
+	free(resp);
+	conn_close_after_write(c);
+	pk_server_cap_refused(srv, "proxy_connections",
+	                      "proxy connection refused: proxy.max_connections reached",
+	                      "client-ip", c->client_ip);
+}
+
 static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                           size_t len)
 {
@@ -1195,6 +1224,9 @@ static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, voi
 		c = conn_new(pk_server_from_wsi(wsi), wsi);
 		*slot = c;
 		pk_lwsio_peer_ip(wsi, c->client_ip, sizeof(c->client_ip));
+		c->counted = 1;
+		c->srv->n_proxy_sockets++;
+		conn_check_cap(c);
 		return 0;
 	case LWS_CALLBACK_RAW_RX:
 		if (c)
@@ -1205,6 +1237,8 @@ static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, voi
 	case LWS_CALLBACK_RAW_CLOSE:
 		if (c) {
 			*slot = NULL;
+			if (c->counted)
+				c->srv->n_proxy_sockets--;
 			conn_closed(c);
 		}
 		return 0;

@@ -139,6 +139,46 @@ static void register_metrics(struct pk_server *srv)
 	srv->m.open_streams = pk_metrics_register(
 	    m, PK_METRIC_GAUGE, "piko_upstreams_open_streams",
 	    "Number of streams open on the upstream connections of this node.", NULL, 0, NULL, 0);
+	static const char *const cap[] = {"cap"};
+	srv->m.caps_refused = pk_metrics_register(
+	    m, PK_METRIC_COUNTER, "piko_server_caps_refused_total",
+	    "Connections, tunnels and streams refused because a configured cap was reached.", cap,
+	    1, NULL, 0);
+}
+
+#define CAP_WARN_INTERVAL_MS 10000
+
+void pk_server_cap_refused(struct pk_server *srv, const char *cap, const char *msg, const char *key,
+                           const char *val)
+{
+	/* One slot per cap name (a handful, all string literals). */
+	static struct {
+		const char *cap;
+		uint64_t last_ms;
+		uint64_t suppressed;
+	} seen[8];
+	const char *lv[] = {cap};
+	if (srv && srv->m.caps_refused)
+		pk_metric_add(srv->m.caps_refused, lv, 1);
+	size_t i = 0;
+	while (i < sizeof(seen) / sizeof(seen[0]) && seen[i].cap && strcmp(seen[i].cap, cap))
+		i++;
+	uint64_t now = pk_now_ms();
+	if (i < sizeof(seen) / sizeof(seen[0])) {
+		if (!seen[i].cap)
+			seen[i].cap = cap;
+		else if (now - seen[i].last_ms < CAP_WARN_INTERVAL_MS) {
+			seen[i].suppressed++;
+			return;
+		}
+	}
+	char sup[24] = "0";
+	if (i < sizeof(seen) / sizeof(seen[0])) {
+		snprintf(sup, sizeof(sup), "%llu", (unsigned long long)seen[i].suppressed);
+		seen[i].suppressed = 0;
+		seen[i].last_ms = now;
+	}
+	pk_log(PK_LOG_WARN, "server", msg, "cap", cap, "not-logged-since", sup, key, val, NULL);
 }
 
 /* Accepted connections are adopted into their port's vhost. */

@@ -41,6 +41,7 @@ struct pk_server_metrics {
 	struct pk_metric *registered_endpoints;
 	struct pk_metric *upstream_requests_total;
 	struct pk_metric *open_streams;
+	struct pk_metric *caps_refused; /* {cap}: connections refused by a cap */
 };
 
 /* A listening port: our socket, and the vhost its connections join. */
@@ -73,6 +74,10 @@ struct pk_server {
 	struct pk_upstream *upstreams;
 	struct pk_proxy_conn *conns;
 	struct admin_conn *admin_conns; /* admin.c */
+	/* Client sockets open on the proxy and admin ports (the caps
+	 * proxy.max_connections and admin.max_connections; refused ones
+	 * count until they close). */
+	size_t n_proxy_sockets, n_admin_sockets;
 	/* Exchanges waiting for an upstream that has 256 unacknowledged opens,
 	 * oldest first; links only (proxy.c). */
 	struct pk_proxy_exchange *waiting_head, *waiting_tail;
@@ -112,6 +117,13 @@ struct pk_stream_handler *pk_proxy_adopt_stream(struct pk_server *srv, struct pk
 
 /* The server a wsi belongs to. */
 struct pk_server *pk_server_from_wsi(struct lws *wsi);
+
+/* A cap refused a connection, tunnel or stream: count it in
+ * piko_server_caps_refused_total{cap} and log msg as a warning, at most once
+ * per 10 s per cap (with how many were not logged). key/val: one more field
+ * for the log line, or NULL. */
+void pk_server_cap_refused(struct pk_server *srv, const char *cap, const char *msg, const char *key,
+                           const char *val);
 
 /* Protocol lists of each port (defined in their files). */
 extern const struct lws_protocols pk_proxy_protocols[];

@@ -5,6 +5,7 @@
  */
 #include "server_config.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,10 @@ const struct pk_opt pk_server_opts[] = {
      "close a keep-alive client connection idle for this long", 0, NULL, 0},
     {"proxy.http.max_header_bytes", PK_OPT_INT, O(proxy.http.max_header_bytes), "1048576",
      "maximum size of a request head", 0, NULL, 0},
+    {"proxy.max_connections", PK_OPT_INT, O(proxy.max_connections), "65536",
+     "most client connections open at once on the proxy port; more are answered 503 and closed "
+     "(0: no limit)",
+     0, NULL, 0},
     {"proxy.access_log.level", PK_OPT_STRING, O(proxy.access_log.level), "info",
      "level of access log records", 0, NULL, 0},
     {"proxy.access_log.disable", PK_OPT_BOOL, O(proxy.access_log.disable), "false",
@@ -59,6 +64,18 @@ const struct pk_opt pk_server_opts[] = {
      "most upstreams shed per second, as a fraction of the cluster average", 0, NULL, 0},
     {"upstream.rebalance.min_conns", PK_OPT_INT, O(upstream.rebalance.min_conns), "50",
      "no rebalancing below this many upstreams on this node", 0, NULL, 0},
+    {"upstream.max_connections", PK_OPT_INT, O(upstream.max_connections), "65536",
+     "most upstream connections on this node; more are refused with 503 (0: no limit)", 0, NULL, 0},
+    {"upstream.max_connections_per_endpoint", PK_OPT_INT, O(upstream.max_connections_per_endpoint),
+     "1024",
+     "most upstream connections one endpoint may have on this node; more are refused with 503 "
+     "(0: no limit)",
+     0, NULL, 0},
+    {"upstream.max_streams_per_connection", PK_OPT_INT, O(upstream.max_streams_per_connection),
+     "16384",
+     "most streams (requests, TCP connections) open at once on one upstream connection; a request "
+     "beyond is answered 503 (0: no limit)",
+     0, NULL, 0},
     {"admin.bind_addr", PK_OPT_STRING, O(admin.bind_addr), ":8002",
      "admin port: /health, /ready, /metrics", 0, NULL, 0},
     {"admin.advertise_addr", PK_OPT_STRING, O(admin.advertise_addr), NULL,
@@ -68,6 +85,10 @@ const struct pk_opt pk_server_opts[] = {
      NULL, 0},
     {"admin.http.idle_timeout", PK_OPT_DURATION, O(admin.http.idle_timeout_ms), "5m",
      "close a keep-alive admin connection idle for this long (0 disables)", 0, NULL, 0},
+    {"admin.max_connections", PK_OPT_INT, O(admin.max_connections), "256",
+     "most connections open at once on the admin port; more are answered 503 and closed (0: no "
+     "limit)",
+     0, NULL, 0},
     PK_AUTH_OPTS("admin.auth.", O(admin.auth)),
     PK_TLS_SERVER_OPTS("admin.tls.", O(admin.tls)),
     {"cluster.node_id", PK_OPT_STRING, O(cluster.node_id), NULL,
@@ -138,6 +159,15 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 	}
 	if (cfg->proxy.timeout_ms < 0) {
 		snprintf(err, errlen, "invalid proxy timeout");
+		return -1;
+	}
+	if (cfg->proxy.max_connections < 0 || cfg->upstream.max_connections < 0 ||
+	    cfg->upstream.max_connections_per_endpoint < 0 || cfg->admin.max_connections < 0 ||
+	    cfg->upstream.max_streams_per_connection < 0 ||
+	    cfg->upstream.max_streams_per_connection > UINT32_MAX) {
+		snprintf(err, errlen,
+		         "the max_connections and max_streams_per_connection caps must not be "
+		         "negative (0: no limit) nor above 4294967295");
 		return -1;
 	}
 	if (cfg->upstream.rebalance.threshold < 0) {

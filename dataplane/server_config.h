@@ -30,6 +30,9 @@ struct pk_server_config {
 			int64_t idle_timeout_ms;
 			int64_t max_header_bytes;
 		} http;
+		/* Client connections open at once; more are answered 503 and
+		 * closed. 0: no cap. */
+		int64_t max_connections;
 		struct {
 			char *level;
 			int disable;
@@ -40,6 +43,9 @@ struct pk_server_config {
 	struct {
 		char *bind_addr;
 		char *advertise_addr;
+		/* Upstream connections (tunnels) on this node; more are refused
+		 * 503 before the upgrade. 0: no cap. */
+		int64_t max_connections;
 		struct pk_auth_config auth;
 		struct pk_list tenants; /* of struct pk_tenant_config */
 		struct pk_tls_server_config tls;
@@ -48,6 +54,12 @@ struct pk_server_config {
 			double shed_rate;
 			int64_t min_conns;
 		} rebalance;
+		/* Upstream connections (tunnels) one endpoint may hold on this
+		 * node; the next is refused 503 before the upgrade. 0: no cap. */
+		int64_t max_connections_per_endpoint;
+		/* Streams open at once on one upstream connection; a request
+		 * beyond is answered 503. 0: no cap. */
+		int64_t max_streams_per_connection;
 	} upstream;
 	struct {
 		char *bind_addr;
@@ -58,6 +70,9 @@ struct pk_server_config {
 			int64_t read_header_timeout_ms;
 			int64_t idle_timeout_ms;
 		} http;
+		/* Admin connections open at once; more are answered 503 and
+		 * closed. 0: no cap. */
+		int64_t max_connections;
 		struct pk_auth_config auth;
 		struct pk_tls_server_config tls;
 	} admin;

@@ -65,6 +65,11 @@ int pk_upstream_opens_full(const struct pk_upstream *up)
 	       pk_yamux_session_opens_full(up->tunnel.sess);
 }
 
+int pk_upstream_streams_full(const struct pk_upstream *up)
+{
+	return up->tunnel.sess && pk_yamux_session_streams_full(up->tunnel.sess);
+}
+
 static void on_go_away(struct pk_tunnel *t)
 {
 	struct pk_upstream *up = t->owner;
@@ -167,6 +172,8 @@ static void upstream_established(struct lws *wsi, struct upstream_pss *pss)
 	up->endpoint = pk_xstrdup(ep);
 	pk_lwsio_peer_ip(wsi, up->client_ip, sizeof(up->client_ip));
 	pk_tunnel_init(&up->tunnel, wsi, 0, &upstream_tunnel_ops, up, pk_now_ms());
+	pk_yamux_session_set_max_streams(up->tunnel.sess,
+	                                 (uint32_t)srv->cfg->upstream.max_streams_per_connection);
 
 	up->next = srv->upstreams;
 	if (srv->upstreams)
@@ -199,6 +206,39 @@ static void upstream_closed(struct pk_upstream *up)
 	pk_tunnel_destroy(&up->tunnel);
 	free(up->endpoint);
 	free(up);
+}
+
+/* upstream.max_connections (tunnels on this node) and
+ * upstream.max_connections_per_endpoint (tunnels of one endpoint on this
+ * node): at the cap, 503 with a JSON error before the upgrade (our agent and
+ * Piko's retry a 503 with backoff). Returns 1 when refused. */
+static int over_endpoint_cap(struct lws *wsi, const char *ep)
+{
+	struct pk_server *srv = pk_server_from_wsi(wsi);
+	int64_t all = srv->cfg->upstream.max_connections;
+	int64_t cap = srv->cfg->upstream.max_connections_per_endpoint;
+	size_t n;
+	if (all > 0 && pk_registry_num_upstreams(srv->registry) >= (size_t)all) {
+		char *resp = pk_http1_error_response(
+		    503, "too many upstream connections on this node", PK_HTTP1_RESP_CLOSE, &n);
+		reject(wsi, resp, n);
+		pk_server_cap_refused(
+		    srv, "upstream_connections",
+		    "upstream connection refused: upstream.max_connections reached", "endpoint-id",
+		    ep);
+		return 1;
+	}
+	if (cap <= 0 || pk_registry_upstreams(srv->registry, ep) < (size_t)cap)
+		return 0;
+	char *resp = pk_http1_error_response(
+	    503, "too many upstream connections for this endpoint on this node",
+	    PK_HTTP1_RESP_CLOSE, &n);
+	reject(wsi, resp, n);
+	pk_server_cap_refused(srv, "upstream_connections_per_endpoint",
+	                      "upstream connection refused: upstream.max_connections_per_endpoint "
+	                      "reached",
+	                      "endpoint-id", ep);
+	return 1;
 }
 
 static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -243,7 +283,7 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 			reject(wsi, resp, n);
 			return 1;
 		}
-		return 0;
+		return over_endpoint_cap(wsi, ep);
 
 	case LWS_CALLBACK_ESTABLISHED:
 		upstream_established(wsi, pss);

@@ -29,5 +29,7 @@ struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up);
 /* 1 when an open failed only because 256 opens already wait for the agent's
  * ACK (Go's yamux blocks the opener then): worth waiting for, not a 502. */
 int pk_upstream_opens_full(const struct pk_upstream *up);
+/* 1 when upstream.max_streams_per_connection streams are open on it. */
+int pk_upstream_streams_full(const struct pk_upstream *up);
 
 #endif

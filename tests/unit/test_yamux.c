@@ -802,6 +802,38 @@ static void test_pending_opens(void **state)
 	peer_free(p);
 }
 
+/* max_streams: opens beyond it fail, SYNs beyond it are reset, and a stream
+ * that ends frees its place. */
+static void test_max_streams(void **state)
+{
+	(void)state;
+	struct pk_yamux_config cfg;
+	pk_yamux_config_default(&cfg);
+	cfg.max_streams = 2;
+	struct peer *p = peer_new(0, &cfg);
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_SYN, 1, 0), 0);
+	assert_false(pk_yamux_session_streams_full(p->sess));
+	assert_non_null(pk_yamux_stream_open(p->sess, 0)); /* id 2 */
+	assert_true(pk_yamux_session_streams_full(p->sess));
+	assert_null(pk_yamux_stream_open(p->sess, 0));
+	drain(p->sess);
+	/* A third stream from the peer: RST, never offered to the owner. */
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_SYN, 3, 0), 0);
+	assert_int_equal(p->n_stream, 1);
+	const uint8_t rst3[] = {0, 1, 0, 8, 0, 0, 0, 3, 0, 0, 0, 0};
+	expect_wire(drain(p->sess), rst3, sizeof(rst3));
+	assert_int_equal(p->n_session_close, 0);
+	/* The peer resets stream 2: room for one more. */
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_RST, 2, 0), 0);
+	assert_false(pk_yamux_session_streams_full(p->sess));
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_SYN, 5, 0), 0);
+	assert_int_equal(p->n_stream, 2);
+	/* 0 lifts the cap on a live session. */
+	pk_yamux_session_set_max_streams(p->sess, 0);
+	assert_non_null(pk_yamux_stream_open(p->sess, 0));
+	peer_free(p);
+}
+
 /* ---- timeouts ---- */
 
 static void test_open_timeout(void **state)
@@ -1397,6 +1429,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_stream_ignored),
 	    cmocka_unit_test(test_refused_stream),
 	    cmocka_unit_test(test_backlog),
+	    cmocka_unit_test(test_max_streams),
 	    cmocka_unit_test(test_bad_syn_ids),
 	    cmocka_unit_test(test_pending_opens),
 	    cmocka_unit_test(test_open_timeout),
