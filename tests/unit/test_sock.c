@@ -656,6 +656,53 @@ static void test_connect_localhost_v6(void **state)
 	assert_string_equal(pk_sock_peer(client.s), expect);
 }
 
+/* IP literals skip the resolver; everything else is a name. */
+static void test_is_ip(void **state)
+{
+	(void)state;
+	assert_true(pk_sock_is_ip("127.0.0.1"));
+	assert_true(pk_sock_is_ip("::1"));
+	assert_true(pk_sock_is_ip("fe80::1%lo"));
+	assert_true(pk_sock_is_ip("2001:db8::5"));
+	assert_false(pk_sock_is_ip("localhost"));
+	assert_false(pk_sock_is_ip("[::1]")); /* callers strip brackets */
+	assert_false(pk_sock_is_ip("10.0.0"));
+	assert_false(pk_sock_is_ip("1.2.3.4.example.com"));
+	assert_false(pk_sock_is_ip(""));
+	assert_false(pk_sock_is_ip("%lo"));
+}
+
+/* A close while the name is being resolved ends it once, as "closed", and
+ * the lookup's answer is dropped. */
+static void test_close_while_resolving(void **state)
+{
+	(void)state;
+	int port = start_listener();
+	client.s = t_connect("localhost", port, 5000, &ops, &client, client.cap);
+	assert_non_null(client.s);
+	t_close(client.s, 0);
+	assert_true(run_until(client_closed, 5000));
+	assert_false(client.connected);
+	assert_int_equal(client.reset, 1);
+	assert_string_equal(client.why, "closed");
+	/* Nothing more comes once the lookup returns. */
+	run_until(server_adopted, 200);
+	assert_null(server.s);
+}
+
+/* A lookup still running when the context goes: on_close "shutdown", and
+ * the lookup threads stop. */
+static void test_context_destroy_while_resolving(void **state)
+{
+	int port = start_listener();
+	client.s = t_connect("localhost", port, 5000, &ops, &client, client.cap);
+	teardown(state);
+	assert_true(client.closed);
+	assert_int_equal(client.reset, 1);
+	assert_string_equal(client.why, "shutdown");
+	setup(state);
+}
+
 /* Connections still open when the context goes get on_close from
  * lws_context_destroy(). */
 static void test_context_destroy(void **state)
@@ -759,6 +806,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_connect_localhost, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_connect_localhost_v6, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_context_destroy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_is_ip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_while_resolving, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_context_destroy_while_resolving, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listen_addresses, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_listener_close_in_accept, setup, teardown),
 	};
