@@ -29,9 +29,9 @@
 
 enum child { CH_CONFIGMAP, CH_PEERS_SVC, CH_CLIENT_SVC, CH_STS, CH_PDB, CH_COUNT };
 /* Request slots of a job: one per child, then the status write, the two
- * reads that explain missing or failing pods, and the cluster key's Secret
- * (read, or created). */
-enum { SLOT_STATUS = CH_COUNT, SLOT_PODS, SLOT_EVENTS, SLOT_KEY, NSLOTS };
+ * reads that explain missing or failing pods, the cluster key's Secret
+ * (read, or created) and the generated upstream key's (the same). */
+enum { SLOT_STATUS = CH_COUNT, SLOT_PODS, SLOT_EVENTS, SLOT_KEY, SLOT_UKEY, NSLOTS };
 
 /* Degraded's reasons when the cluster key cannot be had: the Secret (or its
  * key) is not there, or holds what no node would load. */
@@ -65,6 +65,7 @@ struct call {
 	bool is_status;
 	bool is_diag; /* the pods or events read (SLOT_PODS, SLOT_EVENTS) */
 	bool is_key;  /* the cluster key's Secret (SLOT_KEY) */
+	bool is_ukey; /* the generated upstream key's Secret (SLOT_UKEY) */
 	char name[256];
 };
 
@@ -90,6 +91,13 @@ struct job {
 	enum key_phase key_phase;
 	char *new_key; /* owned: the key of the Secret being created (cleansed on free) */
 	size_t new_key_len;
+	/* spec.auth.upstream.generate: the same steps for NAME-upstream-key,
+	 * after the cluster key's (ukey_started), before the applies;
+	 * have_ckey is what the cluster key step found. */
+	bool ukey_started, have_ckey;
+	enum key_phase ukey_phase;
+	char *new_ukey; /* owned, cleansed on free */
+	size_t new_ukey_len;
 	struct call calls[NSLOTS];
 	struct pk_kube_req *reqs[NSLOTS];
 	struct job *next;
@@ -110,7 +118,8 @@ struct pk_reconciler {
 	struct pk_ctrl *c;
 	struct job *jobs; /* owned */
 	size_t njobs;
-	struct ckey *keys; /* owned */
+	struct ckey *keys;  /* owned */
+	struct ckey *ukeys; /* owned: the generated upstream keys (NAME-upstream-key) */
 	/* "ns/name" -> the last error reported as an Event: a failing cluster
 	 * is retried with backoff, and one Warning per distinct error is enough
 	 * (an Event per retry would flood etcd). Owned. */
@@ -138,25 +147,25 @@ static void key_free(char *key, size_t len)
 	free(key);
 }
 
-static struct ckey *key_find(const struct pk_reconciler *r, const char *cluster)
+static struct ckey *key_find(struct ckey *list, const char *cluster)
 {
-	for (struct ckey *k = r->keys; k; k = k->next)
+	for (struct ckey *k = list; k; k = k->next)
 		if (!strcmp(k->cluster, cluster))
 			return k;
 	return NULL;
 }
 
-/* Remember key (copied) as cluster's. */
-static void key_set(struct pk_reconciler *r, const char *cluster, const char *key, size_t len,
+/* Remember key (copied) as cluster's in *list (r->keys or r->ukeys). */
+static void key_set(struct ckey **list, const char *cluster, const char *key, size_t len,
                     bool generated)
 {
-	struct ckey *k = key_find(r, cluster);
+	struct ckey *k = key_find(*list, cluster);
 	if (!k) {
-		k = pk_xmalloc(sizeof(*k)); /* owner: r->keys */
+		k = pk_xmalloc(sizeof(*k)); /* owner: *list */
 		memset(k, 0, sizeof(*k));
 		snprintf(k->cluster, sizeof(k->cluster), "%s", cluster);
-		k->next = r->keys;
-		r->keys = k;
+		k->next = *list;
+		*list = k;
 	} else if (k->key_len == len && !memcmp(k->key, key, len)) {
 		k->generated = generated;
 		return;
@@ -169,9 +178,9 @@ static void key_set(struct pk_reconciler *r, const char *cluster, const char *ke
 	k->generated = generated;
 }
 
-static void key_forget(struct pk_reconciler *r, const char *cluster)
+static void key_forget(struct ckey **list, const char *cluster)
 {
-	for (struct ckey **pp = &r->keys; *pp; pp = &(*pp)->next)
+	for (struct ckey **pp = list; *pp; pp = &(*pp)->next)
 		if (!strcmp((*pp)->cluster, cluster)) {
 			struct ckey *k = *pp;
 			*pp = k->next;
@@ -184,7 +193,7 @@ static void key_forget(struct pk_reconciler *r, const char *cluster)
 const char *pk_reconciler_cluster_key(const struct pk_reconciler *r, const char *cluster,
                                       size_t *len)
 {
-	const struct ckey *k = r ? key_find(r, cluster) : NULL;
+	const struct ckey *k = r ? key_find(r->keys, cluster) : NULL;
 	*len = k ? k->key_len : 0;
 	return k ? k->key : NULL;
 }
@@ -195,6 +204,7 @@ static void job_free(struct job *j)
 		pk_kube_cancel(j->reqs[i]);
 	pk_render_free(&j->rd);
 	key_free(j->new_key, j->new_key_len);
+	key_free(j->new_ukey, j->new_ukey_len);
 	json_object_put(j->cluster);
 	json_object_put(j->sts_fresh);
 	json_object_put(j->pods);
@@ -211,12 +221,14 @@ void pk_reconciler_free(struct pk_reconciler *r)
 		r->jobs = j->next;
 		job_free(j);
 	}
-	while (r->keys) {
-		struct ckey *k = r->keys;
-		r->keys = k->next;
-		key_free(k->key, k->key_len);
-		free(k);
-	}
+	struct ckey **lists[] = {&r->keys, &r->ukeys};
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+		while (*lists[i]) {
+			struct ckey *k = *lists[i];
+			*lists[i] = k->next;
+			key_free(k->key, k->key_len);
+			free(k);
+		}
 	json_object_put(r->last_err);
 	free(r);
 }
@@ -461,6 +473,7 @@ static void advance(struct job *j)
 }
 
 static void key_done(struct job *j, long status, const char *body, const char *err);
+static void ukey_done(struct job *j, long status, const char *body, const char *err);
 
 static void call_done(void *ud, long status, const char *body, size_t len, const char *err)
 {
@@ -473,6 +486,10 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	j->pending--;
 	if (call->is_key) {
 		key_done(j, status, body, err);
+		return;
+	}
+	if (call->is_ukey) {
+		ukey_done(j, status, body, err);
 		return;
 	}
 	const char *what = call->is_status || call->is_diag ? "status" : children[call->ch].kind;
@@ -528,11 +545,25 @@ static void call_done(void *ud, long status, const char *body, size_t len, const
 	advance(j);
 }
 
+static void ukey_request(struct job *j, enum key_phase phase);
+
 /* Apply each child that differs from its live copy; the StatefulSet only
- * when the key is known (have_key: pk_render_set_key was called). */
+ * when the key is known (have_key: pk_render_set_key was called) and, with
+ * spec.auth.upstream.generate, the upstream key too: that step runs first,
+ * from here, and calls back with both known or not. */
 static void apply_children(struct job *j, bool have_key)
 {
 	struct pk_ctrl *c = j->r->c;
+	if (j->rd.upstream_secret && !j->ukey_started) {
+		j->ukey_started = true;
+		j->have_ckey = have_key;
+		ukey_request(j, KEY_GET);
+		if (j->pending)
+			return;
+		set_err(j, "get Secret %s: too many requests in flight",
+		        j->rd.upstream_secret_name);
+		have_key = false;
+	}
 	struct json_object *desired[CH_COUNT] = {j->rd.configmap, j->rd.peers_svc, j->rd.client_svc,
 	                                         j->rd.sts, j->rd.pdb};
 	for (int ch = 0; ch < CH_COUNT; ch++) {
@@ -656,7 +687,7 @@ static void key_done(struct job *j, long status, const char *body, const char *e
 	struct pk_reconciler *r = j->r;
 	struct pk_ctrl *c = r->c;
 	const char *sname = j->rd.key_secret_name;
-	struct ckey *mem = key_find(r, j->key);
+	struct ckey *mem = key_find(r->keys, j->key);
 	char msg[300];
 	if (status == 0)
 		snprintf(msg, sizeof(msg), "%s", err ? err : "no response");
@@ -667,7 +698,7 @@ static void key_done(struct job *j, long status, const char *body, const char *e
 		if (status >= 200 && status < 300) {
 			char note[400];
 			bool again = mem && mem->generated;
-			key_set(r, j->key, j->new_key, j->new_key_len, true);
+			key_set(&r->keys, j->key, j->new_key, j->new_key_len, true);
 			snprintf(note, sizeof(note), "%s Secret %s%s",
 			         again ? "re-created" : "created", sname,
 			         again ? " with the key the nodes hold"
@@ -702,11 +733,11 @@ static void key_done(struct job *j, long status, const char *body, const char *e
 			set_err(j, "%s", why);
 			j->err_reason = reason;
 			if (j->rd.key_user)
-				key_forget(r, j->key); /* no pushes without the user's key */
+				key_forget(&r->keys, j->key); /* no pushes without the user's key */
 			apply_children(j, false);
 			return;
 		}
-		key_set(r, j->key, key, len, !j->rd.key_user);
+		key_set(&r->keys, j->key, key, len, !j->rd.key_user);
 		pk_render_set_key(&j->rd, key, len);
 		key_free(key, len);
 		apply_children(j, true);
@@ -717,7 +748,7 @@ static void key_done(struct job *j, long status, const char *body, const char *e
 		 * nothing (the nodes would refuse any other key). */
 		set_err(j, "Secret %s (spec.cluster.keySecretRef) not found", sname);
 		j->err_reason = REASON_KEY_MISSING;
-		key_forget(r, j->key);
+		key_forget(&r->keys, j->key);
 		apply_children(j, false);
 		return;
 	}
@@ -757,6 +788,137 @@ static void key_done(struct job *j, long status, const char *body, const char *e
 	}
 }
 
+/* GET NAME-upstream-key (KEY_GET, KEY_REGET) or create it with j->new_ukey
+ * (KEY_CREATE): key_request's steps for the generated upstream key. */
+static void ukey_request(struct job *j, enum key_phase phase)
+{
+	char path[800];
+	j->ukey_phase = phase;
+	j->calls[SLOT_UKEY].is_ukey = true;
+	snprintf(j->calls[SLOT_UKEY].name, sizeof(j->calls[SLOT_UKEY].name), "%s",
+	         j->rd.upstream_secret_name);
+	if (phase == KEY_CREATE) {
+		snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets?fieldManager=%s", j->ns,
+		         PK_FIELD_MANAGER);
+		/* Created, never applied (409 on an existing one). */
+		send(j, SLOT_UKEY, "POST", path, "application/json",
+		     json_object_to_json_string_ext(j->rd.upstream_secret,
+		                                    JSON_C_TO_STRING_PLAIN |
+		                                        JSON_C_TO_STRING_NOSLASHESCAPE));
+		return;
+	}
+	snprintf(path, sizeof(path), "/api/v1/namespaces/%s/secrets/%s", j->ns,
+	         j->rd.upstream_secret_name);
+	send(j, SLOT_UKEY, "GET", path, NULL, NULL);
+}
+
+/* The generated upstream key step's answer, as key_done's for the cluster
+ * key: read the Secret's key, or create the Secret (with the key the nodes
+ * hold when this leader knew one, else a new one), then apply the children;
+ * the StatefulSet only with both keys known. The key is the Secret's data
+ * unchanged: the server takes its env var's text as the HMAC secret. */
+static void ukey_done(struct job *j, long status, const char *body, const char *err)
+{
+	struct pk_reconciler *r = j->r;
+	struct pk_ctrl *c = r->c;
+	const char *sname = j->rd.upstream_secret_name;
+	struct ckey *mem = key_find(r->ukeys, j->key);
+	char msg[300];
+	if (status == 0)
+		snprintf(msg, sizeof(msg), "%s", err ? err : "no response");
+	else
+		status_message(body, msg, sizeof(msg));
+
+	if (j->ukey_phase == KEY_CREATE) {
+		if (status >= 200 && status < 300) {
+			char note[400];
+			bool again = mem != NULL;
+			key_set(&r->ukeys, j->key, j->new_ukey, j->new_ukey_len, true);
+			snprintf(note, sizeof(note), "%s Secret %s%s",
+			         again ? "re-created" : "created", sname,
+			         again ? " with the upstream key the nodes hold"
+			               : " with a new upstream signing key (HS256)");
+			pk_ctrl_event(c, j->cluster, "Normal", "Created", "Create", note);
+			pk_log(PK_LOG_INFO, "reconcile", again ? "re-created" : "created",
+			       "cluster", j->key, "kind", "Secret", "name", sname, NULL);
+			pk_render_set_upstream_key(&j->rd, j->new_ukey, j->new_ukey_len);
+			apply_children(j, j->have_ckey);
+			return;
+		}
+		if (status == 409) {
+			/* Created meanwhile (a previous leader): its key wins. */
+			ukey_request(j, KEY_REGET);
+			if (j->pending)
+				return;
+		}
+		set_err(j, "create Secret %s: %ld: %s", sname, status, msg);
+		apply_children(j, false); /* the StatefulSet stays as it is */
+		return;
+	}
+
+	if (status == 200) {
+		struct json_object *sec = json_tokener_parse(body ? body : "");
+		struct json_object *v =
+		    pk_json_field(pk_json_field(sec, "data"), PK_UPSTREAM_KEY_SECRET_KEY);
+		size_t len = 0;
+		char *key = v && json_object_is_type(v, json_type_string)
+		                ? pk_base64_decode(json_object_get_string(v), &len)
+		                : NULL; /* owned here */
+		json_object_put(sec);
+		if (!key || len == 0) {
+			/* Only a user's hand replaces an immutable Secret: say
+			 * what is wrong and keep the StatefulSet as it is. */
+			set_err(j, "Secret %s: key \"" PK_UPSTREAM_KEY_SECRET_KEY "\" %s", sname,
+			        !v     ? "is missing"
+			        : !key ? "is not base64"
+			               : "is empty");
+			j->err_reason = v && !key ? REASON_KEY_INVALID : REASON_KEY_MISSING;
+			key_free(key, len);
+			apply_children(j, false);
+			return;
+		}
+		key_set(&r->ukeys, j->key, key, len, true);
+		pk_render_set_upstream_key(&j->rd, key, len);
+		key_free(key, len);
+		apply_children(j, j->have_ckey);
+		return;
+	}
+	if (status == 404 && j->ukey_phase == KEY_GET) {
+		if (mem) {
+			j->new_ukey = pk_xmalloc(mem->key_len + 1);
+			memcpy(j->new_ukey, mem->key, mem->key_len + 1);
+			j->new_ukey_len = mem->key_len;
+		} else {
+			/* 256 random bits as 64 hex digits: text a Secret, an
+			 * env var and `piko token create --key-file` all take
+			 * unchanged. */
+			j->new_ukey = pk_xmalloc(PK_CLUSTER_KEY_HEX + 1);
+			j->new_ukey_len = PK_CLUSTER_KEY_HEX;
+			if (pk_cluster_key_generate(j->new_ukey) != 0) {
+				set_err(j, "create Secret %s: no randomness for a key", sname);
+				apply_children(j, false);
+				return;
+			}
+		}
+		pk_render_set_upstream_key(&j->rd, j->new_ukey, j->new_ukey_len);
+		ukey_request(j, KEY_CREATE);
+		if (!j->pending) {
+			set_err(j, "create Secret %s: too many requests in flight", sname);
+			apply_children(j, false);
+		}
+		return;
+	}
+	set_err(j, "get Secret %s: %ld: %s", sname, status, msg);
+	/* A failed read changes nothing: the nodes keep the key this leader
+	 * knows. */
+	if (mem) {
+		pk_render_set_upstream_key(&j->rd, mem->key, mem->key_len);
+		apply_children(j, j->have_ckey);
+	} else {
+		apply_children(j, false);
+	}
+}
+
 void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 {
 	struct pk_ctrl *c = r->c;
@@ -786,7 +948,8 @@ void pk_reconcile_start(struct pk_reconciler *r, const char *key)
 	                                       "deletionTimestamp")) {
 		/* Gone or going: the garbage collector removes the children
 		 * (the generated key's Secret too); its key is of no more use. */
-		key_forget(r, j->key);
+		key_forget(&r->keys, j->key);
+		key_forget(&r->ukeys, j->key);
 		job_end(j);
 		return;
 	}

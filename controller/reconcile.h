@@ -10,7 +10,10 @@
  * spec.cluster.keySecretRef, or NAME-cluster-key, created with a random key
  * when missing; never written over). The key is kept in memory per cluster
  * for the pushes (pk_reconciler_cluster_key) and to re-create a deleted
- * NAME-cluster-key with the key the nodes hold.
+ * NAME-cluster-key with the key the nodes hold. With
+ * spec.auth.upstream.generate the same for NAME-upstream-key (read, or
+ * created with a random key; the key kept to re-create it), after the
+ * cluster key and before the applies.
  *
  * A reconcile runs for a key the work queue handed out; when it ends it
  * calls pk_wq_done, and on failure requeues the key with backoff.

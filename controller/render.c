@@ -142,6 +142,11 @@ struct spec {
 	/* The cluster key's Secret and its key: spec.cluster.keySecretRef, else
 	 * NAME-cluster-key (generated) and "key". */
 	const char *key_secret_user, *key_secret_key; /* NULL user: generated */
+	/* spec.auth.upstream.generate: the upstream HMAC key is the generated
+	 * Secret NAME-upstream-key's "key", rendered as if hmacSecretRef named
+	 * it (upstream_gen_name is what auth[P_UPSTREAM].keys[K_HMAC] points at). */
+	int upstream_gen;
+	char upstream_gen_name[PK_RENDER_MAX_NAME + 16];
 	int has_min_available;
 	int64_t min_available;
 };
@@ -303,7 +308,9 @@ static int dns_label(const char *s)
 	return 1;
 }
 
-static int read_auth(struct json_object *auth, int port, struct port_auth *pa, char *err,
+/* One port's auth block into pa; *gen set when it is spec.auth.upstream with
+ * generate: true (no key refs then: pa->keys are the caller's to fill). */
+static int read_auth(struct json_object *auth, int port, struct port_auth *pa, int *gen, char *err,
                      size_t errlen)
 {
 	char path[96];
@@ -319,7 +326,13 @@ static int read_auth(struct json_object *auth, int port, struct port_auth *pa, c
 		snprintf(err, errlen, "spec.auth.admin: admin auth is not supported");
 		return -1;
 	}
-	int nkeys = 0;
+	int nkeys = 0, generate = 0;
+	if (port == P_UPSTREAM) {
+		char gpath[128];
+		snprintf(gpath, sizeof(gpath), "%s.generate", path);
+		if (opt_bool(blk, "generate", gpath, 0, &generate, err, errlen) == -1)
+			return -1;
+	}
 	for (int k = 0; k < NKEYS; k++) {
 		char kpath[160];
 		struct json_object *ref;
@@ -347,6 +360,20 @@ static int read_auth(struct json_object *auth, int port, struct port_auth *pa, c
 	if (opt_string(blk, "audience", apath, NULL, &pa->audience, err, errlen) == -1 ||
 	    opt_string(blk, "issuer", ipath, NULL, &pa->issuer, err, errlen) == -1)
 		return -1;
+	if (generate && nkeys > 0) {
+		/* Two sources for one port's keys: the CRD refuses it too. */
+		snprintf(
+		    err, errlen,
+		    "%s: generate: true makes the upstream key; it cannot be set together with "
+		    "hmacSecretRef, rsaPublicKeyRef or ecdsaPublicKeyRef",
+		    path);
+		return -1;
+	}
+	if (generate) {
+		*gen = 1; /* the caller names the key (read_spec) */
+		pa->on = 1;
+		return 0;
+	}
 	if (nkeys == 0) {
 		/* Without a key the server would not check tokens at all:
 		 * refuse rather than run an open port the user meant closed. */
@@ -468,9 +495,18 @@ static int read_spec(struct json_object *cluster, struct spec *s, char *err, siz
 	    opt_object(spec, "tls", "spec.tls", &tls, err, errlen) == -1)
 		return -1;
 	for (int p = 0; p < NPORTS; p++)
-		if (read_auth(auth, p, &s->auth[p], err, errlen) == -1 ||
+		if (read_auth(auth, p, &s->auth[p], &s->upstream_gen, err, errlen) == -1 ||
 		    read_tls(tls, p, &s->tls[p], err, errlen) == -1)
 			return -1;
+	if (s->upstream_gen) {
+		/* Rendered exactly as hmacSecretRef {name: NAME-upstream-key,
+		 * key: key}: the server takes the Secret's text as its HMAC
+		 * secret, as it takes a user's. */
+		pk_render_child_name(s->name, PK_UPSTREAM_KEY_SECRET_SUFFIX, s->upstream_gen_name,
+		                     sizeof(s->upstream_gen_name));
+		s->auth[P_UPSTREAM].keys[K_HMAC].secret = s->upstream_gen_name;
+		s->auth[P_UPSTREAM].keys[K_HMAC].key = PK_UPSTREAM_KEY_SECRET_KEY;
+	}
 
 	if (opt_object(spec, "service", "spec.service", &svc, err, errlen) == -1 ||
 	    opt_string(svc, "type", "spec.service.type", "ClusterIP", &s->svc_type, err, errlen) ==
@@ -1115,6 +1151,15 @@ int pk_render(struct json_object *cluster, struct pk_render *out, char *err, siz
 		add(out->key_secret, "type", jstr("Opaque"));
 		add(out->key_secret, "immutable", jbool(1));
 	}
+	if (s.upstream_gen) {
+		/* The same: created once, immutable, owned (deleted with the
+		 * cluster, and left alone when generate is turned off). */
+		snprintf(out->upstream_secret_name, sizeof(out->upstream_secret_name), "%s",
+		         s.upstream_gen_name);
+		out->upstream_secret = object(&s, "v1", "Secret", PK_UPSTREAM_KEY_SECRET_SUFFIX);
+		add(out->upstream_secret, "type", jstr("Opaque"));
+		add(out->upstream_secret, "immutable", jbool(1));
+	}
 	return 0;
 }
 
@@ -1126,6 +1171,7 @@ void pk_render_free(struct pk_render *r)
 	json_object_put(r->sts);
 	json_object_put(r->pdb);
 	json_object_put(r->key_secret);
+	json_object_put(r->upstream_secret);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -1146,7 +1192,10 @@ void pk_render_child_name(const char *name, const char *suffix, char *buf, size_
 		snprintf(buf, len, "%s", name);
 }
 
-void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len)
+/* Put the hash of key on the pod template as annotation, and the key into
+ * secret's data[item] when there is a Secret to create. */
+static void set_key(struct pk_render *r, const char *annotation, struct json_object *secret,
+                    const char *item, const char *key, size_t key_len)
 {
 	char hash[PK_CLUSTER_KEY_HASH_HEX + 1];
 	pk_cluster_key_hash(key, key_len, hash);
@@ -1154,13 +1203,25 @@ void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len)
 	    pk_json_field(pk_json_field(pk_json_field(r->sts, "spec"), "template"), "metadata"),
 	    "annotations");
 	if (ann)
-		add(ann, PK_CLUSTER_KEY_HASH_ANNOTATION, jstr(hash));
-	if (r->key_secret) {
+		add(ann, annotation, jstr(hash));
+	if (secret) {
 		char *b64 = pk_base64_encode(key, key_len); /* owned here */
 		struct json_object *data = jobj();
-		add(data, r->key_secret_key, jstr(b64));
-		add(r->key_secret, "data", data);
+		add(data, item, jstr(b64));
+		add(secret, "data", data);
 		OPENSSL_cleanse(b64, strlen(b64));
 		free(b64);
 	}
+}
+
+void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len)
+{
+	set_key(r, PK_CLUSTER_KEY_HASH_ANNOTATION, r->key_secret, r->key_secret_key, key, key_len);
+}
+
+void pk_render_set_upstream_key(struct pk_render *r, const char *key, size_t key_len)
+{
+	if (r->upstream_secret)
+		set_key(r, PK_UPSTREAM_KEY_HASH_ANNOTATION, r->upstream_secret,
+		        PK_UPSTREAM_KEY_SECRET_KEY, key, key_len);
 }

@@ -3,7 +3,8 @@
  * renders"): ConfigMap NAME-config (server.yaml), headless Service
  * NAME-peers, client Service NAME, StatefulSet NAME, when replicas > 1
  * PodDisruptionBudget NAME, and (unless spec.cluster.keySecretRef names the
- * user's own) the Secret NAME-cluster-key to create when it is missing. The
+ * user's own) the Secret NAME-cluster-key to create when it is missing, and
+ * with spec.auth.upstream.generate the Secret NAME-upstream-key. The
  * pods mount the cluster key's Secret; the key itself is the caller's to
  * read (pk_render_set_key).
  *
@@ -32,6 +33,15 @@
 #define PK_CLUSTER_KEY_HASH_ANNOTATION "piko.dev/cluster-key-hash"
 /* The generated cluster-key Secret: NAME-cluster-key. */
 #define PK_CLUSTER_KEY_SECRET_SUFFIX "cluster-key"
+/* spec.auth.upstream.generate's Secret, NAME-upstream-key, and the key in
+ * it that holds the upstream HMAC secret (the pods take it as if
+ * hmacSecretRef {name: NAME-upstream-key, key: key} were set). */
+#define PK_UPSTREAM_KEY_SECRET_SUFFIX "upstream-key"
+#define PK_UPSTREAM_KEY_SECRET_KEY "key"
+/* Pod-template annotation: a short hash of the generated upstream key
+ * (pk_cluster_key_hash), so a new one rolls the pods (the server reads it
+ * from its env once, at start). */
+#define PK_UPSTREAM_KEY_HASH_ANNOTATION "piko.dev/upstream-key-hash"
 /* Longest PikoCluster name we render for: the StatefulSet controller labels
  * each pod controller-revision-hash=NAME-<10 chars>, a label value of at
  * most 63 characters, so a longer StatefulSet name can never create pods. */
@@ -53,6 +63,11 @@ struct pk_render {
 	 * data until pk_render_set_key), NULL with key_user: the controller
 	 * never writes a user's Secret. */
 	struct json_object *key_secret;
+	/* spec.auth.upstream.generate: the Secret NAME-upstream-key to create
+	 * when it is missing (as key_secret: Opaque, immutable, no data until
+	 * pk_render_set_upstream_key), and its name; NULL and "" without. */
+	struct json_object *upstream_secret;
+	char upstream_secret_name[254];
 };
 
 /* Render a PikoCluster as read from the API (apiVersion, kind,
@@ -61,7 +76,8 @@ struct pk_render {
  * Refused (-1, err set, *out left zeroed): a missing name, namespace or uid,
  * a name longer than PK_RENDER_MAX_NAME, a field of the wrong JSON type, a
  * duration that does not parse, a grace period under 1ms (the server needs
- * one), an unknown log level, an auth block without a key, and admin auth
+ * one), an unknown log level, an auth block without a key, upstream's
+ * generate: true beside a key ref, and admin auth
  * (the CRD refuses it too: the readiness probe could not pass it). Returns 0
  * with *out filled otherwise. cluster is borrowed. */
 int pk_render(struct json_object *cluster, struct pk_render *out, char *err, size_t errlen);
@@ -72,6 +88,12 @@ int pk_render(struct json_object *cluster, struct pk_render *out, char *err, siz
  * replaces both. The StatefulSet is never applied without it (the
  * annotation would be dropped, rolling the pods). */
 void pk_render_set_key(struct pk_render *r, const char *key, size_t key_len);
+
+/* With the generated upstream key known (key_len bytes, the text the server
+ * takes as its HMAC secret): PK_UPSTREAM_KEY_HASH_ANNOTATION on the pod
+ * template and upstream_secret's data. A no-op without upstream_secret.
+ * The StatefulSet of such a cluster is never applied without it. */
+void pk_render_set_upstream_key(struct pk_render *r, const char *key, size_t key_len);
 
 /* Put every object and zero the struct (safe on a zeroed or freed one). */
 void pk_render_free(struct pk_render *r);

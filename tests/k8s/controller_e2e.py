@@ -53,6 +53,15 @@ Checks, in order (each prints ok/FAIL; exit 1 if any failed):
     pods, a node with that key takes the pushes, the Secret never written
     and no Secret created; deleted (or missing from the start) -> Degraded
     KeySecretMissing, one Warning Event, no StatefulSet, no pushes;
+  - spec.auth.upstream.generate: refused beside a key ref (CEL); Secret
+    NAME-upstream-key created (64 hex digits, owned, labelled, immutable,
+    an Event), the pods' upstream auth rendered as hmacSecretRef to it; a
+    real node started with the rendered upstream args (env from the
+    Secret) takes an agent whose token `piko token create --key-file`
+    minted from the Secret's key (WebSocket 101, agent connected) and
+    refuses one from another key (401); deleted -> re-created with the same
+    key, no roll; generate turned off -> the Secret stays, auth follows the
+    spec;
   - apiserver restarted -> the controller recovers (no duplicates);
   - etcd compacted while the apiserver is down -> the watch gets 410, the
     controller relists and carries on;
@@ -330,7 +339,7 @@ class Node:
     the kubelet mounts the Secret volume for fsGroup 65532."""
 
     def __init__(self, pod, addr, admin_port, cluster_port, key=None, proxy_port=8000,
-                 upstream_port=8001):
+                 upstream_port=8001, extra=()):
         self.pod, self.addr, self.admin_port = pod, addr, admin_port
         self.proxy_port, self.upstream_port = proxy_port, upstream_port
         self.key = key
@@ -344,7 +353,7 @@ class Node:
              "--admin.bind-addr", f"{addr}:{admin_port}",
              "--cluster.bind-addr", f"{addr}:{cluster_port}",
              *(["--cluster.auth.key-file", key_file] if key_file else []),
-             "--grace-period", "2s"],
+             *extra, "--grace-period", "2s"],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         procs.append(self.p)
 
@@ -1007,6 +1016,7 @@ def main():
     kubectl("delete", "endpointslice", "refuse-peers-test", "-n", NS)
 
     user_key_secret(a)
+    upstream_generate(a)
 
     # -- forced 410. The controller is paused (SIGSTOP) so that it cannot
     # re-watch early; meanwhile the revision moves on, etcd is compacted and
@@ -1377,6 +1387,169 @@ def user_key_secret(leader):
     check("... and one Warning Event KeySecretMissing (not one per retry)", len(ev) == 1,
           json.dumps(ev)[:800])
     kubectl("delete", "pikocluster", "nokey", "-n", NS)
+
+
+def ws_upgrade(addr, port, endpoint, token):
+    """The status of a WebSocket upgrade to the upstream port for endpoint,
+    with token as the bearer (the agent's handshake), or 0."""
+    try:
+        with socket.create_connection((addr, port), timeout=5) as sk:
+            sk.sendall((f"GET /piko/v1/upstream/{endpoint} HTTP/1.1\r\nHost: {addr}:{port}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n"
+                        f"Authorization: Bearer {token}\r\n\r\n").encode())
+            head = b""
+            while b"\r\n" not in head:
+                got = sk.recv(4096)
+                if not got:
+                    break
+                head += got
+            m = re.match(rb"HTTP/1\.1 (\d{3})", head)
+            return int(m.group(1)) if m else 0
+    except OSError:
+        return 0
+
+
+def upstream_generate(leader):
+    """spec.auth.upstream.generate: the controller makes NAME-upstream-key and
+    the pods require agents' tokens signed with it; `piko token create`
+    mints them from the Secret's key."""
+    r = kubectl("apply", "-f", "-", check_rc=False, input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "bad", "namespace": NS},
+        "spec": {"auth": {"upstream": {"generate": True,
+                                       "hmacSecretRef": {"name": "s", "key": "k"}}}}}))
+    check("CEL rule refuses upstream generate beside the user's own key",
+          r.returncode != 0 and "cannot be set together with hmacSecretRef" in r.stderr,
+          r.stderr)
+
+    kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "piko.dev/v1alpha1", "kind": "PikoCluster",
+        "metadata": {"name": "gen", "namespace": NS},
+        "spec": {"replicas": 1, "auth": {"upstream": {"generate": True}}}}))
+    uid = wait_for(lambda: kget("pikocluster", "gen"))["metadata"]["uid"]
+    sec = wait_for(lambda: kget("secret", "gen-upstream-key"))
+    key = secret_key("gen-upstream-key")
+    check("upstream generate: Secret gen-upstream-key holds a random 256-bit key as 64 hex "
+          "digits (key \"key\"), owned by the PikoCluster, labelled, immutable",
+          sec and key and re.fullmatch(rb"[0-9a-f]{64}", key) and
+          sec["metadata"]["ownerReferences"][0]["uid"] == uid and
+          sec["metadata"]["ownerReferences"][0].get("controller") is True and
+          sec["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "piko-controller" and
+          sec.get("immutable") is True and sec.get("type") == "Opaque",
+          json.dumps(sec)[:800])
+    events = lambda: [e for e in json.loads(kubectl(
+        "get", "events.events.k8s.io", "-n", NS, "-o", "json").stdout)["items"]
+        if e.get("regarding", {}).get("name") == "gen" and e.get("reason") == "Created" and
+        "gen-upstream-key" in e.get("note", "")]
+    check("... and an Event says it was created", wait_for(events, timeout=10))
+
+    # The pods: the key as the upstream HMAC secret, as hmacSecretRef renders it.
+    sts = wait_for(lambda: (lambda x: x if x and x["spec"]["template"]["metadata"].get(
+        "annotations", {}).get("piko.dev/upstream-key-hash") else None)(
+        kget("statefulset", "gen")))
+    ctr = (sts or {}).get("spec", {}).get("template", {}).get("spec", {}).get(
+        "containers", [{}])[0]
+    env = {e["name"]: e for e in ctr.get("env", [])}
+    args = [x for x in ctr.get("args", []) if x.startswith("--upstream.auth.")]
+    check("... the pods take it as their upstream HMAC secret (env from the Secret, the flag, "
+          "its hash on the pod template), no key in the ConfigMap",
+          args == ["--upstream.auth.hmac-secret-key=$(PIKO_UPSTREAM_AUTH_HMAC_SECRET_KEY)"] and
+          env.get("PIKO_UPSTREAM_AUTH_HMAC_SECRET_KEY", {}).get("valueFrom") ==
+          {"secretKeyRef": {"name": "gen-upstream-key", "key": "key"}} and
+          sts["spec"]["template"]["metadata"]["annotations"]["piko.dev/upstream-key-hash"] ==
+          key_hash(key) and
+          key.decode() not in json.dumps(kget("configmap", "gen-config")),
+          json.dumps(ctr)[:1500])
+
+    # A real node with the rendered upstream auth: each $(VAR) of the args
+    # from the Secret the env names, as the kubelet expands it.
+    def expand(arg):
+        def val(m):
+            ref = env[m.group(1)]["valueFrom"]["secretKeyRef"]
+            v = (kget("secret", ref["name"]) or {}).get("data", {}).get(ref["key"])
+            return base64.b64decode(v).decode()
+        return re.sub(r"\$\((\w+)\)", val, arg)
+    ports = [free_port("10.250.0.4") for _ in range(4)]
+    node = Node("gen-0", "10.250.0.4", ports[0], ports[1], proxy_port=ports[2],
+                upstream_port=ports[3], extra=[expand(x) for x in args])
+    check("a piko server node with the rendered upstream auth is ready",
+          wait_for(node.ready, timeout=15), node.logtext(1500))
+    kdir = tempfile.mkdtemp(prefix="pikoc-ctl-e2e-upstream.")
+    kf = os.path.join(kdir, "upstream.key")
+    with open(kf, "wb") as f:  # as `kubectl get secret ... | base64 -d > upstream.key`
+        f.write(base64.b64decode(kget("secret", "gen-upstream-key")["data"]["key"]))
+    other = os.path.join(kdir, "other.key")
+    with open(other, "w") as f:
+        f.write(os.urandom(32).hex())
+    mint = lambda k: subprocess.run([PIKO, "token", "create", "--key-file", k, "--endpoint",
+                                     "gen-ep"], capture_output=True, text=True, timeout=10)
+    good, bad = mint(kf), mint(other)
+    check("piko token create --key-file <the Secret's key> mints a token (and one from "
+          "another key)", good.returncode == 0 and bad.returncode == 0 and
+          good.stdout.count(".") == 2, good.stderr + bad.stderr)
+    tok_good, tok_bad = good.stdout.strip(), bad.stdout.strip()
+    got = (ws_upgrade(node.addr, ports[3], "gen-ep", tok_good),
+           ws_upgrade(node.addr, ports[3], "gen-ep", tok_bad))
+    check("upstream WebSocket: the minted token -> 101, another key's -> 401", got == (101, 401),
+          f"{got}\n{node.logtext(1500)}")
+    _, m = start_proc("gen-upstream", [sys.executable, "-u",
+                                       f"{ROOT}/tests/integration/upstream.py", "--port", "0"],
+                      r"listening on [0-9.]+:(\d+)")
+    url = f"http://{node.addr}:{ports[3]}"
+    ag, conn = start_proc("gen-agent", [PIKO, "agent", "http", "gen-ep",
+                                        f"127.0.0.1:{m.group(1) if m else 1}",
+                                        "--connect.url", url, "--connect.token", tok_good],
+                          r'\bconnected\b', timeout=15)
+    check("an agent with the minted token connects (logs connected, its endpoint on the node)",
+          conn and wait_for(lambda: "gen-ep" in (node.admin("/status/upstream/endpoints") or {}),
+                            timeout=10),
+          open(f"{DIR}/logs/gen-agent.log").read()[-1500:] + node.logtext(1500))
+    bp, _ = start_proc("gen-agent-bad", [PIKO, "agent", "http", "gen-ep2", "127.0.0.1:1",
+                                         "--connect.url", url, "--connect.token", tok_bad])
+    try:
+        bp.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    blog = open(f"{DIR}/logs/gen-agent-bad.log").read()
+    check("an agent with another key's token is refused (401) and connects nowhere",
+          "401" in blog and "gen-ep2" not in (node.admin("/status/upstream/endpoints") or {}),
+          blog[-1500:])
+    ag.terminate()
+    ag.wait(timeout=15)
+
+    # Deleted: re-created with the key the nodes hold (no roll).
+    hash_before = kget("statefulset", "gen")["spec"]["template"]["metadata"]["annotations"].get(
+        "piko.dev/upstream-key-hash")
+    kubectl("delete", "secret", "gen-upstream-key", "-n", NS)
+    back = wait_for(lambda: (lambda x: x if x and x["metadata"]["uid"] !=
+                             sec["metadata"]["uid"] else None)(kget("secret", "gen-upstream-key")))
+    check("deleted upstream key Secret -> re-created with the same key, owned; the pods not "
+          "rolled (same hash on the pod template)",
+          back and secret_key("gen-upstream-key") == key and
+          back["metadata"]["ownerReferences"][0]["uid"] == uid and
+          kget("statefulset", "gen")["spec"]["template"]["metadata"]["annotations"].get(
+              "piko.dev/upstream-key-hash") == hash_before == key_hash(key),
+          json.dumps(back)[:600])
+
+    # Turned off: the Secret stays, the pods' auth follows the spec (none).
+    kubectl("patch", "pikocluster", "gen", "-n", NS, "--type=json", "-p",
+            json.dumps([{"op": "remove", "path": "/spec/auth"}]))
+    off = wait_for(lambda: (lambda x: x if x and not any(
+        e["name"].startswith("PIKO_UPSTREAM_AUTH") for e in
+        x["spec"]["template"]["spec"]["containers"][0].get("env", [])) else None)(
+        kget("statefulset", "gen")))
+    check("generate turned off -> upstream auth gone from the pods, the Secret stays (owned)",
+          off and "piko.dev/upstream-key-hash" not in
+          off["spec"]["template"]["metadata"].get("annotations", {}) and
+          secret_key("gen-upstream-key") == key, json.dumps(off)[:800] if off else "")
+    node.p.terminate()
+    node.p.wait(timeout=15)
+    subprocess.run(["rm", "-rf", kdir])
+    kubectl("delete", "pikocluster", "gen", "-n", NS)
+    check("the PikoCluster deleted -> its upstream key Secret is garbage-collected",
+          wait_for(lambda: kget("secret", "gen-upstream-key") is None, timeout=30))
 
 
 def pod_security_and_degraded(leader):

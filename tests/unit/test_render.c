@@ -65,6 +65,21 @@ static const char *const full_json =
     "\"podDisruptionBudget\":{\"minAvailable\":3},"
     "\"cluster\":{\"keySecretRef\":{\"name\":\"tunnels-key\",\"key\":\"cluster.key\"}}}}";
 
+/* spec.auth.upstream.generate, with an audience (the apiserver's defaults
+ * otherwise as in minimal_json). */
+#define GEN_HEAD                                                                                   \
+	"{\"apiVersion\":\"piko.dev/v1alpha1\",\"kind\":\"PikoCluster\","                          \
+	"\"metadata\":{\"name\":\"web\",\"namespace\":\"edge\","                                   \
+	"\"uid\":\"0b7c6e8e-4a5d-4d0e-9a44-5c2b1f1d2a01\",\"generation\":2},"                      \
+	"\"spec\":{\"replicas\":3,\"image\":\"ghcr.io/pikoc/piko:0.1.0\","                         \
+	"\"imagePullPolicy\":\"IfNotPresent\",\"gracePeriod\":\"60s\","                            \
+	"\"server\":{\"logLevel\":\"info\",\"proxyTimeout\":\"30s\",\"accessLog\":true},"          \
+	"\"service\":{\"type\":\"ClusterIP\"},\"auth\":{\"upstream\":{\"audience\":\"agents\","
+static const char *const gen_json = GEN_HEAD "\"generate\":true}}}}";
+/* The same cluster with the generated Secret named as the user's own. */
+static const char *const gen_as_ref_json = GEN_HEAD
+    "\"generate\":false,\"hmacSecretRef\":{\"name\":\"web-upstream-key\",\"key\":\"key\"}}}}}";
+
 /* One node, admin TLS (HTTPS probes), no PDB. */
 static const char *const single_json =
     "{\"apiVersion\":\"piko.dev/v1alpha1\",\"kind\":\"PikoCluster\","
@@ -160,6 +175,7 @@ static void check_golden(const char *name, const char *json)
 	render_ok(json, &r);
 	/* The goldens' cluster key: any text, as a user's Secret may hold. */
 	pk_render_set_key(&r, "golden-cluster-key", strlen("golden-cluster-key"));
+	pk_render_set_upstream_key(&r, "golden-upstream-key", strlen("golden-upstream-key"));
 	struct json_object *all = json_object_new_object();
 	json_object_object_add(all, "config_hash", json_object_new_string(r.config_hash));
 	json_object_object_add(all, "key_secret_name", json_object_new_string(r.key_secret_name));
@@ -171,6 +187,11 @@ static void check_golden(const char *name, const char *json)
 	json_object_object_add(all, "client_svc", json_object_get(r.client_svc));
 	json_object_object_add(all, "sts", json_object_get(r.sts));
 	json_object_object_add(all, "pdb", json_object_get(r.pdb));
+	if (r.upstream_secret) {
+		json_object_object_add(all, "upstream_secret_name",
+		                       json_object_new_string(r.upstream_secret_name));
+		json_object_object_add(all, "upstream_secret", json_object_get(r.upstream_secret));
+	}
 	size_t len;
 	const char *text = json_object_to_json_string_length(all, JSON_FLAGS, &len);
 	char *path = golden_path(name);
@@ -207,6 +228,12 @@ static void test_golden_full(void **state)
 {
 	(void)state;
 	check_golden("full", full_json);
+}
+
+static void test_golden_upstream_generate(void **state)
+{
+	(void)state;
+	check_golden("upstream_generate", gen_json);
 }
 
 static void test_golden_single(void **state)
@@ -753,6 +780,77 @@ static void test_key_helpers(void **state)
 	assert_null(pk_base64_decode("Zm 9", &n));
 }
 
+/* spec.auth.upstream.generate renders exactly as hmacSecretRef naming
+ * NAME-upstream-key's "key": the same server.yaml, env, args and volumes;
+ * only the Secret to create and, once the key is known, its hash on the pod
+ * template differ. */
+static void test_upstream_generate(void **state)
+{
+	(void)state;
+	struct pk_render g, h;
+	render_ok(gen_json, &g);
+	render_ok(gen_as_ref_json, &h);
+	assert_string_equal(g.upstream_secret_name, "web-upstream-key");
+	assert_null(h.upstream_secret);
+	assert_string_equal(h.upstream_secret_name, "");
+	assert_string_equal(g.config_hash, h.config_hash);
+	assert_true(json_object_equal(g.configmap, h.configmap));
+	assert_true(json_object_equal(g.sts, h.sts));
+	struct json_object *c = get(g.sts, "spec.template.spec.containers[0]");
+	assert_string_equal(gets(c, "env[2].name"), "PIKO_UPSTREAM_AUTH_HMAC_SECRET_KEY");
+	assert_string_equal(gets(c, "env[2].valueFrom.secretKeyRef.name"), "web-upstream-key");
+	assert_string_equal(gets(c, "env[2].valueFrom.secretKeyRef.key"), "key");
+	assert_string_equal(
+	    gets(c, "args[4]"),
+	    "--upstream.auth.hmac-secret-key=$(PIKO_UPSTREAM_AUTH_HMAC_SECRET_KEY)");
+	/* The Secret: owned, labelled, immutable, no data until the key. */
+	struct json_object *sec = g.upstream_secret;
+	assert_string_equal(gets(sec, "kind"), "Secret");
+	assert_string_equal(gets(sec, "metadata.name"), "web-upstream-key");
+	assert_string_equal(gets(sec, "metadata.namespace"), "edge");
+	assert_string_equal(gets(sec, "metadata.labels.app\\.kubernetes\\.io/managed-by"),
+	                    "piko-controller");
+	assert_string_equal(gets(sec, "metadata.ownerReferences[0].uid"),
+	                    "0b7c6e8e-4a5d-4d0e-9a44-5c2b1f1d2a01");
+	assert_true(json_object_get_boolean(get(sec, "immutable")));
+	assert_null(get(sec, "data"));
+	char key[PK_CLUSTER_KEY_HEX + 1], hash[PK_CLUSTER_KEY_HASH_HEX + 1];
+	assert_int_equal(pk_cluster_key_generate(key), 0);
+	pk_render_set_upstream_key(&g, key, strlen(key));
+	pk_render_set_upstream_key(&h, key, strlen(key)); /* no Secret: nothing */
+	pk_cluster_key_hash(key, strlen(key), hash);
+	assert_string_equal(
+	    gets(g.sts, "spec.template.metadata.annotations.piko\\.dev/upstream-key-hash"), hash);
+	assert_null(get(h.sts, "spec.template.metadata.annotations.piko\\.dev/upstream-key-hash"));
+	size_t n;
+	char *back = pk_base64_decode(gets(sec, "data.key"), &n);
+	assert_non_null(back);
+	assert_int_equal(n, PK_CLUSTER_KEY_HEX);
+	assert_memory_equal(back, key, n);
+	free(back);
+	assert_null(strstr(json_object_to_json_string(g.sts), key));
+	/* The server takes it: the env var is the upstream HMAC secret. */
+	struct pk_server_config cfg;
+	load_server(&g, &cfg);
+	assert_string_equal(cfg.upstream.auth.audience, "agents");
+	pk_config_free(pk_server_opts, &cfg);
+	pk_render_free(&g);
+	pk_render_free(&h);
+
+	/* Refused beside a key of the user's (the CRD refuses it too). */
+	struct json_object *both = parse(
+	    GEN_HEAD "\"generate\":true,\"hmacSecretRef\":{\"name\":\"s\",\"key\":\"k\"}}}}}");
+	char err[256] = "";
+	assert_int_equal(pk_render(both, &g, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "spec.auth.upstream: generate: true"));
+	json_object_put(both);
+	/* generate: false and no key: an open port the user meant closed. */
+	struct json_object *none = parse(GEN_HEAD "\"generate\":false}}}}");
+	assert_int_equal(pk_render(none, &g, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "needs a key"));
+	json_object_put(none);
+}
+
 static void test_auth_env(void **state)
 {
 	(void)state;
@@ -783,6 +881,8 @@ int main(void)
 	    cmocka_unit_test(test_golden_minimal),
 	    cmocka_unit_test(test_golden_full),
 	    cmocka_unit_test(test_golden_single),
+	    cmocka_unit_test(test_golden_upstream_generate),
+	    cmocka_unit_test(test_upstream_generate),
 	    cmocka_unit_test(test_hash_and_template),
 	    cmocka_unit_test(test_tolerant_defaults),
 	    cmocka_unit_test(test_errors),
