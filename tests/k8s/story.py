@@ -33,6 +33,7 @@ Prints one "story: ..." line per check and the figures (time to 3 Ready
 pods, failed requests per event). Exit 0 only if every check passed.
 """
 import argparse
+import base64
 import json
 import os
 import random
@@ -311,12 +312,23 @@ def story(a):
         apply(doc)
     wait("web and echo Deployments available", lambda: all(
         kjson("get", "deploy", n, "-n", NS_APP)["status"].get("availableReplicas") == 1 for n in ("web", "echo")))
-    values = os.path.join(os.environ["PK_K8S_SANDBOX"], "agent-values.json")
+    # The README's step 4: a token for the agent's endpoints, minted from
+    # the upstream key the controller generated, in a Secret of the app's.
+    box = os.environ["PK_K8S_SANDBOX"]
+    secret = kjson("get", "secret", f"{NS}-upstream-key", "-n", NS)
+    keyfile = os.path.join(box, "upstream.key")
+    with open(keyfile, "wb") as f:
+        f.write(base64.b64decode(secret["data"]["key"]))
+    token = run(a.piko, "token", "create", "--key-file", keyfile, "--endpoint", "web",
+                "--endpoint", "echo", "--ttl", "720h").stdout.strip()
+    kubectl("create", "secret", "generic", "agent-token", "-n", NS_APP, f"--from-literal=token={token}")
+    values = os.path.join(box, "agent-values.json")
     with open(values, "w") as f:
         json.dump(
             {
                 "replicas": 2,
                 "server": {"url": f"http://{NS}.{NS}.svc:8001"},
+                "auth": {"existingSecret": "agent-token"},
                 "listeners": [
                     {"endpointId": "web", "protocol": "http", "addr": "web.app.svc:80"},
                     {"endpointId": "echo", "protocol": "tcp", "addr": "echo.app.svc:9000"},
@@ -326,7 +338,16 @@ def story(a):
         )
     run("helm", "install", "agent", f"{REPO}/charts/piko-agent", "-n", NS_APP, "-f", values,
         "--wait", "--timeout", "120s", timeout=180)
-    check(True, "helm install charts/piko-agent: its pods Ready (tunnels up)")
+    check(True, "helm install charts/piko-agent with a token minted by piko token create: its pods Ready (tunnels up)")
+    # And the generated key is enforced: an upstream without a token is refused.
+    c = socket.create_connection((svc, 8001), 5)
+    c.settimeout(5)
+    c.sendall(b"GET /piko/v1/upstream/web HTTP/1.1\r\nHost: piko\r\nConnection: Upgrade\r\n"
+              b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    line = c.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+    c.close()
+    check(line.startswith("HTTP/1.1 401"), f"an upstream connection without a token is refused ({line!r})")
 
     got = [http_get(proxy + "/", {"x-piko-endpoint": "web"}) for _ in range(30)]
     good = sum(1 for st, body in got if st == 200 and body == WEB_BODY)
@@ -462,7 +483,9 @@ metadata: {name: piko}
 apiVersion: piko.dev/v1alpha1
 kind: PikoCluster
 metadata: {name: piko, namespace: piko}
-spec: {replicas: 3}
+spec:
+  replicas: 3
+  auth: {upstream: {generate: true}}   # agents need a token signed by a key made for this cluster
 """
 
 
