@@ -123,7 +123,7 @@ static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client
 	i->context = a->ctx;
 	/* The name resolved off the loop (lws 4.1 would block in getaddrinfo);
 	 * Host, SNI and the certificate check still use the name (i->host). */
-	i->address = l->server_addr[0] ? l->server_addr : a->url.host;
+	i->address = l->n_server_addrs ? l->server_addrs[l->server_addr_i] : a->url.host;
 	i->port = a->url.port;
 	i->path = t->path;
 	i->host = t->host;
@@ -174,7 +174,12 @@ static void dial_resolved(void *user, const struct pk_resolve_result *res, const
 		schedule_retry(l, l->last_error);
 		return;
 	}
-	snprintf(l->server_addr, sizeof(l->server_addr), "%s", res->addrs[0]);
+	l->n_server_addrs = 0;
+	l->server_addr_i = 0;
+	for (size_t k = 0; k < res->n && k < sizeof(l->server_addrs) / sizeof(l->server_addrs[0]);
+	     k++)
+		snprintf(l->server_addrs[l->n_server_addrs++], sizeof(l->server_addrs[0]), "%s",
+		         res->addrs[k]);
 	if (!t->wsi && t == current(l))
 		dial_now(l, t);
 }
@@ -504,6 +509,14 @@ static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, vo
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
 		unsigned int status = lws_http_client_http_response(wsi);
 		t->wsi = NULL;
+		/* The name's next address, at once, when this one took no
+		 * connection (Go's dialer tries each in turn too). */
+		if (!status && !a->tls_error[0] && !a->shutting_down && t == current(l) &&
+		    l->server_addr_i + 1 < l->n_server_addrs) {
+			l->server_addr_i++;
+			dial_now(l, t);
+			return 0;
+		}
 		char why[256];
 		if (status)
 			snprintf(why, sizeof(why), "%u", status);

@@ -67,7 +67,11 @@ struct pk_agent_listener {
 	struct probe *probe;  /* reading why the server refused us, if it did */
 	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
 	SSL_CTX *svc_tls;     /* https:// service: the listener's tls settings */
-	char server_addr[64]; /* the server's address from the last lookup ("": none) */
+	/* The server's addresses from the last lookup of its name (none for an
+	 * IP): dials go to server_addrs[server_addr_i], the next one after a
+	 * failed connect, as lws would have tried each. */
+	char server_addrs[8][64];
+	size_t n_server_addrs, server_addr_i;
 };
 
 struct pk_agent {

@@ -20,6 +20,7 @@ from harness import CONFIG, PikoTestCase, Proc, T, free_port, proxy_request, wai
 
 SLOW = "slow.piko.test"
 FAST = "fast.piko.test"
+BOTH = "both.piko.test"  # AAAA ::1 and A 127.0.0.1: ::1 sorts first
 SLOW_S = 3.0
 
 
@@ -70,9 +71,12 @@ class TinyDns:
         if name == SLOW:
             time.sleep(SLOW_S)
         ans = b""
-        if qtype == 1 and name in (SLOW, FAST):
+        if qtype == 1 and name in (SLOW, FAST, BOTH):
             ans = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 5, 4) + socket.inet_aton("127.0.0.1")
-        rcode = 0 if name in (SLOW, FAST) else 3  # NXDOMAIN otherwise
+        if qtype == 28 and name == BOTH:
+            ans = (b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 5, 16)
+                   + socket.inet_pton(socket.AF_INET6, "::1"))
+        rcode = 0 if name in (SLOW, FAST, BOTH) else 3  # NXDOMAIN otherwise
         flags = 0x8180 | rcode
         hdr = q[:2] + struct.pack("!HHHHH", flags, 1, 1 if ans else 0, 0, 0)
         try:
@@ -178,6 +182,19 @@ listeners:
         self.assertGreaterEqual(dt, SLOW_S * 0.8, dt)
         print("\n  dns off the loop: fast requests during a %.0f s lookup: max %.3f s over %d; "
               "the slow one %.2f s" % (SLOW_S, max(fast), len(fast), dt))
+
+    def test_server_name_with_two_addresses(self):
+        """The server's name gives ::1 first, where nothing listens: the
+        agent goes on to 127.0.0.1 at once."""
+        up = self.upstream()
+        srv = self.server()
+        ag = self.in_netns("agent", [
+            CONFIG.bin, "agent", "http", "web", up.addr, "--log.level", "debug",
+            "--connect.url", "http://%s:%d" % (BOTH, srv.upstream_port)])
+        wait_for(lambda: '"msg":"connected"' in ag.stderr(), T(10),
+                 what="the agent connected through the second address")
+        self.assertEqual(proxy_request(srv, "web", "GET", "/").status, 200)
+        self.assertNotIn("retrying", ag.stderr())
 
     def test_forward_by_name(self):
         """`piko forward` dials the server by a name resolved off the loop."""
