@@ -179,6 +179,24 @@ class CapsTest(PikoTestCase):
         self.assertRegex(srv.stderr(), r'"level":"warn".*upstream.max_streams_per_connection '
                                        r'reached.*"cap":"streams_per_connection"')
 
+    def test_yaml_keys(self):
+        up = self.upstream()
+        cfg = self.write_file("server.yaml", """\
+proxy:
+  max_connections: 100
+upstream:
+  max_connections: 100
+  max_connections_per_endpoint: 1
+  max_streams_per_connection: 100
+admin:
+  max_connections: 100
+""")
+        srv = self.server("--config.path", cfg)
+        self.agent(srv, "e", up.addr)
+        status, data = upgrade(srv.upstream_port, "e")
+        self.assertEqual(status, 503, data)
+        self.assertEqual(refused_count(srv, "upstream_connections_per_endpoint"), 1)
+
     def test_bad_values_refused(self):
         srv = self.server("--proxy.max-connections", "-1", start=False)
         srv._spawn()
