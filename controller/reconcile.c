@@ -147,6 +147,25 @@ static void key_free(char *key, size_t len)
 	free(key);
 }
 
+/* The key of a Secret about to be created (NAME-cluster-key,
+ * NAME-upstream-key): `reuse`'s, the one the running nodes hold when this
+ * controller made (or read) it before, else 256 new random bits as 64 hex
+ * digits (the pods then roll to it through the key hash). NULL: no
+ * randomness. Owner: the caller (key_free). */
+static char *key_to_create(const struct ckey *reuse, size_t *len)
+{
+	size_t n = reuse ? reuse->key_len : PK_CLUSTER_KEY_HEX;
+	char *k = pk_xmalloc(n + 1);
+	if (reuse) {
+		memcpy(k, reuse->key, n + 1);
+	} else if (pk_cluster_key_generate(k) != 0) {
+		key_free(k, n + 1);
+		return NULL;
+	}
+	*len = n;
+	return k;
+}
+
 static struct ckey *key_find(struct ckey *list, const char *cluster)
 {
 	for (struct ckey *k = list; k; k = k->next)
@@ -753,21 +772,13 @@ static void key_done(struct job *j, long status, const char *body, const char *e
 		return;
 	}
 	if (status == 404 && j->key_phase == KEY_GET && j->rd.key_secret) {
-		/* Missing: create it, with the key the running nodes hold when
-		 * this controller made (or read) it before, else a new one
-		 * (the pods then roll to it through the key hash). */
-		if (mem && mem->generated) {
-			j->new_key = pk_xmalloc(mem->key_len + 1);
-			memcpy(j->new_key, mem->key, mem->key_len + 1);
-			j->new_key_len = mem->key_len;
-		} else {
-			j->new_key = pk_xmalloc(PK_CLUSTER_KEY_HEX + 1);
-			j->new_key_len = PK_CLUSTER_KEY_HEX;
-			if (pk_cluster_key_generate(j->new_key) != 0) {
-				set_err(j, "create Secret %s: no randomness for a key", sname);
-				apply_children(j, false);
-				return;
-			}
+		/* Missing: create it (a user's key is never in memory as
+		 * generated, so it is never written into our Secret). */
+		j->new_key = key_to_create(mem && mem->generated ? mem : NULL, &j->new_key_len);
+		if (!j->new_key) {
+			set_err(j, "create Secret %s: no randomness for a key", sname);
+			apply_children(j, false);
+			return;
 		}
 		pk_render_set_key(&j->rd, j->new_key, j->new_key_len);
 		key_request(j, KEY_CREATE);
@@ -884,21 +895,13 @@ static void ukey_done(struct job *j, long status, const char *body, const char *
 		return;
 	}
 	if (status == 404 && j->ukey_phase == KEY_GET) {
-		if (mem) {
-			j->new_ukey = pk_xmalloc(mem->key_len + 1);
-			memcpy(j->new_ukey, mem->key, mem->key_len + 1);
-			j->new_ukey_len = mem->key_len;
-		} else {
-			/* 256 random bits as 64 hex digits: text a Secret, an
-			 * env var and `piko token create --key-file` all take
-			 * unchanged. */
-			j->new_ukey = pk_xmalloc(PK_CLUSTER_KEY_HEX + 1);
-			j->new_ukey_len = PK_CLUSTER_KEY_HEX;
-			if (pk_cluster_key_generate(j->new_ukey) != 0) {
-				set_err(j, "create Secret %s: no randomness for a key", sname);
-				apply_children(j, false);
-				return;
-			}
+		/* 64 hex digits: text a Secret, an env var and `piko token
+		 * create --key-file` all take unchanged. */
+		j->new_ukey = key_to_create(mem, &j->new_ukey_len);
+		if (!j->new_ukey) {
+			set_err(j, "create Secret %s: no randomness for a key", sname);
+			apply_children(j, false);
+			return;
 		}
 		pk_render_set_upstream_key(&j->rd, j->new_ukey, j->new_ukey_len);
 		ukey_request(j, KEY_CREATE);
