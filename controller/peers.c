@@ -109,6 +109,19 @@ struct push {
 	struct push *next, *prev;
 };
 
+/* A request (a push or a status read) in flight: counted against the
+ * global cap and its cluster's until push_unlink. ps->p and ps->cl set. */
+static void push_link(struct push *ps)
+{
+	struct pk_peers *p = ps->p;
+	ps->next = p->pushes;
+	if (p->pushes)
+		p->pushes->prev = ps;
+	p->pushes = ps;
+	p->npushes++;
+	ps->cl->inflight++;
+}
+
 static void push_unlink(struct push *ps)
 {
 	if (ps->prev)
@@ -496,12 +509,7 @@ static bool push(struct pk_peers *p, struct cluster *cl, struct node *n, uint64_
 		n->next_ms = now + PK_PEERS_RETRY_MIN_MS;
 		return false;
 	}
-	ps->next = p->pushes;
-	if (p->pushes)
-		p->pushes->prev = ps;
-	p->pushes = ps;
-	p->npushes++;
-	cl->inflight++;
+	push_link(ps);
 	n->inflight = true;
 	n->pushed_gen = cl->generation;
 	return true;
@@ -663,12 +671,7 @@ static bool read_status(struct pk_peers *p, struct cluster *cl, struct node *n)
 		free(ps);
 		return false;
 	}
-	ps->next = p->pushes;
-	if (p->pushes)
-		p->pushes->prev = ps;
-	p->pushes = ps;
-	p->npushes++;
-	cl->inflight++;
+	push_link(ps);
 	cl->reading++;
 	return true;
 }
