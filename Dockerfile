@@ -21,9 +21,11 @@ ARG VERSION=0.1.0
 # The runtime packages: the Debian packages of the libraries the two binaries
 # name in DT_NEEDED (`objdump -p build/bin/piko | grep NEEDED`, then
 # `dpkg -S <lib>`), their own dependencies come with them; libm is in libc6;
-# piko-controller needs a subset of piko's. Plus ca-certificates for TLS.
+# piko-controller needs a subset of piko's. Plus ca-certificates for TLS, and
+# libwebsockets-evlib-ev: lws loads its libev plugin (the server's epoll
+# loop, core/runloop.h) with dlopen, so no NEEDED entry names it.
 # hack/image.sh checks every NEEDED library is in the base it builds from this.
-ARG RUNTIME_PACKAGES="ca-certificates libc6 libcurl4 libhttp-parser2.9 libjson-c5 libjwt0 libssl3 libwebsockets17 libyaml-0-2"
+ARG RUNTIME_PACKAGES="ca-certificates libc6 libcurl4 libhttp-parser2.9 libjson-c5 libjwt0 libssl3 libwebsockets17 libwebsockets-evlib-ev libev4 libyaml-0-2"
 
 FROM debian:${DEBIAN} AS build
 RUN apt-get update \

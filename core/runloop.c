@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ev.h>
+
 #include "log.h"
 #include "sock.h"
 
@@ -76,4 +78,58 @@ struct lws_context *pk_runloop_sock_context(void)
 	}
 	pk_sock_init(lws_get_vhost_by_name(ctx, "default"));
 	return ctx;
+}
+
+void pk_runloop_epoll(struct pk_runloop *rl, struct lws_context_creation_info *info)
+{
+	memset(rl, 0, sizeof(*rl));
+	/* PK_EVENT_LOOP=poll keeps lws's own loop: a way to tell a fault of
+	 * the libev glue from one of ours. */
+	const char *want = getenv("PK_EVENT_LOOP");
+	if (want && !strcmp(want, "poll"))
+		return;
+	/* EVBACKEND_EPOLL, not EVFLAG_AUTO: the point is epoll, and AUTO may
+	 * pick another backend where epoll is unusable. */
+	rl->ev = ev_loop_new(EVBACKEND_EPOLL);
+	if (!rl->ev) {
+		pk_log(PK_LOG_WARN, "main", "epoll unavailable; using poll()", NULL);
+		return;
+	}
+	rl->foreign[0] = rl->ev;
+	info->options |= LWS_SERVER_OPTION_LIBEV;
+	info->foreign_loops = rl->foreign;
+}
+
+struct lws_context *pk_runloop_create(struct pk_runloop *rl, struct lws_context_creation_info *info)
+{
+	struct lws_context *ctx = lws_create_context(info);
+	if (ctx || !rl->ev)
+		return ctx;
+	/* Most likely the plugin is not installed: still serve, slower with
+	 * many connections. */
+	pk_log(PK_LOG_WARN, "main",
+	       "cannot use libev (is libwebsockets-evlib-ev installed?); using poll()", NULL);
+	ev_loop_destroy(rl->ev);
+	rl->ev = NULL;
+	info->options &= ~(uint64_t)LWS_SERVER_OPTION_LIBEV;
+	info->foreign_loops = NULL;
+	return lws_create_context(info);
+}
+
+int pk_runloop_once(struct pk_runloop *rl, struct lws_context *ctx)
+{
+	if (!rl->ev)
+		return lws_service(ctx, 0) < 0 ? -1 : 0;
+	/* lws's libev glue serves events and timers from libev's callbacks;
+	 * lws_cancel_service() (signals, wake-ups) is an ev_io on lws's pipe,
+	 * so a pass ends for those too. */
+	ev_run(rl->ev, EVRUN_ONCE);
+	return 0;
+}
+
+void pk_runloop_free(struct pk_runloop *rl)
+{
+	if (rl->ev)
+		ev_loop_destroy(rl->ev);
+	rl->ev = NULL;
 }

@@ -235,6 +235,15 @@ static int create_port(struct pk_server *srv, struct pk_server_port *p, const ch
 	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = protocols;
 	info.pt_serv_buf_size = 64 * 1024;
+	/* No lws "validity" timer per connection. Without a policy lws 4.1
+	 * arms one on every WebSocket it serves (ping after 300 s of silence)
+	 * and re-arms it on every frame received, and its timers live in one
+	 * sorted list: each arming walks the whole list, so opening the n-th
+	 * tunnel cost O(n) and 10,000 tunnels opened at half Piko's rate. Our liveness is yamux's
+	 * (pings and the session's timeouts, tunnel.c), so lws's check was redundant anyway. */
+	static const lws_retry_bo_t no_validity = {.secs_since_valid_ping = 0,
+	                                           .secs_since_valid_hangup = 0};
+	info.retry_and_idle_policy = &no_validity;
 	p->name = name;
 	p->protocol = protocol;
 	p->adopt = raw ? LWS_ADOPT_SOCKET : LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
@@ -297,7 +306,9 @@ int pk_server_run(const struct pk_server_config *cfg)
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.user = &srv;
 	info.pt_serv_buf_size = 64 * 1024;
-	srv.ctx = lws_create_context(&info);
+	struct pk_runloop loop;
+	pk_runloop_epoll(&loop, &info);
+	srv.ctx = pk_runloop_create(&loop, &info);
 	int rc = 1;
 	if (!srv.ctx) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
@@ -336,7 +347,7 @@ int pk_server_run(const struct pk_server_config *cfg)
 	lws_sul_schedule(srv.ctx, 0, &srv.tick_sul, tick, TICK_US);
 
 	while (!srv.exit_now) {
-		if (lws_service(srv.ctx, 0) < 0)
+		if (pk_runloop_once(&loop, srv.ctx) < 0)
 			break;
 		if (pk_runloop_stop_requested())
 			begin_shutdown(&srv);
@@ -356,6 +367,7 @@ out:
 			pk_sock_listener_close(ports[i]->ln);
 	if (srv.ctx)
 		lws_context_destroy(srv.ctx);
+	pk_runloop_free(&loop);
 	pk_cluster_free(&srv.cluster);
 	pk_registry_free(srv.registry);
 	pk_access_free(&srv.access);
