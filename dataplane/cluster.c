@@ -340,6 +340,11 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 		snprintf(err, errlen, "cluster port %s: %s", bind, lerr);
 		return -1;
 	}
+	/* Plain HTTP on a TLS cluster port gets Go's 400, as on the other
+	 * ports: the first byte is peeked before the TLS handshake, within
+	 * the time a link has for its handshake. */
+	if (cl->tls_server)
+		pk_sock_listener_refuse_plain_http(cl->ln, PK_LINK_HANDSHAKE_TIMEOUT_MS);
 	int cport = pk_sock_listener_port(cl->ln);
 	char port[16];
 	snprintf(port, sizeof(port), "%d", cport);

@@ -33,7 +33,6 @@
  * snapshot follows once the queue drains (the table is versioned). */
 #define CTRL_OUT_CAP (32u * 1024u * 1024u)
 #define CONNECT_TIMEOUT_MS 5000
-#define HANDSHAKE_TIMEOUT_MS 10000
 #define CLOSE_TIMEOUT_MS 5000
 #define MAX_PENDING_ACCEPTS 256
 
@@ -1004,7 +1003,7 @@ struct pk_link *pk_link_dial(struct pk_cluster *cl, struct pk_member *m)
 void pk_link_accept(struct pk_cluster *cl, int fd)
 {
 	/* Connections that have not proved the key yet hold a slot each for
-	 * up to HANDSHAKE_TIMEOUT_MS: a bounded number of them. */
+	 * up to PK_LINK_HANDSHAKE_TIMEOUT_MS: a bounded number of them. */
 	size_t pending = 0;
 	for (struct pk_link *o = cl->links; o; o = o->next)
 		pending += !o->dialer && o->state != PK_LINK_ESTABLISHED;
@@ -1066,7 +1065,7 @@ void pk_link_tick(struct pk_link *l, uint64_t now_ms)
 		pk_yamux_session_tick(l->sess, now_ms);
 	/* A handshake that never completes does not hold a slot forever. */
 	if ((l->state == PK_LINK_HANDSHAKE || l->state == PK_LINK_OPEN) &&
-	    now_ms - l->created_ms > HANDSHAKE_TIMEOUT_MS)
+	    now_ms - l->created_ms > PK_LINK_HANDSHAKE_TIMEOUT_MS)
 		pk_link_close(l, "handshake timeout");
 	/* A peer that stopped reading does not keep a closing link (and its
 	 * queued frames) alive: cut it. */

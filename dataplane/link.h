@@ -43,6 +43,8 @@ struct pk_strmap;
 #define PK_LINK_PATH "/piko/v1/cluster/link"
 #define PK_LINK_KEEPALIVE_MS 1000
 #define PK_LINK_PING_TIMEOUT_MS 2000
+/* An accepted link must prove the key (its upgrade) within this. */
+#define PK_LINK_HANDSHAKE_TIMEOUT_MS 10000
 
 enum pk_link_state {
 	PK_LINK_CONNECTING = 0, /* dialler: TCP/TLS connect in progress */

@@ -200,6 +200,13 @@ static void on_accept(void *user, int fd)
 		       NULL);
 }
 
+/* upstream.http.read_header_timeout in lws's whole seconds (rounded up;
+ * the config requires at least 1 s). */
+static unsigned int upstream_header_secs(const struct pk_server_config *cfg)
+{
+	return (unsigned int)((cfg->upstream.http.read_header_timeout_ms + 999) / 1000);
+}
+
 /* One port: a vhost that only serves adopted sockets, and our own listening
  * socket (core/sock.c). lws 4.1's own listener binds [::] even for an IPv4
  * address and fails silently on a host name; ours binds what was asked,
@@ -218,6 +225,15 @@ static int create_port(struct pk_server *srv, struct pk_server_port *p, const ch
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
 	info.vhost_name = vhost_name;
+	/* The upstream port's header timeout, on the one port where lws
+	 * parses HTTP: lws bounds each handshake step (TLS, then holding a
+	 * header table without a complete request, however slowly its bytes
+	 * come) by these. The raw ports keep their own timers (proxy.c,
+	 * admin.c). */
+	if (!raw) {
+		info.timeout_secs = upstream_header_secs(srv->cfg);
+		info.timeout_secs_ah_idle = info.timeout_secs;
+	}
 	/* TLS-only when a certificate is set; with client_cas, a client
 	 * certificate signed by one of them is required (mTLS). */
 	p->tls = tls->cert && *tls->cert;
@@ -333,7 +349,8 @@ int pk_server_run(const struct pk_server_config *cfg)
 	pk_sock_init(srv.admin.vh);
 	if (listen_port(&srv.admin, cfg->admin.bind_addr, cfg->admin.http.read_header_timeout_ms) ||
 	    listen_port(&srv.proxy, cfg->proxy.bind_addr, cfg->proxy.http.read_header_timeout_ms) ||
-	    listen_port(&srv.upstream, cfg->upstream.bind_addr, 0))
+	    listen_port(&srv.upstream, cfg->upstream.bind_addr,
+	                cfg->upstream.http.read_header_timeout_ms))
 		goto out;
 	if (pk_cluster_init(&srv.cluster, &srv, err, sizeof(err)) < 0) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "invalid cluster config", "error", err, NULL);

@@ -78,6 +78,9 @@ struct pk_server {
 	 * proxy.max_connections and admin.max_connections; refused ones
 	 * count until they close). */
 	size_t n_proxy_sockets, n_admin_sockets;
+	/* Connections on the upstream port, handshakes included (the cap
+	 * upstream.max_connections; upstream.c). */
+	size_t n_upstream_sockets;
 	/* Exchanges waiting for an upstream that has 256 unacknowledged opens,
 	 * oldest first; links only (proxy.c). */
 	struct pk_proxy_exchange *waiting_head, *waiting_tail;

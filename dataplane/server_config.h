@@ -60,6 +60,11 @@ struct pk_server_config {
 		/* Streams open at once on one upstream connection; a request
 		 * beyond is answered 503. 0: no cap. */
 		int64_t max_streams_per_connection;
+		/* Ours: how long a connection may take to complete its upgrade
+		 * request (a slow or silent client is closed). */
+		struct {
+			int64_t read_header_timeout_ms;
+		} http;
 	} upstream;
 	struct {
 		char *bind_addr;

@@ -218,7 +218,10 @@ static int over_endpoint_cap(struct lws *wsi, const char *ep)
 	int64_t all = srv->cfg->upstream.max_connections;
 	int64_t cap = srv->cfg->upstream.max_connections_per_endpoint;
 	size_t n;
-	if (all > 0 && pk_registry_num_upstreams(srv->registry) >= (size_t)all) {
+	/* Every connection counts, handshakes too (this one included), so
+	 * that clients that never finish their upgrade cannot hold more
+	 * than the cap either. */
+	if (all > 0 && srv->n_upstream_sockets > (size_t)all) {
 		char *resp = pk_http1_error_response(
 		    503, "too many upstream connections on this node", PK_HTTP1_RESP_CLOSE, &n);
 		reject(wsi, resp, n);
@@ -287,6 +290,15 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 
 	case LWS_CALLBACK_ESTABLISHED:
 		upstream_established(wsi, pss);
+		return 0;
+
+	/* Every connection of the port, from adoption to its end (lws sends
+	 * these to the vhost's first protocol, this one). */
+	case LWS_CALLBACK_WSI_CREATE:
+		pk_server_from_wsi(wsi)->n_upstream_sockets++;
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		pk_server_from_wsi(wsi)->n_upstream_sockets--;
 		return 0;
 
 	case LWS_CALLBACK_RECEIVE: {

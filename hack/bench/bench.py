@@ -18,7 +18,9 @@ Workloads (each repeated --runs times; the table shows the median, the per-run v
          from /proc/<pid>/stat of the processes on the path, before and after the run
   lat    pk_openloop at a fixed rate (open loop, latency from the intended send time)
   bulk   pk_bulk through forward -> server -> agent tcp -> pk_bulk service, up and down
-  idle   server RSS when idle, then with 10,000 idle upstream WebSockets (pk_upstream hold)
+  idle   server RSS when idle, then with 10,000 and 100,000 idle upstream WebSockets
+         (pk_upstream hold, 256 handshakes at a time; fewer if `ulimit -n` cannot hold them),
+         and a thundering herd: as many dialling all at once at a fresh server
   churn  upstream connects per second (pk_upstream churn: upgrade, 101, close)
 """
 
@@ -236,7 +238,7 @@ class Bench:
         }
         self.tools = os.path.join(args.build, "bench")
         self.results = {}  # (workload, metric, path) -> [values per run]
-        self.notes = []
+        self.notes = list(IDLE_NOTES)
         self.stacks = {}
 
     def record(self, metric, path, value):
@@ -498,35 +500,65 @@ class Bench:
             log("bulk %-6s %-4s %s MiB/s (ok=%s), tunnel CPU %.2f s" % (
                 path, direction, d.get("mib_per_s"), d.get("ok"), after - before))
 
+    def hold(self, path, port, n, concurrency):
+        """pk_upstream hold: n upstreams, `concurrency` handshakes at a time; returns the
+        holder (still holding) and its first line as a dict."""
+        hold = self.procs.start(path + "-hold", [
+            self.tool("pk_upstream"), "hold", "--port", str(port), "--count", str(n),
+            "--concurrency", str(concurrency), "--hold", "300", "--timeout", "90"],
+            stdout=subprocess.PIPE, text=True)
+        line = hold.stdout.readline()  # bounded by the tool's own --timeout 90
+        d = kv(line)
+        if d.get("established") is None:
+            raise RuntimeError("pk_upstream hold: %r (log %s)" % (line, hold.logpath))
+        return hold, d
+
     def w_idle(self, path, warm):
-        srv = self.server(path, path + "-server-idle")
+        for i, n in enumerate(self.args.idle_conns):
+            self.idle_one(path, n, first=(i == 0))
+            self.herd_one(path, n)
+
+    def idle_one(self, path, n, first):
+        """A fresh server, then n idle upstreams opened 256 at a time: RSS and the rate."""
+        srv = self.server(path, "%s-server-idle%d" % (path, n))
         try:
             time.sleep(1)
             base = rss_kib(srv.pid)
-            self.record("idle.rss0", path, base / 1024)
-            n = self.args.idle_conns
-            hold = self.procs.start(path + "-hold", [
-                self.tool("pk_upstream"), "hold", "--port", str(srv.ports["upstream"]),
-                "--count", str(n), "--concurrency", "256", "--hold", "300", "--timeout", "90"],
-                stdout=subprocess.PIPE, text=True)
-            line = hold.stdout.readline()  # bounded by the tool's own --timeout 90
-            d = kv(line)
-            if d.get("established") is None:
-                raise RuntimeError("pk_upstream hold: %r (log %s)" % (line, hold.logpath))
+            if first:
+                self.record("idle.rss0", path, base / 1024)
+            hold, d = self.hold(path, srv.ports["upstream"], n, 256)
             est = int(d["established"])
             time.sleep(self.args.idle_settle)
             rss = rss_kib(srv.pid)
             alive = hold.poll() is None
             self.procs.stop(hold)
-            self.record("idle.rss", path, rss / 1024)
-            self.record("idle.per_conn", path, (rss - base) / max(est, 1))
-            self.record("idle.setup_rate", path, est / float(d["secs"]))
+            m = "idle%d." % n
+            self.record(m + "rss", path, rss / 1024)
+            self.record(m + "per_conn", path, (rss - base) / max(est, 1))
+            self.record(m + "setup_rate", path, est / float(d["secs"]))
             if est != n or not alive:
                 self.notes.append("idle %s: %d of %d upstreams established (holder alive: %s)"
                                   % (path, est, n, alive))
             log("idle %-6s RSS idle %.1f MiB, with %d upstreams %.1f MiB (%.2f KiB each), "
                 "opened in %ss" % (path, base / 1024, est, rss / 1024, (rss - base) / max(est, 1),
                                    d["secs"]))
+        finally:
+            self.procs.stop(srv)
+
+    def herd_one(self, path, n):
+        """A thundering herd: a fresh server (as after a restart) and n upstreams dialling all
+        at once. Every one must be established; the time until the last is."""
+        srv = self.server(path, "%s-server-herd%d" % (path, n))
+        try:
+            time.sleep(1)
+            hold, d = self.hold(path, srv.ports["upstream"], n, n)
+            est = int(d["established"])
+            self.procs.stop(hold)
+            m = "herd%d." % n
+            self.record(m + "secs", path, float(d["secs"]))
+            self.record(m + "errors", path, n - est)
+            log("herd %-6s %d of %d upstreams dialling at once established in %ss"
+                % (path, est, n, d["secs"]))
         finally:
             self.procs.stop(srv)
 
@@ -617,9 +649,18 @@ def rows(args):
         ("bulk.down", "Bulk TCP download (MiB/s)", True, "%.0f"),
         ("bulk.down.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
         ("idle.rss0", "Server RSS, idle (MiB)", False, "%.1f"),
-        ("idle.rss", "Server RSS with %d idle upstreams (MiB)" % args.idle_conns, False, "%.1f"),
-        ("idle.per_conn", "  per upstream connection (KiB)", False, "%.2f"),
-        ("idle.setup_rate", "  upstreams opened per second, 256 at a time", True, "%.0f"),
+    ]
+    for n in args.idle_conns:
+        m = "idle%d." % n
+        r += [
+            (m + "rss", "Server RSS with %d idle upstreams (MiB)" % n, False, "%.1f"),
+            (m + "per_conn", "  per upstream connection (KiB)", False, "%.2f"),
+            (m + "setup_rate", "  upstreams opened per second, 256 at a time", True, "%.0f"),
+            ("herd%d.secs" % n, "  herd: %d dialling at once, all established in (s)" % n, False,
+             "%.2f"),
+            ("herd%d.errors" % n, "  herd: upstreams not established", False, "%.0f"),
+        ]
+    r += [
         ("churn.rate", "Upstream connects per second, 32 at a time", True, "%.0f"),
         ("churn.p99_us", "  p99 connect→101 (µs)", False, "%.0f"),
         ("churn.cpu", "  server CPU per connect (µs)", False, "%.1f"),
@@ -768,6 +809,29 @@ def report(b, args, started, elapsed):
     return "\n".join(lines) + "\n"
 
 
+# Descriptors the server and the holder need beside their upstreams (listeners, logs, the
+# loop's own, a few spare).
+FD_SLACK = 200
+IDLE_NOTES = []
+
+
+def idle_counts(spec):
+    """The idle counts to measure, each lowered (to a multiple of 500) to what one process's
+    descriptor limit allows: a server holds one descriptor per upstream, and the holder too."""
+    limit = os.sysconf("SC_OPEN_MAX")
+    out = []
+    for n in [int(c) for c in spec.split(",") if c]:
+        if n + FD_SLACK > limit:
+            m = (limit - FD_SLACK) // 500 * 500
+            IDLE_NOTES.append("%d idle upstreams need `ulimit -n` >= %d; this process may open "
+                              "%d descriptors (raising the hard limit needs CAP_SYS_RESOURCE), "
+                              "so %d were measured instead" % (n, n + FD_SLACK, limit, m))
+            n = m
+        if n > 0 and n not in out:
+            out.append(n)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--piko", help="the real Piko binary (hack/peers.sh); needed for the piko "
@@ -785,6 +849,9 @@ def main():
     ap.add_argument("--paths", default=",".join(PATHS),
                     help="comma list of paths to measure (development): " + ",".join(PATHS))
     ap.add_argument("--out", default=os.path.join(HERE, "out", "latest.md"))
+    ap.add_argument("--idle-conns", default="10000,100000",
+                    help="comma list of idle upstream counts (idle workload); a count that "
+                    "`ulimit -n` cannot hold is lowered to the most it can, with a note")
     args = ap.parse_args()
     args.only = [w for w in args.only.split(",") if w]
     args.paths = [p for p in args.paths.split(",") if p]
@@ -805,7 +872,7 @@ def main():
         args.tput_secs, args.warmup, args.lat_secs, args.lat_warmup = 10, 3, 10, 2
         args.bulk_bytes, args.churn_secs, args.idle_settle = 1 << 30, 5, 5
     args.bulk_timeout = 60
-    args.idle_conns = 10000
+    args.idle_conns = idle_counts(args.idle_conns)
 
     started = datetime.datetime.now().astimezone()
     args.load_before = " ".join(open("/proc/loadavg").read().split()[:3])

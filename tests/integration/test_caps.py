@@ -105,6 +105,32 @@ class CapsTest(PikoTestCase):
         self.assertEqual(refused_count(srv, "upstream_connections"), 1)
         self.assertEqual(proxy_request(srv, "a", "GET", "/").status, 200)
 
+    def test_handshakes_count_toward_the_node_cap(self):
+        # Clients that connect and never finish their upgrade hold a slot
+        # each until the header timeout: with 2 of them, the third
+        # connection is one too many, and a real upgrade gets the 503.
+        srv = self.server("--upstream.max-connections", "2",
+                          "--upstream.http.read-header-timeout", "3s")
+        silent = self.held(srv.upstream_port, 2)
+        time.sleep(0.3)  # accepted and adopted
+        status, data = upgrade(srv.upstream_port, "b")
+        self.assertEqual(status, 503, data)
+        self.assertEqual(body_json(data), {"error": "too many upstream connections on this node"})
+        self.assertEqual(refused_count(srv, "upstream_connections"), 1)
+        # once they are gone (closed by the client here), there is room again
+        for s in silent:
+            s.close()
+        wait_for(lambda: upgrade(srv.upstream_port, "b")[0] == 101, T(5),
+                 what="an upgrade served once the silent connections closed")
+        # and silent ones the client keeps are closed by the header timeout
+        silent = self.held(srv.upstream_port, 2)
+        t0 = time.monotonic()
+        for s in silent:
+            s.settimeout(T(10))
+            self.assertEqual(read_all(s), b"")
+        self.assertGreater(time.monotonic() - t0, 2.5)
+        self.assertEqual(upgrade(srv.upstream_port, "c")[0], 101)
+
     def held(self, port, n):
         socks = []
         for _ in range(n):

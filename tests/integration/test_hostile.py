@@ -8,10 +8,11 @@ answer, and the server keeps serving everyone else meanwhile.
   - a malformed chunked request body: 400 before any of it went upstream,
     502 {"error":"upstream unreachable"} after, the response cut once it
     started;
-  - plain HTTP on a TLS port (proxy, upstream, admin): Go's exact
+  - plain HTTP on a TLS port (proxy, upstream, admin, cluster): Go's exact
     "HTTP/1.0 400 Bad Request ... Client sent an HTTP request to an HTTPS
     server.", TLS unchanged for everyone else;
-  - slow clients on the admin port: header and idle timeouts.
+  - slow clients on the upstream port (a header timeout) and the admin port
+    (header and idle timeouts).
 
 Clients here are raw sockets: what is asserted is the bytes on the wire."""
 
@@ -21,7 +22,7 @@ import ssl
 import threading
 import time
 
-from harness import T, Agent, PikoTestCase, wait_for
+from harness import T, Agent, PikoTestCase, proxy_request, wait_for
 from test_tls import Pki, curl
 
 GO_PLAIN_HTTP_ON_TLS = (b"HTTP/1.0 400 Bad Request\r\n\r\n"
@@ -376,7 +377,9 @@ class PlainHttpOnTlsTest(HostileBase):
     def tls_stack(self, *args):
         pki = Pki(self.tmpdir)
         up = self.upstream()
-        flags = pki.server_flags("proxy", "upstream", "admin")
+        # The cluster port too: a lone node links to no one, but its port
+        # is open and speaks TLS.
+        flags = pki.server_flags("proxy", "upstream", "admin", "cluster")
         srv = self.server(*(flags + list(args)), start=False)
         srv.start(wait=False)
         ca = ["--cacert", pki.path("ca.crt")]
@@ -403,7 +406,7 @@ class PlainHttpOnTlsTest(HostileBase):
 
     def test_go_answer_on_every_tls_port_and_tls_unchanged(self):
         pki, srv, ca = self.tls_stack()
-        for port in srv.ports:
+        for port in srv.ports + (srv.cluster_port,):
             for req in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
                         b"DELETE /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
                         b"G"):
@@ -445,7 +448,60 @@ class PlainHttpOnTlsTest(HostileBase):
         self.assert_tls_serving(srv, ca)
 
 
-# --- 4. slow clients on the admin port -----------------------------------------
+# --- 4. slow clients on the upstream port --------------------------------------
+
+
+class UpstreamSlowClientTest(HostileBase):
+    def test_slow_and_silent_handshakes_are_closed_after_the_header_timeout(self):
+        up = self.upstream()
+        srv = self.server("--upstream.http.read-header-timeout", "2s")
+        silent = connect(srv.upstream_port)
+        half = connect(srv.upstream_port)
+        half.sendall(b"GET /piko/v1/upstream/x HTT")
+        drip = connect(srv.upstream_port)
+        drip.sendall(b"GET /piko/v1/upstream/x HTTP/1.1\r\n")
+        t0 = time.monotonic()
+        # an agent connects and is served meanwhile
+        self.agent(srv, "fine", up.addr)
+        self.assertEqual(proxy_request(srv, "fine", "GET", "/").status, 200)
+        # a header line every 0.4 s does not extend the bound
+        stop = threading.Event()
+
+        def dripper():
+            while not stop.is_set():
+                try:
+                    drip.sendall(b"X-A: b\r\n")
+                except OSError:
+                    return
+                time.sleep(0.4)
+        th = threading.Thread(target=dripper, daemon=True)
+        th.start()
+        for s in (silent, half, drip):
+            closed_by_peer(s, T(8))
+        took = time.monotonic() - t0
+        stop.set()
+        th.join(T(5))
+        for s in (silent, half, drip):
+            s.close()
+        self.assertGreater(took, 1.5)
+        self.assertLess(took, T(8))
+        self.assertEqual(proxy_request(srv, "fine", "GET", "/").status, 200)
+
+    def test_yaml_key_and_bad_values(self):
+        cfg = self.write_file("server.yaml", "upstream:\n  http:\n    read_header_timeout: 1s\n")
+        srv = self.server("--config.path", cfg)
+        s = connect(srv.upstream_port)
+        t0 = time.monotonic()
+        closed_by_peer(s, T(8))
+        s.close()
+        self.assertLess(time.monotonic() - t0, T(4))
+        bad = self.server("--upstream.http.read-header-timeout", "500ms", start=False)
+        bad._spawn()
+        self.assertEqual(bad.wait(T(10)), 1)
+        self.assertIn("upstream.http.read_header_timeout must be at least 1s", bad.stderr())
+
+
+# --- 5. slow clients on the admin port -----------------------------------------
 
 
 class AdminSlowClientTest(HostileBase):
