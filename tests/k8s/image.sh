@@ -9,7 +9,8 @@
 #   - piko server from the image's own Entrypoint/Cmd, in the fresh network
 #     namespace runc makes for it (no host port is used), answers /ready on
 #     the admin port (curl from the host through nsenter into that netns) and
-#     runs as uid/gid 65532 (read from /proc);
+#     runs as uid/gid 65532 (read from /proc) on epoll (an eventpoll fd: the
+#     libev plugin lws dlopen()s is in the image);
 #   - prints image sizes (archive, unpacked snapshots) and the start time from
 #     `ctr run` to /ready 200 (median of 3).
 # Then tears everything down (tasks, containers, containerd by PID, its shims
@@ -195,6 +196,11 @@ for i in 1 2 3; do
 		cwd=$(readlink "/proc/$pid/cwd")
 		[ "$cwd" = /home/nonroot ] || die "piko server's cwd is $cwd"
 		say "piko server: runs as 65532:65532, '/usr/local/bin/piko server' in /home/nonroot"
+		# The epoll loop: lws's libev plugin is dlopen()ed, so only a
+		# running server shows the image has it (else it warns and polls).
+		find "/proc/$pid/fd" -lname 'anon_inode:\[eventpoll\]' | grep -q . ||
+			die "piko server has no epoll descriptor: is libwebsockets-evlib-ev in the image?"
+		say "piko server: runs on epoll (lws's libev plugin is in the image)"
 	fi
 	C task kill -s SIGTERM "$id"
 	for _ in $(seq 100); do
