@@ -122,6 +122,7 @@ struct pk_proxy_exchange {
 static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n);
 static void drain_in(struct pk_proxy_conn *c);
 static int flush_head(struct pk_proxy_exchange *ex);
+static struct pk_upstream *next_upstream(struct pk_server *srv, const char *endpoint);
 static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up);
 static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link);
 static void conn_flush_link(struct pk_proxy_conn *c);
@@ -709,7 +710,7 @@ static void start_exchange(struct pk_proxy_conn *c)
 	 * that has not crossed a node already: x-piko-forward: true, or a
 	 * stream from a node link, means one hop was made (or the client
 	 * asked for this node only). */
-	struct pk_upstream *up = pk_registry_next(srv->registry, endpoint);
+	struct pk_upstream *up = next_upstream(srv, endpoint);
 	struct pk_link *remote = NULL;
 	const char *fwd = pk_http1_header_get(h, "x-piko-forward");
 	if (!up && !c->link_stream && !(fwd && !strcmp(fwd, "true")))
@@ -791,6 +792,20 @@ static void exchange_attach(struct pk_proxy_exchange *ex, struct pk_yamux_stream
 		drain_in(c);
 }
 
+/* The endpoint's next local tunnel, round-robin, passing over tunnels at
+ * upstream.max_streams_per_connection while another has room (each is
+ * tried once). When every one is full, the first picked: its open fails
+ * with the cap's 503. NULL when the endpoint has no local tunnel. */
+static struct pk_upstream *next_upstream(struct pk_server *srv, const char *endpoint)
+{
+	size_t n = pk_registry_upstreams(srv->registry, endpoint);
+	struct pk_upstream *first = pk_registry_next(srv->registry, endpoint);
+	struct pk_upstream *up = first;
+	for (size_t i = 1; up && i < n && pk_upstream_streams_full(up); i++)
+		up = pk_registry_next(srv->registry, endpoint);
+	return up && !pk_upstream_streams_full(up) ? up : first;
+}
+
 static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 {
 	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
@@ -830,7 +845,7 @@ void pk_proxy_retry_waiting(struct pk_server *srv)
 	struct pk_proxy_exchange *next;
 	for (struct pk_proxy_exchange *ex = srv->waiting_head; ex; ex = next) {
 		next = ex->wnext;
-		struct pk_upstream *up = pk_registry_next(srv->registry, ex->endpoint);
+		struct pk_upstream *up = next_upstream(srv, ex->endpoint);
 		if (!up) {
 			wait_remove(ex);
 			exchange_fail(ex, 502, "no available upstreams");

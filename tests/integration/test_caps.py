@@ -205,6 +205,38 @@ class CapsTest(PikoTestCase):
         self.assertRegex(srv.stderr(), r'"level":"warn".*upstream.max_streams_per_connection '
                                        r'reached.*"cap":"streams_per_connection"')
 
+    def test_a_full_tunnel_is_passed_over_for_another_of_the_endpoint(self):
+        up = self.upstream()
+        srv = self.server("--upstream.max-streams-per-connection", "1")
+        self.agent(srv, "e", up.addr)
+        self.agent(srv, "e", up.addr)
+        wait_for(lambda: srv.stderr().count('"msg":"upstream connected"') >= 2, T(10),
+                 what="two tunnels of e")
+        results = []
+
+        def slow():
+            results.append(proxy_request(srv, "e", "GET", "/slow?ms=1500").status)
+        th = threading.Thread(target=slow)
+        th.start()
+        wait_for(lambda: open_streams(srv) == 1, T(5), what="one stream open")
+        # whichever tunnel round-robin picks next, the request is served by
+        # the one with room: never a 503 while the other tunnel is free
+        for _ in range(4):
+            self.assertEqual(proxy_request(srv, "e", "GET", "/").status, 200)
+        th.join(T(10))
+        self.assertEqual(results, [200])
+        self.assertEqual(refused_count(srv, "streams_per_connection"), 0)
+        # both full: the cap's 503
+        ths = [threading.Thread(target=slow) for _ in range(2)]
+        for t in ths:
+            t.start()
+        wait_for(lambda: open_streams(srv) == 2, T(5), what="two streams open")
+        r = proxy_request(srv, "e", "GET", "/")
+        self.assertEqual(r.status, 503, r)
+        for t in ths:
+            t.join(T(10))
+        self.assertEqual(results, [200, 200, 200])
+
     def test_yaml_keys(self):
         up = self.upstream()
         cfg = self.write_file("server.yaml", """\
