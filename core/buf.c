@@ -7,6 +7,7 @@
  */
 #include "buf.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,7 @@ void pk_bufq_consume(struct pk_bufq *q, size_t n)
 	q->len -= n;
 	while (n > 0) {
 		struct pk_buf_chunk *h = q->head;
+		assert(h); /* q->len counts the bytes in the chunks: n <= q->len left one */
 		size_t avail = h->last - h->pos;
 		if (n < avail) {
 			h->pos += n;

@@ -118,6 +118,7 @@ int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errle
 	}
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
+	memset(&ss, 0, sizeof(ss)); /* the analyzer does not see getsockname() fill it */
 	const struct sockaddr_in *sin = (const void *)&ss;
 	const struct sockaddr_in6 *sin6 = (const void *)&ss;
 	if (getsockname(fd, (void *)&ss, &sl) == 0)

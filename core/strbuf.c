@@ -1,5 +1,6 @@
 #include "strbuf.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,8 +50,12 @@ void pk_sb_printf(struct pk_sb *b, const char *fmt, ...)
 
 char *pk_sb_finish(struct pk_sb *b, size_t *len)
 {
-	if (!b->p)
+	if (!b->p) {
+		/* No buffer yet: nothing in it and no capacity, so pk_sb_put()
+		 * allocates (said for the analyzer). */
+		assert(!b->len && !b->cap);
 		pk_sb_put(b, "", 0);
+	}
 	if (len)
 		*len = b->len;
 	char *p = b->p;
