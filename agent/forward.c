@@ -20,6 +20,7 @@
  */
 #include "forward.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,7 @@ static void send_close(struct fwd_conn *c, uint16_t code)
 		return;
 	uint8_t payload[PK_WS_MAX_CONTROL];
 	size_t n = pk_ws_close_payload(payload, code, "");
+	assert(n <= sizeof(payload)); /* for the analyzer: send_frame() reads n bytes */
 	send_frame(c, PK_WS_CLOSE, payload, n);
 	c->sent_close = 1;
 }

@@ -8,6 +8,7 @@
  * are small and built whole. Slow clients are closed as on the proxy port
  * (admin.http.read_header_timeout, admin.http.idle_timeout; pk_admin_tick).
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -387,7 +388,9 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 
 	switch (reason) {
 	case LWS_CALLBACK_RAW_ADOPT:
-		/* Owner: the lws connection's slot; freed on RAW_CLOSE. */
+		/* Owner: the lws connection's slot; freed on RAW_CLOSE. lws
+		 * allocates the slot (per_session_data_size) before the adopt. */
+		assert(slot);
 		c = pk_xcalloc(1, sizeof(*c));
 		pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST, ADMIN_MAX_HEAD);
 		pk_bufq_init(&c->in, ADMIN_IN_HWM * 2);

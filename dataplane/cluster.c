@@ -5,6 +5,7 @@
 #include "cluster.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -102,6 +103,7 @@ static void advertise(char *out, size_t cap, const char *adv, const char *bind, 
 	char host[128] = "";
 	const char *colon = strrchr(bind, ':');
 	size_t hl = colon ? (size_t)(colon - bind) : strlen(bind);
+	assert(hl <= strlen(bind)); /* for the analyzer: strrchr() points into bind */
 	if (hl >= sizeof(host))
 		hl = sizeof(host) - 1;
 	memcpy(host, bind, hl);

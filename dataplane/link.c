@@ -817,7 +817,8 @@ static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
 		buf = pk_xrealloc(buf, len);
 		cap = len;
 	}
-	memcpy(buf, data, len);
+	if (len) /* buf is still NULL when the first read is empty */
+		memcpy(buf, data, len);
 	uint8_t *p = buf;
 	while (len && l->state == PK_LINK_HANDSHAKE) {
 		size_t used = 0;
