@@ -118,8 +118,13 @@ void pk_kube_free(struct pk_kube *k)
 {
 	if (!k)
 		return;
-	while (k->reqs)
-		req_free(k->reqs);
+	/* The next one read before the free: req_free() unlinks through r->k,
+	 * which the analyzer cannot tell is k (it reported a freed request as
+	 * still at the head). */
+	for (struct pk_kube_req *r = k->reqs, *next; r; r = next) {
+		next = r->next;
+		req_free(r);
+	}
 	curl_multi_cleanup(k->multi);
 	free(k);
 }

@@ -178,8 +178,11 @@ void pk_peers_free(struct pk_peers *p)
 {
 	if (!p)
 		return;
-	while (p->pushes) {
-		struct push *ps = p->pushes;
+	/* The next one read before the free: push_unlink() unlinks through
+	 * ps->p, which the analyzer cannot tell is p (it reported a freed push
+	 * as still at the head). */
+	for (struct push *ps = p->pushes, *next; ps; ps = next) {
+		next = ps->next;
 		push_unlink(ps);
 		pk_kube_cancel(ps->req);
 		free(ps);
