@@ -195,7 +195,8 @@ static void check_golden(const char *name, const char *json)
 	size_t len;
 	const char *text = json_object_to_json_string_length(all, JSON_FLAGS, &len);
 	char *path = golden_path(name);
-	if (getenv("PK_UPDATE_GOLDEN") && strcmp(getenv("PK_UPDATE_GOLDEN"), "1") == 0) {
+	const char *update = getenv("PK_UPDATE_GOLDEN");
+	if (update && strcmp(update, "1") == 0) {
 		FILE *f = fopen(path, "wb");
 		assert_non_null(f);
 		assert_int_equal(fwrite(text, 1, len, f), len);
