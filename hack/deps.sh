@@ -5,7 +5,7 @@
 set -euo pipefail
 
 pkgs=(
-	build-essential dpkg-dev cmake pkg-config clang clang-format libclang-rt-14-dev
+	build-essential dpkg-dev cmake pkg-config clang clang-format clang-tools libclang-rt-14-dev
 	libwebsockets-dev libhttp-parser-dev libjwt-dev libjson-c-dev libyaml-dev
 	libssl-dev libcurl4-openssl-dev libcmocka-dev
 	python3 python3-yaml curl nginx-light wrk procps iproute2
@@ -50,6 +50,7 @@ trap 'rm -rf "$tmp"' EXIT
 printf 'int main(void) { return 0; }\n' >"$tmp/m.c"
 printf '#include <stddef.h>\n#include <stdint.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' >"$tmp/f.c"
 for c in cmake:cmake make:make pkg-config:pkg-config clang-format:clang-format \
+	scan-build:clang-tools \
 	curl:curl nginx:nginx-light wrk:wrk openssl:openssl git:git ip:iproute2 \
 	unshare:util-linux nsenter:util-linux setpriv:util-linux mount:mount \
 	mmdebstrap:mmdebstrap containerd:containerd containerd-shim-runc-v2:containerd \
@@ -69,6 +70,8 @@ probe build-essential "gcc with ASan+UBSan" gcc -fsanitize=address,undefined -o 
 probe libc6-dev "gcc -static (the pause image)" gcc -static -o "$tmp/s" "$tmp/m.c"
 probe libclang-rt-14-dev "clang with libFuzzer+ASan runtime" \
 	clang -fsanitize=fuzzer,address,undefined -o "$tmp/f" "$tmp/f.c"
+probe clang-tools "scan-build (the clang static analyzer, hack/scan.sh)" \
+	scan-build -o "$tmp/scan" --status-bugs cc -c -o "$tmp/m.o" "$tmp/m.c"
 probe python3-yaml "python3 module yaml" python3 -c 'import yaml'
 [ -x /usr/local/go/bin/go ] || { echo "hack/deps.sh: missing: Go in /usr/local/go (the machine's; builds the test peers)" >&2; failed=1; }
 [ $failed = 0 ] || exit 1
