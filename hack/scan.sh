@@ -9,9 +9,9 @@
 # The build is Debug: the analyzer takes assert() as given, and a few
 # invariants it cannot see are said to it that way (with NDEBUG they vanish).
 #
-# Checkers: the defaults (core, deadcode, unix, nullability, security.FloatLoopCounter
-# and friends), plus
-#   security                       insecure calls (gets, mktemp, vfork, rand, ...)
+# Checkers: the defaults (core, deadcode, unix, nullability, part of
+# security.insecureAPI), plus
+#   security                       the rest of it (rand, bcopy, float loop counters, ...)
 #   alpha.unix.cstring.OutOfBounds memcpy/strcpy past either buffer on a path
 # but not two of security's checkers, which flag every call by name rather
 # than an overflow on a path (that is what the cstring checkers do):
