@@ -1345,6 +1345,7 @@ struct pk_sock *pk_sock_adopt(int fd, const struct pk_sock_ops *ops, void *user,
 {
 	struct pk_sock *s = sock_new(ops, user, send_cap);
 	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof(ss)); /* getpeername() fills it; the analyzer cannot see that */
 	socklen_t sl = sizeof(ss);
 	s->state = ST_OPEN;
 	set_nodelay(fd);

@@ -17,6 +17,7 @@
  * window only once written to the client socket, so a slow client throttles
  * its own stream and never the shared tunnel.
  */
+#include <assert.h>
 #include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -540,7 +541,6 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 				drain_in(c);
 				return;
 			}
-			data += used;
 			len -= used;
 			if (len)
 				pk_yamux_stream_consumed(ex->stream, len); /* trailing junk */
@@ -1236,6 +1236,9 @@ static int callback_proxy(struct lws *wsi, enum lws_callback_reasons reason, voi
 
 	switch (reason) {
 	case LWS_CALLBACK_RAW_ADOPT:
+		/* lws allocated the per-session data before adopting (the
+		 * protocol's per_session_data_size); the analyzer cannot see it. */
+		assert(slot);
 		c = conn_new(pk_server_from_wsi(wsi), wsi);
 		*slot = c;
 		pk_lwsio_peer_ip(wsi, c->client_ip, sizeof(c->client_ip));

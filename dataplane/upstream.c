@@ -8,6 +8,7 @@
  */
 #include "upstream.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +159,7 @@ static int endpoint_of(struct lws *wsi, char *out, size_t cap)
 
 static void upstream_established(struct lws *wsi, struct upstream_pss *pss)
 {
+	assert(pss); /* allocated by lws before the filter (see there) */
 	struct pk_server *srv = pk_server_from_wsi(wsi);
 	char ep[512];
 	if (endpoint_of(wsi, ep, sizeof(ep)) < 0)
@@ -275,6 +277,9 @@ static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, 
 	}
 
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		/* lws binds the protocol, and allocates its per-session data,
+		 * before the filter and ESTABLISHED; the analyzer cannot see it. */
+		assert(pss);
 		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
 			reject_not_found(wsi);
 			return 1;
