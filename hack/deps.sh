@@ -6,8 +6,8 @@ set -euo pipefail
 
 pkgs=(
 	build-essential dpkg-dev cmake pkg-config clang clang-format clang-tools libclang-rt-14-dev
-	libwebsockets-dev libhttp-parser-dev libjwt-dev libjson-c-dev libyaml-dev
-	libssl-dev libcurl4-openssl-dev libcmocka-dev
+	libwebsockets-dev libwebsockets-evlib-ev libev-dev libhttp-parser-dev libjwt-dev
+	libjson-c-dev libyaml-dev libssl-dev libcurl4-openssl-dev libcmocka-dev
 	python3 python3-yaml curl nginx-light wrk procps iproute2
 	openssl ca-certificates git util-linux mount
 	mmdebstrap containerd runc containernetworking-plugins iptables nftables
@@ -63,6 +63,11 @@ for m in libwebsockets:libwebsockets-dev yaml-0.1:libyaml-dev openssl:libssl-dev
 	probe "${m#*:}" "pkg-config module ${m%%:*}" pkg-config --exists "${m%%:*}"
 done
 probe libhttp-parser-dev "http_parser.h" test -f /usr/include/http_parser.h
+# The server's epoll loop: libev's header and library, and lws's libev
+# plugin, which lws dlopen()s (the server falls back to poll() without it).
+probe libev-dev "ev.h" test -f /usr/include/ev.h
+probe libwebsockets-evlib-ev "lws's libev plugin" \
+	test -f "/usr/lib/$(gcc -print-multiarch)/libwebsockets-evlib_ev.so"
 for p in bridge host-local portmap; do
 	probe containernetworking-plugins "CNI plugin $p" test -x "/usr/lib/cni/$p"
 done
