@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build and run every test: unit tests (cmocka), fuzz-corpus replays, the
+# Build and run every test (after clang-format and the clang static
+# analyzer): unit tests (cmocka), fuzz-corpus replays, the
 # integration suite on loopback (with the interop tests against the real Piko,
 # built by hack/peers.sh into ~/.cache/pikoc), the Kubernetes smoke test,
 # piko-controller's end-to-end tests and the Helm chart's tests
@@ -24,6 +25,8 @@ tests/builds.sh
 cmake --build build --target pk_openloop pk_upstream pk_bulk -- --no-print-directory >/dev/null
 step "clang-format check"
 hack/format.sh --check
+step "clang static analyzer (scan-build): no finding"
+hack/scan.sh
 step "Go test peers (the real Piko, the SDK program)"
 peers=$(hack/peers.sh)
 echo "$peers"
