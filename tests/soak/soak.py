@@ -133,9 +133,14 @@ class Stats:
 
 def child_env():
     env = dict(os.environ)
-    # A small quarantine: ASan's default (256 MiB) would make RSS grow for
-    # most of an hour as freed memory piles up, hiding any real slope.
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:quarantine_size_mb=16:malloc_context_size=20")
+    # A small quarantine (freed memory kept poisoned to catch use after
+    # free): RSS grows until the quarantine is full, by about 17 KiB per
+    # forwarded connection, so ASan's default of 256 MiB (or even 16 MiB:
+    # ~90 KiB/min for a forward at this load, all hour long) would be a
+    # slope that is no leak. 1 MiB (and 64 KiB per thread) fills within the
+    # warm-up of even the least busy process.
+    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:quarantine_size_mb=1:"
+                   "thread_local_quarantine_size_kb=64:malloc_context_size=20")
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     env.setdefault("LSAN_OPTIONS", "")
     return env
@@ -676,7 +681,7 @@ class Soak:
         for _ in range(2):
             self.pace(9 * r, self.newconn_client())
         self.pace(0.5 * r, self.ws_session)
-        self.pace(r / 6.0, self.transfer)
+        self.pace(r / 3.0, self.transfer)
 
     # --- agents coming and going ---
 
@@ -1041,7 +1046,7 @@ def main():
     ap.add_argument("--out", help="output directory (default: a new one in /tmp)")
     ap.add_argument("--rate", type=float, default=1.0,
                     help="load multiplier (1: ~36 HTTP requests/s, a WebSocket session every "
-                         "2 s, a forward transfer every 6 s)")
+                         "2 s, a forward transfer every 3 s)")
     ap.add_argument("--rotate-every", type=float, default=20.0,
                     help="seconds between rotating-agent restarts (default 20)")
     ap.add_argument("--kill-fraction", type=float, default=0.25,
