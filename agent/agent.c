@@ -39,6 +39,10 @@
  * (a round trip on a LAN), and only then may the old node stop routing
  * here, or a request in between would find the endpoint nowhere. */
 #define RETIRE_DELAY_MS 300
+/* On SIGTERM: after our Go Away, how long requests the server opened before
+ * reading it may still arrive (a round trip; the same bound as a retiring
+ * tunnel's). The agent exits once drained and this long has passed. */
+#define SHUTDOWN_LINGER_MS RETIRE_LINGER_MS
 
 static struct pk_agent_tunnel *current(struct pk_agent_listener *l)
 {
@@ -214,10 +218,9 @@ static int on_stream(struct pk_tunnel *tn, struct pk_yamux_stream *s)
 {
 	struct pk_agent_tunnel *t = tn->owner;
 	struct pk_agent_listener *l = t->l;
-	/* Streams on a retiring tunnel are served like any other (the server
-	 * opened them before it read our Go Away); only our shutdown refuses. */
-	if (l->agent->shutting_down)
-		return -1;
+	/* Streams on a retiring tunnel, or after our shutdown began, are
+	 * served like any other: the server opened them before it read our Go
+	 * Away (refusing them failed requests another tunnel could serve). */
 	if (!strcmp(l->cfg->protocol, "tcp"))
 		return pk_agent_tcp_accept(l, s);
 	return pk_agent_http_accept(l, s);
@@ -600,7 +603,8 @@ static void begin_shutdown(struct pk_agent *a)
 		return;
 	pk_log(PK_LOG_INFO, SUBSYS, "shutting down", NULL);
 	a->shutting_down = 1;
-	a->shutdown_deadline_ms = pk_now_ms() + (uint64_t)a->cfg->grace_period_ms;
+	a->shutdown_started_ms = pk_now_ms();
+	a->shutdown_deadline_ms = a->shutdown_started_ms + (uint64_t)a->cfg->grace_period_ms;
 	for (size_t i = 0; i < a->nlisteners; i++) {
 		struct pk_agent_listener *l = &a->listeners[i];
 		lws_sul_cancel(&l->retry_sul);
@@ -609,9 +613,12 @@ static void begin_shutdown(struct pk_agent *a)
 		 * server stops routing new requests to us while those in
 		 * flight finish. */
 		for (int k = 0; k < 2; k++)
-			if (l->tun[k].up)
+			if (l->tun[k].up) {
+				/* SYNs that cross the Go Away are served (on_stream). */
+				pk_yamux_session_set_accept_after_go_away(l->tun[k].tunnel.sess, 1);
 				pk_yamux_session_go_away(l->tun[k].tunnel.sess,
 				                         PK_YAMUX_GOAWAY_NORMAL);
+			}
 	}
 }
 
@@ -663,7 +670,12 @@ static void tick(lws_sorted_usec_list_t *sul)
 	pk_agent_http_tick(a, now);
 	pk_agent_admin_tick(a, now);
 	pk_sock_tick(now);
-	if (a->shutting_down && (streams == 0 || now >= a->shutdown_deadline_ms)) {
+	/* Exit once drained, but not before SHUTDOWN_LINGER_MS after the Go
+	 * Away: a request the server sent just before reading it is still on
+	 * its way. */
+	if (a->shutting_down &&
+	    ((streams == 0 && now >= a->shutdown_started_ms + SHUTDOWN_LINGER_MS) ||
+	     now >= a->shutdown_deadline_ms)) {
 		a->exit_now = 1;
 		lws_cancel_service(a->ctx);
 		return;

@@ -82,6 +82,7 @@ struct pk_agent {
 	size_t nlisteners;
 	int shutting_down;
 	uint64_t shutdown_deadline_ms;
+	uint64_t shutdown_started_ms; /* when our Go Away went out */
 	uint64_t boot_deadline_ms;
 	int exit_now;
 	int exit_code;

@@ -9,6 +9,7 @@ server side over the agent's WebSocket, so the test controls when each frame
 goes out; the agent forwards to the real test upstream service."""
 
 import hashlib
+import http.client
 import os
 import signal
 import socket
@@ -385,3 +386,53 @@ class GoAwayTest(PikoTestCase):
         self.assertEqual(parse_response(bytes(st.data))[2], b"slow done\n")
         s1.send(T_WINDOW, F_FIN, st.sid, 0)
         self.assertEqual(ag.wait(T(10)), 0, ag.describe())
+
+
+class AgentShutdownTest(PikoTestCase):
+    def test_sigterm_of_one_agent_fails_no_request(self):
+        # The soak's finding (docs/soak.md): a request the server sent just
+        # before it read a SIGTERMed agent's Go Away was reset by that agent,
+        # and the client got 502 though the endpoint's other tunnel was up.
+        # The agent now serves streams that cross its Go Away.
+        up = self.upstream()
+        srv = self.server()
+        self.agent(srv, "e", up.addr)
+        b = self.agent(srv, "e", up.addr)
+        wait_for(lambda: srv.stderr().count('"msg":"upstream connected"') >= 2, T(10),
+                 what="two tunnels of e")
+        stop = threading.Event()
+        ok, bad = [0], []
+
+        def client():
+            c = None
+            while not stop.is_set():
+                try:
+                    if c is None:
+                        c = http.client.HTTPConnection("127.0.0.1", srv.proxy_port,
+                                                       timeout=T(10))
+                    c.request("GET", "/", headers={"x-piko-endpoint": "e"})
+                    r = c.getresponse()
+                    body = r.read()
+                    if r.status == 200:
+                        ok[0] += 1
+                    else:
+                        bad.append((r.status, body))
+                except (OSError, http.client.HTTPException) as e:
+                    bad.append(repr(e))
+                    c = None
+        clients = [threading.Thread(target=client) for _ in range(4)]
+        for t in clients:
+            t.start()
+        try:
+            for _ in range(10):
+                time.sleep(0.3)
+                b.stop()  # SIGTERM; exits 0 once drained
+                b = self.agent(srv, "e", up.addr, wait=False)
+                wait_for(lambda: '"msg":"connected"' in b.stderr(), T(10),
+                         what="the restarted agent connected")
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(T(15))
+        self.assertEqual(bad, [])
+        self.assertGreater(ok[0], 100)
