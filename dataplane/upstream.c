@@ -210,7 +210,8 @@ static void upstream_closed(struct pk_upstream *up)
 	free(up);
 }
 
-/* upstream.max_connections (tunnels on this node) and
+/* upstream.max_connections (connections on the upstream port, handshakes
+ * included: n_upstream_sockets) and
  * upstream.max_connections_per_endpoint (tunnels of one endpoint on this
  * node): at the cap, 503 with a JSON error before the upgrade (our agent and
  * Piko's retry a 503 with backoff). Returns 1 when refused. */
