@@ -20,8 +20,9 @@ void pk_process_metrics_register(struct pk_process_metrics *pm, struct pk_metric
 	                              NULL, 0);
 	pm->open_fds = pk_metrics_register(reg, PK_METRIC_GAUGE, "process_open_fds",
 	                                   "Number of open file descriptors.", NULL, 0, NULL, 0);
-	pm->max_fds = pk_metrics_register(reg, PK_METRIC_GAUGE, "process_max_fds",
-	                                  "Maximum number of open file descriptors.", NULL, 0, NULL, 0);
+	pm->max_fds =
+	    pk_metrics_register(reg, PK_METRIC_GAUGE, "process_max_fds",
+	                        "Maximum number of open file descriptors.", NULL, 0, NULL, 0);
 	pm->vsize = pk_metrics_register(reg, PK_METRIC_GAUGE, "process_virtual_memory_bytes",
 	                                "Virtual memory size in bytes.", NULL, 0, NULL, 0);
 	pm->rss = pk_metrics_register(reg, PK_METRIC_GAUGE, "process_resident_memory_bytes",

@@ -39,12 +39,12 @@ void pk_link_metrics_register(struct pk_link_metrics *lm, struct pk_metrics *reg
 	    dir_type, 2, NULL, 0);
 	lm->endpoint_entries = pk_metrics_register(
 	    reg, PK_METRIC_COUNTER, "piko_link_endpoint_entries_total",
-	    "Endpoint entries carried by endpoint-table snapshots and deltas on node links.", dir, 1,
-	    NULL, 0);
-	lm->streams = pk_metrics_register(
-	    reg, PK_METRIC_COUNTER, "piko_link_streams_total",
-	    "Proxied streams over node links: forwarded to a peer (outbound) or from one (inbound).",
-	    dir, 1, NULL, 0);
+	    "Endpoint entries carried by endpoint-table snapshots and deltas on node links.", dir,
+	    1, NULL, 0);
+	lm->streams = pk_metrics_register(reg, PK_METRIC_COUNTER, "piko_link_streams_total",
+	                                  "Proxied streams over node links: forwarded to a peer "
+	                                  "(outbound) or from one (inbound).",
+	                                  dir, 1, NULL, 0);
 	lm->links = pk_metrics_register(reg, PK_METRIC_GAUGE, "piko_links",
 	                                "Node links of this node by state.", state, 1, NULL, 0);
 	lm->up = pk_metrics_register(
@@ -54,9 +54,9 @@ void pk_link_metrics_register(struct pk_link_metrics *lm, struct pk_metrics *reg
 	lm->remote_endpoints = pk_metrics_register(
 	    reg, PK_METRIC_GAUGE, "piko_link_remote_endpoints",
 	    "Endpoints in the table a peer announced over its link.", node, 1, NULL, 0);
-	lm->open_streams =
-	    pk_metrics_register(reg, PK_METRIC_GAUGE, "piko_link_open_streams",
-	                        "Proxied streams open on the node links of this node.", NULL, 0, NULL, 0);
+	lm->open_streams = pk_metrics_register(
+	    reg, PK_METRIC_GAUGE, "piko_link_open_streams",
+	    "Proxied streams open on the node links of this node.", NULL, 0, NULL, 0);
 	/* Every known label set from the start, at 0 (as Piko's unlabelled
 	 * gossip counters are): a node that never accepted a link still shows
 	 * piko_link_connections_total{direction="inbound"} 0, so rate() and

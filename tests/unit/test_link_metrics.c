@@ -40,8 +40,9 @@ static void test_counters_start_at_zero(void **state)
 	assert_true(has(text, "piko_link_connections_total{direction=\"outbound\"} 0\n"));
 	assert_true(has(text, "piko_link_bytes_total{direction=\"outbound\"} 100\n"));
 	assert_true(has(text, "piko_link_streams_total{direction=\"inbound\"} 0\n"));
-	assert_true(has(text, "piko_link_control_messages_total{direction=\"inbound\",type=\"hello\"} "
-	                      "1\n"));
+	assert_true(has(text,
+	                "piko_link_control_messages_total{direction=\"inbound\",type=\"hello\"} "
+	                "1\n"));
 	assert_true(has(text, "piko_link_control_messages_total{direction=\"outbound\",type="
 	                      "\"resync\"} 0\n"));
 	free(text);
