@@ -102,6 +102,7 @@ struct pk_yamux_stream {
 	unsigned remote_fin : 1;
 	unsigned dead : 1;        /* ended; on dead_list or being dropped */
 	unsigned close_reset : 1; /* argument of on_stream_close */
+	unsigned refused : 1;     /* we opened it and the peer answered RST, not ACK */
 	struct link ctl_link;     /* sess->ctl_list */
 	struct link act_link;     /* sess->act_list */
 	struct link open_link;    /* sess->open_list while unacknowledged */
@@ -564,6 +565,8 @@ static void handle_stream_frame(struct pk_yamux_session *sess, const struct pk_y
 		}
 	}
 	if (fl & PK_YAMUX_RST) {
+		if (s->local && !s->established)
+			s->refused = 1;
 		stream_end(s, 1, 1);
 		skip_payload(sess, dlen);
 		return;
@@ -904,8 +907,15 @@ void pk_yamux_session_free(struct pk_yamux_session *sess)
 		return;
 	size_t n = (size_t)1 << sess->bits;
 	for (size_t i = 0; i < n; i++) {
-		if (sess->slots[i]) {
-			stream_end(sess->slots[i], 1, 0);
+		struct pk_yamux_stream *s = sess->slots[i];
+		if (s) {
+			/* The transport is gone after the peer's Go Away: a stream
+			 * it never ACKed, it never took (it ACKs what it accepts
+			 * before it serves it, and a leaving peer closes only once
+			 * what it took is served). */
+			if (s->local && !s->established && sess->remote_go_away)
+				s->refused = 1;
+			stream_end(s, 1, 0);
 			sess->slots[i] = NULL;
 		}
 	}
@@ -1067,4 +1077,9 @@ size_t pk_yamux_stream_queued(const struct pk_yamux_stream *s)
 int pk_yamux_stream_established(const struct pk_yamux_stream *s)
 {
 	return s->established;
+}
+
+int pk_yamux_stream_refused(const struct pk_yamux_stream *s)
+{
+	return s->refused;
 }

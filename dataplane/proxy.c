@@ -126,6 +126,10 @@ struct pk_proxy_exchange {
 	int http_minor;
 	int forwarded;
 	uint64_t start_ns;
+	/* The local tunnel the stream was opened on (NULL: a node link), and
+	 * how many times it was sent to another (see retry_elsewhere()). */
+	struct pk_upstream *up;
+	int retries;
 	/* Last: only this is not zeroed at allocation (pk_http1_reader_init
 	 * sets it up without clearing its 4 KiB header array). */
 	struct pk_http1_reader resp;
@@ -139,6 +143,7 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up);
 static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link);
 static void conn_flush_link(struct pk_proxy_conn *c);
 static void conn_closed(struct pk_proxy_conn *c);
+static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing);
 
 /* ---- output to the client --------------------------------------------- */
 
@@ -659,6 +664,8 @@ static void ex_on_fin(struct pk_stream_handler *h)
 		}
 		return;
 	}
+	if (retry_elsewhere(ex, 0))
+		return;
 	ex_stream_ended(ex);
 }
 
@@ -669,10 +676,59 @@ static void ex_on_writable(struct pk_stream_handler *h)
 		drain_in(ex->conn);
 }
 
+/* Go's reverse proxy, Go's transport and nginx all retry a request whose
+ * connection failed before any of the response, when that is safe; so does
+ * this node, on another tunnel of the endpoint:
+ *  - a stream the tunnel never took (pk_yamux_stream_refused()): Go's yamux
+ *    answers RST to a stream that crosses its own Go Away, so an agent that
+ *    is leaving (a Piko agent on SIGTERM, a rolling deploy) refuses the
+ *    requests sent just before it read that Go Away; nothing was acted on;
+ *  - a stream that ended before any response byte, for a request without a
+ *    body whose method is idempotent (GET, HEAD, OPTIONS, TRACE, as Go's
+ *    transport replays): a Piko agent closes its tunnel on SIGTERM without
+ *    waiting for every request it took.
+ * Only while nothing is lost: no body byte was written (the head is kept)
+ * and no response byte came. Bounded: MAX_RETRIES tunnels, never the one
+ * that failed. 1 when the request was sent on; the old stream is let go
+ * (reset when it still exists). */
+#define MAX_RETRIES 3
+static int idempotent(const char *method)
+{
+	return !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS") ||
+	       !strcmp(method, "TRACE");
+}
+
+static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing)
+{
+	struct pk_yamux_stream *old = ex->stream;
+	if (!ex->conn || !old || !ex->up || ex->resp_started || ex->body_sent || ex->tcp ||
+	    ex->upgraded || ex->retries >= MAX_RETRIES || pk_http1_reader_in_message(&ex->resp))
+		return 0;
+	int refused = closing && pk_yamux_stream_refused(old);
+	if (!refused && !(ex->req_done && idempotent(ex->method)))
+		return 0;
+	struct pk_upstream *up = next_upstream(ex->srv, ex->endpoint);
+	if (!up || up == ex->up)
+		return 0;
+	ex->retries++;
+	pk_log(PK_LOG_DEBUG, SUBSYS,
+	       "tunnel failed the request before answering; retrying on another", "endpoint-id",
+	       ex->endpoint, "why", refused ? "refused" : "ended", NULL);
+	pk_yamux_stream_set_user(old, NULL);
+	if (!closing)
+		pk_yamux_stream_reset(old);
+	ex->stream = NULL;
+	ex->owed = 0;
+	ex->head_off = 0;
+	exchange_open(ex, up);
+	return 1;
+}
+
 static void ex_on_close(struct pk_stream_handler *h, int reset)
 {
 	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
-	(void)reset;
+	if (reset && retry_elsewhere(ex, 1))
+		return;
 	ex->stream = NULL;
 	ex->owed = 0;
 	if (ex->conn)
@@ -865,6 +921,7 @@ static struct pk_upstream *next_upstream(struct pk_server *srv, const char *endp
 static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 {
 	ex->forwarded = 1;
+	ex->up = up;
 	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
 	if (!s) {
 		if (pk_upstream_opens_full(up) && wait_add(ex))
@@ -890,6 +947,7 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link)
 {
 	ex->forwarded = 1;
+	ex->up = NULL;
 	struct pk_yamux_stream *s = pk_link_open_stream(link);
 	if (!s) {
 		exchange_fail(ex, 502, "upstream unreachable");

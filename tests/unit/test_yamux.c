@@ -26,6 +26,7 @@ struct peer {
 	int auto_consume; /* call consumed() from on_data */
 	int n_stream, n_data, n_fin, n_writable, n_close, n_close_reset, n_want_write;
 	int n_go_away, n_session_close, reason;
+	int n_close_refused; /* closes with pk_yamux_stream_refused() */
 	size_t data_bytes;
 	struct pk_yamux_stream *last_stream;
 	uint32_t last_closed_id;
@@ -104,6 +105,8 @@ static void cb_close(void *user, struct pk_yamux_stream *s, int reset)
 	p->n_close++;
 	if (reset)
 		p->n_close_reset++;
+	if (pk_yamux_stream_refused(s))
+		p->n_close_refused++;
 	p->last_closed_id = pk_yamux_stream_id(s);
 	logf_(p, " C%u:%d", pk_yamux_stream_id(s), reset);
 }
@@ -432,6 +435,47 @@ static void test_remote_reset(void **state)
 	assert_int_equal(p->n_close_reset, 1);
 	assert_int_equal(drain(p->sess), 0);
 	peer_free(p);
+}
+
+/* An RST answering our SYN is a refusal (the peer never took the stream);
+ * an RST after the ACK, or the session ending, is not. */
+static void test_refused(void **state)
+{
+	(void)state;
+	struct peer *p = peer_new(1, NULL);
+	struct pk_yamux_stream *s = pk_yamux_stream_open(p->sess, 0);
+	assert_non_null(s);
+	drain(p->sess);
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_RST, 1, 0), 0);
+	assert_int_equal(p->n_close_reset, 1);
+	assert_int_equal(p->n_close_refused, 1);
+	peer_free(p);
+
+	p = client_with_stream();
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_RST, 1, 0), 0);
+	assert_int_equal(p->n_close_reset, 1);
+	assert_int_equal(p->n_close_refused, 0);
+	peer_free(p);
+
+	p = peer_new(1, NULL);
+	assert_non_null(pk_yamux_stream_open(p->sess, 0));
+	drain(p->sess);
+	pk_yamux_session_free(p->sess); /* ends with the SYN unanswered */
+	assert_int_equal(p->n_close_reset, 1);
+	assert_int_equal(p->n_close_refused, 0);
+	free(p);
+
+	/* ... but after the peer's Go Away, what it did not ACK it never took */
+	p = peer_new(1, NULL);
+	assert_non_null(pk_yamux_stream_open(p->sess, 0)); /* stream 1, not ACKed */
+	assert_non_null(pk_yamux_stream_open(p->sess, 0)); /* stream 3, ACKed below */
+	drain(p->sess);
+	assert_int_equal(feed_frame(p, PK_YAMUX_WINDOW_UPDATE, PK_YAMUX_ACK, 3, 0), 0);
+	assert_int_equal(feed_frame(p, PK_YAMUX_GO_AWAY, 0, 0, PK_YAMUX_GOAWAY_NORMAL), 0);
+	pk_yamux_session_free(p->sess);
+	assert_int_equal(p->n_close_reset, 2);
+	assert_int_equal(p->n_close_refused, 1);
+	free(p);
 }
 
 /* ---- pings ---- */
@@ -1414,6 +1458,7 @@ int main(void)
 	    cmocka_unit_test(test_local_reset),
 	    cmocka_unit_test(test_reset_before_syn_sent),
 	    cmocka_unit_test(test_remote_reset),
+	    cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_ping),
 	    cmocka_unit_test(test_ping_timeout),
 	    cmocka_unit_test(test_keepalive_disabled),
