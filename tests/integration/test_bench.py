@@ -12,6 +12,7 @@ counted wrong echoes as good, fails here."""
 import http.server
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -46,8 +47,9 @@ def metric(text, name, labels=None):
 class BenchProc(Proc):
     """One `piko bench http` run; it exits by itself."""
 
-    def __init__(self, workdir, args, bin=None, name="bench"):
-        super().__init__(name, workdir, [bin or CONFIG.bin, "bench", "http"] + list(args))
+    def __init__(self, workdir, args, bin=None, name="bench", env=None):
+        super().__init__(name, workdir, [bin or CONFIG.bin, "bench", "http"] + list(args),
+                         env=env)
 
     def start(self):
         self._spawn()
@@ -66,8 +68,8 @@ class BenchProc(Proc):
 
 
 class BenchCase(PikoTestCase):
-    def bench(self, *args, bin=None, name="bench"):
-        b = BenchProc(self.tmpdir, args, bin=bin, name=name)
+    def bench(self, *args, bin=None, name="bench", env=None):
+        b = BenchProc(self.tmpdir, args, bin=bin, name=name, env=env)
         self.procs.append(b)
         return b.start()
 
@@ -241,6 +243,43 @@ class BenchAgainstOurServer(BenchCase):
         self.assertEqual(rc, 1, b.describe())
         self.assertIn("bench: 20 of 20 requests failed (0 errors, 20 bad status, 0 wrong "
                       "echoes); first: bad status: 404", err)
+
+
+    def test_interrupted(self):
+        srv = self.server("--proxy.access-log.disable")
+        b = self.bench("--requests", "100000000", "--clients", "4", "--endpoints", "1",
+                       "--upstreams", "1", "--size", "1", *urls(srv))
+        wait_for(lambda: b.poll() is not None or "sending requests" in b.stderr(), T(20),
+                 what="the bench sending")
+        wait_for(lambda: (self.served(srv)[0] or 0) > 0, T(10), what="requests served")
+        b.signal(signal.SIGTERM)
+        rc = b.finish(T(10))
+        self.assertEqual(rc, 1, b.describe())
+        self.assertIn("bench: interrupted", b.stderr())
+        self.assertIsNone(THROUGHPUT.search(b.stdout()))
+
+
+class BenchTls(BenchCase):
+    def test_https_proxy_url(self):
+        from test_tls import Pki
+        pki = Pki(self.tmpdir)
+        srv = self.server("--proxy.access-log.disable", *pki.server_flags("proxy"))
+        args = ["--requests", "200", "--clients", "2", "--endpoints", "1", "--upstreams", "1",
+                "--connect.proxy-url", "https://localhost:%d" % srv.proxy_port,
+                "--connect.upstream-url", "http://127.0.0.1:%d" % srv.upstream_port]
+        # The proxy's certificate is checked against the system's CAs
+        # (OpenSSL's, so SSL_CERT_FILE names ours).
+        b = self.bench(*args, env={"SSL_CERT_FILE": pki.path("ca.crt")})
+        rc = b.finish(T(60))
+        self.assertEqual(rc, 0, b.describe())
+        self.assertThroughput(b.stdout(), b)
+        self.assertEqual(self.served(srv), (200, 0))
+        # Without our CA, not one request gets through: a clear error at once.
+        b = self.bench(*args, env={"SSL_CERT_FILE": pki.path("other-ca.crt")}, name="bench-bad")
+        rc = b.finish(T(20))
+        self.assertEqual(rc, 1, b.describe())
+        self.assertIn("bench: proxy https://localhost:%d: tls: certificate verify failed"
+                      % srv.proxy_port, b.stderr())
 
 
 class BenchConfigErrors(BenchCase):
