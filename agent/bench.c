@@ -71,10 +71,10 @@ struct bench_client {
 	size_t body_sent;
 	char head[512];
 	size_t head_len, head_sent;
-	int status;          /* of the response, once its head is in */
-	size_t matched;      /* response body bytes equal to the request's so far */
-	int mismatch;        /* a response body byte differed, or there were too many */
-	int reader_ready;    /* resp is initialised */
+	int status;       /* of the response, once its head is in */
+	size_t matched;   /* response body bytes equal to the request's so far */
+	int mismatch;     /* a response body byte differed, or there were too many */
+	int reader_ready; /* resp is initialised */
 	struct pk_http1_reader resp;
 };
 
@@ -340,9 +340,9 @@ static void client_next(struct bench_client *c)
 	if (b->finished || c->left == 0)
 		return;
 	if (!c->sock) {
-		c->sock = pk_sock_connect(b->proxy.host, b->proxy.port,
-		                          (uint64_t)b->cfg->connect.timeout_ms, &client_ops, c,
-		                          SEND_CAP);
+		c->sock =
+		    pk_sock_connect(b->proxy.host, b->proxy.port,
+		                    (uint64_t)b->cfg->connect.timeout_ms, &client_ops, c, SEND_CAP);
 		if (!c->sock) {
 			fatal(b, "cannot create a socket");
 			return;

@@ -120,8 +120,8 @@ static void st_fin(struct pk_stream_handler *h)
 	struct echo *e = (struct echo *)h;
 	/* A request cut short can get no echo. */
 	if (!e->answered) {
-		pk_log(PK_LOG_WARN, SUBSYS, "request cut short", "endpoint-id", e->l->cfg->endpoint_id,
-		       NULL);
+		pk_log(PK_LOG_WARN, SUBSYS, "request cut short", "endpoint-id",
+		       e->l->cfg->endpoint_id, NULL);
 		pk_yamux_stream_reset(e->stream);
 	}
 }
@@ -135,9 +135,9 @@ static void st_close(struct pk_stream_handler *h, int reset)
 {
 	struct echo *e = (struct echo *)h;
 	if (reset || !e->fin_sent)
-		pk_log(PK_LOG_DEBUG, SUBSYS, "stream closed early", "endpoint-id", e->l->cfg->endpoint_id,
-		       "reset", reset ? "true" : "false", "answered", e->answered ? "true" : "false",
-		       NULL);
+		pk_log(PK_LOG_DEBUG, SUBSYS, "stream closed early", "endpoint-id",
+		       e->l->cfg->endpoint_id, "reset", reset ? "true" : "false", "answered",
+		       e->answered ? "true" : "false", NULL);
 	e->stream = NULL;
 	e->l->streams--;
 	pk_bufq_clear(&e->body);
