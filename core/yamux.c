@@ -728,13 +728,17 @@ static size_t fill_one_data(struct pk_yamux_session *sess, uint8_t *out, size_t 
 			n = s->send_window;
 		if (n == 0)
 			return 0;
-		int fin = s->fin_requested && n == queued;
-		put_frame(out, PK_YAMUX_DATA, fin ? PK_YAMUX_FIN : 0, s->id, (uint32_t)n);
+		/* Never a FIN on a data frame, though the spec allows it: Go's
+		 * yamux applies a frame's FIN before it buffers the frame's
+		 * payload, so a reader woken in between sees EOF and loses
+		 * that payload (a response cut short, or "EOF" with none of
+		 * it, through Piko's server). Go itself sends FIN alone; so do
+		 * we, in a Window Update after the last data (update_act puts
+		 * the stream back for it). */
+		put_frame(out, PK_YAMUX_DATA, 0, s->id, (uint32_t)n);
 		pk_bufq_copy(&s->sendq, out + PK_YAMUX_HDR_LEN, n);
 		pk_bufq_consume(&s->sendq, n);
 		s->send_window -= (uint32_t)n;
-		if (fin)
-			s->fin_sent = 1;
 		size_t half = s->sendq.cap / 2;
 		writable = !s->fin_requested && queued > half && s->sendq.len <= half;
 	} else {

@@ -375,9 +375,11 @@ static void test_fin_on_data(void **state)
 	assert_string_equal(p->log, " S1 D1:end F1");
 	assert_int_equal(pk_yamux_stream_write(s, (const uint8_t *)"xy", 2), 2);
 	pk_yamux_stream_close(s, 0);
-	/* Our FIN rides on the last data frame; the close is reported from
-	 * the same fill that sent it. */
-	const uint8_t exp[] = {0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 2, 'x', 'y'};
+	/* Our FIN follows the last data frame on its own (never on it: Go's
+	 * yamux may lose a frame's payload when a FIN rides on it); the close
+	 * is reported from the same fill that sent it. */
+	const uint8_t exp[] = {0,   0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'x',
+	                       'y', 0, 1, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0};
 	expect_wire(drain(p->sess), exp, sizeof(exp));
 	assert_int_equal(p->n_close, 1);
 	assert_int_equal(p->n_close_reset, 0);
@@ -969,8 +971,10 @@ static void test_fill_never_splits(void **state)
 	const uint8_t exp1[] = {0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 'a'};
 	assert_memory_equal(wire, exp1, sizeof(exp1));
 	pk_yamux_stream_close(s, 0);
-	assert_int_equal(pk_yamux_session_fill(p->sess, wire, 100), 14);
-	const uint8_t exp2[] = {0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 2, 'b', 'c'};
+	/* The rest, then the FIN on its own. */
+	assert_int_equal(pk_yamux_session_fill(p->sess, wire, 100), 26);
+	const uint8_t exp2[] = {0,   0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'b',
+	                        'c', 0, 1, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0};
 	assert_memory_equal(wire, exp2, sizeof(exp2));
 	peer_free(p);
 }
