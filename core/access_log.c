@@ -175,13 +175,15 @@ int pk_access_log_validate(const struct pk_access_log_config *cfg, char *err, si
 		return -1;
 	}
 	if (cfg->request_headers.allow_list.n && cfg->request_headers.block_list.n) {
-		snprintf(err, errlen,
-		         "access log: request headers: cannot define both allow list and block list");
+		snprintf(
+		    err, errlen,
+		    "access log: request headers: cannot define both allow list and block list");
 		return -1;
 	}
 	if (cfg->response_headers.allow_list.n && cfg->response_headers.block_list.n) {
-		snprintf(err, errlen,
-		         "access log: response headers: cannot define both allow list and block list");
+		snprintf(
+		    err, errlen,
+		    "access log: response headers: cannot define both allow list and block list");
 		return -1;
 	}
 	return 0;
@@ -278,8 +280,9 @@ static char *headers_json(const struct pk_access_log_headers *f, const struct pk
 		if (hop && pk_http1_is_hop_by_hop(hop, hs[i].name))
 			continue;
 		pk_access_log_canonical(hs[i].name, v[k].name, sizeof(v[k].name));
-		if (f && f->allow_list.n ? !list_has(&f->allow_list, v[k].name)
-		                         : f && f->block_list.n && list_has(&f->block_list, v[k].name))
+		if (f && f->allow_list.n
+		        ? !list_has(&f->allow_list, v[k].name)
+		        : f && f->block_list.n && list_has(&f->block_list, v[k].name))
 			continue;
 		v[k].value = hs[i].value ? hs[i].value : "";
 		v[k].order = i;

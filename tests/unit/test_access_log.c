@@ -123,7 +123,8 @@ static void test_own_response(void **state)
 	char *j = pk_access_log_written_json(NULL, resp, len);
 	/* The handler's headers, not Content-Length or Connection. */
 	assert_string_equal(
-	    j, "{\"Content-Type\":[\"application/json\"],\"X-Content-Type-Options\":[\"nosniff\"]}");
+	    j,
+	    "{\"Content-Type\":[\"application/json\"],\"X-Content-Type-Options\":[\"nosniff\"]}");
 	free(j);
 	free(resp);
 }
@@ -138,7 +139,8 @@ static void test_validate(void **state)
 	c.response_headers.allow_list = (struct pk_strlist){a, 1};
 	c.response_headers.block_list = (struct pk_strlist){a, 1};
 	assert_int_equal(pk_access_log_validate(&c, err, sizeof(err)), -1);
-	assert_non_null(strstr(err, "response headers: cannot define both allow list and block list"));
+	assert_non_null(
+	    strstr(err, "response headers: cannot define both allow list and block list"));
 	c.disable = 1; /* Piko checks nothing of a disabled log */
 	assert_int_equal(pk_access_log_validate(&c, err, sizeof(err)), 0);
 	struct pk_access_log_config d = {.level = "loud"};
@@ -159,8 +161,8 @@ static void test_record(void **state)
 	assert_int_equal(pipe(fds), 0);
 	pk_log_set_fd(fds[1]);
 	struct pk_access_log_config c = {.level = "info"};
-	struct pk_http1_header hs[] = {{"Host", "ep.example.com"}, {"transfer-encoding", "chunked"},
-	                               {"user-agent", "t"}};
+	struct pk_http1_header hs[] = {
+	    {"Host", "ep.example.com"}, {"transfer-encoding", "chunked"}, {"user-agent", "t"}};
 	struct pk_access_record r = {
 	    .http_minor = 0,
 	    .method = "POST",
@@ -182,14 +184,16 @@ static void test_record(void **state)
 	close(fds[0]);
 	assert_true(n > 0);
 	buf[n] = '\0';
-	const char *rec = strstr(buf, "\"subsystem\":\"proxy.access\",\"msg\":\"request\",\"request\":");
+	const char *rec =
+	    strstr(buf, "\"subsystem\":\"proxy.access\",\"msg\":\"request\",\"request\":");
 	assert_non_null(rec);
 	/* A client gone before any response is Go's 502, at warn. */
 	assert_non_null(strstr(buf, "{\"level\":\"warn\""));
 	assert_non_null(strstr(
-	    rec, "\"request\":{\"proto\":\"HTTP/1.0\",\"method\":\"POST\",\"host\":\"ep.example.com\","
-	         "\"path\":\"/pAth\",\"request_headers\":{\"User-Agent\":[\"t\"]},"
-	         "\"response_headers\":{\"X\":[\"y\"]},\"status\":502,\"duration\":\"1.5µs\"}}\n"));
+	    rec,
+	    "\"request\":{\"proto\":\"HTTP/1.0\",\"method\":\"POST\",\"host\":\"ep.example.com\","
+	    "\"path\":\"/pAth\",\"request_headers\":{\"User-Agent\":[\"t\"]},"
+	    "\"response_headers\":{\"X\":[\"y\"]},\"status\":502,\"duration\":\"1.5µs\"}}\n"));
 	assert_null(strchr(strchr(buf, '\n') + 1, '{')); /* one record only */
 }
 
@@ -206,8 +210,8 @@ static void test_server_yaml(void **state)
 	                "      allow_list: [a, b]\n"
 	                "    response_headers:\n"
 	                "      block_list: [c]\n";
-	assert_int_equal(pk_config_load_yaml_buf(pk_server_opts, &c, y, strlen(y), 0, err, sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    pk_config_load_yaml_buf(pk_server_opts, &c, y, strlen(y), 0, err, sizeof(err)), 0);
 	assert_string_equal(c.proxy.access_log.level, "warn");
 	assert_int_equal(c.proxy.access_log.request_headers.allow_list.n, 2);
 	assert_string_equal(c.proxy.access_log.request_headers.allow_list.v[1], "b");
@@ -230,8 +234,8 @@ static void test_agent_listener_yaml(void **state)
 	                "      request_headers:\n"
 	                "        allow_list: [x]\n"
 	                "        block_list: [y]\n";
-	assert_int_equal(pk_config_load_yaml_buf(pk_agent_opts, &c, y, strlen(y), 0, err, sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    pk_config_load_yaml_buf(pk_agent_opts, &c, y, strlen(y), 0, err, sizeof(err)), 0);
 	const struct pk_listener_config *l = c.listeners.v;
 	assert_int_equal(c.listeners.n, 1);
 	assert_string_equal(l->access_log.request_headers.allow_list.v[0], "x");
@@ -243,10 +247,14 @@ static void test_agent_listener_yaml(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_go_duration), cmocka_unit_test(test_canonical),
-	    cmocka_unit_test(test_path),        cmocka_unit_test(test_headers_json),
-	    cmocka_unit_test(test_own_response), cmocka_unit_test(test_validate),
-	    cmocka_unit_test(test_record),      cmocka_unit_test(test_server_yaml),
+	    cmocka_unit_test(test_go_duration),
+	    cmocka_unit_test(test_canonical),
+	    cmocka_unit_test(test_path),
+	    cmocka_unit_test(test_headers_json),
+	    cmocka_unit_test(test_own_response),
+	    cmocka_unit_test(test_validate),
+	    cmocka_unit_test(test_record),
+	    cmocka_unit_test(test_server_yaml),
 	    cmocka_unit_test(test_agent_listener_yaml),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
