@@ -13,7 +13,6 @@ Without the peers (run.py --piko-peer/--sdk-peer), these tests are skipped,
 unless --require-peers, which hack/test.sh always passes."""
 
 import hashlib
-import http.client
 import random
 import re
 import socket
@@ -22,8 +21,8 @@ import threading
 import time
 import unittest
 
-from harness import (CONFIG, Agent, Proc, Server, StartupError, T, free_port, need_peer, request,
-                     wait_for)
+from harness import (CONFIG, Agent, Proc, RequestLoad, Server, StartupError, T, free_port,
+                     need_peer, request, wait_for)
 from tcp_services import (TcpAgent, Forward, TcpTestCase, find_logs, forward_dial_error,
                           pattern_chunks, pattern_digest)
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, accept_key, client_handshake, read_body,
@@ -253,29 +252,7 @@ class PikoClientsAgainstOurServer(InteropCase):
         srv = self.server()
         self.piko_agent_http(srv, "go-term", up.addr)
         b = self.piko_agent_http(srv, "go-term", up.addr)
-        stop = threading.Event()
-        ok, bad = [0], []
-
-        def client():
-            c = None
-            while not stop.is_set():
-                try:
-                    if c is None:
-                        c = http.client.HTTPConnection("127.0.0.1", srv.proxy_port,
-                                                       timeout=T(10))
-                    c.request("GET", "/", headers={"x-piko-endpoint": "go-term"})
-                    r = c.getresponse()
-                    body = r.read()
-                    if r.status == 200:
-                        ok[0] += 1
-                    else:
-                        bad.append((r.status, body))
-                except (OSError, http.client.HTTPException) as e:
-                    bad.append(repr(e))
-                    c = None
-        clients = [threading.Thread(target=client) for _ in range(4)]
-        for t in clients:
-            t.start()
+        load = RequestLoad(srv.proxy_port, "go-term")
         try:
             for i in range(12):
                 # the new agent's tunnel is up (and its signal handler set)
@@ -290,11 +267,9 @@ class PikoClientsAgainstOurServer(InteropCase):
                      what="the last tunnel of go-term")
             time.sleep(0.3)
         finally:
-            stop.set()
-            for t in clients:
-                t.join(T(15))
-        self.assertEqual(bad, [])
-        self.assertGreater(ok[0], 100)
+            load.stop()
+        self.assertEqual(load.bad, [])
+        self.assertGreater(load.ok[0], 100)
 
     def test_piko_agent_tcp_with_our_forward(self):
         svc = self.tcp_service()
