@@ -197,7 +197,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	if (r->state != ST_HEAD)
 		return count_trailer(r, len);
 	if (r->piece != PIECE_FIELD) {
-		if (r->head.nheaders == PK_HTTP1_MAX_HEADERS)
+		if (r->head.nheaders >= r->max_headers)
 			return cb_fail(r, status_for_too_large(r), "too many headers");
 		r->head.nheaders++;
 	}
@@ -498,6 +498,11 @@ static void clear_head(struct pk_http1_head *h, char *mem, size_t cap)
 	h->mem_cap = cap;
 }
 
+void pk_http1_reader_set_max_headers(struct pk_http1_reader *r, size_t n)
+{
+	r->max_headers = n < PK_HTTP1_MAX_HEADERS ? n : PK_HTTP1_MAX_HEADERS;
+}
+
 void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, size_t max_head)
 {
 	/* http-parser's header limit is process-wide; keep it out of the way
@@ -510,6 +515,7 @@ void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, si
 	clear_head(&r->head, NULL, 0);
 	r->kind = kind;
 	r->max_head = max_head < HEAD_LIMIT_MAX ? max_head : HEAD_LIMIT_MAX;
+	r->max_headers = PK_HTTP1_MAX_HEADERS;
 	http_parser_init(PK_PARSER(r), kind == PK_HTTP1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
 	PK_PARSER(r)->data = r;
 	r->state = ST_HEAD;

@@ -1274,6 +1274,11 @@ static struct pk_proxy_conn *conn_new(struct pk_server *srv, struct lws *wsi)
 	c->wsi = wsi;
 	pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST,
 	                     (size_t)srv->cfg->proxy.http.max_header_bytes);
+	/* A client's socket: the client's count, so that what this node adds
+	 * still fits the next hop's (a request from another node over a link
+	 * was built by a hop of ours and gets the full count). */
+	if (wsi)
+		pk_http1_reader_set_max_headers(&c->req, PK_HTTP1_CLIENT_MAX_HEADERS);
 	pk_bufq_init(&c->in, IN_CAP);
 	pk_bufq_init(&c->out, OUT_CAP);
 	/* Go's ReadHeaderTimeout runs from the accept for the first
