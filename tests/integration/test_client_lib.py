@@ -1,0 +1,197 @@
+"""libpiko-client (include/piko/client.h) through its example programs: the
+echo upstream (examples/echo_upstream.c) registered on our server and on
+Piko's, with traffic from a forwarder through the proxy port; reconnect after
+the server restarts; a bad token refused with Piko's message. Under
+run.py --sanitized the examples are the ASan build's, so the library runs
+under ASan+UBSan (and LeakSanitizer at exit: the example frees its listener
+on SIGTERM)."""
+
+import hashlib
+import os
+import socket
+import threading
+
+from harness import CONFIG, Proc, StartupError, T, wait_for
+from jwt_util import token
+from tcp_services import pattern_bytes
+from test_auth import SECRET, auth_flags
+from test_interop import InteropCase
+
+MiB = 1 << 20
+
+
+def example_bin(name):
+    """The example programs are built beside the piko binary."""
+    return os.path.join(os.path.dirname(os.path.abspath(CONFIG.bin)), "piko-example-" + name)
+
+
+class EchoUpstream(Proc):
+    """examples/echo_upstream.c against a server's upstream port; ready once
+    it printed `listening on <endpoint>`."""
+
+    def __init__(self, workdir, server, endpoint, args=()):
+        super().__init__("echo-upstream-" + endpoint, workdir,
+                         [example_bin("echo_upstream"), "-u",
+                          "http://127.0.0.1:%d" % server.upstream_port] + list(args) +
+                         [endpoint])
+        self.endpoint = endpoint
+
+    def start(self, wait=True, timeout=None):
+        self._spawn()
+        if wait:
+            wait_for(lambda: self.poll() is not None or "listening on" in self.stdout(),
+                     timeout or T(15), what="echo upstream registered")
+            if self.poll() is not None:
+                raise StartupError("echo upstream exited with %d\n%s"
+                                   % (self.poll(), self.describe()))
+        return self
+
+
+def roundtrip(port, data, half_close, timeout):
+    """Sends data through a forwarder on port while reading the echo.
+    half_close: shutdown(SHUT_WR) after sending and read until EOF (the FIN
+    must cross the server and the library both ways); else read exactly
+    len(data) bytes, then close (Piko's server ends a stream at the first
+    close). Returns the bytes received."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    err = []
+
+    def sender():
+        try:
+            s.sendall(data)
+            if half_close:
+                s.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    got = bytearray()
+    try:
+        while half_close or len(got) < len(data):
+            d = s.recv(MiB)
+            if not d:
+                break
+            got += d
+    finally:
+        t.join(timeout)
+        s.close()
+    if err:
+        raise AssertionError("send failed: %r" % err)
+    return bytes(got)
+
+
+class ClientLibCase(InteropCase):
+    def setUp(self):
+        super().setUp()
+        if not os.path.exists(example_bin("echo_upstream")):
+            self.fail("no %s (build the examples)" % example_bin("echo_upstream"))
+
+    def echo_upstream(self, server, endpoint, *args, wait=True):
+        e = EchoUpstream(self.tmpdir, server, endpoint, args)
+        self.procs.append(e)
+        return e.start(wait=wait)
+
+    def wait_echo(self, port, up, half_close=True):
+        """Retries a small roundtrip until the endpoint answers again."""
+        data = b"are you back?"
+
+        def ok():
+            self.assertIsNone(up.poll(), up.describe())
+            try:
+                return roundtrip(port, data, half_close, T(5)) == data
+            except OSError:
+                return False
+
+        wait_for(ok, T(30), interval=0.2, what="the endpoint registered again")
+
+    def assertEcho(self, port, size, seed, half_close=True):
+        data = pattern_bytes(seed, size)
+        got = roundtrip(port, data, half_close, T(60))
+        self.assertEqual(len(got), len(data))
+        self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
+
+
+class ClientLibOurServer(ClientLibCase):
+    def test_echo_upstream_through_our_forward(self):
+        srv = self.server()
+        self.echo_upstream(srv, "lib-echo")
+        fwd = self.forward(srv, "lib-echo")
+        self.assertEcho(fwd.port, 5, 1)
+        # Larger than the yamux window and the socketpair's buffers: the
+        # relay's backpressure, and the FIN after the last byte both ways.
+        self.assertEcho(fwd.port, 4 * MiB, 2)
+
+    def test_concurrent_streams(self):
+        srv = self.server()
+        self.echo_upstream(srv, "lib-many")
+        fwd = self.forward(srv, "lib-many")
+        errors = []
+
+        def one(i):
+            try:
+                self.assertEcho(fwd.port, 64 * 1024 + i, 100 + i)
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(60))
+        self.assertEqual(errors, [])
+
+    def test_reconnects_after_the_server_restarts(self):
+        srv = self.server()
+        up = self.echo_upstream(srv, "lib-back")
+        fwd = self.forward(srv, "lib-back")
+        self.assertEcho(fwd.port, 1000, 3)
+        srv.stop()
+        srv.start()
+        # The library redials with backoff (100 ms doubling, at most 15 s).
+        self.wait_echo(fwd.port, up)
+        self.assertEcho(fwd.port, 1000, 4)
+
+    def test_bad_token_is_refused_with_pikos_message(self):
+        srv = self.server(*auth_flags("upstream", hmac_secret_key=SECRET))
+        bad = self.echo_upstream(srv, "lib-auth", "-t", token({}, key="wrong"), wait=False)
+        self.assertEqual(bad.wait(T(15)), 1, bad.describe())
+        self.assertIn("connect: 401", bad.stderr())
+        good = self.echo_upstream(srv, "lib-auth", "-t", token({}, key=SECRET))
+        fwd = self.forward(srv, "lib-auth")
+        self.assertEcho(fwd.port, 1000, 5)
+        good.stop()
+
+    def test_sigterm_frees_the_listener_and_exits_0(self):
+        srv = self.server()
+        up = self.echo_upstream(srv, "lib-exit")
+        fwd = self.forward(srv, "lib-exit")
+        self.assertEcho(fwd.port, 1000, 6)
+        # An open stream at exit: it is reset, and the exit is clean (ASan's
+        # leak check runs at exit under --sanitized).
+        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=T(10))
+        s.sendall(b"x")
+        self.assertEqual(s.recv(1), b"x")
+        self.assertEqual(up.stop(), 0)
+        s.close()
+
+
+class ClientLibPikoServer(ClientLibCase):
+    """The library against the real Piko server."""
+
+    def test_echo_upstream_on_piko_server(self):
+        srv = self.piko_server()
+        self.echo_upstream(srv, "lib-go")
+        fwd = self.forward(srv, "lib-go")
+        self.assertEcho(fwd.port, 5, 7, half_close=False)
+        self.assertEcho(fwd.port, 2 * MiB, 8, half_close=False)
+
+    def test_reconnects_after_piko_server_restarts(self):
+        srv = self.piko_server()
+        up = self.echo_upstream(srv, "lib-go-back")
+        fwd = self.forward(srv, "lib-go-back")
+        self.assertEcho(fwd.port, 1000, 9, half_close=False)
+        srv.stop(expect_code=None)
+        srv.start()
+        self.wait_echo(fwd.port, up, half_close=False)
+        self.assertEcho(fwd.port, 1000, 10, half_close=False)
