@@ -36,6 +36,10 @@ int pkc_rt_get(struct piko_error *err);
  * the loop thread. */
 void pkc_rt_put(void);
 
+/* pkc_rt_put for code on the loop thread (a dialled connection ending):
+ * the last reference makes the thread finish on its own. */
+void pkc_rt_put_from_loop(void);
+
 /* Run fn(arg) on the loop thread and wait until it has run. */
 void pkc_rt_call(void (*fn)(void *arg), void *arg);
 

@@ -30,6 +30,7 @@ struct pkc_rt {
 	pthread_t thread;
 	struct pkc_call *calls; /* under g_mu */
 	int stop;               /* under g_mu */
+	int self_exit;          /* under g_mu: stopped from the loop, nobody joins */
 	unsigned refs;          /* under g_mu */
 	lws_sorted_usec_list_t tick_sul;
 };
@@ -138,6 +139,16 @@ static void *loop(void *arg)
 	 * freelist, released last. */
 	lws_context_destroy(rt->ctx);
 	pk_buf_freelist_release();
+	pthread_mutex_lock(&g_mu);
+	if (rt->self_exit) {
+		pthread_detach(pthread_self());
+		g_rt = NULL;
+		pthread_cond_broadcast(&g_done);
+		pthread_mutex_unlock(&g_mu);
+		free(rt);
+		return NULL;
+	}
+	pthread_mutex_unlock(&g_mu);
 	return NULL;
 }
 
@@ -231,6 +242,16 @@ void pkc_rt_put(void)
 	free(rt);
 }
 
+void pkc_rt_put_from_loop(void)
+{
+	pthread_mutex_lock(&g_mu);
+	if (--g_rt->refs == 0) {
+		g_rt->stop = 1;
+		g_rt->self_exit = 1;
+	}
+	pthread_mutex_unlock(&g_mu);
+}
+
 const char *piko_client_version(void)
 {
 	return PIKO_CLIENT_VERSION;
@@ -251,6 +272,8 @@ const char *piko_strerror(int code)
 		return "refused by the server";
 	case PIKO_ESYSTEM:
 		return "system error";
+	case PIKO_ECONNECT:
+		return "connection failed";
 	default:
 		return "unknown error";
 	}
@@ -260,6 +283,7 @@ void piko_options_init(struct piko_options *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->url = "http://localhost:8001";
+	o->proxy_url = "http://localhost:8000";
 	o->min_reconnect_backoff_ms = 100;
 	o->max_reconnect_backoff_ms = 15000;
 	o->connect_timeout_ms = 30000;

@@ -27,9 +27,8 @@
  * says what happened as Piko's clients say it ("connect: 401: invalid
  * token").
  *
- * Not yet in this version (see docs/client-library.md): the dialer
- * (Piko's Dialer, TCP over WebSocket to the proxy port) and the callback
- * mode on the program's own event loop.
+ * Not yet in this version (see docs/client-library.md): the callback mode
+ * on the program's own event loop.
  */
 #ifndef PIKO_CLIENT_H
 #define PIKO_CLIENT_H
@@ -58,6 +57,7 @@ enum piko_errcode {
 	PIKO_ECLOSED = -3,   /* the object was closed (piko_listener_close...) */
 	PIKO_EREFUSED = -4,  /* the server refused us for good: 4xx (bad token...) */
 	PIKO_ESYSTEM = -5,   /* a system call failed (errno in the message) */
+	PIKO_ECONNECT = -6,  /* piko_dial: no connection ("dial: 502: no available upstreams") */
 };
 
 /* A short text for a code ("timed out"). Never NULL. */
@@ -92,6 +92,10 @@ struct piko_options {
 	 * Defaults 100 and 15000 ms. */
 	unsigned min_reconnect_backoff_ms;
 	unsigned max_reconnect_backoff_ms;
+	/* piko_dial: the server's proxy port, as url. Default
+	 * "http://localhost:8000". token and the TLS settings apply too;
+	 * tenant_id does not (Piko sends none there). */
+	const char *proxy_url;
 	/* How long piko_listen() keeps retrying the first connection before
 	 * it fails with PIKO_ETIMEDOUT; 0 retries forever. Default 30000. */
 	unsigned connect_timeout_ms;
@@ -170,6 +174,20 @@ int piko_forwarder_wait(struct piko_forwarder *f, int timeout_ms);
 
 /* Shut down (streams in progress are reset) and free. */
 void piko_forwarder_free(struct piko_forwarder *f);
+
+/* ---- dialer ----------------------------------------------------------------- */
+
+/* Connect to endpoint through the server's proxy port (opts->proxy_url),
+ * TCP over WebSocket as Piko's Dialer and `piko forward` do. Blocks until
+ * the server upgraded the connection (the endpoint's upstream accepted the
+ * stream) or failed: PIKO_ECONNECT ("dial: 502: no available upstreams",
+ * "dial: dial server: connection refused"), PIKO_EREFUSED ("dial: 401:
+ * invalid token"), PIKO_ETIMEDOUT after opts->connect_timeout_ms (0: no
+ * limit). Returns a connected socket fd (owner: the caller; SOCK_CLOEXEC,
+ * blocking; shutdown(SHUT_WR) half-closes), or -1 with err filled. The
+ * connection lives until either side closes it, whatever else the program
+ * frees. */
+int piko_dial(const struct piko_options *opts, const char *endpoint, struct piko_error *err);
 
 #ifdef __cplusplus
 }
