@@ -37,7 +37,7 @@ int pkc_rt_get(struct piko_error *err);
 void pkc_rt_put(void);
 
 /* pkc_rt_put for code on the loop thread (a dialled connection ending):
- * the last reference makes the thread finish on its own. */
+ * the last reference leaves the thread idle, not stopped (see runtime.c). */
 void pkc_rt_put_from_loop(void);
 
 /* Run fn(arg) on the loop thread and wait until it has run. */

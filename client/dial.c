@@ -7,7 +7,8 @@
  * Ownership: a struct dial is shared by the program's thread (until
  * piko_dial returns) and the relay (until its on_free); the last of the two
  * frees it. The relay holds a runtime reference, so a dialled connection
- * keeps the loop thread alive after every listener is gone.
+ * keeps the loop thread alive after every listener is gone; once it ends
+ * the thread idles until piko_client_cleanup() or the next object's end.
  */
 #include <errno.h>
 #include <fcntl.h>

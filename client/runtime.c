@@ -30,7 +30,6 @@ struct pkc_rt {
 	pthread_t thread;
 	struct pkc_call *calls; /* under g_mu */
 	int stop;               /* under g_mu */
-	int self_exit;          /* under g_mu: stopped from the loop, nobody joins */
 	unsigned refs;          /* under g_mu */
 	lws_sorted_usec_list_t tick_sul;
 };
@@ -139,16 +138,6 @@ static void *loop(void *arg)
 	 * freelist, released last. */
 	lws_context_destroy(rt->ctx);
 	pk_buf_freelist_release();
-	pthread_mutex_lock(&g_mu);
-	if (rt->self_exit) {
-		pthread_detach(pthread_self());
-		g_rt = NULL;
-		pthread_cond_broadcast(&g_done);
-		pthread_mutex_unlock(&g_mu);
-		free(rt);
-		return NULL;
-	}
-	pthread_mutex_unlock(&g_mu);
 	return NULL;
 }
 
@@ -242,14 +231,31 @@ void pkc_rt_put(void)
 	free(rt);
 }
 
+/* The loop cannot join itself: the last reference dropped here leaves the
+ * thread idle (reachable from g_rt, so no leak checker minds it at exit)
+ * until a program thread stops it (the next object's last put, or
+ * piko_client_cleanup). Stopping it from here would race the program's
+ * exit with the context's teardown. */
 void pkc_rt_put_from_loop(void)
 {
 	pthread_mutex_lock(&g_mu);
-	if (--g_rt->refs == 0) {
-		g_rt->stop = 1;
-		g_rt->self_exit = 1;
-	}
+	g_rt->refs--;
+	pthread_cond_broadcast(&g_done);
 	pthread_mutex_unlock(&g_mu);
+}
+
+void piko_client_cleanup(void)
+{
+	pthread_mutex_lock(&g_mu);
+	while (g_rt && !g_rt->stop && g_rt->refs > 0)
+		pthread_cond_wait(&g_done, &g_mu);
+	if (!g_rt || g_rt->stop) {
+		pthread_mutex_unlock(&g_mu);
+		return;
+	}
+	g_rt->refs = 1; /* as if an object held it: pkc_rt_put stops it */
+	pthread_mutex_unlock(&g_mu);
+	pkc_rt_put();
 }
 
 const char *piko_client_version(void)

@@ -74,12 +74,14 @@ int main(int argc, char **argv)
 			count = atoll(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT\n", argv[0]);
+			fprintf(stderr, "usage: %s [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT\n",
+			        argv[0]);
 			return 2;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: %s [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT\n", argv[0]);
+		fprintf(stderr, "usage: %s [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT\n",
+		        argv[0]);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -111,5 +113,8 @@ int main(int argc, char **argv)
 	pthread_cancel(t);
 	pthread_join(t, NULL);
 	close(fd);
+	/* Wait for the library to wind down (its thread, its last
+	 * connection's close): a clean exit for leak checkers. */
+	piko_client_cleanup();
 	return rc;
 }

@@ -7,8 +7,10 @@
  * request or TCP connection that the server routes to that endpoint.
  *
  * Model. Every object of the library is served by one background thread per
- * process (its own libwebsockets context), started by the first piko_listen()
- * or piko_listen_and_forward() and stopped when the last object is freed. A
+ * process (its own libwebsockets context), started by the first piko_listen(),
+ * piko_listen_and_forward() or piko_dial(), and stopped when the last
+ * listener or forwarder is freed (see piko_client_cleanup for programs that
+ * only dial). A
  * stream reaches the program as a connected socket file descriptor (one end
  * of an AF_UNIX socketpair): read(), write(), poll() and close() it like any
  * socket; shutdown(fd, SHUT_WR) half-closes (the peer reads EOF and may
@@ -188,6 +190,17 @@ void piko_forwarder_free(struct piko_forwarder *f);
  * connection lives until either side closes it, whatever else the program
  * frees. */
 int piko_dial(const struct piko_options *opts, const char *endpoint, struct piko_error *err);
+
+/* ---- process ----------------------------------------------------------------- */
+
+/* Stop the library's thread and free what it holds, for programs that want
+ * a clean exit (leak checkers): call it after freeing every listener and
+ * forwarder and closing every dialled fd; it waits until the dialled
+ * connections have wound down (their close handshakes, at most 30 s for a
+ * peer that does not answer). Without it, a program that only dialled
+ * leaves the thread idle until exit, which is harmless. The library starts
+ * again on the next call. */
+void piko_client_cleanup(void);
 
 #ifdef __cplusplus
 }
