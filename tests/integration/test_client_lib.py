@@ -11,11 +11,11 @@ import os
 import socket
 import threading
 
-from harness import CONFIG, Proc, StartupError, T, wait_for
+from harness import CONFIG, Proc, StartupError, T, free_port, wait_for
 from jwt_util import token
 from tcp_services import pattern_bytes
 from test_auth import SECRET, auth_flags
-from test_interop import InteropCase
+from test_interop import InteropCase, echo_roundtrip
 
 MiB = 1 << 20
 
@@ -213,6 +213,89 @@ class ClientLibOurServer(ClientLibCase):
         self.assertEqual(s.recv(1), b"x")
         self.assertEqual(up.stop(), 0)
         s.close()
+
+
+class ApiProc(Proc):
+    """tests/client/lib_api.c in one of its modes."""
+
+    def __init__(self, workdir, *args):
+        binary = os.path.join(os.path.dirname(example_bin("x")), "piko-test-client-api")
+        super().__init__("client-api-" + args[0], workdir, [binary] + list(args))
+
+    def wait_exit(self, timeout):
+        """Waits for the mode to finish on its own; returns the exit code.
+        Marked as expected, so the cleanup does not take the exit for an
+        external signal (it still checks for sanitizer reports)."""
+        rc = self.wait(timeout)
+        self.signalled = True
+        return rc
+
+    def start(self, ready=None, timeout=None):
+        self._spawn()
+        if ready:
+            wait_for(lambda: self.poll() is not None or ready in self.stdout(),
+                     timeout or T(15), what="client-api: " + ready)
+            if self.poll() is not None:
+                raise StartupError("client-api exited with %d\n%s" % (self.poll(),
+                                                                       self.describe()))
+        return self
+
+
+class ClientLibApi(ClientLibCase):
+    """What the API says to a program: errors, close semantics, forwarders."""
+
+    def api(self, *args, ready=None):
+        p = ApiProc(self.tmpdir, *args)
+        self.procs.append(p)
+        return p.start(ready)
+
+    def test_errors(self):
+        srv = self.server()
+        dead = "http://127.0.0.1:%d" % free_port()
+        p = self.api("errors", "http://127.0.0.1:%d" % srv.upstream_port, dead)
+        self.assertEqual(p.wait_exit(T(30)), 0, p.describe())
+        out = p.stdout()
+        self.assertIn("slash endpoint: invalid argument (invalid endpoint id: a/b)", out)
+        self.assertIn("bad url: invalid argument (invalid url: ftp://x)", out)
+        self.assertRegex(out, r"dead server: timed out \(connect timeout: .+\)")
+        self.assertIn("connected: 1", out)
+        self.assertIn("accept: timed out (accept: timed out)", out)
+        self.assertIn("accept after shutdown: closed (listener closed)", out)
+        self.assertIn("version: 0.1.0", out)
+
+    def test_close_keeps_accepted_streams(self):
+        srv = self.server()
+        p = self.api("close", "http://127.0.0.1:%d" % srv.upstream_port, "api-close",
+                     ready="listening")
+        fwd = self.forward(srv, "api-close")
+        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=T(10))
+        s.sendall(b"one")
+        wait_for(lambda: "accept after close: closed" in p.stdout(), T(10),
+                 what="the listener closed")
+        # After the Go Away: the accepted stream still echoes...
+        self.assertEqual(s.recv(3), b"one")
+        s.sendall(b"two")
+        self.assertEqual(s.recv(3), b"two")
+        # ...and a new connection is not routed to the closed listener.
+        rc, out, err = run_dial(srv, "api-close", b"x")
+        self.assertEqual(rc, 1, (out, err))
+        self.assertIn("dial: 502:", err)
+        s.shutdown(socket.SHUT_WR)
+        self.assertEqual(s.recv(1), b"")
+        s.close()
+        self.assertEqual(p.wait_exit(T(10)), 0, p.describe())
+        self.assertIn("stream done", p.stdout())
+
+    def test_listen_and_forward(self):
+        svc = self.tcp_service()
+        srv = self.server()
+        p = self.api("forward", "http://127.0.0.1:%d" % srv.upstream_port, "api-fwd", svc.addr,
+                     ready="forwarding")
+        fwd = self.forward(srv, "api-fwd")
+        want, got, n = echo_roundtrip(fwd.port, 2 * MiB, 12, T(60))
+        self.assertEqual((n, got), (2 * MiB, want))
+        self.assertEqual(p.stop(), 0)
+        self.assertIn("wait: 0", p.stdout())
 
 
 class ClientLibPikoServer(ClientLibCase):

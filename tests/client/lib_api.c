@@ -1,0 +1,133 @@
+/*
+ * The library's API behaviours that the examples do not reach, driven by
+ * tests/integration/test_client_lib.py. Each mode prints what it saw, one
+ * line per fact, for the test to assert:
+ *
+ *   errors URL DEAD_URL        argument errors, accept timeout, connect timeout
+ *   close URL ENDPOINT         close (Go Away) keeps an accepted stream
+ *   forward URL ENDPOINT ADDR  listen-and-forward until SIGTERM, then close+wait
+ */
+#include <piko/client.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static void say(const char *what, int code, const char *msg)
+{
+	printf("%s: %s (%s)\n", what, piko_strerror(code), msg);
+	fflush(stdout);
+}
+
+static int mode_errors(const char *url, const char *dead_url)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	if (piko_listen(&o, "a/b", &err))
+		return 1;
+	say("slash endpoint", err.code, err.message);
+	o.url = "ftp://x";
+	if (piko_listen(&o, "e", &err))
+		return 1;
+	say("bad url", err.code, err.message);
+	o.url = dead_url;
+	o.connect_timeout_ms = 500;
+	if (piko_listen(&o, "e", &err))
+		return 1;
+	say("dead server", err.code, err.message);
+	o.url = url;
+	struct piko_listener *l = piko_listen(&o, "api-errors", &err);
+	if (!l)
+		return say("listen", err.code, err.message), 1;
+	printf("connected: %d\n", piko_listener_connected(l));
+	if (piko_accept(l, 200, &err) != -1)
+		return 1;
+	say("accept", err.code, err.message);
+	piko_listener_shutdown(l);
+	if (piko_accept(l, -1, &err) != -1)
+		return 1;
+	say("accept after shutdown", err.code, err.message);
+	piko_listener_free(l);
+	printf("version: %s\n", piko_client_version());
+	return 0;
+}
+
+static int mode_close(const char *url, const char *endpoint)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	struct piko_listener *l = piko_listen(&o, endpoint, &err);
+	if (!l)
+		return say("listen", err.code, err.message), 1;
+	printf("listening\n");
+	fflush(stdout);
+	int fd = piko_accept(l, 30000, &err);
+	if (fd < 0)
+		return say("accept", err.code, err.message), 1;
+	piko_listener_close(l);
+	if (piko_accept(l, -1, &err) != -1)
+		return 1;
+	say("accept after close", err.code, err.message);
+	/* The accepted stream still works: echo it until EOF. */
+	char buf[4096];
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			break;
+	close(fd);
+	printf("stream done\n");
+	fflush(stdout);
+	piko_listener_free(l);
+	return 0;
+}
+
+static int mode_forward(const char *url, const char *endpoint, const char *addr)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	struct piko_forwarder *f = piko_listen_and_forward(&o, endpoint, addr, &err);
+	if (!f)
+		return say("listen and forward", err.code, err.message), 1;
+	printf("forwarding\n");
+	fflush(stdout);
+	if (piko_forwarder_wait(f, 100) != PIKO_ETIMEDOUT)
+		return 1;
+	while (!stop)
+		usleep(20000);
+	piko_forwarder_close(f);
+	int rc = piko_forwarder_wait(f, 10000);
+	printf("wait: %d\n", rc);
+	piko_forwarder_free(f);
+	return rc ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGTERM, on_signal);
+	if (argc == 4 && !strcmp(argv[1], "errors"))
+		return mode_errors(argv[2], argv[3]);
+	if (argc == 4 && !strcmp(argv[1], "close"))
+		return mode_close(argv[2], argv[3]);
+	if (argc == 5 && !strcmp(argv[1], "forward"))
+		return mode_forward(argv[2], argv[3], argv[4]);
+	fprintf(stderr, "usage: see the file's header\n");
+	return 2;
+}
