@@ -240,6 +240,38 @@ static int add_headers(struct lws *wsi, struct piko_listener *l, void *in, size_
 	return 0;
 }
 
+static void probe_done(void *user, const char *msg)
+{
+	struct piko_listener *l = user;
+	fail(l, PIKO_EREFUSED, msg);
+	pipe_free(l); /* the probe counted as a stream */
+}
+
+/* Ask why (probe.c); the listener fails once the answer is in. */
+static int start_probe(struct piko_listener *l, unsigned status)
+{
+	struct pkc_probe_target t = {
+	    .host = l->host,
+	    .port = l->port,
+	    .path = l->path,
+	    .hosthdr = l->hosthdr,
+	    .token = l->token,
+	    .tenant = l->tenant,
+	    .tls = l->tls,
+	    .insecure = l->insecure,
+	    .ca = l->ca,
+	    .cert = l->cert,
+	    .key = l->key,
+	};
+	pthread_mutex_lock(&l->mu);
+	l->streams++; /* the listener outlives the probe */
+	pthread_mutex_unlock(&l->mu);
+	if (pkc_probe_start(&t, status, probe_done, l) == 0)
+		return 0;
+	pipe_free(l);
+	return -1;
+}
+
 int pkc_tunnel_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                         size_t len)
 {
@@ -277,6 +309,8 @@ int pkc_tunnel_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 			snprintf(why, sizeof(why), "%s",
 			         in ? (const char *)in : "connection failed");
 		if (!retryable(status)) {
+			if (!l->dead && start_probe(l, status) == 0)
+				return 0;
 			char msg[300];
 			snprintf(msg, sizeof(msg), "connect: %s", why);
 			fail(l, PIKO_EREFUSED, msg);

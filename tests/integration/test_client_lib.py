@@ -195,7 +195,7 @@ class ClientLibOurServer(ClientLibCase):
         srv = self.server(*auth_flags("upstream", hmac_secret_key=SECRET))
         bad = self.echo_upstream(srv, "lib-auth", "-t", token({}, key="wrong"), wait=False)
         self.assertEqual(bad.wait(T(15)), 1, bad.describe())
-        self.assertIn("connect: 401", bad.stderr())
+        self.assertIn("connect: 401: invalid token", bad.stderr())
         good = self.echo_upstream(srv, "lib-auth", "-t", token({}, key=SECRET))
         fwd = self.forward(srv, "lib-auth")
         self.assertEcho(fwd.port, 1000, 5)
@@ -319,6 +319,15 @@ class ClientLibPikoServer(ClientLibCase):
         fwd = self.forward(srv, "lib-go")
         self.assertEcho(fwd.port, 5, 7, half_close=False)
         self.assertEcho(fwd.port, 2 * MiB, 8, half_close=False)
+
+    def test_bad_token_on_piko_server(self):
+        srv = self.piko_server(*auth_flags("upstream", hmac_secret_key=SECRET))
+        bad = self.echo_upstream(srv, "lib-go-auth", "-t", token({}, key="wrong"), wait=False)
+        self.assertEqual(bad.wait(T(15)), 1, bad.describe())
+        self.assertIn("connect: 401: invalid token", bad.stderr())
+        self.echo_upstream(srv, "lib-go-auth", "-t", token({}, key=SECRET))
+        fwd = self.forward(srv, "lib-go-auth")
+        self.assertEcho(fwd.port, 1000, 13, half_close=False)
 
     def test_reconnects_after_piko_server_restarts(self):
         srv = self.piko_server()
