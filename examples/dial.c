@@ -3,8 +3,10 @@
  * over WebSocket), sends its standard input, half-closes, and copies what
  * comes back to standard output until the endpoint closes.
  *
- *   piko-example-dial [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT < request > reply
+ *   piko-example-dial [-u PROXY_URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT
  *
+ * For an https:// URL, -c trusts the CAs of a PEM file (default: the
+ * system's) and -k skips verifying the server.
  * With -n it does not half-close at the end of its input but closes once
  * COUNT bytes came back: Piko's own server ends a TCP connection at the
  * first close of either side, so a half-close loses the reply's tail there
@@ -62,7 +64,7 @@ int main(int argc, char **argv)
 	piko_options_init(&opts);
 	opts.token = getenv("PIKO_TOKEN");
 	int c;
-	while ((c = getopt(argc, argv, "u:t:n:")) != -1) {
+	while ((c = getopt(argc, argv, "u:t:n:c:k")) != -1) {
 		switch (c) {
 		case 'u':
 			opts.proxy_url = optarg;
@@ -70,18 +72,28 @@ int main(int argc, char **argv)
 		case 't':
 			opts.token = optarg;
 			break;
+		case 'c':
+			opts.tls_ca_file = optarg;
+			break;
+		case 'k':
+			opts.tls_insecure_skip_verify = 1;
+			break;
 		case 'n':
 			count = atoll(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT\n",
+			fprintf(stderr,
+			        "usage: %s [-u PROXY_URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] "
+			        "ENDPOINT\n",
 			        argv[0]);
 			return 2;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: %s [-u PROXY_URL] [-t TOKEN] [-n COUNT] ENDPOINT\n",
-		        argv[0]);
+		fprintf(
+		    stderr,
+		    "usage: %s [-u PROXY_URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT\n",
+		    argv[0]);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);

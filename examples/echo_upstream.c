@@ -2,12 +2,13 @@
  * echo_upstream: registers an endpoint on a Piko server and echoes every
  * byte of every connection routed to it, one thread per connection.
  *
- *   piko-example-echo_upstream [-u URL] [-t TOKEN] [-n COUNT] ENDPOINT
+ *   piko-example-echo_upstream [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT
  *
  * URL is the server's upstream port (default http://localhost:8001); the
  * token may also come from $PIKO_TOKEN. With -n it exits after COUNT
- * connections have ended (for tests). Prints "listening on ENDPOINT" once
- * registered; exits 1 with the library's message when it cannot connect.
+ * connections have ended (for tests). For an https:// URL, -c trusts the CAs
+ * of a PEM file (default: the system's) and -k skips verifying the server. Prints "listening on
+ * ENDPOINT" once registered; exits 1 with the library's message when it cannot connect.
  *
  * Build against an installed library:
  *   cc echo_upstream.c $(pkg-config --cflags --libs piko-client) -pthread
@@ -62,7 +63,7 @@ int main(int argc, char **argv)
 	piko_options_init(&opts);
 	opts.token = getenv("PIKO_TOKEN");
 	int count = 0, c;
-	while ((c = getopt(argc, argv, "u:t:n:")) != -1) {
+	while ((c = getopt(argc, argv, "u:t:n:c:k")) != -1) {
 		switch (c) {
 		case 'u':
 			opts.url = optarg;
@@ -70,17 +71,27 @@ int main(int argc, char **argv)
 		case 't':
 			opts.token = optarg;
 			break;
+		case 'c':
+			opts.tls_ca_file = optarg;
+			break;
+		case 'k':
+			opts.tls_insecure_skip_verify = 1;
+			break;
 		case 'n':
 			count = atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-u URL] [-t TOKEN] [-n COUNT] ENDPOINT\n",
-			        argv[0]);
+			fprintf(
+			    stderr,
+			    "usage: %s [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT\n",
+			    argv[0]);
 			return 2;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: %s [-u URL] [-t TOKEN] [-n COUNT] ENDPOINT\n", argv[0]);
+		fprintf(stderr,
+		        "usage: %s [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT\n",
+		        argv[0]);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);

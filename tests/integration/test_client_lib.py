@@ -16,6 +16,7 @@ from jwt_util import token
 from tcp_services import pattern_bytes
 from test_auth import SECRET, auth_flags
 from test_interop import InteropCase, echo_roundtrip
+from test_tls import TlsBase
 
 MiB = 1 << 20
 
@@ -29,10 +30,10 @@ class EchoUpstream(Proc):
     """examples/echo_upstream.c against a server's upstream port; ready once
     it printed `listening on <endpoint>`."""
 
-    def __init__(self, workdir, server, endpoint, args=()):
+    def __init__(self, workdir, server, endpoint, args=(), url=None):
         super().__init__("echo-upstream-" + endpoint, workdir,
                          [example_bin("echo_upstream"), "-u",
-                          "http://127.0.0.1:%d" % server.upstream_port] + list(args) +
+                          url or "http://127.0.0.1:%d" % server.upstream_port] + list(args) +
                          [endpoint])
         self.endpoint = endpoint
 
@@ -87,8 +88,8 @@ class ClientLibCase(InteropCase):
         if not os.path.exists(example_bin("echo_upstream")):
             self.fail("no %s (build the examples)" % example_bin("echo_upstream"))
 
-    def echo_upstream(self, server, endpoint, *args, wait=True):
-        e = EchoUpstream(self.tmpdir, server, endpoint, args)
+    def echo_upstream(self, server, endpoint, *args, wait=True, url=None):
+        e = EchoUpstream(self.tmpdir, server, endpoint, args, url=url)
         self.procs.append(e)
         return e.start(wait=wait)
 
@@ -112,10 +113,11 @@ class ClientLibCase(InteropCase):
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(data).hexdigest())
 
 
-def run_dial(server, endpoint, data, *args, timeout=None):
+def run_dial(server, endpoint, data, *args, timeout=None, url=None):
     """examples/dial.c: data on stdin; returns (exit code, stdout, stderr)."""
     import subprocess
-    p = subprocess.run([example_bin("dial"), "-u", "http://127.0.0.1:%d" % server.proxy_port] +
+    p = subprocess.run([example_bin("dial"), "-u",
+                        url or "http://127.0.0.1:%d" % server.proxy_port] +
                        list(args) + [endpoint], input=data, capture_output=True,
                        timeout=timeout or T(60))
     return p.returncode, p.stdout, p.stderr.decode(errors="replace")
@@ -296,6 +298,32 @@ class ClientLibApi(ClientLibCase):
         self.assertEqual((n, got), (2 * MiB, want))
         self.assertEqual(p.stop(), 0)
         self.assertIn("wait: 0", p.stdout())
+
+
+class ClientLibTls(ClientLibCase, TlsBase):
+    def test_listen_and_dial_over_tls(self):
+        pki = self.pki()
+        srv = self.tls_server(pki, ports=("proxy", "upstream"))
+        up_url = "https://localhost:%d" % srv.upstream_port
+        proxy_url = "https://localhost:%d" % srv.proxy_port
+        self.echo_upstream(srv, "lib-tls", "-c", pki.path("ca.crt"), url=up_url)
+        data = pattern_bytes(40, 1 * MiB)
+        rc, out, err = run_dial(srv, "lib-tls", data, "-c", pki.path("ca.crt"), url=proxy_url)
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(out == data, "echo differs: %d bytes of %d" % (len(out), len(data)))
+        rc, _, err = run_dial(srv, "lib-tls", b"x", "-c", pki.path("other-ca.crt"),
+                              url=proxy_url)
+        self.assertEqual(rc, 1)
+        self.assertIn("dial: dial server: tls: certificate verify failed", err)
+        rc, out, err = run_dial(srv, "lib-tls", b"insecure", "-k", url=proxy_url)
+        self.assertEqual((rc, out), (0, b"insecure"), err)
+
+    def test_listener_insecure_skip_verify(self):
+        pki = self.pki()
+        srv = self.tls_server(pki, ports=("upstream",))
+        self.echo_upstream(srv, "lib-tls-k", "-k", url="https://localhost:%d" % srv.upstream_port)
+        rc, out, err = run_dial(srv, "lib-tls-k", b"k")
+        self.assertEqual((rc, out), (0, b"k"), err)
 
 
 class ClientLibPikoServer(ClientLibCase):
