@@ -6,9 +6,12 @@
  *   errors URL DEAD_URL        argument errors, accept timeout, connect timeout
  *   close URL ENDPOINT         close (Go Away) keeps an accepted stream
  *   forward URL ENDPOINT ADDR  listen-and-forward until SIGTERM, then close+wait
+ *   threads URL ENDPOINT N     N threads accept and echo at once until SIGTERM,
+ *                              then close: every blocked accept returns closed
  */
 #include <piko/client.h>
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +121,63 @@ static int mode_forward(const char *url, const char *endpoint, const char *addr)
 	return rc ? 1 : 0;
 }
 
+struct acceptor {
+	struct piko_listener *l;
+	int served;
+	int closed; /* its last accept said PIKO_ECLOSED */
+};
+
+static void *accept_loop(void *arg)
+{
+	struct acceptor *a = arg;
+	struct piko_error err;
+	int fd;
+	while ((fd = piko_accept(a->l, -1, &err)) >= 0) {
+		char buf[4096];
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			if (write(fd, buf, (size_t)n) != n)
+				break;
+		close(fd);
+		a->served++;
+	}
+	a->closed = err.code == PIKO_ECLOSED;
+	return NULL;
+}
+
+static int mode_threads(const char *url, const char *endpoint, int n)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	struct piko_listener *l = piko_listen(&o, endpoint, &err);
+	if (!l)
+		return say("listen", err.code, err.message), 1;
+	struct acceptor a[64];
+	pthread_t t[64];
+	if (n < 1 || n > 64)
+		return 2;
+	for (int i = 0; i < n; i++) {
+		a[i] = (struct acceptor){l, 0, 0};
+		pthread_create(&t[i], NULL, accept_loop, &a[i]);
+	}
+	printf("accepting\n");
+	fflush(stdout);
+	while (!stop)
+		usleep(20000);
+	piko_listener_close(l);
+	int served = 0, closed = 0;
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		served += a[i].served;
+		closed += a[i].closed;
+	}
+	printf("served: %d, closed: %d of %d\n", served, closed, n);
+	piko_listener_free(l);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -126,6 +186,8 @@ int main(int argc, char **argv)
 		return mode_errors(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "close"))
 		return mode_close(argv[2], argv[3]);
+	if (argc == 5 && !strcmp(argv[1], "threads"))
+		return mode_threads(argv[2], argv[3], atoi(argv[4]));
 	if (argc == 5 && !strcmp(argv[1], "forward"))
 		return mode_forward(argv[2], argv[3], argv[4]);
 	fprintf(stderr, "usage: see the file's header\n");

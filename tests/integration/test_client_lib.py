@@ -288,6 +288,31 @@ class ClientLibApi(ClientLibCase):
         self.assertEqual(p.wait_exit(T(10)), 0, p.describe())
         self.assertIn("stream done", p.stdout())
 
+    def test_accept_from_many_threads_then_close(self):
+        # piko_accept from 8 threads at once (each serving what it got), 32
+        # concurrent connections; then piko_listener_close from the main
+        # thread wakes every blocked accept with PIKO_ECLOSED.
+        srv = self.server()
+        p = self.api("threads", "http://127.0.0.1:%d" % srv.upstream_port, "api-threads", "8",
+                     ready="accepting")
+        fwd = self.forward(srv, "api-threads")
+        errors = []
+
+        def one(i):
+            try:
+                self.assertEcho(fwd.port, 10000 + i, 200 + i)
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(60))
+        self.assertEqual(errors, [])
+        self.assertEqual(p.stop(), 0)
+        self.assertIn("served: 32, closed: 8 of 8", p.stdout())
+
     def test_listen_and_forward(self):
         svc = self.tcp_service()
         srv = self.server()
