@@ -10,14 +10,19 @@
  * process (its own libwebsockets context), started by the first piko_listen(),
  * piko_listen_and_forward() or piko_dial(), and stopped when the last
  * listener or forwarder is freed (see piko_client_cleanup for programs that
- * only dial). A
- * stream reaches the program as a connected socket file descriptor (one end
- * of an AF_UNIX socketpair): read(), write(), poll() and close() it like any
- * socket; shutdown(fd, SHUT_WR) half-closes (the peer reads EOF and may
- * still answer) and EOF on read means the peer half-closed. The library
- * relays bytes between the socketpair and the stream with bounded buffers
- * and backpressure both ways: a program that stops reading slows its peer
- * down, it never grows a buffer.
+ * only dial). A stream reaches the program as a connected socket file
+ * descriptor (one end of an AF_UNIX socketpair): read(), write(), poll() and
+ * close() it like any socket; shutdown(fd, SHUT_WR) half-closes (the peer
+ * reads EOF and may still answer) and EOF on read means the peer
+ * half-closed. The library relays bytes between the socketpair and the
+ * stream with bounded buffers and backpressure both ways: a program that
+ * stops reading slows its peer down, it never grows a buffer.
+ *
+ * Process-wide effects: the library sets SIGPIPE to SIG_IGN (a peer that
+ * went away must be an error from write(), not a signal that kills the
+ * program), and logs its errors as JSON lines on stderr ($PIKO_CLIENT_LOG=
+ * debug, info or warn shows more). The thread resolves the server's name
+ * with getaddrinfo(), which may block it (not the program) on a slow DNS.
  *
  * Thread safety: every function may be called from any thread; one object
  * may be used from several threads at once, except that the *_free()
