@@ -2,12 +2,14 @@
  * echo_upstream: registers an endpoint on a Piko server and echoes every
  * byte of every connection routed to it, one thread per connection.
  *
- *   piko-example-echo_upstream [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT
+ *   piko-example-echo_upstream [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-C CERT -K KEY] [-n COUNT]
+ * ENDPOINT
  *
  * URL is the server's upstream port (default http://localhost:8001); the
  * token may also come from $PIKO_TOKEN. With -n it exits after COUNT
  * connections have ended (for tests). For an https:// URL, -c trusts the CAs
- * of a PEM file (default: the system's) and -k skips verifying the server. Prints "listening on
+ * of a PEM file (default: the system's), -k skips verifying the server, and
+ * -C/-K present a client certificate and its key (mTLS). Prints "listening on
  * ENDPOINT" once registered; exits 1 with the library's message when it cannot connect.
  *
  * Build against an installed library:
@@ -57,13 +59,22 @@ out:
 	return NULL;
 }
 
+static int usage(const char *argv0)
+{
+	fprintf(stderr,
+	        "usage: %s [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-C CERT -K KEY] [-n COUNT] "
+	        "ENDPOINT\n",
+	        argv0);
+	return 2;
+}
+
 int main(int argc, char **argv)
 {
 	struct piko_options opts;
 	piko_options_init(&opts);
 	opts.token = getenv("PIKO_TOKEN");
 	int count = 0, c;
-	while ((c = getopt(argc, argv, "u:t:n:c:k")) != -1) {
+	while ((c = getopt(argc, argv, "u:t:n:c:kC:K:")) != -1) {
 		switch (c) {
 		case 'u':
 			opts.url = optarg;
@@ -77,22 +88,21 @@ int main(int argc, char **argv)
 		case 'k':
 			opts.tls_insecure_skip_verify = 1;
 			break;
+		case 'C':
+			opts.tls_cert_file = optarg;
+			break;
+		case 'K':
+			opts.tls_key_file = optarg;
+			break;
 		case 'n':
 			count = atoi(optarg);
 			break;
 		default:
-			fprintf(
-			    stderr,
-			    "usage: %s [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT\n",
-			    argv[0]);
-			return 2;
+			return usage(argv[0]);
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr,
-		        "usage: %s [-u URL] [-t TOKEN] [-c CAFILE] [-k] [-n COUNT] ENDPOINT\n",
-		        argv[0]);
-		return 2;
+		return usage(argv[0]);
 	}
 	signal(SIGPIPE, SIG_IGN);
 	/* SIGTERM/SIGINT: free the listener and exit 0 (the accept loop looks

@@ -343,6 +343,15 @@ class ClientLibTls(ClientLibCase, TlsBase):
         rc, out, err = run_dial(srv, "lib-tls", b"insecure", "-k", url=proxy_url)
         self.assertEqual((rc, out), (0, b"insecure"), err)
 
+    def test_listener_with_client_certificate(self):
+        pki = self.pki()
+        srv = self.tls_server(pki, ports=("upstream",), client_cas=True)
+        url = "https://localhost:%d" % srv.upstream_port
+        self.echo_upstream(srv, "lib-mtls", "-c", pki.path("ca.crt"), "-C",
+                           pki.path("client.crt"), "-K", pki.path("client.key"), url=url)
+        rc, out, err = run_dial(srv, "lib-mtls", b"mtls")
+        self.assertEqual((rc, out), (0, b"mtls"), err)
+
     def test_listener_insecure_skip_verify(self):
         pki = self.pki()
         srv = self.tls_server(pki, ports=("upstream",))
