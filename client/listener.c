@@ -189,8 +189,15 @@ static int accept_fd_stream(struct piko_listener *l, struct pk_yamux_stream *s)
 	}
 	pthread_mutex_lock(&l->mu);
 	l->streams++;
-	l->fds[(l->fd_head + l->fd_n) % ACCEPT_CAP] = sv[1];
-	l->fd_n++;
+	if (l->closed || l->fd_n >= ACCEPT_CAP) {
+		/* Closed (or filled by nobody else: only this thread adds)
+		 * since the check above: nobody will accept it, and the pipe
+		 * sees its EOF. */
+		close(sv[1]);
+	} else {
+		l->fds[(l->fd_head + l->fd_n) % ACCEPT_CAP] = sv[1];
+		l->fd_n++;
+	}
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	return 0;
@@ -417,6 +424,11 @@ static char *dup_or_null(const char *s)
 
 static void listener_free_fields(struct piko_listener *l)
 {
+	while (l->fd_n) { /* queued after the last close (see mark_closed) */
+		close(l->fds[l->fd_head]);
+		l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
+		l->fd_n--;
+	}
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	free(l->endpoint);
