@@ -8,6 +8,8 @@
  *   forward URL ENDPOINT ADDR  listen-and-forward until SIGTERM, then close+wait
  *   threads URL ENDPOINT N     N threads accept and echo at once until SIGTERM,
  *                              then close: every blocked accept returns closed
+ *   stall URL ENDPOINT         accept one stream, read nothing until SIGUSR1,
+ *                              then read it to EOF and print the byte count
  */
 #include <piko/client.h>
 
@@ -19,7 +21,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop;
+static volatile sig_atomic_t stop, go;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	go = 1;
+}
 
 static void on_signal(int sig)
 {
@@ -178,10 +186,42 @@ static int mode_threads(const char *url, const char *endpoint, int n)
 	return 0;
 }
 
+static int mode_stall(const char *url, const char *endpoint)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	struct piko_listener *l = piko_listen(&o, endpoint, &err);
+	if (!l)
+		return say("listen", err.code, err.message), 1;
+	printf("listening\n");
+	fflush(stdout);
+	int fd = piko_accept(l, 30000, &err);
+	if (fd < 0)
+		return say("accept", err.code, err.message), 1;
+	printf("accepted\n");
+	fflush(stdout);
+	while (!go)
+		usleep(20000);
+	char buf[65536];
+	long long total = 0;
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		total += n;
+	printf("read: %lld\n", total);
+	close(fd);
+	piko_listener_free(l);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
+	signal(SIGUSR1, on_usr1);
+	if (argc == 4 && !strcmp(argv[1], "stall"))
+		return mode_stall(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "errors"))
 		return mode_errors(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "close"))

@@ -8,8 +8,10 @@ on SIGTERM)."""
 
 import hashlib
 import os
+import signal
 import socket
 import threading
+import time
 
 from harness import CONFIG, Proc, StartupError, T, free_port, wait_for
 from jwt_util import token
@@ -19,6 +21,14 @@ from test_interop import InteropCase, echo_roundtrip
 from test_tls import TlsBase
 
 MiB = 1 << 20
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def example_bin(name):
@@ -312,6 +322,44 @@ class ClientLibApi(ClientLibCase):
         self.assertEqual(errors, [])
         self.assertEqual(p.stop(), 0)
         self.assertIn("served: 32, closed: 8 of 8", p.stdout())
+
+    def test_a_program_that_does_not_read_holds_its_peer(self):
+        # Backpressure: while the program reads nothing, the sender is held
+        # (it cannot get far past the windows and socket buffers between)
+        # and the library's memory does not grow with what is offered;
+        # then every byte arrives.
+        srv = self.server()
+        p = self.api("stall", "http://127.0.0.1:%d" % srv.upstream_port, "api-stall",
+                     ready="listening")
+        fwd = self.forward(srv, "api-stall")
+        s = socket.create_connection(("127.0.0.1", fwd.port), timeout=T(60))
+        total = 64 * MiB
+        sent = [0]
+
+        def sender():
+            chunk = b"x" * (256 * 1024)
+            try:
+                while sent[0] < total:
+                    s.sendall(chunk)
+                    sent[0] += len(chunk)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        wait_for(lambda: "accepted" in p.stdout(), T(10), what="stream accepted")
+        rss0 = rss_kib(p.pid)
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        time.sleep(2)
+        held = sent[0]
+        growth = rss_kib(p.pid) - rss0
+        self.assertLess(held, 24 * MiB, "the sender was not held back")
+        self.assertLess(growth, 16 * 1024, "the library buffered %d KiB" % growth)
+        p.signal(signal.SIGUSR1)
+        t.join(T(60))
+        self.assertEqual(p.wait_exit(T(60)), 0, p.describe())
+        s.close()
+        self.assertIn("read: %d" % total, p.stdout())
 
     def test_listen_and_forward(self):
         svc = self.tcp_service()
