@@ -8,6 +8,9 @@
  *   forward URL ENDPOINT ADDR  listen-and-forward until SIGTERM, then close+wait
  *   threads URL ENDPOINT N     N threads accept and echo at once until SIGTERM,
  *                              then close: every blocked accept returns closed
+ *   self URL PROXY_URL         two listeners and piko_dial in one process (one
+ *                              loop thread for all): dial each endpoint and
+ *                              check which listener got the bytes
  *   stall URL ENDPOINT         accept one stream, read nothing until SIGUSR1,
  *                              then read it to EOF and print the byte count
  */
@@ -186,6 +189,60 @@ static int mode_threads(const char *url, const char *endpoint, int n)
 	return 0;
 }
 
+/* Dial endpoint, send msg, and read it on the listener that must get it. */
+static int self_check(struct piko_options *o, const char *endpoint, struct piko_listener *want,
+                      const char *msg)
+{
+	struct piko_error err;
+	int c = piko_dial(o, endpoint, &err);
+	if (c < 0)
+		return say("dial", err.code, err.message), 1;
+	if (write(c, msg, strlen(msg)) != (ssize_t)strlen(msg))
+		return 1;
+	shutdown(c, SHUT_WR);
+	int s = piko_accept(want, 10000, &err);
+	if (s < 0)
+		return say("accept", err.code, err.message), 1;
+	char buf[64];
+	size_t got = 0;
+	ssize_t n;
+	while (got < sizeof(buf) - 1 && (n = read(s, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	printf("%s got: %s\n", piko_listener_endpoint(want), buf);
+	/* And back the other way, then both ends close. */
+	if (write(s, "ack", 3) != 3)
+		return 1;
+	close(s);
+	got = 0;
+	while (got < sizeof(buf) - 1 && (n = read(c, buf + got, sizeof(buf) - 1 - got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	printf("dialer got: %s\n", buf);
+	close(c);
+	return 0;
+}
+
+static int mode_self(const char *url, const char *proxy_url)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	o.proxy_url = proxy_url;
+	struct piko_listener *a = piko_listen(&o, "self-a", &err);
+	if (!a)
+		return say("listen a", err.code, err.message), 1;
+	struct piko_listener *b = piko_listen(&o, "self-b", &err);
+	if (!b)
+		return say("listen b", err.code, err.message), 1;
+	int rc = self_check(&o, "self-b", b, "to b") || self_check(&o, "self-a", a, "to a");
+	piko_listener_free(a);
+	piko_listener_free(b);
+	piko_client_cleanup();
+	return rc;
+}
+
 static int mode_stall(const char *url, const char *endpoint)
 {
 	struct piko_options o;
@@ -220,6 +277,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGTERM, on_signal);
 	signal(SIGUSR1, on_usr1);
+	if (argc == 4 && !strcmp(argv[1], "self"))
+		return mode_self(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "stall"))
 		return mode_stall(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "errors"))

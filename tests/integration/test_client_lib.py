@@ -323,6 +323,15 @@ class ClientLibApi(ClientLibCase):
         self.assertEqual(p.stop(), 0)
         self.assertIn("served: 32, closed: 8 of 8", p.stdout())
 
+    def test_two_listeners_and_a_dialer_in_one_process(self):
+        srv = self.server()
+        p = self.api("self", "http://127.0.0.1:%d" % srv.upstream_port,
+                     "http://127.0.0.1:%d" % srv.proxy_port)
+        self.assertEqual(p.wait_exit(T(30)), 0, p.describe())
+        out = p.stdout()
+        self.assertIn("self-b got: to b\ndialer got: ack\nself-a got: to a\ndialer got: ack\n",
+                      out)
+
     def test_a_program_that_does_not_read_holds_its_peer(self):
         # Backpressure: while the program reads nothing, the sender is held
         # (it cannot get far past the windows and socket buffers between)
