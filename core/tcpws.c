@@ -40,7 +40,6 @@ enum {
 	ST_OPEN,
 };
 
-
 struct pk_tcpws {
 	struct pk_tcpws_target *t; /* the owner's, outlives us; lists us in t->live */
 	struct pk_tcpws *prev, *next;

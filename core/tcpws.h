@@ -25,10 +25,10 @@ struct pk_tcpws_target {
 	int port;
 	const char *base_path; /* the URL's path, "" when none (appended to, as Piko) */
 	const char *endpoint;
-	const char *token; /* "Authorization: Bearer <token>" when set */
-	SSL_CTX *tls;      /* https: a client context, else NULL */
-	int verify_name;   /* check the certificate's name (not insecure_skip_verify) */
-	uint64_t timeout_ms; /* for the TCP and TLS connect, 0 none */
+	const char *token;     /* "Authorization: Bearer <token>" when set */
+	SSL_CTX *tls;          /* https: a client context, else NULL */
+	int verify_name;       /* check the certificate's name (not insecure_skip_verify) */
+	uint64_t timeout_ms;   /* for the TCP and TLS connect, 0 none */
 	struct pk_tcpws *live; /* the connections alive on it (zero it at first) */
 };
 
