@@ -221,6 +221,9 @@ static int on_stream(struct pk_tunnel *tn, struct pk_yamux_stream *s)
 	/* Streams on a retiring tunnel, or after our shutdown began, are
 	 * served like any other: the server opened them before it read our Go
 	 * Away (refusing them failed requests another tunnel could serve). */
+	const struct pk_agent_hooks *hk = l->agent->hooks;
+	if (hk && hk->accept)
+		return hk->accept(hk->arg, l, s);
 	if (!strcmp(l->cfg->protocol, "tcp"))
 		return pk_agent_tcp_accept(l, s);
 	return pk_agent_http_accept(l, s);
@@ -670,6 +673,11 @@ static void tick(lws_sorted_usec_list_t *sul)
 	pk_agent_http_tick(a, now);
 	pk_agent_admin_tick(a, now);
 	pk_sock_tick(now);
+	if (a->hooks && a->hooks->tick) {
+		a->hooks->tick(a->hooks->arg, a, now);
+		if (a->exit_now)
+			return;
+	}
 	/* Exit once drained, but not before SHUTDOWN_LINGER_MS after the Go
 	 * Away: a request the server sent just before reading it is still on
 	 * its way. */
@@ -683,12 +691,25 @@ static void tick(lws_sorted_usec_list_t *sul)
 	lws_sul_schedule(a->ctx, 0, &a->tick_sul, tick, TICK_US);
 }
 
+void pk_agent_exit(struct pk_agent *a, int code)
+{
+	a->exit_code = code;
+	a->exit_now = 1;
+	lws_cancel_service(a->ctx);
+}
+
 int pk_agent_run(const struct pk_agent_config *cfg)
+{
+	return pk_agent_run_hooked(cfg, NULL);
+}
+
+int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent_hooks *hooks)
 {
 	struct pk_agent a;
 	char err[256];
 	memset(&a, 0, sizeof(a));
 	a.cfg = cfg;
+	a.hooks = hooks;
 	if (pk_server_url_parse(cfg->connect.url, &a.url, err, sizeof(err)) < 0) {
 		fprintf(stderr, "config: %s\n", err);
 		return 1;
@@ -738,9 +759,10 @@ int pk_agent_run(const struct pk_agent_config *cfg)
 		l->cfg = &lcfg[i];
 		l->tun[0].l = l;
 		l->tun[1].l = l;
-		/* validated already */
-		pk_target_parse(lcfg[i].addr, strcmp(lcfg[i].protocol, "tcp") != 0, &l->target, err,
-		                sizeof(err));
+		/* validated already (or NULL: hooks->accept serves the streams) */
+		if (lcfg[i].addr)
+			pk_target_parse(lcfg[i].addr, strcmp(lcfg[i].protocol, "tcp") != 0,
+			                &l->target, err, sizeof(err));
 		pk_backoff_init(&l->backoff, 100, 15000);
 		/* Owner: the listener; freed below (connections hold references). */
 		if (l->target.tls && !a.exit_now &&

@@ -74,8 +74,22 @@ struct pk_agent_listener {
 	size_t n_server_addrs, server_addr_i;
 };
 
+/* What a program that embeds the agent (`piko bench http`) plugs into its
+ * loop. Every member may be NULL. */
+struct pk_agent_hooks {
+	/* Take a stream instead of the listener's service: as
+	 * pk_agent_http_accept. The hook keeps l->streams counted while it
+	 * holds the stream (shutdown waits for it). */
+	int (*accept)(void *arg, struct pk_agent_listener *l, struct pk_yamux_stream *s);
+	/* Every agent tick (about 250 ms), after the agent's own timers
+	 * (pk_agent_ready() tells whether every tunnel is up). */
+	void (*tick)(void *arg, struct pk_agent *a, uint64_t now_ms);
+	void *arg;
+};
+
 struct pk_agent {
 	const struct pk_agent_config *cfg;
+	const struct pk_agent_hooks *hooks; /* NULL for `piko agent` */
 	struct pk_server_url url;
 	struct lws_context *ctx;
 	struct pk_agent_listener *listeners;
@@ -97,6 +111,15 @@ struct pk_agent {
 /* Run until SIGTERM/SIGINT (graceful) or a fatal error. Returns the exit
  * status (1 when a tunnel hit a non-retryable error). */
 int pk_agent_run(const struct pk_agent_config *cfg);
+
+/* The same, with hooks (not copied: they must outlive the call). The
+ * listeners' addr may be NULL when hooks->accept serves every stream. */
+int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent_hooks *hooks);
+
+/* Leave the loop at once with this exit status (no Go Away, no drain): for
+ * an embedding program that is done. pk_agent_run_hooked() then tears
+ * everything down and returns code. */
+void pk_agent_exit(struct pk_agent *a, int code);
 
 /* 1 when the agent is ready: not shutting down, and every listener has a
  * tunnel up (handshake done, yamux running; during a Go Away move either of

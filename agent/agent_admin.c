@@ -82,6 +82,7 @@ void pk_agent_metrics_init(struct pk_agent_metrics *m)
 	m->tcp_conns_total =
 	    pk_metrics_register(m->reg, PK_METRIC_COUNTER, "piko_agent_tcp_connections_total",
 	                        "Connections piped to TCP services.", ep, 1, NULL, 0);
+	pk_process_metrics_register(&m->process, m->reg);
 }
 
 void pk_agent_metrics_free(struct pk_agent_metrics *m)
@@ -108,6 +109,7 @@ static void refresh_gauges(struct pk_agent *a)
 		pk_metric_add(m->connected, ep, up);
 		pk_metric_add(m->open_streams, ep, (double)l->streams);
 	}
+	pk_process_metrics_update(&m->process);
 }
 
 static void conn_flush(struct admin_conn *c)

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "metrics.h"
+#include "process_metrics.h"
 
 struct pk_agent;
 struct pk_agent_admin;
@@ -50,6 +51,7 @@ struct pk_agent_metrics {
 	struct pk_metric *open_streams;    /* gauge {endpoint}, set when rendered */
 	struct pk_metric *connects_total;  /* counter {endpoint} */
 	struct pk_metric *tcp_conns_total; /* counter {endpoint} */
+	struct pk_process_metrics process; /* process_* (no go_*: process_metrics.h) */
 };
 
 /* Register every metric. Owner: the caller (pk_agent_metrics_free). */

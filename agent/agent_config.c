@@ -17,10 +17,7 @@ static const struct pk_opt listener_opts[] = {
     {"protocol", PK_OPT_STRING, L(protocol), "http", "http or tcp", 0, NULL, 0},
     {"timeout", PK_OPT_DURATION, L(timeout_ms), NULL,
      "request timeout (http) or dial timeout (tcp)", 0, NULL, 0},
-    {"access_log.level", PK_OPT_STRING, L(access_log.level), "info", "access log level", 0, NULL,
-     0},
-    {"access_log.disable", PK_OPT_BOOL, L(access_log.disable), "false", "disable the access log", 0,
-     NULL, 0},
+    PK_ACCESS_LOG_OPTS("access_log.", L(access_log)),
     PK_TLS_CLIENT_OPTS("tls.", L(tls)),
     {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
 };
@@ -111,10 +108,7 @@ const struct pk_opt pk_agent_http_opts[] = {
     PK_TLS_CLIENT_OPTS("connect.tls.", C(agent.connect.tls)),
     {"timeout", PK_OPT_DURATION, C(listener.timeout_ms), "10s",
      "request timeout (http) or dial timeout (tcp)", 0, NULL, 0},
-    {"access_log.level", PK_OPT_STRING, C(listener.access_log.level), "info", "access log level", 0,
-     NULL, 0},
-    {"access_log.disable", PK_OPT_BOOL, C(listener.access_log.disable), "false",
-     "disable the access log", 0, NULL, 0},
+    PK_ACCESS_LOG_OPTS("access_log.", C(listener.access_log)),
     {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
 };
 
@@ -315,8 +309,9 @@ int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_
 		snprintf(what, sizeof(what), "listener %zu: tls", i);
 		if (pk_tls_check_pair(what, l->tls.cert, l->tls.key, err, errlen) < 0)
 			return -1;
-		if (pk_log_parse_level(l->access_log.level) < 0) {
-			snprintf(err, errlen, "listener %zu: invalid access log level", i);
+		char aerr[200];
+		if (pk_access_log_validate(&l->access_log, aerr, sizeof(aerr)) < 0) {
+			snprintf(err, errlen, "listener %zu: %s", i, aerr);
 			return -1;
 		}
 	}

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access_log.h"
 #include "config.h"
 #include "tls_config.h"
 
@@ -17,10 +18,7 @@ struct pk_listener_config {
 	char *addr;
 	char *protocol; /* "http" (default) or "tcp" */
 	int64_t timeout_ms;
-	struct {
-		char *level;
-		int disable;
-	} access_log;
+	struct pk_access_log_config access_log;
 	struct pk_tls_client_config tls; /* to an https:// service */
 };
 

@@ -32,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "access_log.h"
 #include "agent.h"
+#include "backoff.h"
 #include "buf.h"
 #include "http1.h"
 #include "log.h"
@@ -92,6 +94,15 @@ struct agent_exchange {
 	uint64_t start_ms, deadline_ms;
 	char method[16];
 	char *path;
+	/* The access log's (only while it would write this request): the
+	 * request's Host and headers, the response's headers as a JSON
+	 * object, the protocol and a precise start. */
+	int log_on;
+	char *host;
+	struct pk_access_hdrs log_req;
+	char *log_resp;
+	int http_minor;
+	uint64_t start_ns;
 	struct agent_exchange *prev, *next;
 	/* Last: not zeroed at allocation (pk_http1_reader_init sets them up
 	 * without clearing their 4 KiB header arrays). */
@@ -218,6 +229,9 @@ static void maybe_free(struct agent_exchange *ex)
 	pk_bufq_clear(&ex->from_svc);
 	free(ex->head);
 	free(ex->path);
+	free(ex->host);
+	pk_access_hdrs_free(&ex->log_req);
+	free(ex->log_resp);
 	free(ex);
 }
 
@@ -228,16 +242,22 @@ static void access_log(struct agent_exchange *ex)
 		return;
 	ex->logged = 1;
 	record(ex);
-	if (cfg->access_log.disable)
+	if (!ex->log_on)
 		return;
-	int level = pk_log_parse_level(cfg->access_log.level);
-	if (ex->status >= 500 && level < PK_LOG_WARN)
-		level = PK_LOG_WARN;
-	char st[8], dur[32];
-	snprintf(st, sizeof(st), "%d", ex->status);
-	snprintf(dur, sizeof(dur), "%llums", (unsigned long long)(pk_now_ms() - ex->start_ms));
-	pk_log(level, "proxy.http.access", "request", "endpoint-id", cfg->endpoint_id, "method",
-	       ex->method, "path", ex->path, "status", st, "duration", dur, NULL);
+	struct pk_access_record r = {
+	    .http_minor = ex->http_minor,
+	    .method = ex->method,
+	    .host = ex->host,
+	    .target = ex->path,
+	    .req_hdrs = ex->log_req.v,
+	    .n_req_hdrs = ex->log_req.n,
+	    .resp_hdr = ex->log_resp,
+	    /* 499 (the server gave up first) is the metrics' word for it;
+	     * Go's reverse proxy answers, and logs, 502 then. */
+	    .status = ex->status == 499 ? 502 : ex->status,
+	    .duration_ns = pk_now_ns() - ex->start_ns,
+	};
+	pk_access_log_write(&cfg->access_log, "proxy.http.access", &r);
 }
 
 /* Let go of the service connection: back to the pool when it can carry
@@ -303,6 +323,11 @@ static void fail(struct agent_exchange *ex, int status, const char *msg)
 	if (!ex->resp_started) {
 		size_t len;
 		char *resp = pk_http1_error_response(status, msg, 1, &len);
+		if (ex->log_on) {
+			free(ex->log_resp);
+			ex->log_resp = pk_access_log_written_json(
+			    &ex->l->cfg->access_log.response_headers, resp, len);
+		}
 		/* {"error":"<msg>"} and a newline */
 		ex->resp_size = strlen(msg) + 13;
 		pk_bufq_append_force(&ex->from_svc, resp, len);
@@ -339,6 +364,13 @@ static void on_request_head(struct agent_exchange *ex)
 	const struct pk_http1_head *h = pk_http1_reader_head(&ex->req);
 	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
 	ex->path = pk_xstrdup(h->url);
+	ex->http_minor = h->http_minor;
+	ex->log_on = pk_access_log_on(&ex->l->cfg->access_log, "proxy.http.access", h->url);
+	if (ex->log_on) {
+		const char *host = pk_http1_header_get(h, "Host");
+		ex->host = pk_xstrdup(host ? host : "");
+		pk_access_hdrs_copy(&ex->log_req, h->headers, h->nheaders);
+	}
 	ex->req_size = pk_http1_approx_request_size(h);
 	ex->in_flight = 1;
 	const char *ep[] = {ex->l->cfg->endpoint_id};
@@ -459,6 +491,7 @@ int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 	ex->l = l;
 	ex->stream = s;
 	ex->start_ms = pk_now_ms();
+	ex->start_ns = pk_now_ns();
 	pk_http1_reader_init(&ex->req, PK_HTTP1_REQUEST, MAX_HEAD);
 	pk_http1_reader_init(&ex->resp, PK_HTTP1_RESPONSE, MAX_HEAD);
 	/* to_svc is bounded by the yamux window (credited only once written)
@@ -501,6 +534,11 @@ static void svc_rx(struct agent_exchange *ex, const uint8_t *data, size_t len)
 			const struct pk_http1_head *r = pk_http1_reader_head(&ex->resp);
 			if (r->status >= 200 || r->status == 101) {
 				ex->status = r->status;
+				if (ex->log_on) {
+					free(ex->log_resp);
+					ex->log_resp = pk_access_log_response_json(
+					    &ex->l->cfg->access_log.response_headers, r);
+				}
 				ex->resp_started = 1;
 				ex->resp_keep_alive = r->keep_alive;
 			}

@@ -6,6 +6,7 @@
  *   piko agent http|start  an agent beside a service (agent/)
  *   piko test cluster      nodes behind load balancers on loopback (piko_testcluster.c)
  *   piko token create      sign a token the servers' auth accepts (piko_token.c)
+ *   piko bench http        the HTTP benchmark (piko_bench.c, agent/bench.c)
  *
  * Configuration: defaults, then the YAML file named by --config.path, then
  * flags (see core/config.h). Invalid configuration prints `config: <reason>`
@@ -21,6 +22,7 @@
 #include "forward.h"
 #include "forward_config.h"
 #include "log.h"
+#include "piko_bench.h"
 #include "piko_status.h"
 #include "piko_testcluster.h"
 #include "piko_token.h"
@@ -34,6 +36,7 @@
 #define MAX_POS 8
 _Static_assert(MAX_POS == PK_STATUS_POS_CAP, "piko_status.c sizes its pos array for load_config");
 _Static_assert(MAX_POS == PK_TESTCLUSTER_POS_CAP, "piko_testcluster.c sizes its pos array too");
+_Static_assert(MAX_POS == PK_BENCH_POS_CAP, "piko_bench.c sizes its pos array too");
 
 static int config_error(const char *err)
 {
@@ -270,8 +273,9 @@ static void usage(FILE *out)
 	             "                     forward a local TCP port to an endpoint\n"
 	             "  forward start      start the ports of --config.path\n"
 	             "  test cluster       run a cluster of server nodes on this machine, behind\n"
-	             "                     load balancers, to try a cluster out\n" PK_TOKEN_SUMMARY
-	             "\nRun 'piko <command> --help' for its flags.\n");
+	             "                     load balancers, to try a cluster out\n"
+	             "  bench http         benchmark a server: echo upstreams, HTTP "
+	             "clients\n" PK_TOKEN_SUMMARY "\nRun 'piko <command> --help' for its flags.\n");
 }
 
 int main(int argc, char **argv)
@@ -297,6 +301,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "test"))
 		return pk_testcluster_main(argc - 2, argv + 2, load_config);
+	if (!strcmp(cmd, "bench"))
+		return pk_bench_main(argc - 2, argv + 2, load_config);
 	if (!strcmp(cmd, "token"))
 		return pk_token_main(argc - 2, argv + 2);
 	if (!strcmp(cmd, "agent") && argc >= 3) {

@@ -22,5 +22,7 @@ void pk_backoff_reset(struct pk_backoff *b);
 
 /* Monotonic clock in milliseconds. */
 uint64_t pk_now_ms(void);
+/* The same clock in nanoseconds (access log durations). */
+uint64_t pk_now_ns(void);
 
 #endif

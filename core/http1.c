@@ -197,7 +197,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 	if (r->state != ST_HEAD)
 		return count_trailer(r, len);
 	if (r->piece != PIECE_FIELD) {
-		if (r->head.nheaders == PK_HTTP1_MAX_HEADERS)
+		if (r->head.nheaders >= r->max_headers)
 			return cb_fail(r, status_for_too_large(r), "too many headers");
 		r->head.nheaders++;
 	}
@@ -498,6 +498,11 @@ static void clear_head(struct pk_http1_head *h, char *mem, size_t cap)
 	h->mem_cap = cap;
 }
 
+void pk_http1_reader_set_max_headers(struct pk_http1_reader *r, size_t n)
+{
+	r->max_headers = n < PK_HTTP1_MAX_HEADERS ? n : PK_HTTP1_MAX_HEADERS;
+}
+
 void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, size_t max_head)
 {
 	/* http-parser's header limit is process-wide; keep it out of the way
@@ -510,6 +515,7 @@ void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, si
 	clear_head(&r->head, NULL, 0);
 	r->kind = kind;
 	r->max_head = max_head < HEAD_LIMIT_MAX ? max_head : HEAD_LIMIT_MAX;
+	r->max_headers = PK_HTTP1_MAX_HEADERS;
 	http_parser_init(PK_PARSER(r), kind == PK_HTTP1_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE);
 	PK_PARSER(r)->data = r;
 	r->state = ST_HEAD;
@@ -981,70 +987,11 @@ char *pk_http1_build_response(const struct pk_http1_head *h, unsigned flags, siz
 	return pk_sb_finish(&b, len);
 }
 
-/* Go's encoding/json string escaping (HTML-safe, as json.Encoder does by
- * default): invalid UTF-8 becomes U+FFFD. */
-static void put_json_string(struct pk_sb *b, const char *s)
-{
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)s;
-	pk_sb_put(b, "\"", 1);
-	while (*p) {
-		unsigned char c = *p;
-		if (c < 0x80) {
-			char esc[7];
-			if (c == '"' || c == '\\') {
-				esc[0] = '\\';
-				esc[1] = (char)c;
-				pk_sb_put(b, esc, 2);
-			} else if (c == '\n') {
-				pk_sb_put(b, "\\n", 2);
-			} else if (c == '\r') {
-				pk_sb_put(b, "\\r", 2);
-			} else if (c == '\t') {
-				pk_sb_put(b, "\\t", 2);
-			} else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-				memcpy(esc, "\\u00", 4);
-				esc[4] = hex[c >> 4];
-				esc[5] = hex[c & 15];
-				pk_sb_put(b, esc, 6);
-			} else {
-				pk_sb_put(b, (const char *)p, 1);
-			}
-			p++;
-			continue;
-		}
-		/* Decode one UTF-8 sequence, strictly (no overlongs, no
-		 * surrogates, max U+10FFFF). */
-		size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
-		unsigned cp = n == 4 ? c & 7u : n == 3 ? c & 15u : c & 31u;
-		size_t i = 1;
-		for (; n && i < n; i++) {
-			if ((p[i] & 0xc0) != 0x80)
-				break;
-			cp = cp << 6 | (p[i] & 0x3fu);
-		}
-		int ok = n && i == n && c < 0xf5 && !(n == 2 && cp < 0x80) &&
-		         !(n == 3 && cp < 0x800) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
-		         !(cp >= 0xd800 && cp <= 0xdfff);
-		if (!ok) {
-			pk_sb_str(b, "\\ufffd");
-			p++;
-			continue;
-		}
-		if (cp == 0x2028 || cp == 0x2029)
-			pk_sb_str(b, cp == 0x2028 ? "\\u2028" : "\\u2029");
-		else
-			pk_sb_put(b, (const char *)p, n);
-		p += n;
-	}
-	pk_sb_put(b, "\"", 1);
-}
-
 char *pk_http1_error_response(int status, const char *msg, unsigned flags, size_t *len)
 {
 	struct pk_sb body = {0};
 	pk_sb_str(&body, "{\"error\":");
-	put_json_string(&body, msg ? msg : "");
+	pk_sb_json_string(&body, msg ? msg : "", 1);
 	pk_sb_str(&body, "}\n");
 	struct pk_sb b = {0};
 	char cl[64];

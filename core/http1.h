@@ -24,7 +24,15 @@ struct pk_http1_header {
 	const char *value;
 };
 
-#define PK_HTTP1_MAX_HEADERS 256
+/* Headers a reader takes: a client may send PK_HTTP1_CLIENT_MAX_HEADERS
+ * (the proxy port's reader is set to that), and the hops of ours take a few
+ * more, since pk_http1_build_request() may add up to PK_HTTP1_HOP_HEADERS
+ * (Host, Connection, Upgrade, Transfer-Encoding, X-Forwarded-For,
+ * X-Piko-Forward): a request the server accepted must not be refused by
+ * the agent behind it for the headers the server added. */
+#define PK_HTTP1_CLIENT_MAX_HEADERS 256
+#define PK_HTTP1_HOP_HEADERS 8
+#define PK_HTTP1_MAX_HEADERS (PK_HTTP1_CLIENT_MAX_HEADERS + PK_HTTP1_HOP_HEADERS)
 
 struct pk_http1_head {
 	/* request */
@@ -69,6 +77,7 @@ struct pk_http1_reader {
 	uint64_t parser_storage[6];
 	enum pk_http1_kind kind;
 	size_t max_head;
+	size_t max_headers; /* PK_HTTP1_MAX_HEADERS unless set lower */
 	int state;
 	int head_request; /* response reader: the request was HEAD */
 	int last_was_value;
@@ -97,6 +106,10 @@ struct pk_http1_reader {
  * Owner: the caller; pk_http1_reader_free() releases the head storage. */
 void pk_http1_reader_init(struct pk_http1_reader *r, enum pk_http1_kind kind, size_t max_head);
 void pk_http1_reader_free(struct pk_http1_reader *r);
+
+/* Take at most n headers (n <= PK_HTTP1_MAX_HEADERS); more is PK_HTTP1_ERROR
+ * with status 431 ("too many headers"). */
+void pk_http1_reader_set_max_headers(struct pk_http1_reader *r, size_t n);
 
 /* Response readers: the request being answered was HEAD (no body follows
  * whatever the headers say). Set before feeding the response; it stays set

@@ -39,6 +39,13 @@ int pk_log_enabled(enum pk_log_level level, const char *subsystem);
 /* Write one record; see the file comment for the field list. */
 void pk_log(enum pk_log_level level, const char *subsystem, const char *msg, ...);
 
+/* Write one record whose one field, key, has a JSON value (json: already
+ * serialised, valid JSON; NULL or "" writes null). Unlike pk_log() the line
+ * has no 8 KiB cap: the access log's request object carries whole header
+ * sets. Still one write(2). */
+void pk_log_json(enum pk_log_level level, const char *subsystem, const char *msg, const char *key,
+                 const char *json);
+
 /* Free what pk_log_set_subsystems copied. */
 void pk_log_reset(void);
 

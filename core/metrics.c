@@ -192,6 +192,22 @@ void pk_metric_remove(struct pk_metric *metric, const char *const *label_values)
 	free(s);
 }
 
+void pk_metric_clear(struct pk_metric *metric)
+{
+	if (metric->nlabels == 0)
+		return; /* the one series of an unlabelled metric always exists */
+	for (size_t i = 0; i < metric->nall; i++) {
+		struct series *s = metric->all[i];
+		for (size_t j = 0; j < metric->nlabels; j++)
+			free(s->values[j]);
+		free(s->counts);
+		free(s);
+	}
+	metric->nall = 0;
+	if (metric->nbuckets)
+		memset(metric->table, 0, metric->nbuckets * sizeof(*metric->table));
+}
+
 static void die(const char *what, const char *name)
 {
 	/* Registration happens once at start-up with constant arguments: a bad

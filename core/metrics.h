@@ -46,6 +46,9 @@ void pk_metric_observe(struct pk_metric *metric, const char *const *label_values
  * do not accumulate. No-op when it does not exist or the metric has no
  * labels. */
 void pk_metric_remove(struct pk_metric *metric, const char *const *label_values);
+/* Drop every series of a labelled metric (no-op without labels): for gauges
+ * rebuilt from state at each scrape, whose label sets (peers) come and go. */
+void pk_metric_clear(struct pk_metric *metric);
 
 /* Current value of a counter/gauge series (0 if it does not exist). For tests
  * and for the status API. */

@@ -102,6 +102,7 @@ struct pk_yamux_stream {
 	unsigned remote_fin : 1;
 	unsigned dead : 1;        /* ended; on dead_list or being dropped */
 	unsigned close_reset : 1; /* argument of on_stream_close */
+	unsigned refused : 1;     /* we opened it and the peer answered RST, not ACK */
 	struct link ctl_link;     /* sess->ctl_list */
 	struct link act_link;     /* sess->act_list */
 	struct link open_link;    /* sess->open_list while unacknowledged */
@@ -564,6 +565,8 @@ static void handle_stream_frame(struct pk_yamux_session *sess, const struct pk_y
 		}
 	}
 	if (fl & PK_YAMUX_RST) {
+		if (s->local && !s->established)
+			s->refused = 1;
 		stream_end(s, 1, 1);
 		skip_payload(sess, dlen);
 		return;
@@ -725,13 +728,17 @@ static size_t fill_one_data(struct pk_yamux_session *sess, uint8_t *out, size_t 
 			n = s->send_window;
 		if (n == 0)
 			return 0;
-		int fin = s->fin_requested && n == queued;
-		put_frame(out, PK_YAMUX_DATA, fin ? PK_YAMUX_FIN : 0, s->id, (uint32_t)n);
+		/* Never a FIN on a data frame, though the spec allows it: Go's
+		 * yamux applies a frame's FIN before it buffers the frame's
+		 * payload, so a reader woken in between sees EOF and loses
+		 * that payload (a response cut short, or "EOF" with none of
+		 * it, through Piko's server). Go itself sends FIN alone; so do
+		 * we, in a Window Update after the last data (update_act puts
+		 * the stream back for it). */
+		put_frame(out, PK_YAMUX_DATA, 0, s->id, (uint32_t)n);
 		pk_bufq_copy(&s->sendq, out + PK_YAMUX_HDR_LEN, n);
 		pk_bufq_consume(&s->sendq, n);
 		s->send_window -= (uint32_t)n;
-		if (fin)
-			s->fin_sent = 1;
 		size_t half = s->sendq.cap / 2;
 		writable = !s->fin_requested && queued > half && s->sendq.len <= half;
 	} else {
@@ -904,8 +911,15 @@ void pk_yamux_session_free(struct pk_yamux_session *sess)
 		return;
 	size_t n = (size_t)1 << sess->bits;
 	for (size_t i = 0; i < n; i++) {
-		if (sess->slots[i]) {
-			stream_end(sess->slots[i], 1, 0);
+		struct pk_yamux_stream *s = sess->slots[i];
+		if (s) {
+			/* The transport is gone after the peer's Go Away: a stream
+			 * it never ACKed, it never took (it ACKs what it accepts
+			 * before it serves it, and a leaving peer closes only once
+			 * what it took is served). */
+			if (s->local && !s->established && sess->remote_go_away)
+				s->refused = 1;
+			stream_end(s, 1, 0);
 			sess->slots[i] = NULL;
 		}
 	}
@@ -1067,4 +1081,9 @@ size_t pk_yamux_stream_queued(const struct pk_yamux_stream *s)
 int pk_yamux_stream_established(const struct pk_yamux_stream *s)
 {
 	return s->established;
+}
+
+int pk_yamux_stream_refused(const struct pk_yamux_stream *s)
+{
+	return s->refused;
 }

@@ -243,5 +243,13 @@ void *pk_yamux_stream_get_user(const struct pk_yamux_stream *s);
 size_t pk_yamux_stream_queued(const struct pk_yamux_stream *s);
 /* 1 once the peer ACKed a stream we opened (always 1 for accepted streams). */
 int pk_yamux_stream_established(const struct pk_yamux_stream *s);
+/* 1 when the peer never took a stream we opened, so what was written on it
+ * was not acted on: it answered with RST before any ACK (Go's yamux does
+ * to a stream that crosses its own Go Away), or the session was freed
+ * after the peer's Go Away with the stream still not ACKed (a leaving peer
+ * serves what it took before it closes). A session that ends without a Go
+ * Away is not this: a stream may have been taken with its ACK still in
+ * flight. Valid in on_stream_close. */
+int pk_yamux_stream_refused(const struct pk_yamux_stream *s);
 
 #endif

@@ -262,6 +262,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		ctype = "text/plain; version=0.0.4; charset=utf-8";
 		/* Gauges that are cheaper to read than to track. */
 		pk_metric_set(srv->m.open_streams, NULL, (double)pk_upstream_open_streams(srv));
+		pk_link_metrics_collect(&srv->cluster);
+		pk_process_metrics_update(&srv->m.process);
 		owned = pk_metrics_render(srv->metrics, &body_len);
 		body = owned;
 	}

@@ -153,7 +153,7 @@ static struct pk_member *member_get(struct pk_cluster *cl, const char *addr)
 }
 
 /* The established link to the node at member m's address, either way. */
-static struct pk_link *member_link(struct pk_cluster *cl, const struct pk_member *m)
+struct pk_link *pk_cluster_member_link(struct pk_cluster *cl, const struct pk_member *m)
 {
 	if (m->link && m->link->state == PK_LINK_ESTABLISHED)
 		return m->link;
@@ -202,7 +202,7 @@ void pk_cluster_reconcile(struct pk_cluster *cl)
 		/* One side dials: the lower address (both sides compare the
 		 * same two strings), unless the other side is late. */
 		int ours = strcmp(cl->cluster_addr, m->addr) < 0;
-		if (member_link(cl, m)) {
+		if (pk_cluster_member_link(cl, m)) {
 			m->since_ms = now; /* linked: the fallback clock restarts */
 			continue;
 		}
@@ -386,6 +386,7 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 	cl->remote_requests = pk_metrics_register(
 	    srv->metrics, PK_METRIC_COUNTER, "piko_upstreams_remote_requests_total",
 	    "Number of requests forwarded to upstreams on other nodes.", node_l, 1, NULL, 0);
+	pk_link_metrics_register(&cl->lm, srv->metrics);
 	pk_cluster_update_gauge(cl);
 
 	pk_log(PK_LOG_INFO, SUBSYS, "node identity", "node-id", cl->node_id, "cluster-addr",
@@ -448,7 +449,7 @@ static void check_join(struct pk_cluster *cl, uint64_t now)
 	if (cl->join_ok)
 		return;
 	for (struct pk_member *m = cl->members; m; m = m->next)
-		if (m->join_mask && (m->self || member_link(cl, m))) {
+		if (m->join_mask && (m->self || pk_cluster_member_link(cl, m))) {
 			cl->join_ok = 1;
 			pk_log(PK_LOG_INFO, SUBSYS, "joined cluster", NULL);
 			return;
@@ -537,7 +538,7 @@ int pk_cluster_ready(struct pk_cluster *cl)
 		for (struct pk_member *m = cl->members; m; m = m->next) {
 			if (m->self)
 				continue;
-			struct pk_link *l = member_link(cl, m);
+			struct pk_link *l = pk_cluster_member_link(cl, m);
 			if (l ? !l->have_table : !m->dial_failed)
 				return 0;
 		}
@@ -578,7 +579,7 @@ void pk_cluster_update_gauge(struct pk_cluster *cl)
 			active++;
 	}
 	for (struct pk_member *m = cl->members; m; m = m->next)
-		if (!m->self && !member_link(cl, m))
+		if (!m->self && !pk_cluster_member_link(cl, m))
 			unreachable++;
 	const char *a[1] = {"active"}, *lt[1] = {"left"}, *u[1] = {"unreachable"};
 	pk_metric_set(cl->nodes_gauge, a, (double)active);
@@ -843,7 +844,7 @@ char *pk_cluster_members_json(struct pk_cluster *cl)
 			json_object_array_add(src, json_object_new_string("push"));
 		json_object_object_add(o, "sources", src);
 		json_object_object_add(o, "self", json_object_new_boolean(m->self));
-		struct pk_link *l = member_link(cl, m);
+		struct pk_link *l = pk_cluster_member_link(cl, m);
 		if (!l)
 			l = m->link;
 		json_object_object_add(o, "link",

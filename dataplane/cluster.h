@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "backoff.h"
+#include "link_metrics.h"
 #include "registry.h"
 #include "strmap.h"
 
@@ -97,6 +98,7 @@ struct pk_cluster {
 	int leaving;
 	struct pk_metric *nodes_gauge;
 	struct pk_metric *remote_requests;
+	struct pk_link_metrics lm;
 };
 
 /* Set up identity, key, membership sources and the cluster port's listener
@@ -155,6 +157,9 @@ char *pk_cluster_members_json(struct pk_cluster *cl);
 void pk_cluster_reconcile(struct pk_cluster *cl);
 /* A member by address, or NULL. */
 struct pk_member *pk_cluster_member(struct pk_cluster *cl, const char *addr);
+/* The established link to member m (dialled by us, or accepted from its
+ * address), or NULL. */
+struct pk_link *pk_cluster_member_link(struct pk_cluster *cl, const struct pk_member *m);
 /* Update the piko_cluster_nodes gauge. */
 void pk_cluster_update_gauge(struct pk_cluster *cl);
 

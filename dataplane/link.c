@@ -84,8 +84,10 @@ static void want_flush(struct pk_link *l)
 /* Raw bytes to the socket (handshake, our own frames). */
 static void sock_put(struct pk_link *l, const void *p, size_t n)
 {
-	if (l->sock)
-		pk_sock_write(l->sock, p, n);
+	if (!l->sock)
+		return;
+	pk_sock_write(l->sock, p, n);
+	pk_link_metrics_add(l->cl->lm.bytes, PK_LINK_OUT, (double)n);
 }
 
 /* One WebSocket frame: masked when we dialled (we are the client). */
@@ -151,6 +153,8 @@ static void sniff_on_data(struct pk_stream_handler *h, const uint8_t *data, size
 		/* A dialler only serves the acceptor once its hello proved
 		 * the key; the acceptor checked the dialler's proof already. */
 		next = pk_proxy_adopt_stream(srv_of(l), s, l->peer_ip);
+		if (next)
+			pk_link_metrics_add(l->cl->lm.streams, PK_LINK_IN, 1);
 	}
 	free(sn);
 	pk_yamux_stream_set_user(s, next);
@@ -276,6 +280,7 @@ static int apply_endpoints(struct pk_link *l, const struct pk_link_msg *m)
 		pk_log(PK_LOG_DEBUG, SUBSYS, "endpoint table out of step; resyncing", "node-id",
 		       peer_name(l), NULL);
 		pk_link_msg_simple(&l->ctrl_out, PK_LINK_RESYNC);
+		pk_link_metrics_message(&l->cl->lm, PK_LINK_OUT, "resync");
 		ctrl_flush(l);
 		return 0;
 	}
@@ -304,6 +309,7 @@ static void ctrl_flush(struct pk_link *l)
 			const uint8_t *p = pk_bufq_peek(&l->ctrl_out, &n);
 			size_t w = pk_yamux_stream_write(l->ctrl, p, n);
 			pk_bufq_consume(&l->ctrl_out, w);
+			pk_link_metrics_add(l->cl->lm.control_bytes, PK_LINK_OUT, (double)w);
 			if (w < n)
 				return; /* the stream's on_writable brings us back */
 		}
@@ -340,18 +346,22 @@ static void ctrl_queue(struct pk_link *l, struct pk_bufq *tmp)
 
 struct snap_ctx {
 	struct pk_link_eps_writer *w;
+	size_t n;
 };
 
 static void snap_one(void *arg, const char *endpoint, size_t count)
 {
 	struct snap_ctx *c = arg;
 	pk_link_eps_add(c->w, endpoint, (int64_t)count);
+	c->n++;
 }
 
 static void send_snapshot(struct pk_link *l)
 {
-	struct snap_ctx c = {pk_link_eps_begin(1, l->cl->version, 0)};
+	struct snap_ctx c = {pk_link_eps_begin(1, l->cl->version, 0), 0};
 	pk_registry_foreach(srv_of(l)->registry, snap_one, &c);
+	pk_link_metrics_message(&l->cl->lm, PK_LINK_OUT, "snapshot");
+	pk_link_metrics_add(l->cl->lm.endpoint_entries, PK_LINK_OUT, (double)c.n);
 	/* Straight into the queue (not ctrl_queue: no flush from inside a
 	 * flush); a snapshot replaces whatever it would overflow. */
 	pk_link_eps_end(c.w, &l->ctrl_out);
@@ -366,6 +376,8 @@ void pk_link_send_delta(struct pk_link *l, const char *endpoint, int64_t count, 
 	struct pk_bufq tmp;
 	pk_bufq_init(&tmp, CTRL_OUT_CAP);
 	pk_link_eps_end(w, &tmp);
+	pk_link_metrics_message(&l->cl->lm, PK_LINK_OUT, "delta");
+	pk_link_metrics_add(l->cl->lm.endpoint_entries, PK_LINK_OUT, 1);
 	ctrl_queue(l, &tmp);
 }
 
@@ -376,6 +388,7 @@ void pk_link_send_leaving(struct pk_link *l)
 	struct pk_bufq tmp;
 	pk_bufq_init(&tmp, 64);
 	pk_link_msg_simple(&tmp, PK_LINK_LEAVING);
+	pk_link_metrics_message(&l->cl->lm, PK_LINK_OUT, "leaving");
 	ctrl_queue(l, &tmp);
 }
 
@@ -397,6 +410,7 @@ static void send_hello(struct pk_link *l)
 	                  proof);
 	free(proof);
 	l->hello_sent = 1;
+	pk_link_metrics_message(&l->cl->lm, PK_LINK_OUT, "hello");
 	ctrl_queue(l, &tmp);
 }
 
@@ -481,10 +495,25 @@ static int on_hello(struct pk_link *l, struct pk_link_msg *m)
 	return 0;
 }
 
+static void count_in(struct pk_link *l, const struct pk_link_msg *m)
+{
+	static const char *const types[] = {
+	    [PK_LINK_HELLO] = "hello", [PK_LINK_RESYNC] = "resync", [PK_LINK_LEAVING] = "leaving"};
+	const char *type = "unknown";
+	if (m->type == PK_LINK_ENDPOINTS) {
+		type = m->full ? "snapshot" : "delta";
+		pk_link_metrics_add(l->cl->lm.endpoint_entries, PK_LINK_IN, (double)m->n_eps);
+	} else if ((size_t)m->type < sizeof(types) / sizeof(types[0]) && types[m->type]) {
+		type = types[m->type];
+	}
+	pk_link_metrics_message(&l->cl->lm, PK_LINK_IN, type);
+}
+
 static void ctrl_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t len)
 {
 	struct pk_link *l = ((struct ctrl_handler *)h)->l;
 	pk_yamux_stream_consumed(l->ctrl, len);
+	pk_link_metrics_add(l->cl->lm.control_bytes, PK_LINK_IN, (double)len);
 	if (l->state == PK_LINK_CLOSING)
 		return;
 	/* At most one message in progress plus one window's worth. */
@@ -516,6 +545,7 @@ static void ctrl_on_data(struct pk_stream_handler *h, const uint8_t *data, size_
 			break;
 		}
 		off += (size_t)n;
+		count_in(l, &m);
 		if (m.type == PK_LINK_HELLO) {
 			on_hello(l, &m);
 		} else if (l->state != PK_LINK_ESTABLISHED) {
@@ -810,6 +840,7 @@ static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
 	static uint8_t *buf;
 	static size_t cap;
 	struct pk_link *l = pk_sock_user(s);
+	pk_link_metrics_add(l->cl->lm.bytes, PK_LINK_IN, (double)len);
 	if (l->state == PK_LINK_CLOSING)
 		return;
 	/* The WebSocket reader unmasks in place: a copy of ours. */
@@ -992,6 +1023,7 @@ struct pk_link *pk_link_dial(struct pk_cluster *cl, struct pk_member *m)
 		link_free(l);
 		return NULL;
 	}
+	pk_link_metrics_add(cl->lm.connections, PK_LINK_OUT, 1);
 	if (cl->tls_client) {
 		/* Verified against cluster.tls.client.server_name when set (one
 		 * certificate for every node), else the address dialled. */
@@ -1019,6 +1051,7 @@ void pk_link_accept(struct pk_cluster *cl, int fd)
 		link_free(l);
 		return;
 	}
+	pk_link_metrics_add(cl->lm.connections, PK_LINK_IN, 1);
 	if (cl->tls_server)
 		pk_sock_accept_tls(l->sock, cl->tls_server);
 	const char *peer = pk_sock_peer(l->sock);
@@ -1055,8 +1088,10 @@ struct pk_yamux_stream *pk_link_open_stream(struct pk_link *l)
 	if (l->state != PK_LINK_ESTABLISHED || !l->sess)
 		return NULL;
 	struct pk_yamux_stream *s = pk_yamux_stream_open(l->sess, pk_now_ms());
-	if (s)
+	if (s) {
 		pk_yamux_stream_write(s, (const uint8_t *)"P", 1);
+		pk_link_metrics_add(l->cl->lm.streams, PK_LINK_OUT, 1);
+	}
 	return s;
 }
 

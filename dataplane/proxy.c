@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "access_log.h"
 #include "backoff.h"
 #include "buf.h"
 #include "http1.h"
@@ -115,6 +116,20 @@ struct pk_proxy_exchange {
 	struct pk_server *srv;
 	int status;
 	size_t req_size, resp_size;
+	/* The access log's (only while it would write this request): the
+	 * request's headers, the response's as a JSON object, the protocol
+	 * and a precise start. forwarded: a tunnel was chosen, and Piko then
+	 * sets X-Piko-Forward: true on the request it logs. */
+	int log_on;
+	struct pk_access_hdrs log_req;
+	char *log_resp;
+	int http_minor;
+	int forwarded;
+	uint64_t start_ns;
+	/* The local tunnel the stream was opened on (NULL: a node link), and
+	 * how many times it was sent to another (see retry_elsewhere()). */
+	struct pk_upstream *up;
+	int retries;
 	/* Last: only this is not zeroed at allocation (pk_http1_reader_init
 	 * sets it up without clearing its 4 KiB header array). */
 	struct pk_http1_reader resp;
@@ -128,6 +143,7 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up);
 static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link);
 static void conn_flush_link(struct pk_proxy_conn *c);
 static void conn_closed(struct pk_proxy_conn *c);
+static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing);
 
 /* ---- output to the client --------------------------------------------- */
 
@@ -193,29 +209,60 @@ static void flight_done(struct pk_server *srv)
 	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
 }
 
-static void record(struct pk_server *srv, const char *method, int status, uint64_t start_ms,
-                   size_t req_size, size_t resp_size, const char *host, const char *path)
+/* The access log's record of a finished exchange (Piko's shape, see
+ * access_log.h). */
+static void access_log(struct pk_proxy_exchange *ex)
+{
+	if (!ex->log_on)
+		return;
+	/* Piko's proxy sets X-Piko-Forward on the request it hands to its
+	 * reverse proxy, which is the request the access log then prints. */
+	struct pk_http1_header hs[PK_HTTP1_MAX_HEADERS + 1];
+	size_t n = 0;
+	for (size_t i = 0; i < ex->log_req.n; i++)
+		if (!ex->forwarded || strcasecmp(ex->log_req.v[i].name, "x-piko-forward") != 0)
+			hs[n++] = ex->log_req.v[i];
+	if (ex->forwarded)
+		hs[n++] = (struct pk_http1_header){"X-Piko-Forward", "true"};
+	struct pk_access_record r = {
+	    .http_minor = ex->http_minor,
+	    .method = ex->method,
+	    .host = ex->host,
+	    .target = ex->path,
+	    .req_hdrs = hs,
+	    .n_req_hdrs = n,
+	    .resp_hdr = ex->log_resp,
+	    .status = ex->status,
+	    .duration_ns = pk_now_ns() - ex->start_ns,
+	};
+	pk_access_log_write(&ex->srv->cfg->proxy.access_log, "proxy.access", &r);
+}
+
+/* Metrics and the access log, once per exchange. */
+static void record(struct pk_server *srv, struct pk_proxy_exchange *ex)
 {
 	char st[8];
-	snprintf(st, sizeof(st), "%d", status);
-	const char *labels[2] = {st, method};
-	double secs = (double)(pk_now_ms() - start_ms) / 1000.0;
+	snprintf(st, sizeof(st), "%d", ex->status);
+	const char *labels[2] = {st, ex->method};
+	double secs = (double)(pk_now_ms() - ex->start_ms) / 1000.0;
 	pk_metric_add(srv->m.requests_total, labels, 1);
 	pk_metric_observe(srv->m.request_latency, labels, secs);
-	pk_metric_observe(srv->m.request_size, NULL, (double)req_size);
-	pk_metric_observe(srv->m.response_size, NULL, (double)resp_size);
+	pk_metric_observe(srv->m.request_size, NULL, (double)ex->req_size);
+	pk_metric_observe(srv->m.response_size, NULL, (double)ex->resp_size);
 	flight_done(srv);
+	access_log(ex);
+}
 
-	const struct pk_server_config *cfg = srv->cfg;
-	if (cfg->proxy.access_log.disable || (path && strncmp(path, "/_piko", 6) == 0))
+/* The response headers of a response this node wrote itself (an error),
+ * for the access log: those a Go handler sets, not the framing Go's server
+ * adds. */
+static void log_own_response(struct pk_proxy_exchange *ex, const char *resp, size_t len)
+{
+	if (!ex->log_on)
 		return;
-	int level = pk_log_parse_level(cfg->proxy.access_log.level);
-	if (status >= 500 && level < PK_LOG_WARN)
-		level = PK_LOG_WARN;
-	char dur[32];
-	snprintf(dur, sizeof(dur), "%.3fms", secs * 1000.0);
-	pk_log(level, "proxy.access", "request", "method", method, "host", host ? host : "", "path",
-	       path ? path : "", "status", st, "duration", dur, NULL);
+	free(ex->log_resp);
+	ex->log_resp =
+	    pk_access_log_written_json(&ex->srv->cfg->proxy.access_log.response_headers, resp, len);
 }
 
 /* ---- exchanges ---------------------------------------------------------- */
@@ -269,6 +316,8 @@ static void exchange_free(struct pk_proxy_exchange *ex)
 	free(ex->host);
 	free(ex->path);
 	free(ex->upgrade);
+	pk_access_hdrs_free(&ex->log_req);
+	free(ex->log_resp);
 	free(ex);
 }
 
@@ -292,8 +341,7 @@ static void exchange_detach(struct pk_proxy_exchange *ex)
 static void exchange_finish(struct pk_proxy_exchange *ex)
 {
 	struct pk_proxy_conn *c = ex->conn;
-	record(c->srv, ex->method, ex->status, ex->start_ms, ex->req_size, ex->resp_size, ex->host,
-	       ex->path);
+	record(c->srv, ex);
 	/* Our FIN ends the stream: the agent sent its response and closes its
 	 * side too (one exchange per stream, as Piko does). If the request
 	 * body was not fully sent, the stream cannot be reused: reset. */
@@ -322,11 +370,12 @@ static void exchange_fail(struct pk_proxy_exchange *ex, int status, const char *
 	int close = !ex->keep_alive || !ex->req_done;
 	size_t len;
 	char *resp = pk_http1_error_response(status, msg, resp_flags(ex, close), &len);
+	log_own_response(ex, resp, len);
 	conn_write(c, resp, len);
 	free(resp);
 	ex->status = status;
 	ex->resp_size = len;
-	record(c->srv, ex->method, status, ex->start_ms, ex->req_size, len, ex->host, ex->path);
+	record(c->srv, ex);
 	if (ex->stream)
 		pk_yamux_stream_reset(ex->stream);
 	exchange_detach(ex);
@@ -343,11 +392,12 @@ static void exchange_fail(struct pk_proxy_exchange *ex, int status, const char *
 static void exchange_reply(struct pk_proxy_exchange *ex, int status, char *resp, size_t len)
 {
 	struct pk_proxy_conn *c = ex->conn;
+	log_own_response(ex, resp, len);
 	conn_write(c, resp, len);
 	free(resp);
 	ex->status = status;
 	ex->resp_size = len;
-	record(c->srv, ex->method, status, ex->start_ms, ex->req_size, len, ex->host, ex->path);
+	record(c->srv, ex);
 	exchange_detach(ex);
 	conn_close_after_write(c);
 }
@@ -508,6 +558,11 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 				ex->dechunk = 1;
 				pk_http1_reader_set_body_sink(&ex->resp, dechunk_sink, ex);
 			}
+			if (!interim && ex->log_on) {
+				free(ex->log_resp);
+				ex->log_resp = pk_access_log_response_json(
+				    &ex->srv->cfg->proxy.access_log.response_headers, r);
+			}
 			size_t hl;
 			char *head = pk_http1_build_response(
 			    r, resp_flags(ex, interim ? 0 : ex->close), &hl);
@@ -609,6 +664,8 @@ static void ex_on_fin(struct pk_stream_handler *h)
 		}
 		return;
 	}
+	if (retry_elsewhere(ex, 0))
+		return;
 	ex_stream_ended(ex);
 }
 
@@ -619,10 +676,59 @@ static void ex_on_writable(struct pk_stream_handler *h)
 		drain_in(ex->conn);
 }
 
+/* Go's reverse proxy, Go's transport and nginx all retry a request whose
+ * connection failed before any of the response, when that is safe; so does
+ * this node, on another tunnel of the endpoint:
+ *  - a stream the tunnel never took (pk_yamux_stream_refused()): Go's yamux
+ *    answers RST to a stream that crosses its own Go Away, so an agent that
+ *    is leaving (a Piko agent on SIGTERM, a rolling deploy) refuses the
+ *    requests sent just before it read that Go Away; nothing was acted on;
+ *  - a stream that ended before any response byte, for a request without a
+ *    body whose method is idempotent (GET, HEAD, OPTIONS, TRACE, as Go's
+ *    transport replays): a Piko agent closes its tunnel on SIGTERM without
+ *    waiting for every request it took.
+ * Only while nothing is lost: no body byte was written (the head is kept)
+ * and no response byte came. Bounded: MAX_RETRIES tunnels, never the one
+ * that failed. 1 when the request was sent on; the old stream is let go
+ * (reset when it still exists). */
+#define MAX_RETRIES 3
+static int idempotent(const char *method)
+{
+	return !strcmp(method, "GET") || !strcmp(method, "HEAD") || !strcmp(method, "OPTIONS") ||
+	       !strcmp(method, "TRACE");
+}
+
+static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing)
+{
+	struct pk_yamux_stream *old = ex->stream;
+	if (!ex->conn || !old || !ex->up || ex->resp_started || ex->body_sent || ex->tcp ||
+	    ex->upgraded || ex->retries >= MAX_RETRIES || pk_http1_reader_in_message(&ex->resp))
+		return 0;
+	int refused = closing && pk_yamux_stream_refused(old);
+	if (!refused && !(ex->req_done && idempotent(ex->method)))
+		return 0;
+	struct pk_upstream *up = next_upstream(ex->srv, ex->endpoint);
+	if (!up || up == ex->up)
+		return 0;
+	ex->retries++;
+	pk_log(PK_LOG_DEBUG, SUBSYS,
+	       "tunnel failed the request before answering; retrying on another", "endpoint-id",
+	       ex->endpoint, "why", refused ? "refused" : "ended", NULL);
+	pk_yamux_stream_set_user(old, NULL);
+	if (!closing)
+		pk_yamux_stream_reset(old);
+	ex->stream = NULL;
+	ex->owed = 0;
+	ex->head_off = 0;
+	exchange_open(ex, up);
+	return 1;
+}
+
 static void ex_on_close(struct pk_stream_handler *h, int reset)
 {
 	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
-	(void)reset;
+	if (reset && retry_elsewhere(ex, 1))
+		return;
 	ex->stream = NULL;
 	ex->owed = 0;
 	if (ex->conn)
@@ -665,6 +771,12 @@ static void start_exchange(struct pk_proxy_conn *c)
 	const char *host = pk_http1_header_get(h, "Host");
 	ex->host = pk_xstrdup(host ? host : "");
 	ex->path = pk_xstrdup(h->url);
+	ex->srv = srv;
+	ex->http_minor = h->http_minor;
+	ex->start_ns = pk_now_ns();
+	ex->log_on = pk_access_log_on(&srv->cfg->proxy.access_log, "proxy.access", h->url);
+	if (ex->log_on)
+		pk_access_hdrs_copy(&ex->log_req, h->headers, h->nheaders);
 	ex->keep_alive = h->keep_alive && !srv->shutting_down;
 	/* The client asked to close (or is HTTP/1.0 without keep-alive, or we
 	 * are shutting down): the response says Connection: close and the
@@ -808,6 +920,8 @@ static struct pk_upstream *next_upstream(struct pk_server *srv, const char *endp
 
 static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 {
+	ex->forwarded = 1;
+	ex->up = up;
 	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
 	if (!s) {
 		if (pk_upstream_opens_full(up) && wait_add(ex))
@@ -832,6 +946,8 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
  * link as one stream, and that node answers (its 502 included). */
 static void exchange_open_remote(struct pk_proxy_exchange *ex, struct pk_link *link)
 {
+	ex->forwarded = 1;
+	ex->up = NULL;
 	struct pk_yamux_stream *s = pk_link_open_stream(link);
 	if (!s) {
 		exchange_fail(ex, 502, "upstream unreachable");
@@ -1158,6 +1274,11 @@ static struct pk_proxy_conn *conn_new(struct pk_server *srv, struct lws *wsi)
 	c->wsi = wsi;
 	pk_http1_reader_init(&c->req, PK_HTTP1_REQUEST,
 	                     (size_t)srv->cfg->proxy.http.max_header_bytes);
+	/* A client's socket: the client's count, so that what this node adds
+	 * still fits the next hop's (a request from another node over a link
+	 * was built by a hop of ours and gets the full count). */
+	if (wsi)
+		pk_http1_reader_set_max_headers(&c->req, PK_HTTP1_CLIENT_MAX_HEADERS);
 	pk_bufq_init(&c->in, IN_CAP);
 	pk_bufq_init(&c->out, OUT_CAP);
 	/* Go's ReadHeaderTimeout runs from the accept for the first
@@ -1189,8 +1310,7 @@ static void conn_closed(struct pk_proxy_conn *c)
 		/* The client left mid-exchange: record it (as Go does, with the
 		 * status so far, or 499-like 0 when nothing came back) and reset
 		 * the stream so the agent stops working on it. */
-		record(srv, ex->method, ex->status, ex->start_ms, ex->req_size, ex->resp_size,
-		       ex->host, ex->path);
+		record(srv, ex);
 		if (ex->stream)
 			pk_yamux_stream_reset(ex->stream);
 		exchange_detach(ex);

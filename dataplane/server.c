@@ -144,6 +144,8 @@ static void register_metrics(struct pk_server *srv)
 	    m, PK_METRIC_COUNTER, "piko_server_caps_refused_total",
 	    "Connections, tunnels and streams refused because a configured cap was reached.", cap,
 	    1, NULL, 0);
+	/* Piko has go_* here; we have no Go runtime (process_metrics.h). */
+	pk_process_metrics_register(&srv->m.process, m);
 }
 
 #define CAP_WARN_INTERVAL_MS 10000

@@ -24,6 +24,7 @@
 #include "access.h"
 #include "cluster.h"
 #include "metrics.h"
+#include "process_metrics.h"
 #include "registry.h"
 #include "server_config.h"
 #include "sock.h"
@@ -42,6 +43,7 @@ struct pk_server_metrics {
 	struct pk_metric *upstream_requests_total;
 	struct pk_metric *open_streams;
 	struct pk_metric *caps_refused; /* {cap}: connections refused by a cap */
+	struct pk_process_metrics process;
 };
 
 /* A listening port: our socket, and the vhost its connections join. */

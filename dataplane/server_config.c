@@ -42,10 +42,7 @@ const struct pk_opt pk_server_opts[] = {
      "most client connections open at once on the proxy port; more are answered 503 and closed "
      "(0: no limit)",
      0, NULL, 0},
-    {"proxy.access_log.level", PK_OPT_STRING, O(proxy.access_log.level), "info",
-     "level of access log records", 0, NULL, 0},
-    {"proxy.access_log.disable", PK_OPT_BOOL, O(proxy.access_log.disable), "false",
-     "disable the access log", 0, NULL, 0},
+    PK_ACCESS_LOG_OPTS("proxy.access_log.", O(proxy.access_log)),
     PK_AUTH_OPTS("proxy.auth.", O(proxy.auth)),
     PK_TLS_SERVER_OPTS("proxy.tls.", O(proxy.tls)),
     {"upstream.bind_addr", PK_OPT_STRING, O(upstream.bind_addr), ":8001",
@@ -154,10 +151,8 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 		snprintf(err, errlen, "invalid log level: %s", cfg->log.level);
 		return -1;
 	}
-	if (pk_log_parse_level(cfg->proxy.access_log.level) < 0) {
-		snprintf(err, errlen, "invalid access log level: %s", cfg->proxy.access_log.level);
+	if (pk_access_log_validate(&cfg->proxy.access_log, err, errlen) < 0)
 		return -1;
-	}
 	if (cfg->grace_period_ms <= 0) {
 		snprintf(err, errlen, "missing grace period");
 		return -1;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "access_log.h"
 #include "auth.h"
 #include "config.h"
 #include "tls_config.h"
@@ -33,10 +34,7 @@ struct pk_server_config {
 		/* Client connections open at once; more are answered 503 and
 		 * closed. 0: no cap. */
 		int64_t max_connections;
-		struct {
-			char *level;
-			int disable;
-		} access_log;
+		struct pk_access_log_config access_log;
 		struct pk_auth_config auth;
 		struct pk_tls_server_config tls;
 	} proxy;

@@ -55,7 +55,8 @@ for c in cmake:cmake make:make pkg-config:pkg-config clang-format:clang-format \
 	unshare:util-linux nsenter:util-linux setpriv:util-linux mount:mount \
 	mmdebstrap:mmdebstrap containerd:containerd containerd-shim-runc-v2:containerd \
 	ctr:containerd runc:runc nft:nftables iptables-save:iptables \
-	dpkg-buildflags:dpkg-dev apt-get:apt; do
+	dpkg-buildflags:dpkg-dev dpkg-shlibdeps:dpkg-dev dpkg-deb:dpkg cpack:cmake \
+	chroot:coreutils mountpoint:util-linux flock:util-linux apt-get:apt; do
 	probe "${c#*:}" "command ${c%%:*}" command -v "${c%%:*}"
 done
 for m in libwebsockets:libwebsockets-dev yaml-0.1:libyaml-dev openssl:libssl-dev \

@@ -6,7 +6,8 @@
 # piko-controller's end-to-end tests and the Helm chart's tests
 # (charts/piko-controller) against a real control plane (built by
 # hack/k8s/build.sh), the agent's chart, the container images, and the
-# user's story on real pods (a kubelet node in a sandbox); then the unit,
+# user's story on real pods (a kubelet node in a sandbox), the Debian
+# package in a fresh Debian root; then the unit,
 # integration and controller tests again under ASan+UBSan; then a short
 # libFuzzer run of each harness.
 # Environment: PK_TEST_QUICK=1 skips the sanitizer pass and the fuzz run.
@@ -53,6 +54,8 @@ tests/k8s/story.sh build
 # (/run/containerd) off the host.
 step "container images (run in a private containerd with runc, in a sandbox)"
 hack/k8s/sandbox.sh --check tests/k8s/image.sh
+step "the Debian package (cpack; installed with apt into a fresh bookworm root, used, purged)"
+tests/package.sh build-release
 
 if [ "${PK_TEST_QUICK:-0}" != 1 ]; then
 	step "build (ASan+UBSan)"

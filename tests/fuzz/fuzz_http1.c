@@ -63,6 +63,10 @@ static void run(enum pk_http1_kind kind, uint8_t ctl, const uint8_t *data, size_
 	/* mostly roomy, sometimes tight so the 431 path is reached */
 	size_t max_head = (ctl & 0x80) ? 64 + (ctl & 0x3f) : 8192;
 	pk_http1_reader_init(&r, kind, max_head);
+	/* As the proxy port reads a client's request: what the builders add
+	 * must still fit the next hop's reader (exercise_head). */
+	if (kind == PK_HTTP1_REQUEST)
+		pk_http1_reader_set_max_headers(&r, PK_HTTP1_CLIENT_MAX_HEADERS);
 	pk_http1_reader_set_head_request(&r, (ctl >> 6) & 1);
 	uint32_t rng = ctl * 2654435761u + 1;
 	size_t off = 0;

@@ -156,6 +156,42 @@ def proxy_request(server, endpoint, method, path, headers=None, body=None,
                    encode_chunked=encode_chunked)
 
 
+class RequestLoad:
+    """n threads sending keep-alive GETs for endpoint through the proxy port
+    until stop(): ok[0] counts the 200s, bad lists anything else (status and
+    body, or the exception). For tests that disturb tunnels under load."""
+
+    def __init__(self, port, endpoint, n=4, path="/"):
+        self.ok, self.bad = [0], []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(port, endpoint, path))
+                         for _ in range(n)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, port, endpoint, path):
+        c = None
+        while not self._stop.is_set():
+            try:
+                if c is None:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=T(10))
+                c.request("GET", path, headers={"x-piko-endpoint": endpoint})
+                r = c.getresponse()
+                body = r.read()
+                if r.status == 200:
+                    self.ok[0] += 1
+                else:
+                    self.bad.append((r.status, body))
+            except (OSError, http.client.HTTPException) as e:
+                self.bad.append(repr(e))
+                c = None
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(T(15))
+
+
 def is_no_upstream(resp):
     return resp.status == 502 and b"no available upstreams" in resp.body
 

@@ -9,7 +9,6 @@ server side over the agent's WebSocket, so the test controls when each frame
 goes out; the agent forwards to the real test upstream service."""
 
 import hashlib
-import http.client
 import os
 import signal
 import socket
@@ -17,7 +16,7 @@ import struct
 import threading
 import time
 
-from harness import PikoTestCase, T, free_port, wait_for
+from harness import PikoTestCase, RequestLoad, T, free_port, wait_for
 from tcp_services import find_logs
 from tcp_ws import OP_BINARY, OP_CLOSE, WsClosed, WsConn, accept_key, hget, read_http_head
 
@@ -400,29 +399,7 @@ class AgentShutdownTest(PikoTestCase):
         b = self.agent(srv, "e", up.addr)
         wait_for(lambda: srv.stderr().count('"msg":"upstream connected"') >= 2, T(10),
                  what="two tunnels of e")
-        stop = threading.Event()
-        ok, bad = [0], []
-
-        def client():
-            c = None
-            while not stop.is_set():
-                try:
-                    if c is None:
-                        c = http.client.HTTPConnection("127.0.0.1", srv.proxy_port,
-                                                       timeout=T(10))
-                    c.request("GET", "/", headers={"x-piko-endpoint": "e"})
-                    r = c.getresponse()
-                    body = r.read()
-                    if r.status == 200:
-                        ok[0] += 1
-                    else:
-                        bad.append((r.status, body))
-                except (OSError, http.client.HTTPException) as e:
-                    bad.append(repr(e))
-                    c = None
-        clients = [threading.Thread(target=client) for _ in range(4)]
-        for t in clients:
-            t.start()
+        load = RequestLoad(srv.proxy_port, "e")
         try:
             for _ in range(10):
                 time.sleep(0.3)
@@ -431,8 +408,6 @@ class AgentShutdownTest(PikoTestCase):
                 wait_for(lambda: '"msg":"connected"' in b.stderr(), T(10),
                          what="the restarted agent connected")
         finally:
-            stop.set()
-            for t in clients:
-                t.join(T(15))
-        self.assertEqual(bad, [])
-        self.assertGreater(ok[0], 100)
+            load.stop()
+        self.assertEqual(load.bad, [])
+        self.assertGreater(load.ok[0], 100)

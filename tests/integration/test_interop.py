@@ -18,10 +18,11 @@ import re
 import socket
 import subprocess
 import threading
+import time
 import unittest
 
-from harness import (CONFIG, Agent, Proc, Server, StartupError, T, free_port, need_peer, request,
-                     wait_for)
+from harness import (CONFIG, Agent, Proc, RequestLoad, Server, StartupError, T, free_port,
+                     need_peer, request, wait_for)
 from tcp_services import (TcpAgent, Forward, TcpTestCase, find_logs, forward_dial_error,
                           pattern_chunks, pattern_digest)
 from tcp_ws import (OP_BINARY, OP_TEXT, WsConn, accept_key, client_handshake, read_body,
@@ -240,6 +241,35 @@ class PikoClientsAgainstOurServer(InteropCase):
         self.piko_agent_http(srv, "go-dead", "127.0.0.1:%d" % dead)
         r = srv.proxy("go-dead", "GET", "/")
         self.assertJsonError(r, 502, "upstream unreachable")
+
+    def test_piko_agent_sigterm_fails_no_request(self):
+        # Go's yamux answers with RST a stream that crosses its own Go Away,
+        # so a SIGTERMed Piko agent refuses the requests our server sent it
+        # just before reading that Go Away. The server sends a refused
+        # request (nothing of it was acted on) to the endpoint's other
+        # tunnel: no client sees a 502 while one tunnel stays up.
+        up = self.upstream()
+        srv = self.server()
+        self.piko_agent_http(srv, "go-term", up.addr)
+        b = self.piko_agent_http(srv, "go-term", up.addr)
+        load = RequestLoad(srv.proxy_port, "go-term")
+        try:
+            for i in range(12):
+                # the new agent's tunnel is up (and its signal handler set)
+                wait_for(lambda: srv.stderr().count('"msg":"upstream connected"') >= i + 2,
+                         T(10), what="tunnel %d of go-term" % (i + 2))
+                time.sleep(0.3)
+                b.stop()  # SIGTERM; Piko's agent exits 0 once drained
+                b = self.piko_agent_http(srv, "go-term", up.addr)
+            # Piko's agent sets its signal handler only after its tunnel is
+            # up: let the last one get there before the cleanup stops it.
+            wait_for(lambda: srv.stderr().count('"msg":"upstream connected"') >= 14, T(10),
+                     what="the last tunnel of go-term")
+            time.sleep(0.3)
+        finally:
+            load.stop()
+        self.assertEqual(load.bad, [])
+        self.assertGreater(load.ok[0], 100)
 
     def test_piko_agent_tcp_with_our_forward(self):
         svc = self.tcp_service()

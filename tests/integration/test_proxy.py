@@ -114,6 +114,24 @@ class RoutingTest(PikoTestCase):
         self.assertEqual(parts[0], "203.0.113.7", xffs)
         self.assertIn("127.0.0.1", parts[1:], xffs)
 
+    def test_as_many_headers_as_a_client_may_send_reach_the_service(self):
+        # 256 headers (the proxy port's most) plus those the server adds
+        # (X-Forwarded-For, X-Piko-Forward) must still pass our agent's
+        # reader; found by fuzz_http1 (a built request its reader refused).
+        _, srv, _ = self.stack("many")
+        for n, want in ((255, 200), (256, 200), (257, 431)):
+            with self.subTest(headers=n):
+                # x-piko-endpoint, and http.client's Host and
+                # Accept-Encoding, are three of them
+                hs = {"X-H%d" % i: str(i) for i in range(n - 3)}
+                r = proxy_request(srv, "many", "GET", "/headers", headers=hs)
+                self.assertEqual(r.status, want, r)
+                if want == 200:
+                    seen = [k.lower() for k, _ in r.json()["headers"]]
+                    self.assertEqual(len([k for k in seen if k.startswith("x-h")]), n - 3)
+                    self.assertIn("x-piko-forward", seen)
+                    self.assertIn("x-forwarded-for", seen)
+
 
 class BodyTest(PikoTestCase):
     SIZE = 10 * 1024 * 1024

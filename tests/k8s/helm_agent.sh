@@ -11,7 +11,7 @@
 #   - values.schema.json refuses: no server.url, a server.url that is not
 #     http(s)://, no listeners, a bad protocol, an endpointId with '/', an
 #     unknown key (top level and in a listener), a token together with an
-#     existing Secret; a terminationGracePeriodSeconds not above the grace
+#     existing Secret, an access log with both header lists; a terminationGracePeriodSeconds not above the grace
 #     period fails the render;
 #   - the listeners are rendered into the ConfigMap's agent.yaml exactly
 #     (parsed and compared as data), with server.enabled on the metrics port;
@@ -146,6 +146,9 @@ refuse "an unknown key (replica)" "additional properties 'replica' not allowed" 
 refuse "an unknown listener key (endpoint)" "additional properties 'endpoint' not allowed" \
 	"${MIN[@]}" --set 'listeners[0].endpoint=x'
 refuse "a bad listener timeout" "at '/listeners/0/timeout'" "${MIN[@]}" --set 'listeners[0].timeout=soon'
+refuse "an access log with both header lists" "at '/listeners/0/accessLog/requestHeaders'" \
+	"${MIN[@]}" --set 'listeners[0].accessLog.requestHeaders.allowList={a}' \
+	--set 'listeners[0].accessLog.requestHeaders.blockList={b}'
 refuse "auth.token with auth.existingSecret" "at '/auth'" "${MIN[@]}" --set auth.token=t \
 	--set auth.existingSecret=s
 if out=$(tpl "${MIN[@]}" --set terminationGracePeriodSeconds=60 2>&1); then
@@ -191,7 +194,10 @@ listeners:
     protocol: http
     addr: http://web.apps.svc:8080/api
     timeout: 30s
-    access_log: {level: warn}
+    access_log:
+      level: warn
+      request_headers: {block_list: [authorization, cookie]}
+      response_headers: {allow_list: [content-type]}
   - endpoint_id: db
     protocol: tcp
     addr: postgres.apps.svc:5432

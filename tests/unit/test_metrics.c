@@ -293,6 +293,42 @@ static void test_remove(void **state)
 	pk_metrics_free(m);
 }
 
+static void test_clear(void **state)
+{
+	(void)state;
+	struct pk_metrics *m = pk_metrics_new();
+	static const char *const peer[] = {"node_id"};
+	struct pk_metric *g = pk_metrics_register(m, PK_METRIC_GAUGE, "up", NULL, peer, 1, NULL, 0);
+	struct pk_metric *plain =
+	    pk_metrics_register(m, PK_METRIC_GAUGE, "plain", NULL, NULL, 0, NULL, 0);
+	char name[16];
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "n%02d", i);
+		const char *v[] = {name};
+		pk_metric_set(g, v, 1);
+	}
+	pk_metric_set(plain, NULL, 7);
+	pk_metric_clear(g);
+	pk_metric_clear(plain); /* no-op: its one series stays */
+	const char *n3[] = {"n03"};
+	assert_true(pk_metric_value(g, n3) == 0);
+	size_t len;
+	char *text = pk_metrics_render(m, &len);
+	assert_string_equal(text, "# TYPE plain gauge\nplain 7\n");
+	free(text);
+	/* Usable again after a clear, lookups included. */
+	const char *n9[] = {"n09"};
+	pk_metric_set(g, n9, 2);
+	pk_metric_set(g, n3, 3);
+	assert_true(pk_metric_value(g, n9) == 2);
+	assert_true(pk_metric_value(g, n3) == 3);
+	text = pk_metrics_render(m, &len);
+	assert_string_equal(text, "# TYPE up gauge\nup{node_id=\"n03\"} 3\nup{node_id=\"n09\"} "
+	                          "2\n# TYPE plain gauge\nplain 7\n");
+	free(text);
+	pk_metrics_free(m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -300,6 +336,7 @@ int main(void)
 	    cmocka_unit_test(test_remove),          cmocka_unit_test(test_histogram),
 	    cmocka_unit_test(test_default_buckets), cmocka_unit_test(test_escaping),
 	    cmocka_unit_test(test_number_format),   cmocka_unit_test(test_many_children),
+	    cmocka_unit_test(test_clear),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

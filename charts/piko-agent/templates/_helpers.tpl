@@ -106,6 +106,15 @@ everything but the token.
 {{- $al := dict }}
 {{- if hasKey . "level" }}{{ $_ := set $al "level" .level }}{{ end }}
 {{- if hasKey . "disable" }}{{ $_ := set $al "disable" .disable }}{{ end }}
+{{- $src := . }}
+{{- range $side := list "request" "response" }}
+{{- with get $src (printf "%sHeaders" $side) }}
+{{- $h := dict }}
+{{- with .allowList }}{{ $_ := set $h "allow_list" . }}{{ end }}
+{{- with .blockList }}{{ $_ := set $h "block_list" . }}{{ end }}
+{{- $_ := set $al (printf "%s_headers" $side) $h }}
+{{- end }}
+{{- end }}
 {{- $_ := set $l "access_log" $al }}
 {{- end }}
 {{- $listeners = append $listeners $l }}
