@@ -11,7 +11,6 @@
 #include "forward_config.h"
 
 struct fwd_port;
-struct fwd_conn;
 
 struct pk_forward {
 	const struct pk_forward_config *cfg;
@@ -20,7 +19,6 @@ struct pk_forward {
 	struct lws_context *ctx;
 	struct fwd_port *ports;
 	size_t nports;
-	struct fwd_conn *conns;
 	lws_sorted_usec_list_t tick_sul;
 };
 

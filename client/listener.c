@@ -1,0 +1,685 @@
+/*
+ * Upstream listeners (piko_listen) and forwarders (piko_listen_and_forward):
+ * a WebSocket to <url>/piko/v1/upstream/<endpoint> carrying a yamux session
+ * in which we are the client (core/tunnel.c), redialled with backoff when
+ * it drops, as the Go SDK's Listener does; every stream the server opens
+ * is piped (core/pipe.c) to one end of a socketpair, whose other end waits
+ * in the accept queue for the program, or, for a forwarder, to a new TCP
+ * connection to its address.
+ *
+ * Locking: fields marked "loop" are the loop thread's alone; fields marked
+ * "mu" are shared with the program's threads under l->mu.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "buf.h"
+#include "client_internal.h"
+#include "log.h"
+#include "pipe.h"
+#include "tunnel.h"
+
+#define TICK_US (250 * LWS_US_PER_MS)
+/* Streams waiting for piko_accept (yamux's own accept backlog). */
+#define ACCEPT_CAP 256
+
+enum { ST_CONNECTING = 0, ST_UP, ST_FAILED, ST_CLOSED };
+
+struct piko_listener {
+	/* Set at creation, then read-only. */
+	char *endpoint;
+	char *token, *tenant;
+	char host[256];
+	int port, tls, insecure;
+	char path[1400]; /* the upgrade request's path */
+	char hosthdr[300];
+	char *ca, *cert, *key;
+	uint64_t connect_timeout_ms;
+	char *fwd_host; /* forwarder: where streams go, else NULL */
+	int fwd_port;
+
+	/* loop */
+	struct lws_vhost *vh; /* a TLS vhost of its own, else the default */
+	int own_vh;
+	struct lws *wsi;
+	struct pk_tunnel tunnel;
+	int up;
+	int dead; /* shut down: no more dials, no more streams */
+	int ever_up;
+	uint64_t started_ms;
+	struct pk_backoff backoff;
+	lws_sorted_usec_list_t retry_sul, tick_sul;
+	char last_error[200];
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int state;                 /* mu */
+	struct piko_error failure; /* mu: why ST_FAILED */
+	int fds[ACCEPT_CAP];       /* mu: ring of accepted fds */
+	size_t fd_head, fd_n;      /* mu */
+	size_t streams;            /* mu: pipes alive */
+	int closed;                /* mu: piko_listener_close called */
+};
+
+struct piko_forwarder {
+	struct piko_listener *l;
+};
+
+/* ---- loop thread ---------------------------------------------------------- */
+
+static void dial(struct piko_listener *l);
+
+static void set_state(struct piko_listener *l, int st, const struct piko_error *why)
+{
+	pthread_mutex_lock(&l->mu);
+	if (l->state != ST_CLOSED && l->state != ST_FAILED) {
+		l->state = st;
+		if (why)
+			l->failure = *why;
+	}
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void retry_cb(lws_sorted_usec_list_t *sul)
+{
+	dial(lws_container_of(sul, struct piko_listener, retry_sul));
+}
+
+static void fail(struct piko_listener *l, int code, const char *msg)
+{
+	struct piko_error e;
+	pkc_error(&e, code, "%s", msg);
+	l->dead = 1;
+	set_state(l, ST_FAILED, &e);
+}
+
+static void schedule_retry(struct piko_listener *l, const char *why)
+{
+	if (l->dead)
+		return;
+	snprintf(l->last_error, sizeof(l->last_error), "%s", why);
+	if (!l->ever_up && l->connect_timeout_ms &&
+	    pk_now_ms() - l->started_ms >= l->connect_timeout_ms) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "connect timeout: %s", why);
+		fail(l, PIKO_ETIMEDOUT, msg);
+		return;
+	}
+	uint64_t wait = pk_backoff_next(&l->backoff);
+	pk_log(PK_LOG_WARN, "client", "disconnected; reconnecting", "endpoint-id", l->endpoint,
+	       "error", why, NULL);
+	lws_sul_schedule(pkc_rt_context(), 0, &l->retry_sul, retry_cb,
+	                 (lws_usec_t)wait * LWS_US_PER_MS);
+}
+
+static void dial(struct piko_listener *l)
+{
+	if (l->dead || l->wsi)
+		return;
+	struct lws_client_connect_info i;
+	memset(&i, 0, sizeof(i));
+	i.context = pkc_rt_context();
+	i.vhost = l->vh;
+	i.address = l->host;
+	i.port = l->port;
+	i.path = l->path;
+	i.host = l->hosthdr;
+	i.origin = NULL; /* Piko's clients send no Origin */
+	if (l->tls) {
+		i.ssl_connection = LCCSCF_USE_SSL;
+		if (l->insecure)
+			i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_ALLOW_EXPIRED |
+			                    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
+			                    LCCSCF_ALLOW_INSECURE;
+	}
+	i.protocol = NULL; /* no subprotocol, as Piko's clients */
+	i.local_protocol_name = "piko-client-tunnel";
+	i.userdata = l;
+	i.pwsi = &l->wsi;
+	if (!lws_client_connect_via_info(&i)) {
+		l->wsi = NULL;
+		schedule_retry(l, "connect failed");
+	}
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+	struct piko_listener *l = lws_container_of(sul, struct piko_listener, tick_sul);
+	if (l->up)
+		pk_tunnel_tick(&l->tunnel, pk_now_ms());
+	lws_sul_schedule(pkc_rt_context(), 0, sul, tick, TICK_US);
+}
+
+static void pipe_free(void *user)
+{
+	struct piko_listener *l = user;
+	pthread_mutex_lock(&l->mu);
+	l->streams--;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static const struct pk_pipe_hooks pipe_hooks = {.on_free = pipe_free};
+
+/* A stream for the program: one end of a socketpair piped to it, the other
+ * queued for piko_accept. */
+static int accept_fd_stream(struct piko_listener *l, struct pk_yamux_stream *s)
+{
+	int sv[2];
+	pthread_mutex_lock(&l->mu);
+	int full = l->closed || l->fd_n >= ACCEPT_CAP;
+	pthread_mutex_unlock(&l->mu);
+	if (full)
+		return -1; /* refused: the server resets it */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+		return -1;
+	/* pk_sock wants its descriptors nonblocking; the program's end stays
+	 * blocking, as accept(2) would give it. */
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	if (pk_pipe_adopt(s, sv[0], &pipe_hooks, l) < 0) {
+		close(sv[1]);
+		return -1;
+	}
+	pthread_mutex_lock(&l->mu);
+	l->streams++;
+	if (l->closed || l->fd_n >= ACCEPT_CAP) {
+		/* Closed (or filled by nobody else: only this thread adds)
+		 * since the check above: nobody will accept it, and the pipe
+		 * sees its EOF. */
+		close(sv[1]);
+	} else {
+		l->fds[(l->fd_head + l->fd_n) % ACCEPT_CAP] = sv[1];
+		l->fd_n++;
+	}
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}
+
+static int on_stream(struct pk_tunnel *t, struct pk_yamux_stream *s)
+{
+	struct piko_listener *l = t->owner;
+	if (l->dead)
+		return -1;
+	if (!l->fwd_host)
+		return accept_fd_stream(l, s);
+	pthread_mutex_lock(&l->mu);
+	int closed = l->closed;
+	pthread_mutex_unlock(&l->mu);
+	if (closed || pk_pipe_connect(s, l->fwd_host, l->fwd_port, 30000, &pipe_hooks, l) < 0)
+		return -1;
+	pthread_mutex_lock(&l->mu);
+	l->streams++;
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}
+
+static const struct pk_tunnel_ops tunnel_ops = {.on_stream = on_stream};
+
+/* Piko's classification (protocol reference §1.1). */
+static int retryable(unsigned int status)
+{
+	return status == 0 || status == 408 || status == 429 || status == 500 || status == 502 ||
+	       status == 503 || status == 504;
+}
+
+static int add_headers(struct lws *wsi, struct piko_listener *l, void *in, size_t len)
+{
+	unsigned char **p = in, *end = *p + len;
+	if (l->token) {
+		char v[4096];
+		snprintf(v, sizeof(v), "Bearer %s", l->token);
+		if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+		                                 (unsigned char *)v, (int)strlen(v), p, end))
+			return -1;
+	}
+	if (l->tenant && lws_add_http_header_by_name(
+	                     wsi, (const unsigned char *)"x-piko-tenant-id:",
+	                     (const unsigned char *)l->tenant, (int)strlen(l->tenant), p, end))
+		return -1;
+	return 0;
+}
+
+static void probe_done(void *user, const char *msg)
+{
+	struct piko_listener *l = user;
+	fail(l, PIKO_EREFUSED, msg);
+	pipe_free(l); /* the probe counted as a stream */
+}
+
+/* Ask why (probe.c); the listener fails once the answer is in. */
+static int start_probe(struct piko_listener *l, unsigned status)
+{
+	struct pkc_probe_target t = {
+	    .host = l->host,
+	    .port = l->port,
+	    .path = l->path,
+	    .hosthdr = l->hosthdr,
+	    .token = l->token,
+	    .tenant = l->tenant,
+	    .tls = l->tls,
+	    .insecure = l->insecure,
+	    .ca = l->ca,
+	    .cert = l->cert,
+	    .key = l->key,
+	};
+	pthread_mutex_lock(&l->mu);
+	l->streams++; /* the listener outlives the probe */
+	pthread_mutex_unlock(&l->mu);
+	if (pkc_probe_start(&t, status, probe_done, l) == 0)
+		return 0;
+	pipe_free(l);
+	return -1;
+}
+
+int pkc_tunnel_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                        size_t len)
+{
+	struct piko_listener *l = user;
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+		return l ? add_headers(wsi, l, in, len) : 0;
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		if (!l)
+			return -1;
+		l->up = 1;
+		l->ever_up = 1;
+		pk_backoff_reset(&l->backoff);
+		pk_tunnel_init(&l->tunnel, wsi, 1, &tunnel_ops, l, pk_now_ms());
+		pk_log(PK_LOG_INFO, "client", "connected", "endpoint-id", l->endpoint, NULL);
+		pthread_mutex_lock(&l->mu);
+		if (l->closed) /* closed while this dial was in flight */
+			pk_yamux_session_go_away(l->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		pthread_mutex_unlock(&l->mu);
+		set_state(l, ST_UP, NULL);
+		return 0;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return l && l->up ? pk_tunnel_rx(&l->tunnel, in, len) : 0;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return l && l->up ? pk_tunnel_writeable(&l->tunnel) : 0;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		if (!l)
+			return 0;
+		unsigned int status = lws_http_client_http_response(wsi);
+		l->wsi = NULL;
+		char why[256];
+		if (status)
+			snprintf(why, sizeof(why), "%u", status);
+		else
+			snprintf(why, sizeof(why), "%s",
+			         in ? (const char *)in : "connection failed");
+		if (!retryable(status)) {
+			if (!l->dead && start_probe(l, status) == 0)
+				return 0;
+			char msg[300];
+			snprintf(msg, sizeof(msg), "connect: %s", why);
+			fail(l, PIKO_EREFUSED, msg);
+			return 0;
+		}
+		schedule_retry(l, why);
+		return 0;
+	}
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		if (!l || (l->wsi && l->wsi != wsi))
+			return 0;
+		l->wsi = NULL;
+		if (l->up) {
+			l->up = 0;
+			pk_tunnel_destroy(&l->tunnel);
+		}
+		set_state(l, ST_CONNECTING, NULL);
+		pthread_mutex_lock(&l->mu);
+		int closed = l->closed;
+		pthread_mutex_unlock(&l->mu);
+		if (!closed)
+			schedule_retry(l, "connection closed");
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Start: the TLS vhost if needed, the first dial, the tick. */
+static void start_on_loop(void *arg)
+{
+	struct piko_listener *l = arg;
+	struct lws_context *ctx = pkc_rt_context();
+	l->vh = lws_get_vhost_by_name(ctx, "default");
+	if (l->tls) {
+		/* lws keeps a client TLS context per vhost: our CAs (else the
+		 * system's) and the client certificate for mTLS. Owner: the
+		 * listener (destroyed at shutdown). */
+		static const struct lws_protocols protos[] = {
+		    {"piko-client-tunnel", pkc_tunnel_callback, 0, 64 * 1024, 0, NULL, 0},
+		    {NULL, NULL, 0, 0, 0, NULL, 0},
+		};
+		struct lws_context_creation_info info;
+		char name[64];
+		snprintf(name, sizeof(name), "piko-client-%p", (void *)l);
+		memset(&info, 0, sizeof(info));
+		info.port = CONTEXT_PORT_NO_LISTEN;
+		info.vhost_name = name;
+		info.protocols = protos;
+		info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.client_ssl_ca_filepath = l->ca;
+		info.client_ssl_cert_filepath = l->cert;
+		info.client_ssl_private_key_filepath = l->key;
+		info.alpn = "http/1.1";
+		l->vh = lws_create_vhost(ctx, &info);
+		if (!l->vh) {
+			fail(l, PIKO_EINVAL, "tls: cannot load the CA, certificate or key");
+			return;
+		}
+		l->own_vh = 1;
+	}
+	l->started_ms = pk_now_ms();
+	lws_sul_schedule(ctx, 0, &l->tick_sul, tick, TICK_US);
+	dial(l);
+}
+
+static void close_on_loop(void *arg)
+{
+	struct piko_listener *l = arg;
+	lws_sul_cancel(&l->retry_sul);
+	if (l->up)
+		pk_yamux_session_go_away(l->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+	else
+		l->dead = 1; /* nothing to keep: no dial from now on */
+}
+
+static void shutdown_on_loop(void *arg)
+{
+	struct piko_listener *l = arg;
+	l->dead = 1;
+	lws_sul_cancel(&l->retry_sul);
+	if (l->wsi) {
+		/* Closes now: CLIENT_CLOSED (or CONNECTION_ERROR) runs inside,
+		 * which frees the session and resets its streams. */
+		lws_set_timeout(l->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+	}
+	l->wsi = NULL;
+	if (l->up) {
+		l->up = 0;
+		pk_tunnel_destroy(&l->tunnel);
+	}
+	lws_sul_cancel(&l->tick_sul);
+	if (l->own_vh)
+		lws_vhost_destroy(l->vh);
+	l->own_vh = 0;
+}
+
+/* ---- the program's threads -------------------------------------------------- */
+
+static char *dup_or_null(const char *s)
+{
+	return s && *s ? pk_xstrdup(s) : NULL;
+}
+
+static void listener_free_fields(struct piko_listener *l)
+{
+	while (l->fd_n) { /* queued after the last close (see mark_closed) */
+		close(l->fds[l->fd_head]);
+		l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
+		l->fd_n--;
+	}
+	pthread_mutex_destroy(&l->mu);
+	pthread_cond_destroy(&l->cv);
+	free(l->endpoint);
+	free(l->token);
+	free(l->tenant);
+	free(l->ca);
+	free(l->cert);
+	free(l->key);
+	free(l->fwd_host);
+	free(l);
+}
+
+/* Parse options into a new listener (no runtime yet). NULL with err. */
+static struct piko_listener *listener_new(const struct piko_options *opts, const char *endpoint,
+                                          struct piko_error *err)
+{
+	struct piko_options def;
+	if (!opts) {
+		piko_options_init(&def);
+		opts = &def;
+	}
+	if (!endpoint || !*endpoint || strchr(endpoint, '/')) {
+		pkc_error(err, PIKO_EINVAL, "invalid endpoint id: %s", endpoint ? endpoint : "");
+		return NULL;
+	}
+	if ((opts->tls_cert_file && *opts->tls_cert_file) !=
+	    (opts->tls_key_file && *opts->tls_key_file)) {
+		pkc_error(err, PIKO_EINVAL, "tls: a client certificate needs its key and back");
+		return NULL;
+	}
+	char url[2048];
+	const char *url_in = opts->url ? opts->url : "http://localhost:8001";
+	snprintf(url, sizeof(url), "%s", url_in);
+	const char *prot, *ads, *path;
+	int port;
+	if (lws_parse_uri(url, &prot, &ads, &port, &path) || !*ads ||
+	    (strcmp(prot, "http") && strcmp(prot, "https") && strcmp(prot, "ws") &&
+	     strcmp(prot, "wss"))) {
+		pkc_error(err, PIKO_EINVAL, "invalid url: %s", url_in);
+		return NULL;
+	}
+	/* Owner: the caller of piko_listen (piko_listener_free). */
+	struct piko_listener *l = pk_xcalloc(1, sizeof(*l));
+	pthread_mutex_init(&l->mu, NULL);
+	pkc_cond_init(&l->cv);
+	l->tls = !strcmp(prot, "https") || !strcmp(prot, "wss");
+	snprintf(l->host, sizeof(l->host), "%s", ads);
+	l->port = port;
+	char ep[700];
+	lws_urlencode(ep, endpoint, (int)sizeof(ep));
+	/* Piko appends its path to the URL's, without normalising (lws gives
+	 * the path without its leading '/', or "/" when there is none). */
+	if (!strcmp(path, "/"))
+		path = "";
+	snprintf(l->path, sizeof(l->path), "%s%s/piko/v1/upstream/%s", *path ? "/" : "", path, ep);
+	snprintf(l->hosthdr, sizeof(l->hosthdr), "%s:%d", l->host, l->port);
+	l->endpoint = pk_xstrdup(endpoint);
+	l->token = dup_or_null(opts->token);
+	l->tenant = dup_or_null(opts->tenant_id);
+	l->ca = dup_or_null(opts->tls_ca_file);
+	l->cert = dup_or_null(opts->tls_cert_file);
+	l->key = dup_or_null(opts->tls_key_file);
+	l->insecure = opts->tls_insecure_skip_verify;
+	l->connect_timeout_ms = opts->connect_timeout_ms;
+	pk_backoff_init(&l->backoff, opts->min_reconnect_backoff_ms ?: 100,
+	                opts->max_reconnect_backoff_ms ?: 15000);
+	return l;
+}
+
+/* Start l on the loop and wait for its first connection. 0, or an error
+ * (l is then shut down and freed). */
+static int listener_start(struct piko_listener *l, struct piko_error *err)
+{
+	if (pkc_rt_get(err) < 0) {
+		listener_free_fields(l);
+		return err ? err->code : PIKO_ESYSTEM;
+	}
+	pkc_rt_call(start_on_loop, l);
+	pthread_mutex_lock(&l->mu);
+	while (l->state == ST_CONNECTING)
+		pthread_cond_wait(&l->cv, &l->mu);
+	int st = l->state;
+	struct piko_error why = l->failure;
+	pthread_mutex_unlock(&l->mu);
+	if (st == ST_UP)
+		return 0;
+	if (err)
+		*err = why;
+	piko_listener_free(l);
+	return why.code;
+}
+
+struct piko_listener *piko_listen(const struct piko_options *opts, const char *endpoint,
+                                  struct piko_error *err)
+{
+	struct piko_listener *l = listener_new(opts, endpoint, err);
+	if (!l || listener_start(l, err) < 0)
+		return NULL;
+	return l;
+}
+
+int piko_accept(struct piko_listener *l, int timeout_ms, struct piko_error *err)
+{
+	struct timespec ts;
+	if (timeout_ms > 0)
+		pkc_deadline(&ts, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	for (;;) {
+		if (l->closed) {
+			pthread_mutex_unlock(&l->mu);
+			pkc_error(err, PIKO_ECLOSED, "listener closed");
+			return -1;
+		}
+		if (l->state == ST_FAILED) {
+			if (err)
+				*err = l->failure;
+			pthread_mutex_unlock(&l->mu);
+			return -1;
+		}
+		if (l->fd_n) {
+			int fd = l->fds[l->fd_head];
+			l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
+			l->fd_n--;
+			pthread_mutex_unlock(&l->mu);
+			return fd;
+		}
+		if (timeout_ms == 0 ||
+		    (timeout_ms > 0 && pthread_cond_timedwait(&l->cv, &l->mu, &ts) == ETIMEDOUT)) {
+			pthread_mutex_unlock(&l->mu);
+			pkc_error(err, PIKO_ETIMEDOUT, "accept: timed out");
+			return -1;
+		}
+		if (timeout_ms < 0)
+			pthread_cond_wait(&l->cv, &l->mu);
+	}
+}
+
+/* Mark closed and close the fds nobody accepted (their pipes see EOF). */
+static int mark_closed(struct piko_listener *l)
+{
+	pthread_mutex_lock(&l->mu);
+	int was = l->closed;
+	l->closed = 1;
+	while (l->fd_n) {
+		close(l->fds[l->fd_head]);
+		l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
+		l->fd_n--;
+	}
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	return was;
+}
+
+void piko_listener_close(struct piko_listener *l)
+{
+	if (!mark_closed(l))
+		pkc_rt_call(close_on_loop, l);
+}
+
+void piko_listener_shutdown(struct piko_listener *l)
+{
+	mark_closed(l);
+	pkc_rt_call(shutdown_on_loop, l);
+	pthread_mutex_lock(&l->mu);
+	l->state = ST_CLOSED;
+	pthread_mutex_unlock(&l->mu);
+}
+
+void piko_listener_free(struct piko_listener *l)
+{
+	if (!l)
+		return;
+	piko_listener_shutdown(l);
+	/* The pipes point at l until their sockets are gone (they were reset
+	 * by the shutdown; a few loop passes). */
+	pthread_mutex_lock(&l->mu);
+	while (l->streams)
+		pthread_cond_wait(&l->cv, &l->mu);
+	pthread_mutex_unlock(&l->mu);
+	pkc_rt_put();
+	listener_free_fields(l);
+}
+
+const char *piko_listener_endpoint(const struct piko_listener *l)
+{
+	return l->endpoint;
+}
+
+int piko_listener_connected(struct piko_listener *l)
+{
+	pthread_mutex_lock(&l->mu);
+	int up = l->state == ST_UP && !l->closed;
+	pthread_mutex_unlock(&l->mu);
+	return up;
+}
+
+/* ---- forwarders ------------------------------------------------------------- */
+
+struct piko_forwarder *piko_listen_and_forward(const struct piko_options *opts,
+                                               const char *endpoint, const char *addr,
+                                               struct piko_error *err)
+{
+	const char *colon = addr ? strrchr(addr, ':') : NULL;
+	int port = colon ? atoi(colon + 1) : 0;
+	if (!colon || port <= 0 || port > 65535 || colon == addr) {
+		pkc_error(err, PIKO_EINVAL, "invalid address: %s (want host:port)",
+		          addr ? addr : "");
+		return NULL;
+	}
+	struct piko_listener *l = listener_new(opts, endpoint, err);
+	if (!l)
+		return NULL;
+	l->fwd_host = pk_xstrndup(addr, (size_t)(colon - addr));
+	l->fwd_port = port;
+	if (listener_start(l, err) < 0)
+		return NULL;
+	/* Owner: the caller (piko_forwarder_free). */
+	struct piko_forwarder *f = pk_xcalloc(1, sizeof(*f));
+	f->l = l;
+	return f;
+}
+
+void piko_forwarder_close(struct piko_forwarder *f)
+{
+	piko_listener_close(f->l);
+}
+
+int piko_forwarder_wait(struct piko_forwarder *f, int timeout_ms)
+{
+	struct piko_listener *l = f->l;
+	struct timespec ts;
+	if (timeout_ms >= 0)
+		pkc_deadline(&ts, timeout_ms);
+	int rc = 0;
+	pthread_mutex_lock(&l->mu);
+	while (!(l->closed && l->streams == 0)) {
+		if (timeout_ms < 0) {
+			pthread_cond_wait(&l->cv, &l->mu);
+		} else if (pthread_cond_timedwait(&l->cv, &l->mu, &ts) == ETIMEDOUT) {
+			rc = PIKO_ETIMEDOUT;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
+void piko_forwarder_free(struct piko_forwarder *f)
+{
+	if (!f)
+		return;
+	piko_listener_free(f->l);
+	free(f);
+}
