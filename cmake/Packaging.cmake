@@ -16,7 +16,8 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "self-hosted tunnels to services behind NAT, compatible with Piko")
 set(CPACK_PACKAGE_DESCRIPTION
     "Piko in C: piko server (the proxy, in a cluster of nodes), piko agent and piko forward (the \
-two ends of a tunnel) and piko-controller (the Kubernetes operator), compatible with Piko's \
+two ends of a tunnel), piko-controller (the Kubernetes operator) and libpiko-client (the client \
+as a C library: headers, shared and static library, pkg-config file), compatible with Piko's \
 agents, SDK, flags and configuration.")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)

@@ -7,11 +7,11 @@
 #   - apt resolves every dependency the package declares (dpkg-shlibdeps'
 #     and the libev plugin's) from the Debian mirror, and nothing is broken;
 #   - `piko --version` and `piko-controller --version` print the version;
-#   - `piko server` starts on its defaults and answers /ready, on the epoll
-#     loop (the plugin the package depends on is there);
-#   - with libpiko-client in the package (include/piko/, piko-client.pc), an
-#     example is compiled against the installed library with pkg-config
-#     and linked.
+#   - `piko server` answers /ready, on the epoll loop (the plugin the
+#     package depends on is there);
+#   - the library's two examples compile against the installed headers and
+#     library with pkg-config alone (no -dev package), and echo a line
+#     through the packaged server.
 # Then the package is removed (apt-get purge) and leaves no file behind.
 #
 # Usage: tests/package.sh [BUILD_DIR]   (default build-release)
@@ -117,12 +117,22 @@ else
 	bad "apt-get check" "$out"
 fi
 
-# ---- the binaries
+# ---- the binaries, and the library's examples built against the package
 got=$(in_root piko --version 2>&1 || true)
 [ "$got" = "$version" ] && ok "piko --version: $got" || bad "piko --version" "$got"
 got=$(in_root piko-controller --version 2>&1 || true)
 [ "$got" = "piko-controller $version" ] && ok "piko-controller --version: $got" ||
 	bad "piko-controller --version" "$got"
+if dpkg-deb -c "$deb" | grep -q '/pkgconfig/piko-client.pc$'; then
+	cp "$repo"/examples/*.c "$root/tmp/"
+	if out=$(in_root sh -c 'cd /tmp && for f in echo_upstream dial; do cc -Wall -Werror -o "$f" "$f.c" $(pkg-config --cflags --libs piko-client) -pthread || exit 1; done' 2>&1); then
+		ok "examples built against the installed libpiko-client with pkg-config (no -dev package)"
+	else
+		bad "examples against the installed library" "$out"
+	fi
+else
+	bad "the package carries libpiko-client" "$(dpkg-deb -c "$deb")"
+fi
 port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pp=$(port) up=$(port) ap=$(port) cp=$(port)
 chroot "$root" /usr/bin/piko server --proxy.bind-addr "127.0.0.1:$pp" --upstream.bind-addr \
@@ -143,21 +153,25 @@ if [ -n "$ready" ] && ls -l "/proc/$server_pid/fd" 2>/dev/null | grep -q 'anon_i
 else
 	bad "piko server from the package" "$(tail -20 "$root/tmp/server.log")"
 fi
+# The examples, linked to the packaged library, through the packaged server.
+if [ -x "$root/tmp/echo_upstream" ]; then
+	chroot "$root" /tmp/echo_upstream -u "http://127.0.0.1:$up" -n 1 pkg-echo \
+		>"$root/tmp/echo.log" 2>&1 &
+	echo_pid=$!
+	for _ in $(seq 100); do
+		grep -q 'listening on pkg-echo' "$root/tmp/echo.log" && break
+		sleep 0.1
+	done
+	got=$(echo "hello from the package" | timeout 20 chroot "$root" /tmp/dial \
+		-u "http://127.0.0.1:$pp" pkg-echo 2>&1 || true)
+	timeout 10 tail --pid="$echo_pid" -f /dev/null 2>/dev/null || kill "$echo_pid" 2>/dev/null || true
+	[ "$got" = "hello from the package" ] && ok "the examples echo through the packaged server" ||
+		bad "examples end to end" "dial: $got
+$(cat "$root/tmp/echo.log")"
+fi
 kill "$server_pid" 2>/dev/null || true
 wait "$server_pid" 2>/dev/null || true
 server_pid=
-
-# ---- the library, when the package has it
-if in_root pkg-config --exists piko-client 2>/dev/null; then
-	cp "$repo"/examples/*.c "$root/tmp/"
-	if out=$(in_root sh -c 'cd /tmp && for f in *.c; do cc -Wall -Werror -o "${f%.c}" "$f" $(pkg-config --cflags --libs piko-client) || exit 1; done' 2>&1); then
-		ok "examples built against the installed libpiko-client with pkg-config"
-	else
-		bad "examples against the installed library" "$out"
-	fi
-else
-	log "skip the library check: this package has no piko-client.pc"
-fi
 
 # ---- purge: nothing left behind
 if out=$(in_root sh -c 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq piko-c' 2>&1) &&
