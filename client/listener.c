@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -65,11 +66,34 @@ struct piko_listener {
 	size_t fd_head, fd_n;      /* mu */
 	size_t streams;            /* mu: pipes alive */
 	int closed;                /* mu: piko_listener_close called */
+	/* mu: piko_listener_fd()'s eventfd (-1 until asked for), and whether
+	 * it is readable now: exactly while piko_accept would not block. */
+	int ready_fd;
+	int ready_set;
 };
 
 struct piko_forwarder {
 	struct piko_listener *l;
 };
+
+/* Keep piko_listener_fd() readable exactly while piko_accept() would not
+ * block (a stream waits, or the listener is closed or failed): level
+ * triggered, as a listening socket is, so any event loop can watch it.
+ * Called with mu held after every change of those. */
+static void update_ready(struct piko_listener *l)
+{
+	if (l->ready_fd < 0)
+		return;
+	int want = l->fd_n > 0 || l->closed || l->state == ST_FAILED;
+	uint64_t v = 1;
+	if (want && !l->ready_set) {
+		if (write(l->ready_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+			l->ready_set = 1;
+	} else if (!want && l->ready_set) {
+		if (read(l->ready_fd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+			l->ready_set = 0;
+	}
+}
 
 /* ---- loop thread ---------------------------------------------------------- */
 
@@ -83,6 +107,7 @@ static void set_state(struct piko_listener *l, int st, const struct piko_error *
 		if (why)
 			l->failure = *why;
 	}
+	update_ready(l);
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 }
@@ -198,6 +223,7 @@ static int accept_fd_stream(struct piko_listener *l, struct pk_yamux_stream *s)
 		l->fds[(l->fd_head + l->fd_n) % ACCEPT_CAP] = sv[1];
 		l->fd_n++;
 	}
+	update_ready(l);
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	return 0;
@@ -429,6 +455,8 @@ static void listener_free_fields(struct piko_listener *l)
 		l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
 		l->fd_n--;
 	}
+	if (l->ready_fd >= 0)
+		close(l->ready_fd);
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	free(l->endpoint);
@@ -474,6 +502,7 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 	struct piko_listener *l = pk_xcalloc(1, sizeof(*l));
 	pthread_mutex_init(&l->mu, NULL);
 	pkc_cond_init(&l->cv);
+	l->ready_fd = -1;
 	l->tls = !strcmp(prot, "https") || !strcmp(prot, "wss");
 	snprintf(l->host, sizeof(l->host), "%s", ads);
 	l->port = port;
@@ -552,6 +581,7 @@ int piko_accept(struct piko_listener *l, int timeout_ms, struct piko_error *err)
 			int fd = l->fds[l->fd_head];
 			l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
 			l->fd_n--;
+			update_ready(l);
 			pthread_mutex_unlock(&l->mu);
 			return fd;
 		}
@@ -566,6 +596,44 @@ int piko_accept(struct piko_listener *l, int timeout_ms, struct piko_error *err)
 	}
 }
 
+int piko_listener_fd(struct piko_listener *l, struct piko_error *err)
+{
+	pthread_mutex_lock(&l->mu);
+	if (l->ready_fd < 0) {
+		/* Owner: l (closed by piko_listener_free). */
+		l->ready_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (l->ready_fd < 0) {
+			pthread_mutex_unlock(&l->mu);
+			pkc_error(err, PIKO_ESYSTEM, "eventfd: %s", strerror(errno));
+			return -1;
+		}
+		update_ready(l);
+	}
+	int fd = l->ready_fd;
+	pthread_mutex_unlock(&l->mu);
+	return fd;
+}
+
+int piko_listener_dispatch(struct piko_listener *l, piko_stream_cb cb, void *arg,
+                           struct piko_error *err)
+{
+	int n = 0;
+	for (;;) {
+		struct piko_error e;
+		int fd = piko_accept(l, 0, &e);
+		if (fd >= 0) {
+			cb(arg, fd);
+			n++;
+			continue;
+		}
+		if (e.code == PIKO_ETIMEDOUT)
+			return n; /* nothing more waits */
+		if (err)
+			*err = e;
+		return n ? n : -1;
+	}
+}
+
 /* Mark closed and close the fds nobody accepted (their pipes see EOF). */
 static int mark_closed(struct piko_listener *l)
 {
@@ -577,6 +645,7 @@ static int mark_closed(struct piko_listener *l)
 		l->fd_head = (l->fd_head + 1) % ACCEPT_CAP;
 		l->fd_n--;
 	}
+	update_ready(l);
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	return was;

@@ -134,6 +134,32 @@ struct piko_listener *piko_listen(const struct piko_options *opts, const char *e
  * the server's new streams are reset. */
 int piko_accept(struct piko_listener *l, int timeout_ms, struct piko_error *err);
 
+/* ---- on the program's own event loop ----
+ *
+ * A program built on an event loop (epoll, poll, libev, libuv, GLib...) does
+ * not block in piko_accept(): it watches piko_listener_fd() as it would a
+ * listening socket and, when that is readable, takes the streams that wait
+ * with piko_listener_dispatch(), which calls back for each; the streams are
+ * file descriptors it adds to the same loop. Nothing here blocks.
+ */
+
+/* A descriptor that is readable (POLLIN / EPOLLIN, level-triggered) exactly
+ * while piko_accept() would not block: a stream waits, or the listener was
+ * closed or failed (then dispatch reports why). Read-only for the program:
+ * never read, write or close it. The same descriptor every call, until
+ * piko_listener_free(). -1 with err filled (PIKO_ESYSTEM) if it cannot be
+ * made. */
+int piko_listener_fd(struct piko_listener *l, struct piko_error *err);
+
+/* Called with each new stream's descriptor (the program's to close). */
+typedef void (*piko_stream_cb)(void *arg, int fd);
+
+/* Take every stream that waits, without blocking, calling cb(arg, fd) for
+ * each. Returns how many (0: none waited), or -1 with err filled when the
+ * listener is closed (PIKO_ECLOSED) or failed and none was taken. */
+int piko_listener_dispatch(struct piko_listener *l, piko_stream_cb cb, void *arg,
+                           struct piko_error *err);
+
 /* Stop accepting (Go SDK Listener.Close): the server is told not to route
  * new streams here (a yamux Go Away), piko_accept() returns PIKO_ECLOSED
  * (also in threads blocked in it), streams not yet accepted are closed, and

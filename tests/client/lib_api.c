@@ -13,9 +13,16 @@
  *                              check which listener got the bytes
  *   stall URL ENDPOINT         accept one stream, read nothing until SIGUSR1,
  *                              then read it to EOF and print the byte count
+ *   loop URL ENDPOINT          one thread, one poll() loop: the listener's fd
+ *                              and every stream's, echoing each stream (with
+ *                              half-close) until SIGTERM; then close: the fd
+ *                              turns readable and dispatch says closed
  */
 #include <piko/client.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -272,6 +279,111 @@ static int mode_stall(const char *url, const char *endpoint)
 	return 0;
 }
 
+/* mode loop: a single-threaded program on its own event loop. */
+#define LOOP_MAX 64
+struct echo_conn {
+	int fd;
+	char buf[65536];
+	size_t len; /* read, not yet written back */
+	int eof;    /* the peer half-closed: write what is left, then shut */
+	int shut;   /* our half-close sent */
+};
+static struct echo_conn loop_conns[LOOP_MAX];
+static int loop_n, loop_served, loop_refused;
+
+static void on_loop_stream(void *arg, int fd)
+{
+	(void)arg;
+	if (loop_n == LOOP_MAX) {
+		close(fd);
+		loop_refused++;
+		return;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	loop_conns[loop_n++] = (struct echo_conn){.fd = fd};
+}
+
+/* One readiness round for a stream; 1 once it is finished. */
+static int loop_echo(struct echo_conn *c, short rev)
+{
+	if ((rev & (POLLIN | POLLHUP | POLLERR)) && !c->eof && c->len < sizeof(c->buf)) {
+		ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+		if (n > 0)
+			c->len += (size_t)n;
+		else if (n == 0)
+			c->eof = 1;
+		else if (errno != EAGAIN)
+			return 1;
+	}
+	if (c->len) {
+		ssize_t n = write(c->fd, c->buf, c->len);
+		if (n > 0) {
+			memmove(c->buf, c->buf + n, c->len - (size_t)n);
+			c->len -= (size_t)n;
+		} else if (n < 0 && errno != EAGAIN) {
+			return 1;
+		}
+	}
+	if (c->eof && !c->len && !c->shut) {
+		shutdown(c->fd, SHUT_WR);
+		c->shut = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static int mode_loop(const char *url, const char *endpoint)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	struct piko_listener *l = piko_listen(&o, endpoint, &err);
+	if (!l)
+		return say("listen", err.code, err.message), 1;
+	int lfd = piko_listener_fd(l, &err);
+	if (lfd < 0 || piko_listener_fd(l, NULL) != lfd)
+		return say("listener fd", err.code, err.message), 1;
+	struct pollfd idle = {.fd = lfd, .events = POLLIN};
+	printf("idle fd readable: %d\n", poll(&idle, 1, 100));
+	printf("looping\n");
+	fflush(stdout);
+	while (!stop) {
+		struct pollfd p[LOOP_MAX + 1];
+		p[0] = (struct pollfd){.fd = lfd, .events = POLLIN};
+		for (int i = 0; i < loop_n; i++)
+			p[i + 1] =
+			    (struct pollfd){.fd = loop_conns[i].fd,
+			                    .events = (short)((loop_conns[i].eof ? 0 : POLLIN) |
+			                                      (loop_conns[i].len ? POLLOUT : 0))};
+		int n = loop_n;
+		if (poll(p, (nfds_t)n + 1, 100) < 0)
+			continue;
+		for (int i = n - 1; i >= 0; i--) {
+			if (p[i + 1].revents && loop_echo(&loop_conns[i], p[i + 1].revents)) {
+				close(loop_conns[i].fd);
+				loop_conns[i] = loop_conns[--loop_n];
+				loop_served++;
+			}
+		}
+		if (p[0].revents & POLLIN) {
+			if (piko_listener_dispatch(l, on_loop_stream, NULL, &err) < 0)
+				return say("dispatch", err.code, err.message), 1;
+		}
+	}
+	piko_listener_close(l);
+	struct pollfd after = {.fd = lfd, .events = POLLIN};
+	printf("fd readable after close: %d\n", poll(&after, 1, 5000));
+	int r = piko_listener_dispatch(l, on_loop_stream, NULL, &err);
+	if (r < 0)
+		say("dispatch after close", err.code, err.message);
+	printf("served: %d, refused: %d, open: %d\n", loop_served, loop_refused, loop_n);
+	for (int i = 0; i < loop_n; i++)
+		close(loop_conns[i].fd);
+	piko_listener_free(l);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -279,6 +391,8 @@ int main(int argc, char **argv)
 	signal(SIGUSR1, on_usr1);
 	if (argc == 4 && !strcmp(argv[1], "self"))
 		return mode_self(argv[2], argv[3]);
+	if (argc == 4 && !strcmp(argv[1], "loop"))
+		return mode_loop(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "stall"))
 		return mode_stall(argv[2], argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "errors"))

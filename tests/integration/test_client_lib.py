@@ -323,6 +323,37 @@ class ClientLibApi(ClientLibCase):
         self.assertEqual(p.stop(), 0)
         self.assertIn("served: 32, closed: 8 of 8", p.stdout())
 
+    def test_event_loop_program(self):
+        # A single-threaded program on its own poll() loop: the listener's fd
+        # (readable only while a stream waits), piko_listener_dispatch() and
+        # the streams' fds; 24 concurrent connections, each echoed whole
+        # with its half-close; then close makes the fd readable and dispatch
+        # report it.
+        srv = self.server()
+        p = self.api("loop", "http://127.0.0.1:%d" % srv.upstream_port, "api-loop",
+                     ready="looping")
+        self.assertIn("idle fd readable: 0", p.stdout())
+        fwd = self.forward(srv, "api-loop")
+        errors = []
+
+        def one(i):
+            try:
+                self.assertEcho(fwd.port, 30000 + 977 * i, 300 + i)
+            except Exception as e:  # noqa: BLE001 (reported below)
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T(60))
+        self.assertEqual(errors, [])
+        self.assertEqual(p.stop(), 0)
+        out = p.stdout()
+        self.assertIn("fd readable after close: 1", out)
+        self.assertIn("dispatch after close: closed (listener closed)", out)
+        self.assertIn("served: 24, refused: 0, open: 0", out)
+
     def test_two_listeners_and_a_dialer_in_one_process(self):
         srv = self.server()
         p = self.api("self", "http://127.0.0.1:%d" % srv.upstream_port,
