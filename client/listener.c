@@ -619,7 +619,7 @@ int piko_listener_dispatch(struct piko_listener *l, piko_stream_cb cb, void *arg
 {
 	int n = 0;
 	for (;;) {
-		struct piko_error e;
+		struct piko_error e = {0};
 		int fd = piko_accept(l, 0, &e);
 		if (fd >= 0) {
 			cb(arg, fd);

@@ -10,6 +10,9 @@
 
 void pk_sb_put(struct pk_sb *b, const char *s, size_t n)
 {
+	/* A builder is empty and unallocated, or holds len bytes and their NUL
+	 * (said for the analyzer, which cannot see it across calls). */
+	assert(b->cap ? b->len < b->cap : !b->len && !b->p);
 	if (b->len + n + 1 > b->cap) {
 		size_t cap = b->cap ? b->cap : 512;
 		while (cap < b->len + n + 1)
