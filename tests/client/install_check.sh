@@ -7,6 +7,8 @@ set -eu
 build=$1
 src=$2
 cc=${CC:-cc}
+# The ASan build's library needs the sanitizers in what links it.
+extra=${PK_EXTRA_CFLAGS:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
@@ -16,12 +18,12 @@ done
 ls "$tmp"/prefix/lib*/libpiko-client.so.0 "$tmp"/prefix/lib*/libpiko-client.a >/dev/null
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
 for ex in echo_upstream dial; do
-	# shellcheck disable=SC2046 # pkg-config's words are meant to split
-	$cc -Wall -Wextra -Werror "$src/examples/$ex.c" $(pkg-config --cflags --libs piko-client) \
+	# shellcheck disable=SC2046,SC2086 # pkg-config's words (and extra) are meant to split
+	$cc -Wall -Wextra -Werror $extra "$src/examples/$ex.c" $(pkg-config --cflags --libs piko-client) \
 		-pthread -o "$tmp/$ex"
 	LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/$ex" 2>/dev/null && { echo "$ex: no usage error" >&2; exit 1; }
 	# shellcheck disable=SC2046
-	$cc -Wall -Wextra -Werror "$src/examples/$ex.c" $(pkg-config --cflags piko-client) \
+	$cc -Wall -Wextra -Werror $extra "$src/examples/$ex.c" $(pkg-config --cflags piko-client) \
 		"$tmp/prefix/lib/libpiko-client.a" \
 		$(pkg-config --static --libs piko-client | sed 's/-lpiko-client//') -pthread \
 		-o "$tmp/$ex-static"
