@@ -21,7 +21,7 @@ one() { # name, cmake args...
 	local name=$1 t0=$SECONDS
 	shift
 	if ! cmake -S . -B "$work/$name" -DPK_TESTS=OFF -DPK_WERROR=ON "$@" >"$work/$name.log" 2>&1 ||
-		! cmake --build "$work/$name" -j"$(nproc)" --target piko piko-controller \
+		! cmake --build "$work/$name" -j"$(nproc)" --target piko piko-controller piko-client piko-client-static \
 			>>"$work/$name.log" 2>&1; then
 		echo "builds: $name FAILED:" >&2
 		grep -E 'error|warning' "$work/$name.log" | head -n 20 >&2
@@ -35,4 +35,5 @@ one debug -DCMAKE_BUILD_TYPE=Debug
 one minsizerel -DCMAKE_BUILD_TYPE=MinSizeRel
 one debian -DCMAKE_BUILD_TYPE=None \
 	"-DCMAKE_C_FLAGS=$(dpkg-buildflags --get CFLAGS) $(dpkg-buildflags --get CPPFLAGS)" \
-	"-DCMAKE_EXE_LINKER_FLAGS=$(dpkg-buildflags --get LDFLAGS)"
+	"-DCMAKE_EXE_LINKER_FLAGS=$(dpkg-buildflags --get LDFLAGS)" \
+	"-DCMAKE_SHARED_LINKER_FLAGS=$(dpkg-buildflags --get LDFLAGS)"
