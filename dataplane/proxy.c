@@ -698,6 +698,19 @@ static int idempotent(const char *method)
 	       !strcmp(method, "TRACE");
 }
 
+/* A tunnel of the endpoint other than not, or NULL: the failing one may
+ * still be registered (its Go Away not read yet), and round-robin may offer
+ * it again. */
+static struct pk_upstream *other_upstream(struct pk_server *srv, const char *endpoint,
+                                          const struct pk_upstream * not )
+{
+	struct pk_upstream *up = NULL;
+	size_t n = pk_registry_upstreams(srv->registry, endpoint);
+	for (size_t i = 0; i < n && (!up || up == not ); i++)
+		up = next_upstream(srv, endpoint);
+	return up && up != not ? up : NULL;
+}
+
 static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing)
 {
 	struct pk_yamux_stream *old = ex->stream;
@@ -707,8 +720,8 @@ static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing)
 	int refused = closing && pk_yamux_stream_refused(old);
 	if (!refused && !(ex->req_done && idempotent(ex->method)))
 		return 0;
-	struct pk_upstream *up = next_upstream(ex->srv, ex->endpoint);
-	if (!up || up == ex->up)
+	struct pk_upstream *up = other_upstream(ex->srv, ex->endpoint, ex->up);
+	if (!up)
 		return 0;
 	ex->retries++;
 	pk_log(PK_LOG_DEBUG, SUBSYS,
@@ -934,6 +947,15 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 			    "reached",
 			    "endpoint-id", ex->endpoint);
 			exchange_fail(ex, 503, "too many streams on the upstream connection");
+			return;
+		}
+		/* This tunnel is going (its session closing or gone, not yet
+		 * unregistered): nothing was sent, so another of the endpoint. */
+		struct pk_upstream *other =
+		    ex->retries < MAX_RETRIES ? other_upstream(ex->srv, ex->endpoint, up) : NULL;
+		if (other) {
+			ex->retries++;
+			exchange_open(ex, other);
 			return;
 		}
 		exchange_fail(ex, 502, "upstream unreachable");
