@@ -218,11 +218,15 @@ int pk_access_log_on(const struct pk_access_log_config *cfg, const char *subsyst
 
 void pk_access_hdrs_copy(struct pk_access_hdrs *d, const struct pk_http1_header *hs, size_t n)
 {
+	d->v = NULL;
+	d->n = 0;
+	if (!n)
+		return; /* (no pointer arithmetic on NULL below) */
 	size_t bytes = n * sizeof(*d->v);
 	for (size_t i = 0; i < n; i++)
 		bytes += strlen(hs[i].name) + strlen(hs[i].value) + 2;
 	/* Owner: d (pk_access_hdrs_free); the strings follow the array. */
-	d->v = n ? pk_xmalloc(bytes) : NULL;
+	d->v = pk_xmalloc(bytes);
 	d->n = n;
 	char *p = (char *)(d->v + n);
 	for (size_t i = 0; i < n; i++) {
