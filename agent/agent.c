@@ -14,22 +14,21 @@
  */
 #include "agent.h"
 
-#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "buf.h"
 #include "log.h"
-#include "lwsio.h"
-#include "resolve.h"
 #include "runloop.h"
 #include "sock.h"
 #include "tls.h"
+#include "ws.h"
+#include "wsclient.h"
 
 #define SUBSYS "client"
+/* Piko's client gives the WebSocket handshake 60 s; the connect too. */
+#define HANDSHAKE_TIMEOUT_MS 60000
 #define TICK_US (250 * LWS_US_PER_MS)
 /* How long a retired tunnel stays open after our Go Away even when idle:
  * the server may have opened streams before it read our Go Away. */
@@ -55,7 +54,7 @@ static struct pk_agent_tunnel *other(struct pk_agent_listener *l)
 }
 
 static void dial(struct pk_agent_listener *l);
-static void dial_now(struct pk_agent_listener *l, struct pk_agent_tunnel *t);
+static const struct pk_wsclient_ops tunnel_ws_ops;
 static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l);
 
 static void retry_cb(lws_sorted_usec_list_t *sul)
@@ -106,104 +105,36 @@ static void path_escape(const char *in, char *out, size_t cap)
 	out[o] = '\0';
 }
 
-/* Buffers for what an lws connect info points at. */
-struct upstream_target {
-	char path[1400];
-	char host[300];
-};
-
-/* Connect info for a listener's upstream URL: the tunnel and the probe both
- * dial it. The path is Piko's: appended to the URL's path without
- * normalising. i and t are the caller's. */
-static void upstream_connect_info(struct pk_agent_listener *l, struct lws_client_connect_info *i,
-                                  struct upstream_target *t)
-{
-	struct pk_agent *a = l->agent;
-	char ep[768];
-	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
-	snprintf(t->path, sizeof(t->path), "%s/piko/v1/upstream/%s", a->url.path, ep);
-	snprintf(t->host, sizeof(t->host), "%s:%d", a->url.host, a->url.port);
-	memset(i, 0, sizeof(*i));
-	i->context = a->ctx;
-	/* The name resolved off the loop (lws 4.1 would block in getaddrinfo);
-	 * Host, SNI and the certificate check still use the name (i->host). */
-	i->address = l->n_server_addrs ? l->server_addrs[l->server_addr_i] : a->url.host;
-	i->port = a->url.port;
-	i->path = t->path;
-	i->host = t->host;
-	i->origin = NULL; /* Piko's clients send no Origin */
-	if (a->url.tls) {
-		i->ssl_connection = LCCSCF_USE_SSL;
-		if (a->cfg->connect.tls.insecure_skip_verify)
-			i->ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_ALLOW_EXPIRED |
-			                     LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-			                     LCCSCF_ALLOW_INSECURE;
-	}
-}
-
-static void dial_resolved(void *user, const struct pk_resolve_result *res, const char *err);
-
-/* Dial the current slot's tunnel (if that slot is free). A server URL with
- * a name is resolved first, off the loop (dial_resolved dials then). */
+/* Dial the current slot's tunnel (if that slot is free). A server name is
+ * resolved off the loop by core/sock.c, which tries each address in turn,
+ * as Go's dialer does. */
 static void dial(struct pk_agent_listener *l)
 {
 	struct pk_agent *a = l->agent;
 	struct pk_agent_tunnel *t = current(l);
-	if (a->shutting_down || t->wsi || t->lookup)
+	if (a->shutting_down || t->wsc)
 		return;
-	if (!pk_sock_is_ip(a->url.host)) {
-		t->lookup = pk_sock_resolve(a->url.host, dial_resolved, t);
-		if (!t->lookup)
-			schedule_retry(l, "resolver busy");
-		return;
-	}
-	dial_now(l, t);
-}
-
-static void dial_resolved(void *user, const struct pk_resolve_result *res, const char *err)
-{
-	struct pk_agent_tunnel *t = user;
-	struct pk_agent_listener *l = t->l;
-	struct pk_agent *a = l->agent;
-	t->lookup = NULL;
-	if (a->shutting_down)
-		return;
-	if (err || !res->n) {
-		snprintf(l->last_error, sizeof(l->last_error), "dial tcp: lookup %.128s: %.96s",
-		         a->url.host, err ? err : "no such host");
-		if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
-			boot_timeout(a, l);
-			return;
-		}
-		schedule_retry(l, l->last_error);
-		return;
-	}
-	l->n_server_addrs = 0;
-	l->server_addr_i = 0;
-	for (size_t k = 0; k < res->n && k < sizeof(l->server_addrs) / sizeof(l->server_addrs[0]);
-	     k++)
-		snprintf(l->server_addrs[l->n_server_addrs++], sizeof(l->server_addrs[0]), "%s",
-		         res->addrs[k]);
-	if (!t->wsi && t == current(l))
-		dial_now(l, t);
-}
-
-static void dial_now(struct pk_agent_listener *l, struct pk_agent_tunnel *t)
-{
-	struct pk_agent *a = l->agent;
-	struct upstream_target ut;
-	struct lws_client_connect_info i;
-	upstream_connect_info(l, &i, &ut);
-	i.protocol = NULL; /* no subprotocol, as Piko's clients */
-	i.local_protocol_name = "piko-agent-tunnel";
-	i.userdata = t;
-	i.pwsi = &t->wsi;
+	char ep[768], path[1400];
+	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
+	/* Piko's path: appended to the URL's path without normalising. */
+	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
+	struct pk_wsclient_target wt = {
+	    .host = a->url.host,
+	    .port = a->url.port,
+	    .path = path,
+	    .headers = a->headers,
+	    .tls = a->tls,
+	    .verify_name = !a->cfg->connect.tls.insecure_skip_verify,
+	    .connect_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+	    .handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+	};
 	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
 	       a->cfg->connect.url, NULL);
-	if (!lws_client_connect_via_info(&i)) {
-		t->wsi = NULL;
-		schedule_retry(l, "connect failed");
-	}
+	t->refused_status = 0;
+	t->refused_error[0] = '\0';
+	t->wsc = pk_wsclient_connect(a->ctx, &wt, &tunnel_ws_ops, t);
+	if (!t->wsc)
+		schedule_retry(l, "cannot create a socket");
 }
 
 /* Piko's classification (protocol reference §1.1): no response, or 408,
@@ -235,7 +166,7 @@ static int on_stream(struct pk_tunnel *tn, struct pk_yamux_stream *s)
  * grace_period; see retire_tick): the current tunnel serves meanwhile. */
 static void start_move(struct pk_agent_listener *l)
 {
-	if (other(l)->wsi) {
+	if (other(l)->wsc) {
 		l->move_pending = 1;
 		return;
 	}
@@ -286,9 +217,8 @@ static void retire_tick(struct pk_agent_tunnel *t, uint64_t now)
 	pk_log(PK_LOG_INFO, SUBSYS, "closing the retired tunnel", "endpoint-id",
 	       t->l->cfg->endpoint_id, "streams", ns, NULL);
 	t->closing = 1;
+	/* Within a few seconds even if the peer stopped reading. */
 	pk_tunnel_close(&t->tunnel);
-	/* A peer that stopped reading would hold the close forever. */
-	lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
 }
 
 static void on_dead(struct pk_tunnel *tn, int reason)
@@ -307,125 +237,6 @@ static const struct pk_tunnel_ops agent_tunnel_ops = {
     .on_dead = on_dead,
 };
 
-/* Authorization and tenant headers, on the tunnel and on the probe. */
-static int add_auth_headers(struct lws *wsi, struct pk_agent *a, void *in, size_t len)
-{
-	unsigned char **p = in, *end = *p + len;
-	const char *token = a->cfg->connect.token;
-	if (token && *token) {
-		char v[4096];
-		snprintf(v, sizeof(v), "Bearer %s", token);
-		if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-		                                 (unsigned char *)v, (int)strlen(v), p, end))
-			return -1;
-	}
-	const char *tenant = a->cfg->connect.tenant_id;
-	if (tenant && *tenant &&
-	    lws_add_http_header_by_name(wsi, (const unsigned char *)"x-piko-tenant-id:",
-	                                (const unsigned char *)tenant, (int)strlen(tenant), p, end))
-		return -1;
-	return 0;
-}
-
-/*
- * Reading the server's reason for refusing a tunnel.
- *
- * Piko reports a refused connection as `<status>: <message>`, the message
- * being the `error` field of the server's JSON body (e.g. "401: invalid
- * token"). lws 4.1's WebSocket client fails the handshake on a non-101 status
- * without reading the body, so on a non-retryable status the agent asks once
- * more with a plain GET carrying the same headers: the server's checks run
- * before the upgrade, so it answers with the same error.
- */
-#define PROBE_BODY_MAX 4096
-
-struct probe {
-	struct pk_agent_listener *l;
-	unsigned int status; /* of the refused upgrade */
-	char body[PROBE_BODY_MAX + 1];
-	size_t len;
-	int done;
-};
-
-static void probe_finish(struct probe *p, struct lws *wsi)
-{
-	if (p->done)
-		return;
-	p->done = 1;
-	unsigned int status = wsi ? lws_http_client_http_response(wsi) : 0;
-	char msg[512];
-	const char *reason = NULL;
-	struct json_object *root = NULL;
-	if (status == p->status && p->len) {
-		p->body[p->len] = '\0';
-		root = json_tokener_parse(p->body);
-		struct json_object *err;
-		if (root && json_object_object_get_ex(root, "error", &err) &&
-		    json_object_is_type(err, json_type_string))
-			reason = json_object_get_string(err);
-	}
-	if (!reason)
-		reason = p->status == 401 ? "unauthorized" : "unexpected status";
-	snprintf(msg, sizeof(msg), "%u: %s", p->status, reason);
-	json_object_put(root);
-	fatal(p->l->agent, p->l->cfg->endpoint_id, msg);
-}
-
-static int callback_probe(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                          size_t len)
-{
-	struct probe *p = user;
-	if (!p)
-		return 0;
-	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-		return add_auth_headers(wsi, p->l->agent, in, len);
-	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP: {
-		char buf[LWS_PRE + 1024];
-		char *px = buf + LWS_PRE;
-		int n = sizeof(buf) - LWS_PRE;
-		return lws_http_client_read(wsi, &px, &n) < 0 ? -1 : 0;
-	}
-	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ: {
-		size_t n = len;
-		if (n > PROBE_BODY_MAX - p->len)
-			n = PROBE_BODY_MAX - p->len;
-		memcpy(p->body + p->len, in, n);
-		p->len += n;
-		return 0;
-	}
-	case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
-	case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		/* lws may treat a non-200 status as a failed connection: the
-		 * body read so far, if any, is what we have. */
-		probe_finish(p, wsi);
-		return 0;
-	default:
-		return 0;
-	}
-}
-
-static void probe_start(struct pk_agent_listener *l, unsigned int status)
-{
-	if (l->probe)
-		return; /* one question is enough */
-	/* Owner: the listener (l->probe), freed when the agent exits, after
-	 * the lws context (and so the probe's wsi) is gone. */
-	struct probe *p = pk_xcalloc(1, sizeof(*p));
-	l->probe = p;
-	p->l = l;
-	p->status = status;
-	struct upstream_target t;
-	struct lws_client_connect_info i;
-	upstream_connect_info(l, &i, &t);
-	i.method = "GET";
-	i.local_protocol_name = "piko-agent-probe";
-	i.userdata = p;
-	if (!lws_client_connect_via_info(&i))
-		probe_finish(p, NULL);
-}
-
 /* The first connection kept failing for connect.timeout: exit, saying why. */
 static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l)
 {
@@ -437,165 +248,140 @@ static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l)
 	fatal(a, l->cfg->endpoint_id, why);
 }
 
-/* The tunnel slot a wsi's user pointer is, or NULL when it is not one of
- * ours (the slots live inside the listeners array). */
-static struct pk_agent_tunnel *tunnel_of(struct pk_agent *a, void *user)
-{
-	uintptr_t p = (uintptr_t)user, base = (uintptr_t)a->listeners;
-	if (!user || p < base || p >= base + a->nlisteners * sizeof(*a->listeners))
-		return NULL;
-	struct pk_agent_listener *l = &a->listeners[(p - base) / sizeof(*a->listeners)];
-	for (int k = 0; k < 2; k++)
-		if (user == (void *)&l->tun[k])
-			return &l->tun[k];
-	return NULL;
-}
+/* ---- the tunnel's WebSocket (core/wsclient.c) ---------------------------------- */
 
-static int callback_tunnel(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                           size_t len)
+static void ws_open(void *user)
 {
-	struct pk_agent *a = lws_context_user(lws_get_context(wsi));
-	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_SERVER_CERT_VERIFICATION) {
-		/* user is OpenSSL's X509_STORE_CTX, len its preverify_ok: keep
-		 * the reason for the connection error that follows; OpenSSL's
-		 * decision stands. */
-		if (!len)
-			snprintf(a->tls_error, sizeof(a->tls_error), "%s",
-			         X509_verify_cert_error_string(
-			             X509_STORE_CTX_get_error((X509_STORE_CTX *)user)));
-		return 0;
-	}
-	/* lws also reports some events of other wsi (service connections) to
-	 * the vhost's first protocol, with their own user pointer: only act on
-	 * our tunnel slots. */
-	struct pk_agent_tunnel *t = tunnel_of(a, user);
-	if (!t)
-		return 0;
+	struct pk_agent_tunnel *t = user;
 	struct pk_agent_listener *l = t->l;
-
-	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-		return add_auth_headers(wsi, a, in, len);
-
-	case LWS_CALLBACK_CLIENT_ESTABLISHED: {
-		uint64_t now = pk_now_ms();
-		t->up = 1;
-		l->ever_up = 1;
-		pk_backoff_reset(&l->backoff);
-		const char *ep[] = {l->cfg->endpoint_id};
-		pk_metric_add(a->m.connects_total, ep, 1);
-		pk_lwsio_peer_ip(wsi, l->server_ip, sizeof(l->server_ip));
-		pk_tunnel_init(&t->tunnel, wsi, 1, &agent_tunnel_ops, t, now);
-		/* Once we retire this tunnel, a SYN that crossed our Go Away is
-		 * still a request to serve, not to refuse. */
-		pk_yamux_session_set_accept_after_go_away(t->tunnel.sess, 1);
-		pk_log(PK_LOG_INFO, SUBSYS, "connected", "endpoint-id", l->cfg->endpoint_id, "url",
-		       a->cfg->connect.url, NULL);
-		if (a->shutting_down) {
-			/* Dialled before our shutdown began: not for routing. */
-			pk_yamux_session_go_away(t->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
-			return 0;
-		}
-		struct pk_agent_tunnel *o = other(l);
-		if (t == current(l) && o->up && !o->retiring)
-			o->retire_at_ms = now + RETIRE_DELAY_MS;
-		return 0;
+	struct pk_agent *a = l->agent;
+	uint64_t now = pk_now_ms();
+	t->up = 1;
+	l->ever_up = 1;
+	pk_backoff_reset(&l->backoff);
+	const char *ep[] = {l->cfg->endpoint_id};
+	pk_metric_add(a->m.connects_total, ep, 1);
+	snprintf(l->server_ip, sizeof(l->server_ip), "%s", pk_wsclient_peer_ip(t->wsc));
+	pk_tunnel_init_wsclient(&t->tunnel, t->wsc, &agent_tunnel_ops, t, now);
+	/* Once we retire this tunnel, a SYN that crossed our Go Away is still
+	 * a request to serve, not to refuse. */
+	pk_yamux_session_set_accept_after_go_away(t->tunnel.sess, 1);
+	pk_log(PK_LOG_INFO, SUBSYS, "connected", "endpoint-id", l->cfg->endpoint_id, "url",
+	       a->cfg->connect.url, NULL);
+	if (a->shutting_down) {
+		/* Dialled before our shutdown began: not for routing. */
+		pk_yamux_session_go_away(t->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		return;
 	}
-
-	case LWS_CALLBACK_CLIENT_RECEIVE:
-		if (!t->up)
-			return 0;
-		return pk_tunnel_rx(&t->tunnel, in, len);
-
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		if (!t->up)
-			return 0;
-		return pk_tunnel_writeable(&t->tunnel);
-
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-		unsigned int status = lws_http_client_http_response(wsi);
-		t->wsi = NULL;
-		/* The name's next address, at once, when this one took no
-		 * connection (Go's dialer tries each in turn too). */
-		if (!status && !a->tls_error[0] && !a->shutting_down && t == current(l) &&
-		    l->server_addr_i + 1 < l->n_server_addrs) {
-			l->server_addr_i++;
-			dial_now(l, t);
-			return 0;
-		}
-		char why[256];
-		if (status)
-			snprintf(why, sizeof(why), "%u", status);
-		else if (a->tls_error[0])
-			snprintf(why, sizeof(why), "tls: certificate verify failed: %s",
-			         a->tls_error);
-		else
-			snprintf(why, sizeof(why), "%s",
-			         in ? (const char *)in : "connection failed");
-		a->tls_error[0] = '\0';
-		snprintf(l->last_error, sizeof(l->last_error), "%s", why);
-		if (!retryable(status)) {
-			probe_start(l, status);
-			return 0;
-		}
-		if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
-			boot_timeout(a, l);
-			return 0;
-		}
-		schedule_retry(l, why);
-		return 0;
-	}
-	case LWS_CALLBACK_CLIENT_CLOSED: {
-		if (t->wsi != wsi && t->wsi)
-			return 0;
-		int was_current = t == current(l);
-		int retired = t->retiring;
-		t->wsi = NULL;
-		if (t->up) {
-			t->up = 0;
-			pk_tunnel_destroy(&t->tunnel);
-		}
-		t->superseded = 0;
-		t->retiring = 0;
-		t->closing = 0;
-		t->retire_at_ms = 0;
-		if (was_current) {
-			/* The normal reconnect; a move waiting for the other
-			 * slot is moot (the reconnect is a fresh tunnel). */
-			l->move_pending = 0;
-			schedule_retry(l, "connection closed");
-			return 0;
-		}
-		/* The old tunnel of a move: the current slot is up, being
-		 * dialled or has its retry scheduled, so this is no
-		 * disconnection of the listener. */
-		pk_log(retired ? PK_LOG_INFO : PK_LOG_WARN, SUBSYS,
-		       retired ? "retired tunnel closed"
-		               : "old tunnel closed before its replacement was up",
-		       "endpoint-id", l->cfg->endpoint_id, NULL);
-		if (l->move_pending)
-			start_move(l);
-		return 0;
-	}
-
-	default:
-		return 0;
-	}
+	struct pk_agent_tunnel *o = other(l);
+	if (t == current(l) && o->up && !o->retiring)
+		o->retire_at_ms = now + RETIRE_DELAY_MS;
 }
 
+static void ws_refused(void *user, int status, const char *error)
+{
+	struct pk_agent_tunnel *t = user;
+	t->refused_status = status;
+	snprintf(t->refused_error, sizeof(t->refused_error), "%s", error ? error : "");
+}
+
+static void ws_message(void *user, int opcode, const uint8_t *data, size_t len)
+{
+	struct pk_agent_tunnel *t = user;
+	if (!t->up)
+		return;
+	if (opcode != PK_WS_BINARY) {
+		/* A text message is fatal (protocol reference §1.1). */
+		pk_wsclient_abort(t->wsc, "text message on a tunnel");
+		return;
+	}
+	pk_tunnel_feed(&t->tunnel, data, len);
+}
+
+static size_t ws_fill(void *user, uint8_t *buf, size_t cap)
+{
+	struct pk_agent_tunnel *t = user;
+	return t->up ? pk_tunnel_fill(&t->tunnel, buf, cap) : 0;
+}
+
+/* The dial failed, or the server refused the tunnel. */
+static void dial_failed(struct pk_agent_tunnel *t, const char *reason)
+{
+	struct pk_agent_listener *l = t->l;
+	struct pk_agent *a = l->agent;
+	int status = t->refused_status;
+	char why[256];
+	if (status)
+		snprintf(why, sizeof(why), "%d", status);
+	else
+		snprintf(why, sizeof(why), "%s", reason);
+	snprintf(l->last_error, sizeof(l->last_error), "%s", why);
+	if (!retryable((unsigned)status)) {
+		/* Piko's report: `<status>: <the error of its JSON body>`. */
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%d: %s", status,
+		         t->refused_error[0] ? t->refused_error
+		         : status == 401     ? "unauthorized"
+		                             : "unexpected status");
+		fatal(a, l->cfg->endpoint_id, msg);
+		return;
+	}
+	if (!l->ever_up && pk_now_ms() >= a->boot_deadline_ms) {
+		boot_timeout(a, l);
+		return;
+	}
+	schedule_retry(l, why);
+}
+
+static void ws_close(void *user, const char *why)
+{
+	struct pk_agent_tunnel *t = user;
+	struct pk_agent_listener *l = t->l;
+	t->wsc = NULL;
+	if (!t->up) {
+		if (!l->agent->shutting_down)
+			dial_failed(t, why);
+		return;
+	}
+	int was_current = t == current(l);
+	int retired = t->retiring;
+	t->up = 0;
+	pk_tunnel_destroy(&t->tunnel);
+	t->superseded = 0;
+	t->retiring = 0;
+	t->closing = 0;
+	t->retire_at_ms = 0;
+	if (was_current) {
+		/* The normal reconnect; a move waiting for the other slot is
+		 * moot (the reconnect is a fresh tunnel). */
+		l->move_pending = 0;
+		schedule_retry(l, why);
+		return;
+	}
+	/* The old tunnel of a move: the current slot is up, being dialled or
+	 * has its retry scheduled, so this is no disconnection of the
+	 * listener. */
+	pk_log(retired ? PK_LOG_INFO : PK_LOG_WARN, SUBSYS,
+	       retired ? "retired tunnel closed"
+	               : "old tunnel closed before its replacement was up",
+	       "endpoint-id", l->cfg->endpoint_id, NULL);
+	if (l->move_pending)
+		start_move(l);
+}
+
+static const struct pk_wsclient_ops tunnel_ws_ops = {
+    .on_open = ws_open,
+    .on_refused = ws_refused,
+    .on_message = ws_message,
+    .fill = ws_fill,
+    .on_close = ws_close,
+};
+
+/* The lws context's protocols: core/sock.c's carries every socket (the
+ * tunnels, service connections, the admin port); the first is lws's default
+ * for events of no protocol of ours. */
 static const struct lws_protocols agent_protocols[] = {
-    {
-        .name = "piko-agent-tunnel",
-        .callback = callback_tunnel,
-        .per_session_data_size = 0,
-        .rx_buffer_size = 64 * 1024,
-    },
-    {
-        .name = "piko-agent-probe",
-        .callback = callback_probe,
-        .per_session_data_size = 0,
-        .rx_buffer_size = 4096,
-    },
+    {.name = "piko-agent", .callback = lws_callback_http_dummy},
     {.name = NULL}, /* filled with pk_sock_protocols[0] at start */
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -665,7 +451,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 		/* Also while an attempt is in progress: lws 4.1's TLS client can
 		 * miss a server that closes right after the handshake (mTLS
 		 * refusal) and would only notice at its 60 s timeout. */
-		if (!l->ever_up && !l->probe && now >= a->boot_deadline_ms) {
+		if (!l->ever_up && now >= a->boot_deadline_ms) {
 			boot_timeout(a, l);
 			return;
 		}
@@ -698,6 +484,22 @@ void pk_agent_exit(struct pk_agent *a, int code)
 	lws_cancel_service(a->ctx);
 }
 
+/* The upgrade request's own headers: the token and the tenant. Owner: the
+ * caller (free). */
+static char *upgrade_headers(const struct pk_agent_config *cfg)
+{
+	const char *token = cfg->connect.token, *tenant = cfg->connect.tenant_id;
+	size_t cap = (token ? strlen(token) : 0) + (tenant ? strlen(tenant) : 0) + 64;
+	char *h = pk_xmalloc(cap);
+	size_t n = 0;
+	h[0] = '\0';
+	if (token && *token)
+		n += (size_t)snprintf(h + n, cap - n, "Authorization: Bearer %s\r\n", token);
+	if (tenant && *tenant)
+		snprintf(h + n, cap - n, "x-piko-tenant-id: %s\r\n", tenant);
+	return h;
+}
+
 int pk_agent_run(const struct pk_agent_config *cfg)
 {
 	return pk_agent_run_hooked(cfg, NULL);
@@ -718,9 +520,19 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 
 	pk_runloop_lws_logs(0);
 
-	struct lws_protocols protocols[4];
+	struct lws_protocols protocols[3];
 	memcpy(protocols, agent_protocols, sizeof(protocols));
-	protocols[2] = pk_sock_protocols[0];
+	protocols[1] = pk_sock_protocols[0];
+
+	/* Owner: this function (SSL_CTX_free at the end); connections hold
+	 * their own reference. Our CAs (else the system's), and the client
+	 * certificate for mTLS. */
+	if (a.url.tls && !(a.tls = pk_tls_client_ctx(&cfg->connect.tls, err, sizeof(err)))) {
+		fprintf(stderr, "config: connect tls: %s\n", err);
+		pk_agent_metrics_free(&a.m);
+		return 1;
+	}
+	a.headers = upgrade_headers(cfg);
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -728,22 +540,12 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 	info.protocols = protocols;
 	info.user = &a;
 	info.pt_serv_buf_size = 64 * 1024;
-	info.timeout_secs = 60; /* Piko's client handshake timeout */
-	const struct pk_tls_client_config *tls = &cfg->connect.tls;
-	if (a.url.tls) {
-		/* The default vhost's client TLS context: our CAs (else the
-		 * system's) and the client certificate for mTLS. */
-		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-		info.client_ssl_ca_filepath =
-		    tls->root_cas && *tls->root_cas ? tls->root_cas : NULL;
-		info.client_ssl_cert_filepath = tls->cert && *tls->cert ? tls->cert : NULL;
-		info.client_ssl_private_key_filepath = tls->key && *tls->key ? tls->key : NULL;
-		info.alpn = "http/1.1";
-	}
 	a.ctx = lws_create_context(&info);
 	if (!a.ctx) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		pk_agent_metrics_free(&a.m);
+		SSL_CTX_free(a.tls);
+		free(a.headers);
 		return 1;
 	}
 	/* Without explicit vhosts, lws made one "default" vhost from info. */
@@ -799,22 +601,18 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 	}
 	pk_runloop_signals_done();
 	a.shutting_down = 1; /* no reconnects while the context is torn down */
-	for (size_t i = 0; i < a.nlisteners; i++) {
+	for (size_t i = 0; i < a.nlisteners; i++)
 		lws_sul_cancel(&a.listeners[i].retry_sul);
-		for (int k = 0; k < 2; k++) {
-			pk_sock_resolve_cancel(a.listeners[i].tun[k].lookup);
-			a.listeners[i].tun[k].lookup = NULL;
-		}
-	}
 	pk_agent_admin_stop(&a);
 	lws_context_destroy(a.ctx);
 	pk_agent_admin_free(&a);
 	for (size_t i = 0; i < a.nlisteners; i++) {
 		pk_target_free(&a.listeners[i].target);
-		free(a.listeners[i].probe);
 		SSL_CTX_free(a.listeners[i].svc_tls);
 	}
 	free(a.listeners);
+	SSL_CTX_free(a.tls);
+	free(a.headers);
 	pk_agent_metrics_free(&a.m);
 	pk_buf_freelist_release();
 	if (!a.exit_code)

@@ -27,15 +27,18 @@
 #include "tunnel.h"
 
 struct pk_agent;
-struct probe;
+struct pk_wsclient;
 
 struct pk_agent_listener;
 
-/* One WebSocket tunnel of a listener; it is the wsi's lws user pointer and
- * the owner of its pk_tunnel, so events find their slot directly. */
+/* One WebSocket tunnel of a listener; it is its WebSocket client's user
+ * pointer and the owner of its pk_tunnel, so events find their slot
+ * directly. */
 struct pk_agent_tunnel {
 	struct pk_agent_listener *l;
-	struct lws *wsi; /* NULL while the slot is free */
+	struct pk_wsclient *wsc; /* NULL while the slot is free */
+	int refused_status;      /* the server refused the upgrade with this */
+	char refused_error[256]; /* and this error (its JSON body's), or "" */
 	struct pk_tunnel tunnel;
 	int up;                /* established: tunnel is initialised */
 	int superseded;        /* the server sent Go Away: being replaced */
@@ -43,9 +46,6 @@ struct pk_agent_tunnel {
 	int closing;           /* we closed it (drained or grace over) */
 	uint64_t goaway_ms;    /* when our Go Away was queued (retiring) */
 	uint64_t retire_at_ms; /* the replacement is up: retire from then on */
-	/* The server's name being resolved off the loop before the dial (NULL
-	 * otherwise); the slot counts as busy meanwhile. */
-	struct pk_sock_lookup *lookup;
 };
 
 struct pk_agent_listener {
@@ -64,14 +64,8 @@ struct pk_agent_listener {
 	struct pk_backoff backoff;
 	lws_sorted_usec_list_t retry_sul;
 	size_t streams;       /* exchanges in progress (both tunnels) */
-	struct probe *probe;  /* reading why the server refused us, if it did */
 	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
 	SSL_CTX *svc_tls;     /* https:// service: the listener's tls settings */
-	/* The server's addresses from the last lookup of its name (none for an
-	 * IP): dials go to server_addrs[server_addr_i], the next one after a
-	 * failed connect, as lws would have tried each. */
-	char server_addrs[8][64];
-	size_t n_server_addrs, server_addr_i;
 };
 
 /* What a program that embeds the agent (`piko bench http`) plugs into its
@@ -101,9 +95,8 @@ struct pk_agent {
 	int exit_now;
 	int exit_code;
 	lws_sorted_usec_list_t tick_sul;
-	/* Why OpenSSL rejected the server's certificate in the handshake now
-	 * failing (lws only reports "connect SSL err"). */
-	char tls_error[160];
+	SSL_CTX *tls;  /* https:// server URL: connect.tls's client context */
+	char *headers; /* the upgrade's Authorization and tenant lines */
 	struct pk_agent_metrics m;
 	struct pk_agent_admin *admin; /* NULL unless server.enabled */
 };

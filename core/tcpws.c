@@ -22,7 +22,6 @@
 #include <string.h>
 
 #include <json-c/json.h>
-#include <openssl/rand.h>
 
 #include "buf.h"
 #include "http1.h"
@@ -87,7 +86,7 @@ static void send_frame(struct pk_tcpws *c, int opcode, const uint8_t *data, size
 	while (c->remote) {
 		size_t n = len > READ_MAX ? READ_MAX : len;
 		uint8_t mask[4];
-		RAND_bytes(mask, sizeof(mask));
+		pk_ws_mask_key(mask);
 		size_t hl = pk_ws_frame_header(buf, opcode, 1, n, mask);
 		if (n)
 			memcpy(buf + hl, data, n);

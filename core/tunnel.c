@@ -1,14 +1,21 @@
 /*
- * yamux over an lws WebSocket: received binary fragments are fed to the
- * session as a byte stream (message boundaries mean nothing, Go's yamux
- * writes a header and its payload as separate messages); on WRITEABLE the
- * session's pending frames are packed into one binary message, one lws_write()
- * per callback.
+ * yamux over a WebSocket: received binary fragments are fed to the session
+ * as a byte stream (message boundaries mean nothing, Go's yamux writes a
+ * header and its payload as separate messages). On lws's WebSocket (the
+ * server), WRITEABLE packs the session's pending frames into one binary
+ * message, one lws_write() per callback; on our client (the agent), its
+ * flush pulls them through pk_tunnel_fill() while the socket has room.
  */
 #include "tunnel.h"
 
 #include "backoff.h"
 #include "lwsio.h"
+#include "wsclient.h"
+
+/* A session that died, or a retired tunnel: how long its last frames (a Go
+ * Away) may take to leave before the connection is reset. A peer that
+ * vanished would otherwise hold it open. */
+#define CLOSE_TIMEOUT_MS 3000
 
 static struct pk_stream_handler *handler(struct pk_yamux_stream *s)
 {
@@ -63,6 +70,8 @@ static void cb_want_write(void *user)
 	struct pk_tunnel *t = user;
 	if (t->wsi)
 		lws_callback_on_writable(t->wsi);
+	else if (t->wsc)
+		pk_wsclient_want_write(t->wsc);
 }
 
 static void cb_on_go_away(void *user)
@@ -82,7 +91,9 @@ static void cb_on_session_close(void *user, int reason)
 		lws_callback_on_writable(t->wsi);
 		/* If the peer has vanished, WRITEABLE may never come (lws holds
 		 * a partial send): close within a few seconds regardless. */
-		lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
+		lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_TIMEOUT_MS / 1000);
+	} else if (t->wsc) {
+		pk_wsclient_close(t->wsc, CLOSE_TIMEOUT_MS);
 	}
 }
 
@@ -101,11 +112,33 @@ void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
                     const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms)
 {
 	t->wsi = wsi;
+	t->wsc = NULL;
 	t->ops = ops;
 	t->owner = owner;
 	t->closing = 0;
 	/* Owner of the session: this tunnel; freed in pk_tunnel_destroy(). */
 	t->sess = pk_yamux_session_new(is_client, NULL, &tunnel_callbacks, t, now_ms);
+}
+
+void pk_tunnel_init_wsclient(struct pk_tunnel *t, struct pk_wsclient *wsc,
+                             const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms)
+{
+	pk_tunnel_init(t, NULL, 1, ops, owner, now_ms);
+	t->wsc = wsc;
+}
+
+void pk_tunnel_feed(struct pk_tunnel *t, const void *in, size_t len)
+{
+	if (t->closing)
+		return;
+	/* On a protocol error the session queues its Go Away and reports the
+	 * close (cb_on_session_close), which flushes it and closes. */
+	pk_yamux_session_feed(t->sess, in, len);
+}
+
+size_t pk_tunnel_fill(struct pk_tunnel *t, uint8_t *buf, size_t cap)
+{
+	return t->sess ? pk_yamux_session_fill(t->sess, buf, cap) : 0;
 }
 
 int pk_tunnel_rx(struct pk_tunnel *t, const void *in, size_t len)
@@ -146,11 +179,14 @@ void pk_tunnel_close(struct pk_tunnel *t)
 	t->closing = 1;
 	if (t->wsi)
 		lws_callback_on_writable(t->wsi);
+	else if (t->wsc)
+		pk_wsclient_close(t->wsc, CLOSE_TIMEOUT_MS);
 }
 
 void pk_tunnel_destroy(struct pk_tunnel *t)
 {
 	t->wsi = NULL;
+	t->wsc = NULL;
 	if (t->sess) {
 		pk_yamux_session_free(t->sess);
 		t->sess = NULL;

@@ -1,8 +1,10 @@
 /*
- * A tunnel: one yamux session carried by one lws WebSocket connection, as a
+ * A tunnel: one yamux session carried by one WebSocket connection, as a
  * byte stream over binary messages (protocol reference §1.1). The server's
- * upstream port and the agent both use it; they differ only in which side is
- * the yamux client and in what they do with streams.
+ * upstream port and the agent both use it; they differ in which side is the
+ * yamux client, in what they do with streams, and in the WebSocket under it:
+ * lws's server role on the upstream port, our own client (core/wsclient.c)
+ * in the agent.
  *
  * Stream events are dispatched to a pk_stream_handler stored as the yamux
  * stream's user pointer, so whatever sits at the end of a stream (a proxied
@@ -59,8 +61,11 @@ struct pk_tunnel_ops {
 	void (*on_dead)(struct pk_tunnel *t, int reason);
 };
 
+struct pk_wsclient;
+
 struct pk_tunnel {
-	struct lws *wsi;
+	struct lws *wsi;         /* the server's: lws's WebSocket, or NULL */
+	struct pk_wsclient *wsc; /* the agent's: our WebSocket client, or NULL */
 	struct pk_yamux_session *sess;
 	const struct pk_tunnel_ops *ops;
 	void *owner;
@@ -73,6 +78,19 @@ struct pk_tunnel {
  * session. */
 void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
                     const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms);
+
+/* The same on our WebSocket client (the agent: yamux client). Feed what
+ * arrives with pk_tunnel_feed(), and let the client's fill callback call
+ * pk_tunnel_fill(). */
+void pk_tunnel_init_wsclient(struct pk_tunnel *t, struct pk_wsclient *wsc,
+                             const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms);
+
+/* Payload of a binary message from our client (a text message is the
+ * caller's to refuse). */
+void pk_tunnel_feed(struct pk_tunnel *t, const void *in, size_t len);
+
+/* For our client's fill callback: pending yamux frames, at most cap bytes. */
+size_t pk_tunnel_fill(struct pk_tunnel *t, uint8_t *buf, size_t cap);
 
 /* A WebSocket message fragment arrived (LWS_CALLBACK_RECEIVE /
  * CLIENT_RECEIVE). Returns -1 when the connection must be closed now (text

@@ -28,6 +28,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 enum {
 	ST_HDR = 0,
@@ -312,6 +313,18 @@ size_t pk_ws_frame_header(uint8_t *out, int opcode, int fin, uint64_t len, const
 		n += 4;
 	}
 	return n;
+}
+
+void pk_ws_mask_key(uint8_t mask[4])
+{
+	static uint32_t x; /* xorshift32 */
+	/* 0 is xorshift's one fixed point, never a seed. */
+	if (!x && (getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x) || !x))
+		x = 0x9e3779b9u;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	memcpy(mask, &x, 4);
 }
 
 void pk_ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off)

@@ -86,6 +86,13 @@ const char *pk_ws_reader_error(const struct pk_ws_reader *r, uint16_t *close_cod
  * pk_ws_mask()). Returns the header length. */
 size_t pk_ws_frame_header(uint8_t *out, int opcode, int fin, uint64_t len, const uint8_t *mask);
 
+/* A masking key for a frame we send as a client. Not from a CSPRNG:
+ * masking exists for browsers' sake (RFC 6455 §10.3, against cache
+ * poisoning by script-chosen bytes); our clients only need a valid frame,
+ * and a key per frame from OpenSSL's RAND was measurable in bulk sends.
+ * Seeded once from getrandom(). One loop thread per process uses it. */
+void pk_ws_mask_key(uint8_t mask[4]);
+
 /* XOR data with the masking key, starting at key offset off (mod 4). */
 void pk_ws_mask(uint8_t *data, size_t len, const uint8_t mask[4], uint64_t off);
 

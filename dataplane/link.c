@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "auth.h"
@@ -52,19 +51,6 @@ static const char *peer_name(const struct pk_link *l)
 	return l->peer_id ? l->peer_id : l->dialer ? l->addr : l->peer_ip;
 }
 
-/* A cheap source of WebSocket masking keys: masking exists for browsers'
- * sake (RFC 6455 §10.3), a link only needs a valid frame. */
-static void mask_key(uint8_t mask[4])
-{
-	static uint32_t x;
-	if (!x && getrandom(&x, sizeof(x), GRND_NONBLOCK) != (ssize_t)sizeof(x))
-		x = 0x9e3779b9u;
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	memcpy(mask, &x, 4);
-}
-
 static void flush_cb(lws_sorted_usec_list_t *sul)
 {
 	struct pk_link *l = lws_container_of(sul, struct pk_link, flush_sul);
@@ -95,7 +81,7 @@ static void put_frame(struct pk_link *l, int opcode, uint8_t *payload, size_t n)
 {
 	uint8_t hdr[PK_WS_MAX_HDR], mask[4];
 	if (l->dialer) {
-		mask_key(mask);
+		pk_ws_mask_key(mask);
 		pk_ws_mask(payload, n, mask, 0);
 	}
 	size_t hl = pk_ws_frame_header(hdr, opcode, 1, n, l->dialer ? mask : NULL);

@@ -1,0 +1,393 @@
+/*
+ * Our WebSocket client (see wsclient.h).
+ */
+#include "wsclient.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "buf.h"
+#include "http1.h"
+#include "sock.h"
+#include "ws.h"
+
+/* The socket's send queue. The flush fills a message only while at least
+ * MIN_FILL fits, so several messages may wait here: 1 MiB keeps the kernel
+ * fed for bulk transfers without holding much per tunnel when idle (the
+ * queue's memory is only taken while it holds bytes). */
+#define SEND_CAP (1024 * 1024)
+/* One message at most: yamux frames are packed into it. */
+#define FRAME_MAX (256 * 1024)
+#define MIN_FILL 1024
+#define BODY_MAX 4096
+#define HEAD_MAX (64 * 1024)
+
+enum {
+	ST_CONNECTING = 0,
+	ST_HANDSHAKE,
+	ST_OPEN,
+	ST_DONE, /* refused, failed, or our close frame sent: no more callbacks but on_close */
+};
+
+struct pk_wsclient {
+	struct lws_context *ctx;
+	const struct pk_wsclient_ops *ops;
+	void *user;
+	struct pk_sock *sock; /* NULL once its on_close ran */
+	int state;
+	char *request; /* the upgrade request, sent once connected (owned) */
+	char accept[29];
+	struct pk_http1_reader resp;
+	int status;
+	char body[BODY_MAX + 1];
+	size_t body_len;
+	struct pk_ws_reader wsr;
+	char peer_ip[64];
+	int closing;     /* pk_wsclient_close(): close frame after the last fill */
+	int flush_due;   /* flush_sul is scheduled */
+	const char *why; /* our own reason for ending, reported by on_close */
+	uint64_t handshake_timeout_ms;
+	lws_sorted_usec_list_t flush_sul;
+	lws_sorted_usec_list_t timer_sul; /* handshake or close timeout */
+};
+
+/* ---- writing ----------------------------------------------------------------- */
+
+/* One frame: the header goes right before the payload, which lies at
+ * buf + PK_WS_MAX_HDR, and the payload is masked in place, so the frame is
+ * handed to the socket with a single copy. */
+static void put_frame(struct pk_wsclient *c, int opcode, uint8_t *buf, size_t n)
+{
+	uint8_t mask[4], hdr[PK_WS_MAX_HDR];
+	pk_ws_mask_key(mask);
+	uint8_t *payload = buf + PK_WS_MAX_HDR;
+	pk_ws_mask(payload, n, mask, 0);
+	size_t hl = pk_ws_frame_header(hdr, opcode, 1, n, mask);
+	memcpy(payload - hl, hdr, hl);
+	pk_sock_write(c->sock, payload - hl, hl + n);
+}
+
+static void send_control(struct pk_wsclient *c, int opcode, const uint8_t *p, size_t n)
+{
+	uint8_t buf[PK_WS_MAX_HDR + PK_WS_MAX_CONTROL];
+	if (n > PK_WS_MAX_CONTROL)
+		n = PK_WS_MAX_CONTROL;
+	if (n)
+		memcpy(buf + PK_WS_MAX_HDR, p, n);
+	put_frame(c, opcode, buf, n);
+}
+
+static void flush(struct pk_wsclient *c)
+{
+	/* One loop thread: one scratch buffer for every connection. */
+	static uint8_t *buf;
+	if (!c->sock || c->state != ST_OPEN)
+		return;
+	if (!buf)
+		buf = pk_xmalloc(PK_WS_MAX_HDR + FRAME_MAX);
+	for (;;) {
+		size_t space = pk_sock_write_space(c->sock);
+		if (space < PK_WS_MAX_HDR + MIN_FILL)
+			return; /* on_drain brings us back */
+		size_t cap = space - PK_WS_MAX_HDR;
+		if (cap > FRAME_MAX)
+			cap = FRAME_MAX;
+		size_t n = c->ops->fill(c->user, buf + PK_WS_MAX_HDR, cap);
+		if (n == 0)
+			break;
+		assert(n <= cap);
+		put_frame(c, PK_WS_BINARY, buf, n);
+	}
+	if (c->closing) {
+		uint8_t payload[PK_WS_MAX_CONTROL];
+		size_t n = pk_ws_close_payload(payload, 1000, "");
+		send_control(c, PK_WS_CLOSE, payload, n);
+		c->state = ST_DONE;
+		pk_sock_close(c->sock, 0);
+	}
+}
+
+static void flush_cb(lws_sorted_usec_list_t *sul)
+{
+	struct pk_wsclient *c = lws_container_of(sul, struct pk_wsclient, flush_sul);
+	c->flush_due = 0;
+	flush(c);
+}
+
+void pk_wsclient_want_write(struct pk_wsclient *c)
+{
+	/* Never from inside the caller: fill() may be what called us. */
+	if (c->flush_due || !c->sock || c->state != ST_OPEN)
+		return;
+	c->flush_due = 1;
+	lws_sul_schedule(c->ctx, 0, &c->flush_sul, flush_cb, 1);
+}
+
+static void timeout_cb(lws_sorted_usec_list_t *sul)
+{
+	struct pk_wsclient *c = lws_container_of(sul, struct pk_wsclient, timer_sul);
+	if (!c->sock)
+		return;
+	if (!c->why)
+		c->why = c->state == ST_HANDSHAKE ? "handshake timeout" : "close timeout";
+	c->state = ST_DONE;
+	pk_sock_close(c->sock, 1);
+}
+
+void pk_wsclient_close(struct pk_wsclient *c, uint64_t timeout_ms)
+{
+	if (!c->sock)
+		return;
+	lws_sul_schedule(c->ctx, 0, &c->timer_sul, timeout_cb, (lws_usec_t)timeout_ms * 1000);
+	if (c->closing)
+		return;
+	c->closing = 1;
+	if (c->state == ST_OPEN) {
+		c->flush_due = 1;
+		lws_sul_schedule(c->ctx, 0, &c->flush_sul, flush_cb, 1);
+	} else if (c->state != ST_DONE) {
+		c->why = "closed";
+		c->state = ST_DONE;
+		pk_sock_close(c->sock, 1);
+	}
+}
+
+void pk_wsclient_abort(struct pk_wsclient *c, const char *why)
+{
+	if (!c->sock)
+		return;
+	if (!c->why)
+		c->why = why;
+	c->state = ST_DONE;
+	pk_sock_close(c->sock, 1);
+}
+
+const char *pk_wsclient_peer_ip(const struct pk_wsclient *c)
+{
+	return c->peer_ip;
+}
+
+/* ---- reading ----------------------------------------------------------------- */
+
+/* The server refused the upgrade: its status, and the `error` of its JSON
+ * body when there is one. */
+static void refused(struct pk_wsclient *c)
+{
+	c->body[c->body_len] = '\0';
+	struct json_object *root = json_tokener_parse(c->body);
+	struct json_object *err;
+	const char *msg = NULL;
+	if (root && json_object_object_get_ex(root, "error", &err) &&
+	    json_object_is_type(err, json_type_string))
+		msg = json_object_get_string(err);
+	c->state = ST_DONE;
+	c->why = "refused";
+	if (c->ops->on_refused)
+		c->ops->on_refused(c->user, c->status, msg);
+	json_object_put(root);
+	pk_sock_close(c->sock, 0);
+}
+
+static void frames_input(struct pk_wsclient *c, uint8_t *p, size_t n)
+{
+	while (n > 0 && c->state == ST_OPEN) {
+		size_t used = 0;
+		uint8_t *payload = NULL;
+		size_t plen = 0;
+		enum pk_ws_event ev = pk_ws_reader_feed(&c->wsr, p, n, &used, &payload, &plen);
+		p += used;
+		n -= used;
+		if (ev == PK_WS_ERROR) {
+			uint16_t code;
+			pk_wsclient_abort(c, pk_ws_reader_error(&c->wsr, &code));
+			return;
+		}
+		if (ev == PK_WS_DATA && plen) {
+			c->ops->on_message(c->user, pk_ws_reader_data_opcode(&c->wsr), payload,
+			                   plen);
+		} else if (ev == PK_WS_CONTROL) {
+			const uint8_t *cp;
+			size_t cl;
+			int op = pk_ws_reader_control(&c->wsr, &cp, &cl);
+			if (op == PK_WS_PING) {
+				send_control(c, PK_WS_PONG, cp, cl);
+			} else if (op == PK_WS_CLOSE) {
+				/* Answer with ours and end (RFC 6455 §5.5.1). */
+				uint8_t payload[PK_WS_MAX_CONTROL];
+				size_t k = pk_ws_close_payload(payload, 1000, "");
+				send_control(c, PK_WS_CLOSE, payload, k);
+				c->why = "closed by the server";
+				c->state = ST_DONE;
+				pk_sock_close(c->sock, 0);
+				return;
+			}
+		} else if (ev == PK_WS_NEED_MORE && used == 0) {
+			return;
+		}
+	}
+}
+
+static void handshake_input(struct pk_wsclient *c, uint8_t *data, size_t len)
+{
+	int again = 0;
+	while ((len > 0 || again) && c->state == ST_HANDSHAKE) {
+		size_t used = 0;
+		again = 0;
+		enum pk_http1_event ev =
+		    pk_http1_reader_feed(&c->resp, (const char *)data, len, &used);
+		if (ev == PK_HTTP1_ERROR) {
+			pk_wsclient_abort(c, "bad handshake");
+			return;
+		}
+		if (ev == PK_HTTP1_HEAD) {
+			const struct pk_http1_head *h = pk_http1_reader_head(&c->resp);
+			c->status = h->status;
+			again = 1;
+			if (h->status == 101) {
+				const char *acc = pk_http1_header_get(h, "Sec-WebSocket-Accept");
+				if (!acc || strcmp(acc, c->accept) != 0) {
+					pk_wsclient_abort(c, "bad handshake");
+					return;
+				}
+				c->state = ST_OPEN;
+				lws_sul_cancel(&c->timer_sul);
+				c->ops->on_open(c->user);
+				if (c->closing && c->state == ST_OPEN)
+					pk_wsclient_want_write(c);
+				data += used;
+				len -= used;
+				break;
+			}
+		} else if (ev == PK_HTTP1_BODY || ev == PK_HTTP1_DONE) {
+			size_t n = used < BODY_MAX - c->body_len ? used : BODY_MAX - c->body_len;
+			memcpy(c->body + c->body_len, data, n);
+			c->body_len += n;
+			if (ev == PK_HTTP1_DONE) {
+				refused(c);
+				return;
+			}
+		}
+		data += used;
+		len -= used;
+	}
+	if (len && c->state == ST_OPEN)
+		frames_input(c, data, len); /* frames in the same read as the 101 */
+}
+
+/* ---- the socket -------------------------------------------------------------- */
+
+static void on_connected(struct pk_sock *s)
+{
+	struct pk_wsclient *c = pk_sock_user(s);
+	const char *peer = pk_sock_peer(s);
+	const char *colon = strrchr(peer, ':');
+	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+	if (n >= 2 && peer[0] == '[') {
+		peer++;
+		n -= 2;
+	}
+	snprintf(c->peer_ip, sizeof(c->peer_ip), "%.*s", (int)n, peer);
+	pk_sock_write(s, (const uint8_t *)c->request, strlen(c->request));
+	free(c->request);
+	c->request = NULL;
+	if (c->state == ST_DONE)
+		return;
+	c->state = ST_HANDSHAKE;
+	if (c->handshake_timeout_ms)
+		lws_sul_schedule(c->ctx, 0, &c->timer_sul, timeout_cb,
+		                 (lws_usec_t)c->handshake_timeout_ms * 1000);
+}
+
+static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
+{
+	struct pk_wsclient *c = pk_sock_user(s);
+	/* The socket's read buffer is ours until we return; server frames are
+	 * unmasked, so the reader does not write to it (it checks that). */
+	uint8_t *p = (uint8_t *)data;
+	if (c->state == ST_HANDSHAKE)
+		handshake_input(c, p, len);
+	else if (c->state == ST_OPEN)
+		frames_input(c, p, len);
+}
+
+static void on_eof(struct pk_sock *s)
+{
+	struct pk_wsclient *c = pk_sock_user(s);
+	if (c->state == ST_HANDSHAKE && c->status && c->status != 101 &&
+	    pk_http1_reader_eof(&c->resp)) {
+		refused(c);
+		return;
+	}
+	if (!c->why)
+		c->why = c->state == ST_HANDSHAKE ? "bad handshake" : "closed";
+	c->state = ST_DONE;
+	pk_sock_close(s, 0);
+}
+
+static void on_drain(struct pk_sock *s)
+{
+	flush(pk_sock_user(s));
+}
+
+static void on_close(struct pk_sock *s, int reset, const char *why)
+{
+	struct pk_wsclient *c = pk_sock_user(s);
+	(void)reset;
+	c->sock = NULL;
+	lws_sul_cancel(&c->flush_sul);
+	lws_sul_cancel(&c->timer_sul);
+	/* The socket's reason for a failed connect ("connection refused",
+	 * "tls: ..."), ours once the handshake was under way. */
+	c->ops->on_close(c->user, c->why && c->state != ST_CONNECTING ? c->why : why);
+	pk_http1_reader_free(&c->resp);
+	free(c->request);
+	free(c);
+}
+
+static const struct pk_sock_ops sock_ops = {
+    .on_connected = on_connected,
+    .on_data = on_data,
+    .on_eof = on_eof,
+    .on_drain = on_drain,
+    .on_close = on_close,
+};
+
+struct pk_wsclient *pk_wsclient_connect(struct lws_context *ctx, const struct pk_wsclient_target *t,
+                                        const struct pk_wsclient_ops *ops, void *user)
+{
+	/* Owner: the connection itself; freed in on_close(). */
+	struct pk_wsclient *c = pk_xcalloc(1, sizeof(*c));
+	c->ctx = ctx;
+	c->ops = ops;
+	c->user = user;
+	c->handshake_timeout_ms = t->handshake_timeout_ms;
+	char key[25];
+	pk_ws_client_key(key);
+	pk_ws_accept_key(key, c->accept);
+	/* A host that is an IPv6 literal goes in brackets in Host. */
+	int v6 = strchr(t->host, ':') != NULL;
+	const char *headers = t->headers ? t->headers : "";
+	size_t cap = strlen(t->path) + strlen(t->host) + strlen(headers) + 256;
+	c->request = pk_xmalloc(cap);
+	snprintf(c->request, cap,
+	         "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
+	         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+	         "Sec-WebSocket-Version: 13\r\n%s\r\n",
+	         t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, key, headers);
+	pk_http1_reader_init(&c->resp, PK_HTTP1_RESPONSE, HEAD_MAX);
+	pk_ws_reader_init(&c->wsr, 0);
+	c->sock = pk_sock_connect(t->host, t->port, t->connect_timeout_ms, &sock_ops, c, SEND_CAP);
+	if (!c->sock) {
+		pk_http1_reader_free(&c->resp);
+		free(c->request);
+		free(c);
+		return NULL;
+	}
+	if (t->tls)
+		pk_sock_use_tls(c->sock, t->tls, t->host, t->verify_name);
+	return c;
+}
