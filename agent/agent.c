@@ -484,22 +484,6 @@ void pk_agent_exit(struct pk_agent *a, int code)
 	lws_cancel_service(a->ctx);
 }
 
-/* The upgrade request's own headers: the token and the tenant. Owner: the
- * caller (free). */
-static char *upgrade_headers(const struct pk_agent_config *cfg)
-{
-	const char *token = cfg->connect.token, *tenant = cfg->connect.tenant_id;
-	size_t cap = (token ? strlen(token) : 0) + (tenant ? strlen(tenant) : 0) + 64;
-	char *h = pk_xmalloc(cap);
-	size_t n = 0;
-	h[0] = '\0';
-	if (token && *token)
-		n += (size_t)snprintf(h + n, cap - n, "Authorization: Bearer %s\r\n", token);
-	if (tenant && *tenant)
-		snprintf(h + n, cap - n, "x-piko-tenant-id: %s\r\n", tenant);
-	return h;
-}
-
 int pk_agent_run(const struct pk_agent_config *cfg)
 {
 	return pk_agent_run_hooked(cfg, NULL);
@@ -532,7 +516,7 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 		pk_agent_metrics_free(&a.m);
 		return 1;
 	}
-	a.headers = upgrade_headers(cfg);
+	a.headers = pk_wsclient_piko_headers(cfg->connect.token, cfg->connect.tenant_id);
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -540,8 +524,13 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 	info.protocols = protocols;
 	info.user = &a;
 	info.pt_serv_buf_size = 64 * 1024;
-	a.ctx = lws_create_context(&info);
+	/* epoll, as the server: every socket is a core/sock.c one now, and
+	 * poll() paid for every descriptor on every wakeup. */
+	struct pk_runloop loop;
+	pk_runloop_epoll(&loop, &info);
+	a.ctx = pk_runloop_create(&loop, &info);
 	if (!a.ctx) {
+		pk_runloop_free(&loop);
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		pk_agent_metrics_free(&a.m);
 		SSL_CTX_free(a.tls);
@@ -594,7 +583,7 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 	lws_sul_schedule(a.ctx, 0, &a.tick_sul, tick, TICK_US);
 
 	while (!a.exit_now) {
-		if (lws_service(a.ctx, 0) < 0)
+		if (pk_runloop_once(&loop, a.ctx) < 0)
 			break;
 		if (pk_runloop_stop_requested())
 			begin_shutdown(&a);
@@ -605,6 +594,7 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 		lws_sul_cancel(&a.listeners[i].retry_sul);
 	pk_agent_admin_stop(&a);
 	lws_context_destroy(a.ctx);
+	pk_runloop_free(&loop);
 	pk_agent_admin_free(&a);
 	for (size_t i = 0; i < a.nlisteners; i++) {
 		pk_target_free(&a.listeners[i].target);

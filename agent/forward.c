@@ -72,8 +72,10 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 	}
 	pk_runloop_lws_logs(0);
 
-	f.ctx = pk_runloop_sock_context();
+	struct pk_runloop loop;
+	f.ctx = pk_runloop_sock_context(&loop);
 	if (!f.ctx) {
+		pk_runloop_free(&loop);
 		SSL_CTX_free(f.tls);
 		return 1;
 	}
@@ -110,7 +112,7 @@ int pk_forward_run(const struct pk_forward_config *cfg)
 	pk_runloop_signals(f.ctx);
 	lws_sul_schedule(f.ctx, 0, &f.tick_sul, tick, TICK_US);
 	while (!pk_runloop_stop_requested()) {
-		if (lws_service(f.ctx, 0) < 0)
+		if (pk_runloop_once(&loop, f.ctx) < 0)
 			break;
 	}
 	pk_log(PK_LOG_INFO, SUBSYS, "shutting down", NULL);
@@ -120,6 +122,7 @@ out:
 		if (f.ports[i].ln)
 			pk_sock_listener_close(f.ports[i].ln);
 	lws_context_destroy(f.ctx);
+	pk_runloop_free(&loop);
 	/* Connections whose sockets lws tore down without our callbacks. */
 	for (size_t i = 0; i < f.nports; i++)
 		pk_tcpws_reap(&f.ports[i].target);

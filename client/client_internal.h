@@ -55,22 +55,4 @@ int pkc_error(struct piko_error *err, int code, const char *fmt, ...)
 void pkc_deadline(struct timespec *ts, int timeout_ms);
 void pkc_cond_init(pthread_cond_t *c);
 
-/* probe.c: ask the server once more with a plain GET why it refused a
- * listener's upgrade with status; done(user, "connect: 401: invalid
- * token") runs later on the loop (always, once, unless -1 is returned:
- * nothing could be started). */
-struct pkc_probe_target {
-	const char *host;
-	int port;
-	const char *path, *hosthdr, *token, *tenant;
-	int tls, insecure;
-	const char *ca, *cert, *key;
-};
-int pkc_probe_start(const struct pkc_probe_target *t, unsigned status,
-                    void (*done)(void *user, const char *msg), void *user);
-
-/* The loop thread's protocol for upstream tunnels (listener.c). */
-int pkc_tunnel_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                        size_t len);
-
 #endif

@@ -1,6 +1,7 @@
 /*
  * Upstream listeners (piko_listen) and forwarders (piko_listen_and_forward):
- * a WebSocket to <url>/piko/v1/upstream/<endpoint> carrying a yamux session
+ * a WebSocket to <url>/piko/v1/upstream/<endpoint> (core/wsclient.c, as the
+ * agent's) carrying a yamux session
  * in which we are the client (core/tunnel.c), redialled with backoff when
  * it drops, as the Go SDK's Listener does; every stream the server opens
  * is piped (core/pipe.c) to one end of a socketpair, whose other end waits
@@ -24,9 +25,14 @@
 #include "client_internal.h"
 #include "log.h"
 #include "pipe.h"
+#include "tls.h"
 #include "tunnel.h"
+#include "ws.h"
+#include "wsclient.h"
 
 #define TICK_US (250 * LWS_US_PER_MS)
+/* The Go SDK's WebSocket handshake timeout; the connect too. */
+#define HANDSHAKE_TIMEOUT_MS 60000
 /* Streams waiting for piko_accept (yamux's own accept backlog). */
 #define ACCEPT_CAP 256
 
@@ -39,16 +45,17 @@ struct piko_listener {
 	char host[256];
 	int port, tls, insecure;
 	char path[1400]; /* the upgrade request's path */
-	char hosthdr[300];
+	char *headers;   /* the upgrade's Authorization and tenant lines */
 	char *ca, *cert, *key;
 	uint64_t connect_timeout_ms;
 	char *fwd_host; /* forwarder: where streams go, else NULL */
 	int fwd_port;
 
 	/* loop */
-	struct lws_vhost *vh; /* a TLS vhost of its own, else the default */
-	int own_vh;
-	struct lws *wsi;
+	SSL_CTX *tls_ctx; /* https: our CAs (else the system's), the client certificate */
+	struct pk_wsclient *wsc;
+	int refused_status;      /* the server refused the upgrade with this */
+	char refused_error[256]; /* and this error (its JSON body's), or "" */
 	struct pk_tunnel tunnel;
 	int up;
 	int dead; /* shut down: no more dials, no more streams */
@@ -144,34 +151,27 @@ static void schedule_retry(struct piko_listener *l, const char *why)
 	                 (lws_usec_t)wait * LWS_US_PER_MS);
 }
 
+static const struct pk_wsclient_ops tunnel_ws_ops;
+
 static void dial(struct piko_listener *l)
 {
-	if (l->dead || l->wsi)
+	if (l->dead || l->wsc)
 		return;
-	struct lws_client_connect_info i;
-	memset(&i, 0, sizeof(i));
-	i.context = pkc_rt_context();
-	i.vhost = l->vh;
-	i.address = l->host;
-	i.port = l->port;
-	i.path = l->path;
-	i.host = l->hosthdr;
-	i.origin = NULL; /* Piko's clients send no Origin */
-	if (l->tls) {
-		i.ssl_connection = LCCSCF_USE_SSL;
-		if (l->insecure)
-			i.ssl_connection |= LCCSCF_ALLOW_SELFSIGNED | LCCSCF_ALLOW_EXPIRED |
-			                    LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK |
-			                    LCCSCF_ALLOW_INSECURE;
-	}
-	i.protocol = NULL; /* no subprotocol, as Piko's clients */
-	i.local_protocol_name = "piko-client-tunnel";
-	i.userdata = l;
-	i.pwsi = &l->wsi;
-	if (!lws_client_connect_via_info(&i)) {
-		l->wsi = NULL;
-		schedule_retry(l, "connect failed");
-	}
+	struct pk_wsclient_target t = {
+	    .host = l->host,
+	    .port = l->port,
+	    .path = l->path,
+	    .headers = l->headers,
+	    .tls = l->tls_ctx,
+	    .verify_name = !l->insecure,
+	    .connect_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+	    .handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+	};
+	l->refused_status = 0;
+	l->refused_error[0] = '\0';
+	l->wsc = pk_wsclient_connect(pkc_rt_context(), &t, &tunnel_ws_ops, l);
+	if (!l->wsc)
+		schedule_retry(l, "cannot create a socket");
 }
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -256,154 +256,107 @@ static int retryable(unsigned int status)
 	       status == 503 || status == 504;
 }
 
-static int add_headers(struct lws *wsi, struct piko_listener *l, void *in, size_t len)
-{
-	unsigned char **p = in, *end = *p + len;
-	if (l->token) {
-		char v[4096];
-		snprintf(v, sizeof(v), "Bearer %s", l->token);
-		if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-		                                 (unsigned char *)v, (int)strlen(v), p, end))
-			return -1;
-	}
-	if (l->tenant && lws_add_http_header_by_name(
-	                     wsi, (const unsigned char *)"x-piko-tenant-id:",
-	                     (const unsigned char *)l->tenant, (int)strlen(l->tenant), p, end))
-		return -1;
-	return 0;
-}
-
-static void probe_done(void *user, const char *msg)
+static void ws_open(void *user)
 {
 	struct piko_listener *l = user;
-	fail(l, PIKO_EREFUSED, msg);
-	pipe_free(l); /* the probe counted as a stream */
-}
-
-/* Ask why (probe.c); the listener fails once the answer is in. */
-static int start_probe(struct piko_listener *l, unsigned status)
-{
-	struct pkc_probe_target t = {
-	    .host = l->host,
-	    .port = l->port,
-	    .path = l->path,
-	    .hosthdr = l->hosthdr,
-	    .token = l->token,
-	    .tenant = l->tenant,
-	    .tls = l->tls,
-	    .insecure = l->insecure,
-	    .ca = l->ca,
-	    .cert = l->cert,
-	    .key = l->key,
-	};
+	l->up = 1;
+	l->ever_up = 1;
+	pk_backoff_reset(&l->backoff);
+	pk_tunnel_init_wsclient(&l->tunnel, l->wsc, &tunnel_ops, l, pk_now_ms());
+	pk_log(PK_LOG_INFO, "client", "connected", "endpoint-id", l->endpoint, NULL);
 	pthread_mutex_lock(&l->mu);
-	l->streams++; /* the listener outlives the probe */
+	if (l->closed) /* closed while this dial was in flight */
+		pk_yamux_session_go_away(l->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
 	pthread_mutex_unlock(&l->mu);
-	if (pkc_probe_start(&t, status, probe_done, l) == 0)
-		return 0;
-	pipe_free(l);
-	return -1;
+	set_state(l, ST_UP, NULL);
 }
 
-int pkc_tunnel_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                        size_t len)
+static void ws_refused(void *user, int status, const char *error)
 {
 	struct piko_listener *l = user;
-	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-		return l ? add_headers(wsi, l, in, len) : 0;
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (!l)
-			return -1;
-		l->up = 1;
-		l->ever_up = 1;
-		pk_backoff_reset(&l->backoff);
-		pk_tunnel_init(&l->tunnel, wsi, 1, &tunnel_ops, l, pk_now_ms());
-		pk_log(PK_LOG_INFO, "client", "connected", "endpoint-id", l->endpoint, NULL);
-		pthread_mutex_lock(&l->mu);
-		if (l->closed) /* closed while this dial was in flight */
-			pk_yamux_session_go_away(l->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
-		pthread_mutex_unlock(&l->mu);
-		set_state(l, ST_UP, NULL);
-		return 0;
-	case LWS_CALLBACK_CLIENT_RECEIVE:
-		return l && l->up ? pk_tunnel_rx(&l->tunnel, in, len) : 0;
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		return l && l->up ? pk_tunnel_writeable(&l->tunnel) : 0;
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-		if (!l)
-			return 0;
-		unsigned int status = lws_http_client_http_response(wsi);
-		l->wsi = NULL;
-		char why[256];
-		if (status)
-			snprintf(why, sizeof(why), "%u", status);
-		else
-			snprintf(why, sizeof(why), "%s",
-			         in ? (const char *)in : "connection failed");
-		if (!retryable(status)) {
-			if (!l->dead && start_probe(l, status) == 0)
-				return 0;
-			char msg[300];
-			snprintf(msg, sizeof(msg), "connect: %s", why);
-			fail(l, PIKO_EREFUSED, msg);
-			return 0;
-		}
-		schedule_retry(l, why);
-		return 0;
-	}
-	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (!l || (l->wsi && l->wsi != wsi))
-			return 0;
-		l->wsi = NULL;
-		if (l->up) {
-			l->up = 0;
-			pk_tunnel_destroy(&l->tunnel);
-		}
-		set_state(l, ST_CONNECTING, NULL);
-		pthread_mutex_lock(&l->mu);
-		int closed = l->closed;
-		pthread_mutex_unlock(&l->mu);
-		if (!closed)
-			schedule_retry(l, "connection closed");
-		return 0;
-	default:
-		return 0;
-	}
+	l->refused_status = status;
+	snprintf(l->refused_error, sizeof(l->refused_error), "%s", error ? error : "");
 }
 
-/* Start: the TLS vhost if needed, the first dial, the tick. */
+static void ws_message(void *user, int opcode, const uint8_t *data, size_t len)
+{
+	struct piko_listener *l = user;
+	if (!l->up)
+		return;
+	if (opcode != PK_WS_BINARY) {
+		/* A text message is fatal (protocol reference §1.1). */
+		pk_wsclient_abort(l->wsc, "text message on a tunnel");
+		return;
+	}
+	pk_tunnel_feed(&l->tunnel, data, len);
+}
+
+static size_t ws_fill(void *user, uint8_t *buf, size_t cap)
+{
+	struct piko_listener *l = user;
+	return l->up ? pk_tunnel_fill(&l->tunnel, buf, cap) : 0;
+}
+
+static void ws_close(void *user, const char *why)
+{
+	struct piko_listener *l = user;
+	l->wsc = NULL;
+	if (!l->up) {
+		int status = l->refused_status;
+		if (!retryable((unsigned)status)) {
+			/* Piko's report: `<status>: <the error of its JSON body>`. */
+			char msg[320];
+			if (l->refused_error[0])
+				snprintf(msg, sizeof(msg), "connect: %d: %s", status,
+				         l->refused_error);
+			else
+				snprintf(msg, sizeof(msg), "connect: %d", status);
+			fail(l, PIKO_EREFUSED, msg);
+			return;
+		}
+		char st[16];
+		snprintf(st, sizeof(st), "%d", status);
+		schedule_retry(l, status ? st : why);
+		return;
+	}
+	l->up = 0;
+	pk_tunnel_destroy(&l->tunnel);
+	set_state(l, ST_CONNECTING, NULL);
+	pthread_mutex_lock(&l->mu);
+	int closed = l->closed;
+	pthread_mutex_unlock(&l->mu);
+	if (!closed)
+		schedule_retry(l, why);
+}
+
+static const struct pk_wsclient_ops tunnel_ws_ops = {
+    .on_open = ws_open,
+    .on_refused = ws_refused,
+    .on_message = ws_message,
+    .fill = ws_fill,
+    .on_close = ws_close,
+};
+
+/* Start: the TLS context if needed, the first dial, the tick. */
 static void start_on_loop(void *arg)
 {
 	struct piko_listener *l = arg;
 	struct lws_context *ctx = pkc_rt_context();
-	l->vh = lws_get_vhost_by_name(ctx, "default");
 	if (l->tls) {
-		/* lws keeps a client TLS context per vhost: our CAs (else the
-		 * system's) and the client certificate for mTLS. Owner: the
-		 * listener (destroyed at shutdown). */
-		static const struct lws_protocols protos[] = {
-		    {"piko-client-tunnel", pkc_tunnel_callback, 0, 64 * 1024, 0, NULL, 0},
-		    {NULL, NULL, 0, 0, 0, NULL, 0},
+		/* Owner: the listener (freed with it); connections hold their
+		 * own reference. */
+		struct pk_tls_client_config tc = {
+		    .cert = l->cert,
+		    .key = l->key,
+		    .root_cas = l->ca,
+		    .insecure_skip_verify = l->insecure,
 		};
-		struct lws_context_creation_info info;
-		char name[64];
-		snprintf(name, sizeof(name), "piko-client-%p", (void *)l);
-		memset(&info, 0, sizeof(info));
-		info.port = CONTEXT_PORT_NO_LISTEN;
-		info.vhost_name = name;
-		info.protocols = protos;
-		info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-		info.client_ssl_ca_filepath = l->ca;
-		info.client_ssl_cert_filepath = l->cert;
-		info.client_ssl_private_key_filepath = l->key;
-		info.alpn = "http/1.1";
-		l->vh = lws_create_vhost(ctx, &info);
-		if (!l->vh) {
+		char err[256];
+		l->tls_ctx = pk_tls_client_ctx(&tc, err, sizeof(err));
+		if (!l->tls_ctx) {
 			fail(l, PIKO_EINVAL, "tls: cannot load the CA, certificate or key");
 			return;
 		}
-		l->own_vh = 1;
 	}
 	l->started_ms = pk_now_ms();
 	lws_sul_schedule(ctx, 0, &l->tick_sul, tick, TICK_US);
@@ -425,20 +378,16 @@ static void shutdown_on_loop(void *arg)
 	struct piko_listener *l = arg;
 	l->dead = 1;
 	lws_sul_cancel(&l->retry_sul);
-	if (l->wsi) {
-		/* Closes now: CLIENT_CLOSED (or CONNECTION_ERROR) runs inside,
-		 * which frees the session and resets its streams. */
-		lws_set_timeout(l->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
-	}
-	l->wsi = NULL;
+	/* The connection is reset and tells us nothing more; the session is
+	 * freed here, which resets its streams. */
+	if (l->wsc)
+		pk_wsclient_disown(l->wsc);
+	l->wsc = NULL;
 	if (l->up) {
 		l->up = 0;
 		pk_tunnel_destroy(&l->tunnel);
 	}
 	lws_sul_cancel(&l->tick_sul);
-	if (l->own_vh)
-		lws_vhost_destroy(l->vh);
-	l->own_vh = 0;
 }
 
 /* ---- the program's threads -------------------------------------------------- */
@@ -466,6 +415,8 @@ static void listener_free_fields(struct piko_listener *l)
 	free(l->cert);
 	free(l->key);
 	free(l->fwd_host);
+	free(l->headers);
+	SSL_CTX_free(l->tls_ctx);
 	free(l);
 }
 
@@ -513,10 +464,10 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 	if (!strcmp(path, "/"))
 		path = "";
 	snprintf(l->path, sizeof(l->path), "%s%s/piko/v1/upstream/%s", *path ? "/" : "", path, ep);
-	snprintf(l->hosthdr, sizeof(l->hosthdr), "%s:%d", l->host, l->port);
 	l->endpoint = pk_xstrdup(endpoint);
 	l->token = dup_or_null(opts->token);
 	l->tenant = dup_or_null(opts->tenant_id);
+	l->headers = pk_wsclient_piko_headers(l->token, l->tenant);
 	l->ca = dup_or_null(opts->tls_ca_file);
 	l->cert = dup_or_null(opts->tls_cert_file);
 	l->key = dup_or_null(opts->tls_key_file);

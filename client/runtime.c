@@ -132,6 +132,7 @@ static void *loop(void *arg)
 		pthread_mutex_unlock(&g_mu);
 		if (stop || lws_service(rt->ctx, 0) < 0)
 			break;
+		pk_runloop_pass_end(rt->ctx);
 	}
 	/* Destroyed here, on the thread that owns every connection: their
 	 * close callbacks run on it, and the buffers they free go to its
@@ -143,13 +144,12 @@ static void *loop(void *arg)
 
 static const struct lws_protocols rt_protocols[] = {
     {"piko-client-rt", rt_callback, 0, 0, 0, NULL, 0},
-    {"piko-client-tunnel", pkc_tunnel_callback, 0, 64 * 1024, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}, /* pk_sock_protocols[0], at start */
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
 /* Shared by every vhost of the context (they must outlive it). */
-static struct lws_protocols g_protocols[4];
+static struct lws_protocols g_protocols[3];
 
 int pkc_rt_get(struct piko_error *err)
 {
@@ -172,16 +172,15 @@ int pkc_rt_get(struct piko_error *err)
 		pk_log_set_level(pk_log_parse_level(getenv("PIKO_CLIENT_LOG")));
 	pk_runloop_lws_logs(0);
 	memcpy(g_protocols, rt_protocols, sizeof(g_protocols));
-	g_protocols[2] = pk_sock_protocols[0];
+	g_protocols[1] = pk_sock_protocols[0];
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = g_protocols;
 	info.pt_serv_buf_size = 64 * 1024;
-	info.timeout_secs = 60; /* Piko's client handshake timeout */
-	/* TLS vhosts are made per listener (listener.c); the global init
-	 * must happen at context creation. */
-	info.options = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	/* Every connection is a core/sock.c one (TLS through OpenSSL
+	 * directly, core/tls.c's contexts). */
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
 	/* Owner: the runtime (freed by pkc_rt_put). */
 	struct pkc_rt *rt = pk_xcalloc(1, sizeof(*rt));
 	rt->ctx = lws_create_context(&info);

@@ -545,7 +545,7 @@ static int run(const struct tc_config *cfg)
 		tc.subsystems = join_list(cfg->log.subsystems.v, cfg->log.subsystems.n);
 	pk_runloop_lws_logs(0);
 
-	tc.ctx = pk_runloop_sock_context();
+	tc.ctx = pk_runloop_sock_context(NULL);
 	if (!tc.ctx) {
 		free(tc.subsystems);
 		free(tc.nodes);

@@ -62,7 +62,7 @@ void pk_runloop_signals_done(void)
 	signal_ctx = NULL;
 }
 
-struct lws_context *pk_runloop_sock_context(void)
+struct lws_context *pk_runloop_sock_context(struct pk_runloop *rl)
 {
 	struct lws_protocols protocols[2];
 	memset(protocols, 0, sizeof(protocols));
@@ -71,7 +71,9 @@ struct lws_context *pk_runloop_sock_context(void)
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
-	struct lws_context *ctx = lws_create_context(&info);
+	if (rl)
+		pk_runloop_epoll(rl, &info);
+	struct lws_context *ctx = rl ? pk_runloop_create(rl, &info) : lws_create_context(&info);
 	if (!ctx) {
 		pk_log(PK_LOG_ERROR, "main", "failed to create the event loop", NULL);
 		return NULL;
@@ -116,14 +118,51 @@ struct lws_context *pk_runloop_create(struct pk_runloop *rl, struct lws_context_
 	return lws_create_context(info);
 }
 
+/* One loop thread per process: one list. */
+static struct lws_dll2_owner pass_end;
+
+void pk_runloop_at_pass_end(struct pk_pass_work *w, void (*fn)(struct pk_pass_work *w))
+{
+	if (w->link.owner)
+		return;
+	w->fn = fn;
+	lws_dll2_add_tail(&w->link, &pass_end);
+}
+
+void pk_runloop_pass_cancel(struct pk_pass_work *w)
+{
+	if (w->link.owner)
+		lws_dll2_remove(&w->link);
+}
+
+/* Run what was queued, and what that queues in turn, up to a bound (work
+ * that keeps queuing itself must not hold the loop); what is still queued
+ * then makes the next wait return at once. */
+void pk_runloop_pass_end(struct lws_context *ctx)
+{
+	size_t budget = (size_t)pass_end.count * 4 + 64;
+	while (pass_end.head && budget--) {
+		struct pk_pass_work *w = lws_container_of(pass_end.head, struct pk_pass_work, link);
+		lws_dll2_remove(&w->link);
+		w->fn(w);
+	}
+	if (pass_end.count)
+		lws_cancel_service(ctx);
+}
+
 int pk_runloop_once(struct pk_runloop *rl, struct lws_context *ctx)
 {
-	if (!rl->ev)
-		return lws_service(ctx, 0) < 0 ? -1 : 0;
+	if (!rl->ev) {
+		if (lws_service(ctx, 0) < 0)
+			return -1;
+		pk_runloop_pass_end(ctx);
+		return 0;
+	}
 	/* lws's libev glue serves events and timers from libev's callbacks;
 	 * lws_cancel_service() (signals, wake-ups) is an ev_io on lws's pipe,
 	 * so a pass ends for those too. */
 	ev_run(rl->ev, EVRUN_ONCE);
+	pk_runloop_pass_end(ctx);
 	return 0;
 }
 

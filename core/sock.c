@@ -1390,6 +1390,22 @@ void pk_sock_accept_tls(struct pk_sock *s, SSL_CTX *ctx)
 	rx_update(s);
 }
 
+/* Write what the kernel takes now, from the front of the queue. Errors
+ * are not reported here: the writable callback meets them again. */
+static void send_now(struct pk_sock *s)
+{
+	while (s->sendq.len) {
+		size_t n;
+		const uint8_t *p = pk_bufq_peek(&s->sendq, &n);
+		ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			return;
+		pk_bufq_consume(&s->sendq, (size_t)w);
+		if ((size_t)w < n)
+			return;
+	}
+}
+
 size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len)
 {
 	if (s->ending || s->close_wanted || s->fin_wanted || !len)
@@ -1397,8 +1413,19 @@ size_t pk_sock_write(struct pk_sock *s, const uint8_t *data, size_t len)
 	size_t n = pk_bufq_append(&s->sendq, data, len);
 	if (n < len || s->sendq.len * 2 >= s->sendq.cap)
 		s->drain_armed = 1;
-	if (n && s->state == ST_OPEN)
-		want_write(s); /* while connecting, writability is awaited anyway */
+	if (!n || s->state != ST_OPEN)
+		return n; /* while connecting, writability is awaited anyway */
+	/* A socket is nearly always writable: send at once what the queue
+	 * held alone, rather than ask lws for POLLOUT (two epoll_ctl calls
+	 * and a loop pass per write; strace counted them on every request of
+	 * a tunnel). What the kernel does not take, and any error, is left to
+	 * the writable callback as before, so on_drain and on_close still
+	 * come from the loop. Not for TLS: SSL_write's retry rules want the
+	 * same bytes again, which the callback path keeps. */
+	if (s->sendq.len == n && !s->ssl && s->wsi)
+		send_now(s);
+	if (s->sendq.len || s->drain_armed)
+		want_write(s);
 	return n;
 }
 

@@ -18,6 +18,7 @@
 
 #include <libwebsockets.h>
 
+#include "runloop.h"
 #include "yamux.h"
 
 struct pk_stream_handler;
@@ -69,7 +70,8 @@ struct pk_tunnel {
 	struct pk_yamux_session *sess;
 	const struct pk_tunnel_ops *ops;
 	void *owner;
-	int closing; /* flush what yamux still has (e.g. Go Away), then close */
+	int closing;                    /* flush what yamux still has (e.g. Go Away), then close */
+	struct pk_pass_work write_work; /* lws: a write at the loop pass's end */
 };
 
 /* Start a tunnel on an established WebSocket. is_client: the yamux role (the

@@ -12,6 +12,7 @@
 
 #include "buf.h"
 #include "http1.h"
+#include "runloop.h"
 #include "sock.h"
 #include "ws.h"
 
@@ -47,11 +48,10 @@ struct pk_wsclient {
 	size_t body_len;
 	struct pk_ws_reader wsr;
 	char peer_ip[64];
-	int closing;     /* pk_wsclient_close(): close frame after the last fill */
-	int flush_due;   /* flush_sul is scheduled */
-	const char *why; /* our own reason for ending, reported by on_close */
+	int closing;                    /* pk_wsclient_close(): close frame after the last fill */
+	struct pk_pass_work flush_work; /* a flush at the loop pass's end */
+	const char *why;                /* our own reason for ending, reported by on_close */
 	uint64_t handshake_timeout_ms;
-	lws_sorted_usec_list_t flush_sul;
 	lws_sorted_usec_list_t timer_sul; /* handshake or close timeout */
 };
 
@@ -111,20 +111,19 @@ static void flush(struct pk_wsclient *c)
 	}
 }
 
-static void flush_cb(lws_sorted_usec_list_t *sul)
+static void flush_cb(struct pk_pass_work *w)
 {
-	struct pk_wsclient *c = lws_container_of(sul, struct pk_wsclient, flush_sul);
-	c->flush_due = 0;
-	flush(c);
+	flush(lws_container_of(w, struct pk_wsclient, flush_work));
 }
 
 void pk_wsclient_want_write(struct pk_wsclient *c)
 {
-	/* Never from inside the caller: fill() may be what called us. */
-	if (c->flush_due || !c->sock || c->state != ST_OPEN)
+	/* Never from inside the caller (fill() may be what called us): at
+	 * the end of this loop pass, so that what every event of the pass
+	 * queued leaves in one message and one send(). */
+	if (!c->sock || c->state != ST_OPEN)
 		return;
-	c->flush_due = 1;
-	lws_sul_schedule(c->ctx, 0, &c->flush_sul, flush_cb, 1);
+	pk_runloop_at_pass_end(&c->flush_work, flush_cb);
 }
 
 static void timeout_cb(lws_sorted_usec_list_t *sul)
@@ -147,8 +146,7 @@ void pk_wsclient_close(struct pk_wsclient *c, uint64_t timeout_ms)
 		return;
 	c->closing = 1;
 	if (c->state == ST_OPEN) {
-		c->flush_due = 1;
-		lws_sul_schedule(c->ctx, 0, &c->flush_sul, flush_cb, 1);
+		pk_runloop_at_pass_end(&c->flush_work, flush_cb);
 	} else if (c->state != ST_DONE) {
 		c->why = "closed";
 		c->state = ST_DONE;
@@ -164,6 +162,41 @@ void pk_wsclient_abort(struct pk_wsclient *c, const char *why)
 		c->why = why;
 	c->state = ST_DONE;
 	pk_sock_close(c->sock, 1);
+}
+
+static void silent_open(void *user)
+{
+	(void)user;
+}
+
+static void silent_message(void *user, int opcode, const uint8_t *data, size_t len)
+{
+	(void)user, (void)opcode, (void)data, (void)len;
+}
+
+static size_t silent_fill(void *user, uint8_t *buf, size_t cap)
+{
+	(void)user, (void)buf, (void)cap;
+	return 0;
+}
+
+static void silent_close(void *user, const char *why)
+{
+	(void)user, (void)why;
+}
+
+static const struct pk_wsclient_ops silent_ops = {
+    .on_open = silent_open,
+    .on_message = silent_message,
+    .fill = silent_fill,
+    .on_close = silent_close,
+};
+
+void pk_wsclient_disown(struct pk_wsclient *c)
+{
+	c->ops = &silent_ops;
+	c->user = NULL;
+	pk_wsclient_abort(c, "closed");
 }
 
 const char *pk_wsclient_peer_ip(const struct pk_wsclient *c)
@@ -338,7 +371,7 @@ static void on_close(struct pk_sock *s, int reset, const char *why)
 	struct pk_wsclient *c = pk_sock_user(s);
 	(void)reset;
 	c->sock = NULL;
-	lws_sul_cancel(&c->flush_sul);
+	pk_runloop_pass_cancel(&c->flush_work);
 	lws_sul_cancel(&c->timer_sul);
 	/* The socket's reason for a failed connect ("connection refused",
 	 * "tls: ..."), ours once the handshake was under way. */
@@ -355,6 +388,19 @@ static const struct pk_sock_ops sock_ops = {
     .on_drain = on_drain,
     .on_close = on_close,
 };
+
+char *pk_wsclient_piko_headers(const char *token, const char *tenant)
+{
+	size_t cap = (token ? strlen(token) : 0) + (tenant ? strlen(tenant) : 0) + 64;
+	char *h = pk_xmalloc(cap);
+	size_t n = 0;
+	h[0] = '\0';
+	if (token && *token)
+		n += (size_t)snprintf(h, cap, "Authorization: Bearer %s\r\n", token);
+	if (tenant && *tenant)
+		snprintf(h + n, cap - n, "x-piko-tenant-id: %s\r\n", tenant);
+	return h;
+}
 
 struct pk_wsclient *pk_wsclient_connect(struct lws_context *ctx, const struct pk_wsclient_target *t,
                                         const struct pk_wsclient_ops *ops, void *user)

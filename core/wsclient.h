@@ -11,9 +11,10 @@
  * body, which lws's client cannot, so the server's reason ("401: invalid
  * token") comes without a second request.
  *
- * Writing is pulled: pk_wsclient_want_write() schedules a flush from the
- * loop, which asks ops->fill for bytes while the socket's send queue has
- * room (each fill becomes one binary message) and resumes when it drains.
+ * Writing is pulled: pk_wsclient_want_write() schedules a flush at the end
+ * of the loop pass (the loop must be served by pk_runloop_once), which asks
+ * ops->fill for bytes while the socket's send queue has room (each fill
+ * becomes one binary message) and resumes when it drains.
  *
  * Lifetime: ops->on_close runs exactly once, from the event loop (never from
  * inside a pk_wsclient_*() call), and the connection is freed right after it
@@ -60,6 +61,11 @@ struct pk_wsclient_ops {
 	void (*on_close)(void *user, const char *why);
 };
 
+/* The extra headers of Piko's clients' upgrade: "Authorization: Bearer
+ * <token>" and "x-piko-tenant-id: <tenant>", each when set (NULL or ""
+ * omits it). Owner: the caller (free). */
+char *pk_wsclient_piko_headers(const char *token, const char *tenant);
+
 /* Start connecting. NULL when no socket could be created (no callback
  * runs then). */
 struct pk_wsclient *pk_wsclient_connect(struct lws_context *ctx, const struct pk_wsclient_target *t,
@@ -76,6 +82,10 @@ void pk_wsclient_close(struct pk_wsclient *c, uint64_t timeout_ms);
 
 /* Reset at once (on_close still follows from the loop). */
 void pk_wsclient_abort(struct pk_wsclient *c, const char *why);
+
+/* Reset at once and call back no more, not even on_close: for an owner
+ * that goes away now. */
+void pk_wsclient_disown(struct pk_wsclient *c);
 
 /* The server's IP address (no port), "" before connected. */
 const char *pk_wsclient_peer_ip(const struct pk_wsclient *c);

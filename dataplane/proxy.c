@@ -35,6 +35,7 @@
 #include "lwsio.h"
 #include "proxy_tcp.h"
 #include "route.h"
+#include "runloop.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -58,6 +59,7 @@ struct pk_proxy_exchange;
 struct pk_proxy_conn {
 	struct pk_server *srv;
 	struct lws *wsi;
+	struct pk_pass_work write_work; /* a write at the loop pass's end */
 	char client_ip[64];
 	struct pk_http1_reader req;
 	struct pk_bufq in;  /* client bytes not yet handed on */
@@ -147,15 +149,34 @@ static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing);
 
 /* ---- output to the client --------------------------------------------- */
 
-/* Bytes wait in c->out: a socket writes them when lws says it can; a link
- * stream takes what fits now (yamux never calls back from inside a write),
- * the rest when its window opens. */
+static int conn_writeable(struct pk_proxy_conn *c);
+
+/* A socket's write at the end of the loop pass, as the tunnel's (see
+ * core/tunnel.c: pass_write): no WRITEABLE round trip through lws per
+ * response, and what the pass's events queued leaves in one send(). */
+static void conn_pass_write(struct pk_pass_work *w)
+{
+	struct pk_proxy_conn *c = lws_container_of(w, struct pk_proxy_conn, write_work);
+	if (!c->wsi)
+		return;
+	if (lws_partial_buffered(c->wsi)) {
+		lws_callback_on_writable(c->wsi);
+		return;
+	}
+	if (conn_writeable(c) < 0)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/* Bytes wait in c->out: a socket writes them at the pass's end (or when
+ * lws says it can, after a partial write); a link stream takes what fits
+ * now (yamux never calls back from inside a write), the rest when its
+ * window opens. */
 static void conn_want_write(struct pk_proxy_conn *c)
 {
 	if (c->link_stream)
 		conn_flush_link(c);
 	else if (c->wsi)
-		lws_callback_on_writable(c->wsi);
+		pk_runloop_at_pass_end(&c->write_work, conn_pass_write);
 }
 
 /* Stop (0) or resume (1) reading the client. */
@@ -1343,6 +1364,7 @@ static void conn_closed(struct pk_proxy_conn *c)
 		srv->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	pk_runloop_pass_cancel(&c->write_work);
 	pk_http1_reader_free(&c->req);
 	pk_bufq_clear(&c->in);
 	pk_bufq_clear(&c->out);
