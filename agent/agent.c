@@ -23,7 +23,6 @@
 #include "runloop.h"
 #include "sock.h"
 #include "tls.h"
-#include "ws.h"
 #include "wsclient.h"
 
 #define SUBSYS "client"
@@ -54,7 +53,8 @@ static struct pk_agent_tunnel *other(struct pk_agent_listener *l)
 }
 
 static void dial(struct pk_agent_listener *l);
-static const struct pk_wsclient_ops tunnel_ws_ops;
+static const struct pk_tunnel_dial_hooks tunnel_dial_hooks;
+static const struct pk_tunnel_ops agent_tunnel_ops;
 static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l);
 
 static void retry_cb(lws_sorted_usec_list_t *sul)
@@ -112,7 +112,7 @@ static void dial(struct pk_agent_listener *l)
 {
 	struct pk_agent *a = l->agent;
 	struct pk_agent_tunnel *t = current(l);
-	if (a->shutting_down || t->wsc)
+	if (a->shutting_down || t->tunnel.wsc)
 		return;
 	char ep[768], path[1400];
 	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
@@ -130,19 +130,8 @@ static void dial(struct pk_agent_listener *l)
 	};
 	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
 	       a->cfg->connect.url, NULL);
-	t->refused_status = 0;
-	t->refused_error[0] = '\0';
-	t->wsc = pk_wsclient_connect(a->ctx, &wt, &tunnel_ws_ops, t);
-	if (!t->wsc)
+	if (pk_tunnel_dial(&t->tunnel, a->ctx, &wt, &agent_tunnel_ops, &tunnel_dial_hooks, t) < 0)
 		schedule_retry(l, "cannot create a socket");
-}
-
-/* Piko's classification (protocol reference §1.1): no response, or 408,
- * 429, 500, 502, 503, 504, is worth retrying; any other status is not. */
-static int retryable(unsigned int status)
-{
-	return status == 0 || status == 408 || status == 429 || status == 500 || status == 502 ||
-	       status == 503 || status == 504;
 }
 
 static int on_stream(struct pk_tunnel *tn, struct pk_yamux_stream *s)
@@ -166,7 +155,7 @@ static int on_stream(struct pk_tunnel *tn, struct pk_yamux_stream *s)
  * grace_period; see retire_tick): the current tunnel serves meanwhile. */
 static void start_move(struct pk_agent_listener *l)
 {
-	if (other(l)->wsc) {
+	if (other(l)->tunnel.wsc) {
 		l->move_pending = 1;
 		return;
 	}
@@ -250,9 +239,9 @@ static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l)
 
 /* ---- the tunnel's WebSocket (core/wsclient.c) ---------------------------------- */
 
-static void ws_open(void *user)
+static void on_up(struct pk_tunnel *tn)
 {
-	struct pk_agent_tunnel *t = user;
+	struct pk_agent_tunnel *t = tn->owner;
 	struct pk_agent_listener *l = t->l;
 	struct pk_agent *a = l->agent;
 	uint64_t now = pk_now_ms();
@@ -261,8 +250,7 @@ static void ws_open(void *user)
 	pk_backoff_reset(&l->backoff);
 	const char *ep[] = {l->cfg->endpoint_id};
 	pk_metric_add(a->m.connects_total, ep, 1);
-	snprintf(l->server_ip, sizeof(l->server_ip), "%s", pk_wsclient_peer_ip(t->wsc));
-	pk_tunnel_init_wsclient(&t->tunnel, t->wsc, &agent_tunnel_ops, t, now);
+	snprintf(l->server_ip, sizeof(l->server_ip), "%s", pk_wsclient_peer_ip(tn->wsc));
 	/* Once we retire this tunnel, a SYN that crossed our Go Away is still
 	 * a request to serve, not to refuse. */
 	pk_yamux_session_set_accept_after_go_away(t->tunnel.sess, 1);
@@ -278,51 +266,25 @@ static void ws_open(void *user)
 		o->retire_at_ms = now + RETIRE_DELAY_MS;
 }
 
-static void ws_refused(void *user, int status, const char *error)
-{
-	struct pk_agent_tunnel *t = user;
-	t->refused_status = status;
-	snprintf(t->refused_error, sizeof(t->refused_error), "%s", error ? error : "");
-}
-
-static void ws_message(void *user, int opcode, const uint8_t *data, size_t len)
-{
-	struct pk_agent_tunnel *t = user;
-	if (!t->up)
-		return;
-	if (opcode != PK_WS_BINARY) {
-		/* A text message is fatal (protocol reference §1.1). */
-		pk_wsclient_abort(t->wsc, "text message on a tunnel");
-		return;
-	}
-	pk_tunnel_feed(&t->tunnel, data, len);
-}
-
-static size_t ws_fill(void *user, uint8_t *buf, size_t cap)
-{
-	struct pk_agent_tunnel *t = user;
-	return t->up ? pk_tunnel_fill(&t->tunnel, buf, cap) : 0;
-}
-
 /* The dial failed, or the server refused the tunnel. */
-static void dial_failed(struct pk_agent_tunnel *t, const char *reason)
+static void dial_failed(struct pk_agent_tunnel *t, int status, const char *error,
+                        const char *reason)
 {
 	struct pk_agent_listener *l = t->l;
 	struct pk_agent *a = l->agent;
-	int status = t->refused_status;
 	char why[256];
 	if (status)
 		snprintf(why, sizeof(why), "%d", status);
 	else
 		snprintf(why, sizeof(why), "%s", reason);
 	snprintf(l->last_error, sizeof(l->last_error), "%s", why);
-	if (!retryable((unsigned)status)) {
+	if (!pk_tunnel_retryable(status)) {
 		/* Piko's report: `<status>: <the error of its JSON body>`. */
 		char msg[512];
 		snprintf(msg, sizeof(msg), "%d: %s", status,
-		         t->refused_error[0] ? t->refused_error
-		         : status == 401     ? "unauthorized"
-		                             : "unexpected status");
+		         error[0]        ? error
+		         : status == 401 ? "unauthorized"
+		                         : "unexpected status");
 		fatal(a, l->cfg->endpoint_id, msg);
 		return;
 	}
@@ -333,20 +295,19 @@ static void dial_failed(struct pk_agent_tunnel *t, const char *reason)
 	schedule_retry(l, why);
 }
 
-static void ws_close(void *user, const char *why)
+static void on_down(struct pk_tunnel *tn, int was_up, int status, const char *error,
+                    const char *why)
 {
-	struct pk_agent_tunnel *t = user;
+	struct pk_agent_tunnel *t = tn->owner;
 	struct pk_agent_listener *l = t->l;
-	t->wsc = NULL;
-	if (!t->up) {
+	if (!was_up) {
 		if (!l->agent->shutting_down)
-			dial_failed(t, why);
+			dial_failed(t, status, error, why);
 		return;
 	}
 	int was_current = t == current(l);
 	int retired = t->retiring;
 	t->up = 0;
-	pk_tunnel_destroy(&t->tunnel);
 	t->superseded = 0;
 	t->retiring = 0;
 	t->closing = 0;
@@ -369,12 +330,9 @@ static void ws_close(void *user, const char *why)
 		start_move(l);
 }
 
-static const struct pk_wsclient_ops tunnel_ws_ops = {
-    .on_open = ws_open,
-    .on_refused = ws_refused,
-    .on_message = ws_message,
-    .fill = ws_fill,
-    .on_close = ws_close,
+static const struct pk_tunnel_dial_hooks tunnel_dial_hooks = {
+    .on_up = on_up,
+    .on_down = on_down,
 };
 
 /* The lws context's protocols: core/sock.c's carries every socket (the

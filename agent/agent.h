@@ -27,18 +27,14 @@
 #include "tunnel.h"
 
 struct pk_agent;
-struct pk_wsclient;
 
 struct pk_agent_listener;
 
-/* One WebSocket tunnel of a listener; it is its WebSocket client's user
- * pointer and the owner of its pk_tunnel, so events find their slot
- * directly. */
+/* One WebSocket tunnel of a listener: the owner of its pk_tunnel (dialled
+ * with pk_tunnel_dial; tunnel.wsc is NULL while the slot is free), so events
+ * find their slot directly. */
 struct pk_agent_tunnel {
 	struct pk_agent_listener *l;
-	struct pk_wsclient *wsc; /* NULL while the slot is free */
-	int refused_status;      /* the server refused the upgrade with this */
-	char refused_error[256]; /* and this error (its JSON body's), or "" */
 	struct pk_tunnel tunnel;
 	int up;                /* established: tunnel is initialised */
 	int superseded;        /* the server sent Go Away: being replaced */

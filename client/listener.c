@@ -27,7 +27,6 @@
 #include "pipe.h"
 #include "tls.h"
 #include "tunnel.h"
-#include "ws.h"
 #include "wsclient.h"
 
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -52,11 +51,8 @@ struct piko_listener {
 	int fwd_port;
 
 	/* loop */
-	SSL_CTX *tls_ctx; /* https: our CAs (else the system's), the client certificate */
-	struct pk_wsclient *wsc;
-	int refused_status;      /* the server refused the upgrade with this */
-	char refused_error[256]; /* and this error (its JSON body's), or "" */
-	struct pk_tunnel tunnel;
+	SSL_CTX *tls_ctx;        /* https: our CAs (else the system's), the client certificate */
+	struct pk_tunnel tunnel; /* pk_tunnel_dial's; tunnel.wsc NULL when idle */
 	int up;
 	int dead; /* shut down: no more dials, no more streams */
 	int ever_up;
@@ -151,11 +147,12 @@ static void schedule_retry(struct piko_listener *l, const char *why)
 	                 (lws_usec_t)wait * LWS_US_PER_MS);
 }
 
-static const struct pk_wsclient_ops tunnel_ws_ops;
+static const struct pk_tunnel_dial_hooks dial_hooks;
+static const struct pk_tunnel_ops tunnel_ops;
 
 static void dial(struct piko_listener *l)
 {
-	if (l->dead || l->wsc)
+	if (l->dead || l->tunnel.wsc)
 		return;
 	struct pk_wsclient_target t = {
 	    .host = l->host,
@@ -167,10 +164,7 @@ static void dial(struct piko_listener *l)
 	    .connect_timeout_ms = HANDSHAKE_TIMEOUT_MS,
 	    .handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS,
 	};
-	l->refused_status = 0;
-	l->refused_error[0] = '\0';
-	l->wsc = pk_wsclient_connect(pkc_rt_context(), &t, &tunnel_ws_ops, l);
-	if (!l->wsc)
+	if (pk_tunnel_dial(&l->tunnel, pkc_rt_context(), &t, &tunnel_ops, &dial_hooks, l) < 0)
 		schedule_retry(l, "cannot create a socket");
 }
 
@@ -249,20 +243,12 @@ static int on_stream(struct pk_tunnel *t, struct pk_yamux_stream *s)
 
 static const struct pk_tunnel_ops tunnel_ops = {.on_stream = on_stream};
 
-/* Piko's classification (protocol reference §1.1). */
-static int retryable(unsigned int status)
+static void on_up(struct pk_tunnel *t)
 {
-	return status == 0 || status == 408 || status == 429 || status == 500 || status == 502 ||
-	       status == 503 || status == 504;
-}
-
-static void ws_open(void *user)
-{
-	struct piko_listener *l = user;
+	struct piko_listener *l = t->owner;
 	l->up = 1;
 	l->ever_up = 1;
 	pk_backoff_reset(&l->backoff);
-	pk_tunnel_init_wsclient(&l->tunnel, l->wsc, &tunnel_ops, l, pk_now_ms());
 	pk_log(PK_LOG_INFO, "client", "connected", "endpoint-id", l->endpoint, NULL);
 	pthread_mutex_lock(&l->mu);
 	if (l->closed) /* closed while this dial was in flight */
@@ -271,44 +257,15 @@ static void ws_open(void *user)
 	set_state(l, ST_UP, NULL);
 }
 
-static void ws_refused(void *user, int status, const char *error)
+static void on_down(struct pk_tunnel *t, int was_up, int status, const char *error, const char *why)
 {
-	struct piko_listener *l = user;
-	l->refused_status = status;
-	snprintf(l->refused_error, sizeof(l->refused_error), "%s", error ? error : "");
-}
-
-static void ws_message(void *user, int opcode, const uint8_t *data, size_t len)
-{
-	struct piko_listener *l = user;
-	if (!l->up)
-		return;
-	if (opcode != PK_WS_BINARY) {
-		/* A text message is fatal (protocol reference §1.1). */
-		pk_wsclient_abort(l->wsc, "text message on a tunnel");
-		return;
-	}
-	pk_tunnel_feed(&l->tunnel, data, len);
-}
-
-static size_t ws_fill(void *user, uint8_t *buf, size_t cap)
-{
-	struct piko_listener *l = user;
-	return l->up ? pk_tunnel_fill(&l->tunnel, buf, cap) : 0;
-}
-
-static void ws_close(void *user, const char *why)
-{
-	struct piko_listener *l = user;
-	l->wsc = NULL;
-	if (!l->up) {
-		int status = l->refused_status;
-		if (!retryable((unsigned)status)) {
+	struct piko_listener *l = t->owner;
+	if (!was_up) {
+		if (!pk_tunnel_retryable(status)) {
 			/* Piko's report: `<status>: <the error of its JSON body>`. */
 			char msg[320];
-			if (l->refused_error[0])
-				snprintf(msg, sizeof(msg), "connect: %d: %s", status,
-				         l->refused_error);
+			if (error[0])
+				snprintf(msg, sizeof(msg), "connect: %d: %s", status, error);
 			else
 				snprintf(msg, sizeof(msg), "connect: %d", status);
 			fail(l, PIKO_EREFUSED, msg);
@@ -320,7 +277,6 @@ static void ws_close(void *user, const char *why)
 		return;
 	}
 	l->up = 0;
-	pk_tunnel_destroy(&l->tunnel);
 	set_state(l, ST_CONNECTING, NULL);
 	pthread_mutex_lock(&l->mu);
 	int closed = l->closed;
@@ -329,13 +285,7 @@ static void ws_close(void *user, const char *why)
 		schedule_retry(l, why);
 }
 
-static const struct pk_wsclient_ops tunnel_ws_ops = {
-    .on_open = ws_open,
-    .on_refused = ws_refused,
-    .on_message = ws_message,
-    .fill = ws_fill,
-    .on_close = ws_close,
-};
+static const struct pk_tunnel_dial_hooks dial_hooks = {.on_up = on_up, .on_down = on_down};
 
 /* Start: the TLS context if needed, the first dial, the tick. */
 static void start_on_loop(void *arg)
@@ -380,13 +330,8 @@ static void shutdown_on_loop(void *arg)
 	lws_sul_cancel(&l->retry_sul);
 	/* The connection is reset and tells us nothing more; the session is
 	 * freed here, which resets its streams. */
-	if (l->wsc)
-		pk_wsclient_disown(l->wsc);
-	l->wsc = NULL;
-	if (l->up) {
-		l->up = 0;
-		pk_tunnel_destroy(&l->tunnel);
-	}
+	pk_tunnel_abandon(&l->tunnel);
+	l->up = 0;
 	lws_sul_cancel(&l->tick_sul);
 }
 

@@ -4,14 +4,16 @@
  * header and its payload as separate messages). On lws's WebSocket (the
  * server), WRITEABLE packs the session's pending frames into one binary
  * message, one lws_write() per callback; on our client (the agent), its
- * flush pulls them through pk_tunnel_fill() while the socket has room.
+ * flush pulls them (dial_fill) while the socket has room.
  */
 #include "tunnel.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "backoff.h"
 #include "lwsio.h"
+#include "ws.h"
 #include "wsclient.h"
 
 /* A session that died, or a retired tunnel: how long its last frames (a Go
@@ -142,25 +144,86 @@ void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
 	t->sess = pk_yamux_session_new(is_client, NULL, &tunnel_callbacks, t, now_ms);
 }
 
-void pk_tunnel_init_wsclient(struct pk_tunnel *t, struct pk_wsclient *wsc,
-                             const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms)
+/* ---- a dialled tunnel (core/wsclient.c) ---------------------------------- */
+
+static void dial_open(void *user)
 {
-	pk_tunnel_init(t, NULL, 1, ops, owner, now_ms);
+	struct pk_tunnel *t = user;
+	struct pk_wsclient *wsc = t->wsc;
+	pk_tunnel_init(t, NULL, 1, t->ops, t->owner, pk_now_ms());
 	t->wsc = wsc;
+	t->dial_hooks->on_up(t);
 }
 
-void pk_tunnel_feed(struct pk_tunnel *t, const void *in, size_t len)
+static void dial_refused(void *user, int status, const char *error)
 {
-	if (t->closing)
+	struct pk_tunnel *t = user;
+	t->refused_status = status;
+	snprintf(t->refused_error, sizeof(t->refused_error), "%s", error ? error : "");
+}
+
+static void dial_message(void *user, int opcode, const uint8_t *data, size_t len)
+{
+	struct pk_tunnel *t = user;
+	if (!t->sess || t->closing)
 		return;
+	if (opcode != PK_WS_BINARY) {
+		/* A text message is fatal (protocol reference §1.1). */
+		pk_wsclient_abort(t->wsc, "text message on a tunnel");
+		return;
+	}
 	/* On a protocol error the session queues its Go Away and reports the
 	 * close (cb_on_session_close), which flushes it and closes. */
-	pk_yamux_session_feed(t->sess, in, len);
+	pk_yamux_session_feed(t->sess, data, len);
 }
 
-size_t pk_tunnel_fill(struct pk_tunnel *t, uint8_t *buf, size_t cap)
+static size_t dial_fill(void *user, uint8_t *buf, size_t cap)
 {
+	struct pk_tunnel *t = user;
 	return t->sess ? pk_yamux_session_fill(t->sess, buf, cap) : 0;
+}
+
+static void dial_close(void *user, const char *why)
+{
+	struct pk_tunnel *t = user;
+	int was_up = t->sess != NULL;
+	t->wsc = NULL;
+	pk_tunnel_destroy(t);
+	t->dial_hooks->on_down(t, was_up, t->refused_status, t->refused_error, why);
+}
+
+static const struct pk_wsclient_ops dial_ops = {
+    .on_open = dial_open,
+    .on_refused = dial_refused,
+    .on_message = dial_message,
+    .fill = dial_fill,
+    .on_close = dial_close,
+};
+
+int pk_tunnel_dial(struct pk_tunnel *t, struct lws_context *ctx,
+                   const struct pk_wsclient_target *target, const struct pk_tunnel_ops *ops,
+                   const struct pk_tunnel_dial_hooks *hooks, void *owner)
+{
+	memset(t, 0, sizeof(*t));
+	t->ops = ops;
+	t->owner = owner;
+	t->dial_hooks = hooks;
+	t->wsc = pk_wsclient_connect(ctx, target, &dial_ops, t);
+	return t->wsc ? 0 : -1;
+}
+
+int pk_tunnel_retryable(int status)
+{
+	return status == 0 || status == 408 || status == 429 || status == 500 || status == 502 ||
+	       status == 503 || status == 504;
+}
+
+void pk_tunnel_abandon(struct pk_tunnel *t)
+{
+	if (t->wsc)
+		pk_wsclient_disown(t->wsc);
+	t->wsc = NULL;
+	pk_tunnel_destroy(t);
 }
 
 int pk_tunnel_rx(struct pk_tunnel *t, const void *in, size_t len)

@@ -63,6 +63,8 @@ struct pk_tunnel_ops {
 };
 
 struct pk_wsclient;
+struct pk_wsclient_target;
+struct pk_tunnel_dial_hooks;
 
 struct pk_tunnel {
 	struct lws *wsi;         /* the server's: lws's WebSocket, or NULL */
@@ -72,6 +74,10 @@ struct pk_tunnel {
 	void *owner;
 	int closing;                    /* flush what yamux still has (e.g. Go Away), then close */
 	struct pk_pass_work write_work; /* lws: a write at the loop pass's end */
+	/* pk_tunnel_dial's */
+	const struct pk_tunnel_dial_hooks *dial_hooks;
+	int refused_status;      /* the server refused the upgrade with this */
+	char refused_error[256]; /* and this error (its JSON body's), or "" */
 };
 
 /* Start a tunnel on an established WebSocket. is_client: the yamux role (the
@@ -81,18 +87,35 @@ struct pk_tunnel {
 void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
                     const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms);
 
-/* The same on our WebSocket client (the agent: yamux client). Feed what
- * arrives with pk_tunnel_feed(), and let the client's fill callback call
- * pk_tunnel_fill(). */
-void pk_tunnel_init_wsclient(struct pk_tunnel *t, struct pk_wsclient *wsc,
-                             const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms);
+/* The agent's side (and libpiko-client's): dial the server with our
+ * WebSocket client (core/wsclient.c) and run the tunnel over it as the yamux
+ * client. */
+struct pk_tunnel_dial_hooks {
+	/* The server took the upgrade: t->sess exists. */
+	void (*on_up)(struct pk_tunnel *t);
+	/* The connection is gone; t may be dialled again from here. was_up 0:
+	 * the dial failed, status is the server's refusal (0: none) and error
+	 * the `error` of its JSON body ("" when none); was_up 1: the session
+	 * was freed (every stream got its on_close). why: the connection's
+	 * reason ("connection refused", "closed by the server", ...). */
+	void (*on_down)(struct pk_tunnel *t, int was_up, int status, const char *error,
+	                const char *why);
+};
 
-/* Payload of a binary message from our client (a text message is the
- * caller's to refuse). */
-void pk_tunnel_feed(struct pk_tunnel *t, const void *in, size_t len);
+/* Dial: 0, or -1 when no socket could be made (no hook runs then). The
+ * target is copied; hooks and ops must outlive the tunnel. */
+int pk_tunnel_dial(struct pk_tunnel *t, struct lws_context *ctx,
+                   const struct pk_wsclient_target *target, const struct pk_tunnel_ops *ops,
+                   const struct pk_tunnel_dial_hooks *hooks, void *owner);
 
-/* For our client's fill callback: pending yamux frames, at most cap bytes. */
-size_t pk_tunnel_fill(struct pk_tunnel *t, uint8_t *buf, size_t cap);
+/* Piko's classification of a refused tunnel (protocol reference §1.1): no
+ * response (0), or 408, 429, 500, 502, 503, 504, is worth retrying; any
+ * other status is not. */
+int pk_tunnel_retryable(int status);
+
+/* A dialled tunnel's owner goes away now: the connection is reset, the
+ * session freed, and no hook runs any more. */
+void pk_tunnel_abandon(struct pk_tunnel *t);
 
 /* A WebSocket message fragment arrived (LWS_CALLBACK_RECEIVE /
  * CLIENT_RECEIVE). Returns -1 when the connection must be closed now (text
