@@ -21,17 +21,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "buf.h"
-#include "http1.h"
 #include "sock.h"
 #include "ws.h"
+#include "ws_upgrade.h"
 
 #define SEND_CAP (512 * 1024)
 #define SEND_HWM (256 * 1024)
 #define READ_MAX (64 * 1024)
-#define BODY_MAX 4096
 
 enum {
 	ST_CONNECTING = 0,
@@ -47,11 +44,8 @@ struct pk_tcpws {
 	struct pk_sock *local;
 	struct pk_sock *remote;
 	int state;
-	char accept[29];
-	struct pk_http1_reader resp;
-	int status;
-	char body[BODY_MAX + 1];
-	size_t body_len;
+	struct pk_ws_upgrade up;
+	char *request; /* the upgrade request, sent once connected (owned) */
 	struct pk_ws_reader wsr;
 	struct pk_bufq pending; /* server bytes waiting for local send space */
 	int sent_close;
@@ -74,7 +68,8 @@ static void conn_maybe_free(struct pk_tcpws *c)
 		c->next->prev = c->prev;
 	if (c->hooks->on_free)
 		c->hooks->on_free(c->user);
-	pk_http1_reader_free(&c->resp);
+	pk_ws_upgrade_free(&c->up);
+	free(c->request);
 	pk_bufq_clear(&c->pending);
 	free(c);
 }
@@ -124,16 +119,9 @@ static void fail(struct pk_tcpws *c, const char *why)
 /* The server refused the upgrade: report `<status>: <error>` as Piko does. */
 static void refused(struct pk_tcpws *c)
 {
-	char why[512];
-	const char *msg = NULL;
-	c->body[c->body_len] = '\0';
-	struct json_object *root = json_tokener_parse(c->body);
-	struct json_object *err;
-	if (root && json_object_object_get_ex(root, "error", &err) &&
-	    json_object_is_type(err, json_type_string))
-		msg = json_object_get_string(err);
-	snprintf(why, sizeof(why), "%d: %s", c->status, msg ? msg : "bad handshake");
-	json_object_put(root);
+	char why[512], error[256];
+	pk_ws_upgrade_error(&c->up, error, sizeof(error));
+	snprintf(why, sizeof(why), "%d: %s", c->up.status, error[0] ? error : "bad handshake");
 	fail(c, why);
 }
 
@@ -208,50 +196,27 @@ static void pump_pending(struct pk_tcpws *c)
 
 static void handshake_input(struct pk_tcpws *c, const uint8_t *data, size_t len)
 {
-	int again = 0;
-	while ((len > 0 || again) && c->state == ST_HANDSHAKE) {
-		size_t used = 0;
-		again = 0;
-		enum pk_http1_event ev =
-		    pk_http1_reader_feed(&c->resp, (const char *)data, len, &used);
-		if (ev == PK_HTTP1_ERROR) {
-			fail(c, "bad handshake");
-			return;
-		}
-		if (ev == PK_HTTP1_HEAD) {
-			const struct pk_http1_head *h = pk_http1_reader_head(&c->resp);
-			c->status = h->status;
-			again = 1;
-			if (h->status == 101) {
-				const char *acc = pk_http1_header_get(h, "Sec-WebSocket-Accept");
-				if (!acc || strcmp(acc, c->accept) != 0) {
-					fail(c, "bad handshake");
-					return;
-				}
-				c->state = ST_OPEN;
-				if (c->local)
-					pk_sock_pause(c->local, 0);
-				if (c->hooks->on_open)
-					c->hooks->on_open(c->user);
-				data += used;
-				len -= used;
-				break;
-			}
-		} else if (ev == PK_HTTP1_BODY || ev == PK_HTTP1_DONE) {
-			size_t n = used < BODY_MAX - c->body_len ? used : BODY_MAX - c->body_len;
-			memcpy(c->body + c->body_len, data, n);
-			c->body_len += n;
-			if (ev == PK_HTTP1_DONE) {
-				refused(c);
-				return;
-			}
-		}
-		data += used;
-		len -= used;
+	size_t used = 0;
+	switch (pk_ws_upgrade_feed(&c->up, data, len, &used)) {
+	case PK_WS_UPGRADE_MORE:
+		return;
+	case PK_WS_UPGRADE_BAD:
+		fail(c, "bad handshake");
+		return;
+	case PK_WS_UPGRADE_REFUSED:
+		refused(c);
+		return;
+	case PK_WS_UPGRADE_OPEN:
+		break;
 	}
-	if (c->state == ST_OPEN && len) {
+	c->state = ST_OPEN;
+	if (c->local)
+		pk_sock_pause(c->local, 0);
+	if (c->hooks->on_open)
+		c->hooks->on_open(c->user);
+	if (used < len && c->state == ST_OPEN) {
 		/* Frames in the same read as the 101. */
-		pk_bufq_append_force(&c->pending, data, len);
+		pk_bufq_append_force(&c->pending, data + used, len - used);
 		pump_pending(c);
 	}
 }
@@ -259,24 +224,9 @@ static void handshake_input(struct pk_tcpws *c, const uint8_t *data, size_t len)
 static void remote_connected(struct pk_sock *s)
 {
 	struct pk_tcpws *c = pk_sock_user(s);
-	const struct pk_tcpws_target *t = c->t;
-	char key[25], path[1400], req[6000], auth[4200] = "";
-	pk_ws_client_key(key);
-	pk_ws_accept_key(key, c->accept);
-	/* Piko appends its path to the URL's, without normalising. */
-	snprintf(path, sizeof(path), "%s/_piko/v1/tcp/%s", t->base_path, t->endpoint);
-	if (t->token && *t->token)
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", t->token);
-	int n = snprintf(req, sizeof(req),
-	                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-	                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-	                 "Sec-WebSocket-Version: 13\r\n%s\r\n",
-	                 path, t->host, t->port, key, auth);
-	if (n <= 0 || (size_t)n >= sizeof(req)) {
-		fail(c, "request too long");
-		return;
-	}
-	pk_sock_write(s, (const uint8_t *)req, (size_t)n);
+	pk_sock_write(s, (const uint8_t *)c->request, strlen(c->request));
+	free(c->request);
+	c->request = NULL;
 	c->state = ST_HANDSHAKE;
 }
 
@@ -301,8 +251,7 @@ static void remote_data(struct pk_sock *s, const uint8_t *data, size_t len)
 static void remote_eof(struct pk_sock *s)
 {
 	struct pk_tcpws *c = pk_sock_user(s);
-	if (c->state == ST_HANDSHAKE && c->status && c->status != 101 &&
-	    pk_http1_reader_eof(&c->resp)) {
+	if (c->state == ST_HANDSHAKE && pk_ws_upgrade_eof(&c->up) == PK_WS_UPGRADE_REFUSED) {
 		refused(c);
 		return;
 	}
@@ -407,12 +356,18 @@ int pk_tcpws_start(int fd, struct pk_tcpws_target *t, const struct pk_tcpws_hook
 	c->t = t;
 	c->hooks = hooks;
 	c->user = user;
-	pk_http1_reader_init(&c->resp, PK_HTTP1_RESPONSE, 64 * 1024);
+	/* Piko appends its path to the URL's, without normalising. */
+	char path[1400], auth[4200] = "";
+	snprintf(path, sizeof(path), "%s/_piko/v1/tcp/%s", t->base_path, t->endpoint);
+	if (t->token && *t->token)
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", t->token);
+	c->request = pk_ws_upgrade_start(&c->up, t->host, t->port, path, auth);
 	pk_ws_reader_init(&c->wsr, 0);
 	pk_bufq_init(&c->pending, SEND_CAP);
 	c->local = pk_sock_adopt(fd, &local_ops, c, SEND_CAP);
 	if (!c->local) {
-		pk_http1_reader_free(&c->resp);
+		pk_ws_upgrade_free(&c->up);
+		free(c->request);
 		free(c);
 		return -1;
 	}
@@ -439,7 +394,8 @@ void pk_tcpws_reap(struct pk_tcpws_target *t)
 	while (t->live) {
 		struct pk_tcpws *c = t->live;
 		t->live = c->next;
-		pk_http1_reader_free(&c->resp);
+		pk_ws_upgrade_free(&c->up);
+		free(c->request);
 		pk_bufq_clear(&c->pending);
 		free(c);
 	}

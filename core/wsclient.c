@@ -8,13 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "buf.h"
-#include "http1.h"
 #include "runloop.h"
 #include "sock.h"
 #include "ws.h"
+#include "ws_upgrade.h"
 
 /* The socket's send queue. The flush fills a message only while at least
  * MIN_FILL fits, so several messages may wait here: 1 MiB keeps the kernel
@@ -24,8 +22,6 @@
 /* One message at most: yamux frames are packed into it. */
 #define FRAME_MAX (256 * 1024)
 #define MIN_FILL 1024
-#define BODY_MAX 4096
-#define HEAD_MAX (64 * 1024)
 
 enum {
 	ST_CONNECTING = 0,
@@ -41,11 +37,7 @@ struct pk_wsclient {
 	struct pk_sock *sock; /* NULL once its on_close ran */
 	int state;
 	char *request; /* the upgrade request, sent once connected (owned) */
-	char accept[29];
-	struct pk_http1_reader resp;
-	int status;
-	char body[BODY_MAX + 1];
-	size_t body_len;
+	struct pk_ws_upgrade up;
 	struct pk_ws_reader wsr;
 	char peer_ip[64];
 	int closing;                    /* pk_wsclient_close(): close frame after the last fill */
@@ -210,18 +202,12 @@ const char *pk_wsclient_peer_ip(const struct pk_wsclient *c)
  * body when there is one. */
 static void refused(struct pk_wsclient *c)
 {
-	c->body[c->body_len] = '\0';
-	struct json_object *root = json_tokener_parse(c->body);
-	struct json_object *err;
-	const char *msg = NULL;
-	if (root && json_object_object_get_ex(root, "error", &err) &&
-	    json_object_is_type(err, json_type_string))
-		msg = json_object_get_string(err);
+	char error[256];
+	pk_ws_upgrade_error(&c->up, error, sizeof(error));
 	c->state = ST_DONE;
 	c->why = "refused";
 	if (c->ops->on_refused)
-		c->ops->on_refused(c->user, c->status, msg);
-	json_object_put(root);
+		c->ops->on_refused(c->user, c->up.status, error[0] ? error : NULL);
 	pk_sock_close(c->sock, 0);
 }
 
@@ -266,49 +252,26 @@ static void frames_input(struct pk_wsclient *c, uint8_t *p, size_t n)
 
 static void handshake_input(struct pk_wsclient *c, uint8_t *data, size_t len)
 {
-	int again = 0;
-	while ((len > 0 || again) && c->state == ST_HANDSHAKE) {
-		size_t used = 0;
-		again = 0;
-		enum pk_http1_event ev =
-		    pk_http1_reader_feed(&c->resp, (const char *)data, len, &used);
-		if (ev == PK_HTTP1_ERROR) {
-			pk_wsclient_abort(c, "bad handshake");
-			return;
-		}
-		if (ev == PK_HTTP1_HEAD) {
-			const struct pk_http1_head *h = pk_http1_reader_head(&c->resp);
-			c->status = h->status;
-			again = 1;
-			if (h->status == 101) {
-				const char *acc = pk_http1_header_get(h, "Sec-WebSocket-Accept");
-				if (!acc || strcmp(acc, c->accept) != 0) {
-					pk_wsclient_abort(c, "bad handshake");
-					return;
-				}
-				c->state = ST_OPEN;
-				lws_sul_cancel(&c->timer_sul);
-				c->ops->on_open(c->user);
-				if (c->closing && c->state == ST_OPEN)
-					pk_wsclient_want_write(c);
-				data += used;
-				len -= used;
-				break;
-			}
-		} else if (ev == PK_HTTP1_BODY || ev == PK_HTTP1_DONE) {
-			size_t n = used < BODY_MAX - c->body_len ? used : BODY_MAX - c->body_len;
-			memcpy(c->body + c->body_len, data, n);
-			c->body_len += n;
-			if (ev == PK_HTTP1_DONE) {
-				refused(c);
-				return;
-			}
-		}
-		data += used;
-		len -= used;
+	size_t used = 0;
+	switch (pk_ws_upgrade_feed(&c->up, data, len, &used)) {
+	case PK_WS_UPGRADE_MORE:
+		return;
+	case PK_WS_UPGRADE_BAD:
+		pk_wsclient_abort(c, "bad handshake");
+		return;
+	case PK_WS_UPGRADE_REFUSED:
+		refused(c);
+		return;
+	case PK_WS_UPGRADE_OPEN:
+		break;
 	}
-	if (len && c->state == ST_OPEN)
-		frames_input(c, data, len); /* frames in the same read as the 101 */
+	c->state = ST_OPEN;
+	lws_sul_cancel(&c->timer_sul);
+	c->ops->on_open(c->user);
+	if (c->closing && c->state == ST_OPEN)
+		pk_wsclient_want_write(c);
+	if (used < len && c->state == ST_OPEN)
+		frames_input(c, data + used, len - used); /* frames in the 101's read */
 }
 
 /* ---- the socket -------------------------------------------------------------- */
@@ -350,8 +313,7 @@ static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
 static void on_eof(struct pk_sock *s)
 {
 	struct pk_wsclient *c = pk_sock_user(s);
-	if (c->state == ST_HANDSHAKE && c->status && c->status != 101 &&
-	    pk_http1_reader_eof(&c->resp)) {
+	if (c->state == ST_HANDSHAKE && pk_ws_upgrade_eof(&c->up) == PK_WS_UPGRADE_REFUSED) {
 		refused(c);
 		return;
 	}
@@ -376,7 +338,7 @@ static void on_close(struct pk_sock *s, int reset, const char *why)
 	/* The socket's reason for a failed connect ("connection refused",
 	 * "tls: ..."), ours once the handshake was under way. */
 	c->ops->on_close(c->user, c->why && c->state != ST_CONNECTING ? c->why : why);
-	pk_http1_reader_free(&c->resp);
+	pk_ws_upgrade_free(&c->up);
 	free(c->request);
 	free(c);
 }
@@ -411,24 +373,11 @@ struct pk_wsclient *pk_wsclient_connect(struct lws_context *ctx, const struct pk
 	c->ops = ops;
 	c->user = user;
 	c->handshake_timeout_ms = t->handshake_timeout_ms;
-	char key[25];
-	pk_ws_client_key(key);
-	pk_ws_accept_key(key, c->accept);
-	/* A host that is an IPv6 literal goes in brackets in Host. */
-	int v6 = strchr(t->host, ':') != NULL;
-	const char *headers = t->headers ? t->headers : "";
-	size_t cap = strlen(t->path) + strlen(t->host) + strlen(headers) + 256;
-	c->request = pk_xmalloc(cap);
-	snprintf(c->request, cap,
-	         "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUpgrade: websocket\r\n"
-	         "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-	         "Sec-WebSocket-Version: 13\r\n%s\r\n",
-	         t->path, v6 ? "[" : "", t->host, v6 ? "]" : "", t->port, key, headers);
-	pk_http1_reader_init(&c->resp, PK_HTTP1_RESPONSE, HEAD_MAX);
+	c->request = pk_ws_upgrade_start(&c->up, t->host, t->port, t->path, t->headers);
 	pk_ws_reader_init(&c->wsr, 0);
 	c->sock = pk_sock_connect(t->host, t->port, t->connect_timeout_ms, &sock_ops, c, SEND_CAP);
 	if (!c->sock) {
-		pk_http1_reader_free(&c->resp);
+		pk_ws_upgrade_free(&c->up);
 		free(c->request);
 		free(c);
 		return NULL;
