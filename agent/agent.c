@@ -26,8 +26,6 @@
 #include "wsclient.h"
 
 #define SUBSYS "client"
-/* Piko's client gives the WebSocket handshake 60 s; the connect too. */
-#define HANDSHAKE_TIMEOUT_MS 60000
 #define TICK_US (250 * LWS_US_PER_MS)
 /* How long a retired tunnel stays open after our Go Away even when idle:
  * the server may have opened streams before it read our Go Away. */
@@ -125,8 +123,8 @@ static void dial(struct pk_agent_listener *l)
 	    .headers = a->headers,
 	    .tls = a->tls,
 	    .verify_name = !a->cfg->connect.tls.insecure_skip_verify,
-	    .connect_timeout_ms = HANDSHAKE_TIMEOUT_MS,
-	    .handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+	    .connect_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
+	    .handshake_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
 	};
 	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
 	       a->cfg->connect.url, NULL);
@@ -406,9 +404,10 @@ static void tick(lws_sorted_usec_list_t *sul)
 		if (l->move_pending && !a->shutting_down)
 			start_move(l);
 		streams += l->streams;
-		/* Also while an attempt is in progress: lws 4.1's TLS client can
-		 * miss a server that closes right after the handshake (mTLS
-		 * refusal) and would only notice at its 60 s timeout. */
+		/* Also while an attempt is in progress: one dial may take up to
+		 * its 60 s connect and handshake timeouts (a server that takes
+		 * the connection and never answers), longer than
+		 * connect.timeout. */
 		if (!l->ever_up && now >= a->boot_deadline_ms) {
 			boot_timeout(a, l);
 			return;

@@ -30,8 +30,6 @@
 #include "wsclient.h"
 
 #define TICK_US (250 * LWS_US_PER_MS)
-/* The Go SDK's WebSocket handshake timeout; the connect too. */
-#define HANDSHAKE_TIMEOUT_MS 60000
 /* Streams waiting for piko_accept (yamux's own accept backlog). */
 #define ACCEPT_CAP 256
 
@@ -40,7 +38,6 @@ enum { ST_CONNECTING = 0, ST_UP, ST_FAILED, ST_CLOSED };
 struct piko_listener {
 	/* Set at creation, then read-only. */
 	char *endpoint;
-	char *token, *tenant;
 	char host[256];
 	int port, tls, insecure;
 	char path[1400]; /* the upgrade request's path */
@@ -161,8 +158,8 @@ static void dial(struct piko_listener *l)
 	    .headers = l->headers,
 	    .tls = l->tls_ctx,
 	    .verify_name = !l->insecure,
-	    .connect_timeout_ms = HANDSHAKE_TIMEOUT_MS,
-	    .handshake_timeout_ms = HANDSHAKE_TIMEOUT_MS,
+	    .connect_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
+	    .handshake_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
 	};
 	if (pk_tunnel_dial(&l->tunnel, pkc_rt_context(), &t, &tunnel_ops, &dial_hooks, l) < 0)
 		schedule_retry(l, "cannot create a socket");
@@ -354,8 +351,6 @@ static void listener_free_fields(struct piko_listener *l)
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	free(l->endpoint);
-	free(l->token);
-	free(l->tenant);
 	free(l->ca);
 	free(l->cert);
 	free(l->key);
@@ -410,9 +405,7 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 		path = "";
 	snprintf(l->path, sizeof(l->path), "%s%s/piko/v1/upstream/%s", *path ? "/" : "", path, ep);
 	l->endpoint = pk_xstrdup(endpoint);
-	l->token = dup_or_null(opts->token);
-	l->tenant = dup_or_null(opts->tenant_id);
-	l->headers = pk_wsclient_piko_headers(l->token, l->tenant);
+	l->headers = pk_wsclient_piko_headers(opts->token, opts->tenant_id);
 	l->ca = dup_or_null(opts->tls_ca_file);
 	l->cert = dup_or_null(opts->tls_cert_file);
 	l->key = dup_or_null(opts->tls_key_file);

@@ -23,6 +23,7 @@ static void body_sink(void *arg, const char *data, size_t len)
 	size_t k = len < room ? len : room;
 	memcpy(u->body + u->body_len, data, k);
 	u->body_len += k;
+	u->body[u->body_len] = '\0'; /* a string for the JSON parser */
 }
 
 char *pk_ws_upgrade_start(struct pk_ws_upgrade *u, const char *host, int port, const char *path,
@@ -77,19 +78,14 @@ enum pk_ws_upgrade_result pk_ws_upgrade_feed(struct pk_ws_upgrade *u, const uint
 			again = 1;
 			continue;
 		}
-		if (ev == PK_HTTP1_BODY || ev == PK_HTTP1_DONE) {
-			total += n; /* the payload went to body_sink */
-			if (ev == PK_HTTP1_DONE) {
-				*used = total;
-				return PK_WS_UPGRADE_REFUSED;
-			}
-			if (n == 0)
-				break; /* no progress: wait for more */
-			continue;
-		}
+		/* BODY, DONE or NEED_MORE: a body's payload went to body_sink. */
 		total += n;
+		if (ev == PK_HTTP1_DONE) {
+			*used = total;
+			return PK_WS_UPGRADE_REFUSED;
+		}
 		if (n == 0)
-			break;
+			break; /* no progress: wait for more */
 	}
 	*used = total;
 	return PK_WS_UPGRADE_MORE;
@@ -104,11 +100,8 @@ enum pk_ws_upgrade_result pk_ws_upgrade_eof(struct pk_ws_upgrade *u)
 
 void pk_ws_upgrade_error(const struct pk_ws_upgrade *u, char *out, size_t cap)
 {
-	char body[PK_WS_UPGRADE_BODY_MAX + 1];
-	memcpy(body, u->body, u->body_len);
-	body[u->body_len] = '\0';
 	out[0] = '\0';
-	struct json_object *root = json_tokener_parse(body);
+	struct json_object *root = json_tokener_parse(u->body);
 	struct json_object *err;
 	if (root && json_object_object_get_ex(root, "error", &err) &&
 	    json_object_is_type(err, json_type_string))

@@ -22,7 +22,7 @@ struct pk_ws_upgrade {
 	char accept[29]; /* the Sec-WebSocket-Accept we expect */
 	struct pk_http1_reader resp;
 	int status;                            /* the answer's, once its head is in */
-	char body[PK_WS_UPGRADE_BODY_MAX + 1]; /* a refusal's, de-chunked */
+	char body[PK_WS_UPGRADE_BODY_MAX + 1]; /* a refusal's, de-chunked, NUL-terminated */
 	size_t body_len;
 };
 

@@ -31,6 +31,10 @@
 
 struct pk_wsclient;
 
+/* The connect and handshake timeouts of Piko's clients (the agent and the
+ * Go SDK give a WebSocket handshake 60 s), which ours use too. */
+#define PK_WSCLIENT_PIKO_TIMEOUT_MS 60000
+
 /* Where to connect; read during pk_wsclient_connect() only (copied). */
 struct pk_wsclient_target {
 	const char *host; /* name (resolved off the loop) or IP literal */
@@ -76,7 +80,7 @@ void pk_wsclient_want_write(struct pk_wsclient *c);
 
 /* Close gracefully: what fill still gives is sent, then a close frame and
  * FIN; after timeout_ms the connection is reset whatever is left. Calling
- * it again only shortens the timeout. No on_open, on_message or fill
+ * it again sets the timeout anew. No on_open, on_message or fill
  * callback runs once the handshake failed or after the close was sent. */
 void pk_wsclient_close(struct pk_wsclient *c, uint64_t timeout_ms);
 
