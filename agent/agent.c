@@ -23,7 +23,7 @@
 #include "runloop.h"
 #include "sock.h"
 #include "tls.h"
-#include "wsclient.h"
+#include "wsconn.h"
 
 #define SUBSYS "client"
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -51,7 +51,7 @@ static struct pk_agent_tunnel *other(struct pk_agent_listener *l)
 }
 
 static void dial(struct pk_agent_listener *l);
-static const struct pk_tunnel_dial_hooks tunnel_dial_hooks;
+static const struct pk_tunnel_hooks tunnel_dial_hooks;
 static const struct pk_tunnel_ops agent_tunnel_ops;
 static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l);
 
@@ -116,15 +116,15 @@ static void dial(struct pk_agent_listener *l)
 	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
 	/* Piko's path: appended to the URL's path without normalising. */
 	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
-	struct pk_wsclient_target wt = {
+	struct pk_wsconn_target wt = {
 	    .host = a->url.host,
 	    .port = a->url.port,
 	    .path = path,
 	    .headers = a->headers,
 	    .tls = a->tls,
 	    .verify_name = !a->cfg->connect.tls.insecure_skip_verify,
-	    .connect_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
-	    .handshake_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
+	    .connect_timeout_ms = PK_WSCONN_PIKO_TIMEOUT_MS,
+	    .handshake_timeout_ms = PK_WSCONN_PIKO_TIMEOUT_MS,
 	};
 	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
 	       a->cfg->connect.url, NULL);
@@ -235,7 +235,7 @@ static void boot_timeout(struct pk_agent *a, struct pk_agent_listener *l)
 	fatal(a, l->cfg->endpoint_id, why);
 }
 
-/* ---- the tunnel's WebSocket (core/wsclient.c) ---------------------------------- */
+/* ---- the tunnel's WebSocket (core/wsconn.c) ---------------------------------- */
 
 static void on_up(struct pk_tunnel *tn)
 {
@@ -248,7 +248,7 @@ static void on_up(struct pk_tunnel *tn)
 	pk_backoff_reset(&l->backoff);
 	const char *ep[] = {l->cfg->endpoint_id};
 	pk_metric_add(a->m.connects_total, ep, 1);
-	snprintf(l->server_ip, sizeof(l->server_ip), "%s", pk_wsclient_peer_ip(tn->wsc));
+	snprintf(l->server_ip, sizeof(l->server_ip), "%s", pk_wsconn_peer_ip(tn->wsc));
 	/* Once we retire this tunnel, a SYN that crossed our Go Away is still
 	 * a request to serve, not to refuse. */
 	pk_yamux_session_set_accept_after_go_away(t->tunnel.sess, 1);
@@ -328,7 +328,7 @@ static void on_down(struct pk_tunnel *tn, int was_up, int status, const char *er
 		start_move(l);
 }
 
-static const struct pk_tunnel_dial_hooks tunnel_dial_hooks = {
+static const struct pk_tunnel_hooks tunnel_dial_hooks = {
     .on_up = on_up,
     .on_down = on_down,
 };
@@ -473,7 +473,7 @@ int pk_agent_run_hooked(const struct pk_agent_config *cfg, const struct pk_agent
 		pk_agent_metrics_free(&a.m);
 		return 1;
 	}
-	a.headers = pk_wsclient_piko_headers(cfg->connect.token, cfg->connect.tenant_id);
+	a.headers = pk_wsconn_piko_headers(cfg->connect.token, cfg->connect.tenant_id);
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));

@@ -1,6 +1,6 @@
 /*
  * Upstream listeners (piko_listen) and forwarders (piko_listen_and_forward):
- * a WebSocket to <url>/piko/v1/upstream/<endpoint> (core/wsclient.c, as the
+ * a WebSocket to <url>/piko/v1/upstream/<endpoint> (core/wsconn.c, as the
  * agent's) carrying a yamux session
  * in which we are the client (core/tunnel.c), redialled with backoff when
  * it drops, as the Go SDK's Listener does; every stream the server opens
@@ -27,7 +27,7 @@
 #include "pipe.h"
 #include "tls.h"
 #include "tunnel.h"
-#include "wsclient.h"
+#include "wsconn.h"
 
 #define TICK_US (250 * LWS_US_PER_MS)
 /* Streams waiting for piko_accept (yamux's own accept backlog). */
@@ -144,22 +144,22 @@ static void schedule_retry(struct piko_listener *l, const char *why)
 	                 (lws_usec_t)wait * LWS_US_PER_MS);
 }
 
-static const struct pk_tunnel_dial_hooks dial_hooks;
+static const struct pk_tunnel_hooks dial_hooks;
 static const struct pk_tunnel_ops tunnel_ops;
 
 static void dial(struct piko_listener *l)
 {
 	if (l->dead || l->tunnel.wsc)
 		return;
-	struct pk_wsclient_target t = {
+	struct pk_wsconn_target t = {
 	    .host = l->host,
 	    .port = l->port,
 	    .path = l->path,
 	    .headers = l->headers,
 	    .tls = l->tls_ctx,
 	    .verify_name = !l->insecure,
-	    .connect_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
-	    .handshake_timeout_ms = PK_WSCLIENT_PIKO_TIMEOUT_MS,
+	    .connect_timeout_ms = PK_WSCONN_PIKO_TIMEOUT_MS,
+	    .handshake_timeout_ms = PK_WSCONN_PIKO_TIMEOUT_MS,
 	};
 	if (pk_tunnel_dial(&l->tunnel, pkc_rt_context(), &t, &tunnel_ops, &dial_hooks, l) < 0)
 		schedule_retry(l, "cannot create a socket");
@@ -282,7 +282,7 @@ static void on_down(struct pk_tunnel *t, int was_up, int status, const char *err
 		schedule_retry(l, why);
 }
 
-static const struct pk_tunnel_dial_hooks dial_hooks = {.on_up = on_up, .on_down = on_down};
+static const struct pk_tunnel_hooks dial_hooks = {.on_up = on_up, .on_down = on_down};
 
 /* Start: the TLS context if needed, the first dial, the tick. */
 static void start_on_loop(void *arg)
@@ -405,7 +405,7 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 		path = "";
 	snprintf(l->path, sizeof(l->path), "%s%s/piko/v1/upstream/%s", *path ? "/" : "", path, ep);
 	l->endpoint = pk_xstrdup(endpoint);
-	l->headers = pk_wsclient_piko_headers(opts->token, opts->tenant_id);
+	l->headers = pk_wsconn_piko_headers(opts->token, opts->tenant_id);
 	l->ca = dup_or_null(opts->tls_ca_file);
 	l->cert = dup_or_null(opts->tls_cert_file);
 	l->key = dup_or_null(opts->tls_key_file);

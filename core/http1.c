@@ -1036,6 +1036,14 @@ char *pk_http1_simple_response(int status, const char *content_type, const char 
 	return pk_sb_finish(&b, len);
 }
 
+char *pk_http1_unreadable_response(int status, unsigned flags, size_t *len)
+{
+	char body[96];
+	snprintf(body, sizeof(body), "%d %s", status, pk_http1_status_text(status));
+	return pk_http1_simple_response(status, "text/plain; charset=utf-8", body, strlen(body),
+	                                flags | PK_HTTP1_RESP_CLOSE, len);
+}
+
 char *pk_http1_ws_bad_request(size_t *len)
 {
 	static const char body[] = "Bad Request\n";

@@ -227,6 +227,11 @@ char *pk_http1_simple_response(int status, const char *content_type, const char 
 #define PK_HTTP1_ROUTER_404_TYPE "text/plain"
 #define PK_HTTP1_ROUTER_404_BODY "404 page not found"
 
+/* What Go's server answers a request it cannot read (the status of
+ * pk_http1_reader_error: 400, 431, ...): "<code> <text>" as text/plain, and
+ * the connection closes. flags: PK_HTTP1_RESP_*. Owned by the caller. */
+char *pk_http1_unreadable_response(int status, unsigned flags, size_t *len);
+
 /* What gorilla/websocket answers a request on a WebSocket route that is not an
  * upgrade: 400 with Go's http.Error body and Sec-Websocket-Version: 13. The
  * connection is closed after it. Owned by the caller. */

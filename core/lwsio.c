@@ -6,11 +6,6 @@
 
 static unsigned char scratch[LWS_PRE + PK_LWSIO_WRITE_MAX];
 
-unsigned char *pk_lwsio_scratch(void)
-{
-	return scratch + LWS_PRE;
-}
-
 int pk_lwsio_write_bufq(struct lws *wsi, struct pk_bufq *q, enum lws_write_protocol proto)
 {
 	size_t n = pk_bufq_copy(q, scratch + LWS_PRE, PK_LWSIO_WRITE_MAX);

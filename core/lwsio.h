@@ -20,10 +20,6 @@
  * syscall, small enough that lws's own partial-send buffer stays small. */
 #define PK_LWSIO_WRITE_MAX (64 * 1024)
 
-/* The shared scratch buffer: PK_LWSIO_WRITE_MAX bytes with LWS_PRE headroom
- * before the returned pointer. */
-unsigned char *pk_lwsio_scratch(void);
-
 /* Write up to PK_LWSIO_WRITE_MAX bytes from the front of q in one lws_write()
  * with the given protocol (LWS_WRITE_RAW, LWS_WRITE_BINARY...). Consumes what
  * was written and returns the count, or -1 when lws_write() failed (the

@@ -1,10 +1,9 @@
 /*
- * yamux over a WebSocket: received binary fragments are fed to the session
- * as a byte stream (message boundaries mean nothing, Go's yamux writes a
- * header and its payload as separate messages). On lws's WebSocket (the
- * server), WRITEABLE packs the session's pending frames into one binary
- * message, one lws_write() per callback; on our client (the agent), its
- * flush pulls them (dial_fill) while the socket has room.
+ * yamux over a WebSocket (core/wsconn.c): received binary fragments are fed
+ * to the session as a byte stream (message boundaries mean nothing, Go's
+ * yamux writes a header and its payload as separate messages), and the
+ * connection's flush pulls the session's pending frames (conn_fill) while
+ * the socket has room, packing them into binary messages.
  */
 #include "tunnel.h"
 
@@ -12,9 +11,9 @@
 #include <string.h>
 
 #include "backoff.h"
-#include "lwsio.h"
+#include "runloop.h"
 #include "ws.h"
-#include "wsclient.h"
+#include "wsconn.h"
 
 /* A session that died, or a retired tunnel: how long its last frames (a Go
  * Away) may take to leave before the connection is reset. A peer that
@@ -69,32 +68,11 @@ void pk_stream_dispatch_close(void *user, struct pk_yamux_stream *s, int reset)
 		h->ops->on_close(h, reset);
 }
 
-/* lws's WebSocket: write at the end of the loop pass rather than in a
- * WRITEABLE callback. Asking lws for one costs two epoll_ctl calls and a
- * loop pass per write (strace: four epoll_ctl per proxied request on the
- * server), and a socket is nearly always writable. lws 4.1 keeps what the
- * kernel does not take (lws_partial_buffered) and then asks for WRITEABLE
- * itself, where the rest of our queue follows. */
-static void pass_write(struct pk_pass_work *w)
-{
-	struct pk_tunnel *t = lws_container_of(w, struct pk_tunnel, write_work);
-	if (!t->wsi)
-		return;
-	if (lws_partial_buffered(t->wsi)) {
-		lws_callback_on_writable(t->wsi);
-		return;
-	}
-	if (pk_tunnel_writeable(t) < 0)
-		lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-}
-
 static void cb_want_write(void *user)
 {
 	struct pk_tunnel *t = user;
-	if (t->wsi)
-		pk_runloop_at_pass_end(&t->write_work, pass_write);
-	else if (t->wsc)
-		pk_wsclient_want_write(t->wsc);
+	if (t->wsc)
+		pk_wsconn_want_write(t->wsc);
 }
 
 static void cb_on_go_away(void *user)
@@ -110,14 +88,10 @@ static void cb_on_session_close(void *user, int reason)
 	t->closing = 1;
 	if (t->ops->on_dead)
 		t->ops->on_dead(t, reason);
-	if (t->wsi) {
-		lws_callback_on_writable(t->wsi);
-		/* If the peer has vanished, WRITEABLE may never come (lws holds
-		 * a partial send): close within a few seconds regardless. */
-		lws_set_timeout(t->wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_TIMEOUT_MS / 1000);
-	} else if (t->wsc) {
-		pk_wsclient_close(t->wsc, CLOSE_TIMEOUT_MS);
-	}
+	/* If the peer has vanished, what is queued may never leave: close
+	 * within a few seconds regardless. */
+	if (t->wsc)
+		pk_wsconn_close(t->wsc, CLOSE_TIMEOUT_MS);
 }
 
 static const struct pk_yamux_callbacks tunnel_callbacks = {
@@ -131,45 +105,47 @@ static const struct pk_yamux_callbacks tunnel_callbacks = {
     .on_session_close = cb_on_session_close,
 };
 
-void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
-                    const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms)
+/* Free the session (every stream gets on_close). */
+static void session_free(struct pk_tunnel *t)
 {
-	t->wsi = wsi;
-	t->wsc = NULL;
-	memset(&t->write_work, 0, sizeof(t->write_work));
-	t->ops = ops;
-	t->owner = owner;
-	t->closing = 0;
-	/* Owner of the session: this tunnel; freed in pk_tunnel_destroy(). */
-	t->sess = pk_yamux_session_new(is_client, NULL, &tunnel_callbacks, t, now_ms);
+	if (t->sess) {
+		pk_yamux_session_free(t->sess);
+		t->sess = NULL;
+	}
 }
 
-/* ---- a dialled tunnel (core/wsclient.c) ---------------------------------- */
+/* ---- the WebSocket's events ------------------------------------------------ */
 
-static void dial_open(void *user)
+static int conn_request(void *user, const struct pk_http1_head *h, char **resp, size_t *len)
 {
 	struct pk_tunnel *t = user;
-	struct pk_wsclient *wsc = t->wsc;
-	pk_tunnel_init(t, NULL, 1, t->ops, t->owner, pk_now_ms());
-	t->wsc = wsc;
-	t->dial_hooks->on_up(t);
+	return t->hooks->on_request(t, h, resp, len);
 }
 
-static void dial_refused(void *user, int status, const char *error)
+static void conn_open(void *user)
+{
+	struct pk_tunnel *t = user;
+	/* Owner of the session: this tunnel; freed when the connection is
+	 * gone (conn_close) or abandoned. */
+	t->sess = pk_yamux_session_new(t->is_client, NULL, &tunnel_callbacks, t, pk_now_ms());
+	t->hooks->on_up(t);
+}
+
+static void conn_refused(void *user, int status, const char *error)
 {
 	struct pk_tunnel *t = user;
 	t->refused_status = status;
 	snprintf(t->refused_error, sizeof(t->refused_error), "%s", error ? error : "");
 }
 
-static void dial_message(void *user, int opcode, const uint8_t *data, size_t len)
+static void conn_message(void *user, int opcode, const uint8_t *data, size_t len)
 {
 	struct pk_tunnel *t = user;
 	if (!t->sess || t->closing)
 		return;
 	if (opcode != PK_WS_BINARY) {
 		/* A text message is fatal (protocol reference §1.1). */
-		pk_wsclient_abort(t->wsc, "text message on a tunnel");
+		pk_wsconn_abort(t->wsc, "text message on a tunnel");
 		return;
 	}
 	/* On a protocol error the session queues its Go Away and reports the
@@ -177,38 +153,55 @@ static void dial_message(void *user, int opcode, const uint8_t *data, size_t len
 	pk_yamux_session_feed(t->sess, data, len);
 }
 
-static size_t dial_fill(void *user, uint8_t *buf, size_t cap)
+static size_t conn_fill(void *user, uint8_t *buf, size_t cap)
 {
 	struct pk_tunnel *t = user;
 	return t->sess ? pk_yamux_session_fill(t->sess, buf, cap) : 0;
 }
 
-static void dial_close(void *user, const char *why)
+static void conn_close(void *user, const char *why)
 {
 	struct pk_tunnel *t = user;
 	int was_up = t->sess != NULL;
 	t->wsc = NULL;
-	pk_tunnel_destroy(t);
-	t->dial_hooks->on_down(t, was_up, t->refused_status, t->refused_error, why);
+	session_free(t);
+	t->hooks->on_down(t, was_up, t->refused_status, t->refused_error, why);
 }
 
-static const struct pk_wsclient_ops dial_ops = {
-    .on_open = dial_open,
-    .on_refused = dial_refused,
-    .on_message = dial_message,
-    .fill = dial_fill,
-    .on_close = dial_close,
+static const struct pk_wsconn_ops conn_ops = {
+    .on_request = conn_request,
+    .on_open = conn_open,
+    .on_refused = conn_refused,
+    .on_message = conn_message,
+    .fill = conn_fill,
+    .on_close = conn_close,
 };
 
-int pk_tunnel_dial(struct pk_tunnel *t, struct lws_context *ctx,
-                   const struct pk_wsclient_target *target, const struct pk_tunnel_ops *ops,
-                   const struct pk_tunnel_dial_hooks *hooks, void *owner)
+static void tunnel_reset(struct pk_tunnel *t, int is_client, const struct pk_tunnel_ops *ops,
+                         const struct pk_tunnel_hooks *hooks, void *owner)
 {
 	memset(t, 0, sizeof(*t));
+	t->is_client = is_client;
 	t->ops = ops;
 	t->owner = owner;
-	t->dial_hooks = hooks;
-	t->wsc = pk_wsclient_connect(ctx, target, &dial_ops, t);
+	t->hooks = hooks;
+}
+
+int pk_tunnel_dial(struct pk_tunnel *t, struct lws_context *ctx,
+                   const struct pk_wsconn_target *target, const struct pk_tunnel_ops *ops,
+                   const struct pk_tunnel_hooks *hooks, void *owner)
+{
+	tunnel_reset(t, 1, ops, hooks, owner);
+	t->wsc = pk_wsconn_connect(ctx, target, &conn_ops, t);
+	return t->wsc ? 0 : -1;
+}
+
+int pk_tunnel_accept(struct pk_tunnel *t, struct lws_context *ctx, int fd,
+                     const struct pk_wsconn_accept_opts *o, const struct pk_tunnel_ops *ops,
+                     const struct pk_tunnel_hooks *hooks, void *owner)
+{
+	tunnel_reset(t, 0, ops, hooks, owner);
+	t->wsc = pk_wsconn_accept(ctx, fd, o, &conn_ops, t);
 	return t->wsc ? 0 : -1;
 }
 
@@ -221,40 +214,14 @@ int pk_tunnel_retryable(int status)
 void pk_tunnel_abandon(struct pk_tunnel *t)
 {
 	if (t->wsc)
-		pk_wsclient_disown(t->wsc);
+		pk_wsconn_disown(t->wsc);
 	t->wsc = NULL;
-	pk_tunnel_destroy(t);
-}
-
-int pk_tunnel_rx(struct pk_tunnel *t, const void *in, size_t len)
-{
-	if (!lws_frame_is_binary(t->wsi))
-		return -1; /* a text message is fatal (protocol reference §1.1) */
-	if (t->closing)
-		return 0;
-	if (pk_yamux_session_feed(t->sess, in, len) < 0)
-		lws_callback_on_writable(t->wsi); /* flush our Go Away, then close */
-	return 0;
-}
-
-int pk_tunnel_writeable(struct pk_tunnel *t)
-{
-	unsigned char *buf = pk_lwsio_scratch();
-	size_t n = pk_yamux_session_fill(t->sess, buf, PK_LWSIO_WRITE_MAX);
-	if (n > 0) {
-		if (lws_write(t->wsi, buf, n, LWS_WRITE_BINARY) < 0)
-			return -1;
-		/* Come back for the rest, or to close once lws has flushed. */
-		if (pk_yamux_session_has_output(t->sess) || t->closing)
-			lws_callback_on_writable(t->wsi);
-		return 0;
-	}
-	return t->closing ? -1 : 0;
+	session_free(t);
 }
 
 int pk_tunnel_tick(struct pk_tunnel *t, uint64_t now_ms)
 {
-	if (t->closing)
+	if (t->closing || !t->sess)
 		return -1;
 	return pk_yamux_session_tick(t->sess, now_ms);
 }
@@ -262,19 +229,6 @@ int pk_tunnel_tick(struct pk_tunnel *t, uint64_t now_ms)
 void pk_tunnel_close(struct pk_tunnel *t)
 {
 	t->closing = 1;
-	if (t->wsi)
-		lws_callback_on_writable(t->wsi);
-	else if (t->wsc)
-		pk_wsclient_close(t->wsc, CLOSE_TIMEOUT_MS);
-}
-
-void pk_tunnel_destroy(struct pk_tunnel *t)
-{
-	pk_runloop_pass_cancel(&t->write_work);
-	t->wsi = NULL;
-	t->wsc = NULL;
-	if (t->sess) {
-		pk_yamux_session_free(t->sess);
-		t->sess = NULL;
-	}
+	if (t->wsc)
+		pk_wsconn_close(t->wsc, CLOSE_TIMEOUT_MS);
 }

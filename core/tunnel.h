@@ -2,9 +2,9 @@
  * A tunnel: one yamux session carried by one WebSocket connection, as a
  * byte stream over binary messages (protocol reference §1.1). The server's
  * upstream port and the agent both use it; they differ in which side is the
- * yamux client, in what they do with streams, and in the WebSocket under it:
- * lws's server role on the upstream port, our own client (core/wsclient.c)
- * in the agent.
+ * yamux client, and in what they do with streams. The WebSocket under it is
+ * ours (core/wsconn.c) on both sides: accepted on the upstream port, dialled
+ * by the agent.
  *
  * Stream events are dispatched to a pk_stream_handler stored as the yamux
  * stream's user pointer, so whatever sits at the end of a stream (a proxied
@@ -18,7 +18,7 @@
 
 #include <libwebsockets.h>
 
-#include "runloop.h"
+#include "http1.h"
 #include "yamux.h"
 
 struct pk_stream_handler;
@@ -62,69 +62,65 @@ struct pk_tunnel_ops {
 	void (*on_dead)(struct pk_tunnel *t, int reason);
 };
 
-struct pk_wsclient;
-struct pk_wsclient_target;
-struct pk_tunnel_dial_hooks;
+struct pk_wsconn;
+struct pk_wsconn_target;
+struct pk_wsconn_accept_opts;
+struct pk_tunnel_hooks;
 
 struct pk_tunnel {
-	struct lws *wsi;         /* the server's: lws's WebSocket, or NULL */
-	struct pk_wsclient *wsc; /* the agent's: our WebSocket client, or NULL */
+	struct pk_wsconn *wsc; /* the WebSocket; NULL once it is gone */
 	struct pk_yamux_session *sess;
 	const struct pk_tunnel_ops *ops;
 	void *owner;
-	int closing;                    /* flush what yamux still has (e.g. Go Away), then close */
-	struct pk_pass_work write_work; /* lws: a write at the loop pass's end */
-	/* pk_tunnel_dial's */
-	const struct pk_tunnel_dial_hooks *dial_hooks;
-	int refused_status;      /* the server refused the upgrade with this */
+	int closing; /* flush what yamux still has (e.g. Go Away), then close */
+	int is_client;
+	const struct pk_tunnel_hooks *hooks;
+	int refused_status;      /* dialled: the server refused the upgrade with this */
 	char refused_error[256]; /* and this error (its JSON body's), or "" */
 };
 
-/* Start a tunnel on an established WebSocket. is_client: the yamux role (the
- * agent is the yamux client, the server the yamux server). Owner: the caller
- * (usually embedded in its connection struct); pk_tunnel_destroy() frees the
- * session. */
-void pk_tunnel_init(struct pk_tunnel *t, struct lws *wsi, int is_client,
-                    const struct pk_tunnel_ops *ops, void *owner, uint64_t now_ms);
-
-/* The agent's side (and libpiko-client's): dial the server with our
- * WebSocket client (core/wsclient.c) and run the tunnel over it as the yamux
- * client. */
-struct pk_tunnel_dial_hooks {
-	/* The server took the upgrade: t->sess exists. */
+/* The WebSocket's events, for the tunnel's owner. */
+struct pk_tunnel_hooks {
+	/* Accepted tunnels: the upgrade request, as for
+	 * pk_wsconn_ops.on_request (1 and the 101 to take it, 0 and an answer
+	 * to refuse; *resp is handed over either way). */
+	int (*on_request)(struct pk_tunnel *t, const struct pk_http1_head *h, char **resp,
+	                  size_t *len);
+	/* The upgrade is done: t->sess exists. */
 	void (*on_up)(struct pk_tunnel *t);
-	/* The connection is gone; t may be dialled again from here. was_up 0:
-	 * the dial failed, status is the server's refusal (0: none) and error
-	 * the `error` of its JSON body ("" when none); was_up 1: the session
-	 * was freed (every stream got its on_close). why: the connection's
-	 * reason ("connection refused", "closed by the server", ...). */
+	/* The connection is gone; a dialled t may be dialled again from here.
+	 * was_up 0: the handshake failed; for a dialled tunnel status is the
+	 * server's refusal (0: none) and error the `error` of its JSON body
+	 * ("" when none). was_up 1: the session was freed (every stream got
+	 * its on_close). why: the connection's reason ("connection refused",
+	 * "closed by the server", ...). */
 	void (*on_down)(struct pk_tunnel *t, int was_up, int status, const char *error,
 	                const char *why);
 };
 
-/* Dial: 0, or -1 when no socket could be made (no hook runs then). The
- * target is copied; hooks and ops must outlive the tunnel. */
+/* The agent's side (and libpiko-client's): dial the server and run the
+ * tunnel over it as the yamux client. 0, or -1 when no socket could be made
+ * (no hook runs then). The target is copied; hooks and ops must outlive the
+ * tunnel. Owner of t: the caller. */
 int pk_tunnel_dial(struct pk_tunnel *t, struct lws_context *ctx,
-                   const struct pk_wsclient_target *target, const struct pk_tunnel_ops *ops,
-                   const struct pk_tunnel_dial_hooks *hooks, void *owner);
+                   const struct pk_wsconn_target *target, const struct pk_tunnel_ops *ops,
+                   const struct pk_tunnel_hooks *hooks, void *owner);
+
+/* The server's side: serve an accepted socket (t owns fd from here) as the
+ * yamux server once hooks->on_request took its upgrade. 0, or -1 with fd
+ * closed (no hook runs then). */
+int pk_tunnel_accept(struct pk_tunnel *t, struct lws_context *ctx, int fd,
+                     const struct pk_wsconn_accept_opts *o, const struct pk_tunnel_ops *ops,
+                     const struct pk_tunnel_hooks *hooks, void *owner);
 
 /* Piko's classification of a refused tunnel (protocol reference §1.1): no
  * response (0), or 408, 429, 500, 502, 503, 504, is worth retrying; any
  * other status is not. */
 int pk_tunnel_retryable(int status);
 
-/* A dialled tunnel's owner goes away now: the connection is reset, the
- * session freed, and no hook runs any more. */
+/* The tunnel's owner goes away now: the connection is reset, the session
+ * freed, and no hook runs any more. */
 void pk_tunnel_abandon(struct pk_tunnel *t);
-
-/* A WebSocket message fragment arrived (LWS_CALLBACK_RECEIVE /
- * CLIENT_RECEIVE). Returns -1 when the connection must be closed now (text
- * message: fatal per the protocol). */
-int pk_tunnel_rx(struct pk_tunnel *t, const void *in, size_t len);
-
-/* The WebSocket is writable: pack as many yamux frames as fit into one
- * binary message. Returns -1 when the connection should close now. */
-int pk_tunnel_writeable(struct pk_tunnel *t);
 
 /* Timers (keepalive, open and close timeouts). Returns -1 if the session
  * died (the tunnel is then closing). */
@@ -132,8 +128,5 @@ int pk_tunnel_tick(struct pk_tunnel *t, uint64_t now_ms);
 
 /* Ask for a graceful close: flush pending frames, then close the socket. */
 void pk_tunnel_close(struct pk_tunnel *t);
-
-/* The transport is gone: free the yamux session (every stream gets on_close). */
-void pk_tunnel_destroy(struct pk_tunnel *t);
 
 #endif

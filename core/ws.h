@@ -1,15 +1,15 @@
 /*
- * WebSocket (RFC 6455) frames and handshake helpers, for the one place where
- * lws's WebSocket server role cannot be used: the proxy port is a raw-socket
- * vhost (lws 4.1 cannot list arbitrary request headers), so its
- * `GET /_piko/v1/tcp/<endpoint>` upgrade is answered by our own handshake and
- * this codec. Transport-free like yamux.c: bytes in, events out; unit-tested
- * and fuzzed.
+ * WebSocket (RFC 6455) frames and handshake helpers: our own codec, used
+ * wherever we speak WebSocket (lws's roles parse and unmask a byte at a
+ * time): the tunnels of the upstream port and the agent (core/wsconn.c),
+ * the proxy port's `GET /_piko/v1/tcp/<endpoint>` route and `piko
+ * forward` (dataplane/proxy_tcp.c, core/tcpws.c), and the node links.
+ * Transport-free like yamux.c: bytes in, events out; unit-tested and
+ * fuzzed.
  *
- * The byte stream carried is opaque (protocol reference §1.4): binary (and,
- * leniently, continuation) frame payloads are the stream; text frames are a
- * protocol error for Piko's TCP route; pings are answered with pongs; a close
- * frame ends the stream.
+ * A reader reports data frames' payload, answers nothing itself, and
+ * leaves what a message means to its user: pings are answered with pongs
+ * and a close frame ends the connection there.
  */
 #ifndef PK_WS_H
 #define PK_WS_H

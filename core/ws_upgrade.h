@@ -1,11 +1,16 @@
 /*
- * The client's side of a WebSocket upgrade (RFC 6455 §4.1): the request,
- * and reading the server's answer: a 101 with the right
- * Sec-WebSocket-Accept, or a refusal whose body is read to its end (and
- * de-chunked), since
- * Piko's servers say why in it (`{"error": "invalid token"}`). Used by our
- * WebSocket clients: the tunnels' (core/wsclient.c) and `piko forward`'s
- * (core/tcpws.c). Transport-free: bytes in, a verdict out.
+ * Both sides of a WebSocket upgrade (RFC 6455 §4). Transport-free: bytes
+ * in, a verdict out.
+ *
+ * The client's: the request, and reading the server's answer: a 101 with
+ * the right Sec-WebSocket-Accept, or a refusal whose body is read to its end
+ * (and de-chunked), since Piko's servers say why in it (`{"error": "invalid
+ * token"}`). Used by our WebSocket clients: the tunnels' (core/wsconn.c) and
+ * `piko forward`'s (core/tcpws.c).
+ *
+ * The server's: checking a request's upgrade headers as gorilla/websocket
+ * does, and the 101. Used by every port that accepts WebSockets: the
+ * upstream port's tunnels, the proxy port's TCP route and the node links.
  */
 #ifndef PK_WS_UPGRADE_H
 #define PK_WS_UPGRADE_H
@@ -53,5 +58,11 @@ enum pk_ws_upgrade_result pk_ws_upgrade_eof(struct pk_ws_upgrade *u);
 void pk_ws_upgrade_error(const struct pk_ws_upgrade *u, char *out, size_t cap);
 
 void pk_ws_upgrade_free(struct pk_ws_upgrade *u);
+
+/* The server's side: check a request's upgrade headers (gorilla/websocket's
+ * checks, and its texts). Returns 0 and the 101 response, or -1 and a 400
+ * response saying what is wrong; either way the response is the caller's
+ * (free). */
+int pk_ws_upgrade_answer(const struct pk_http1_head *h, char **resp, size_t *len);
 
 #endif

@@ -16,10 +16,10 @@
 #include "cluster_auth.h"
 #include "link_msg.h"
 #include "log.h"
-#include "proxy_tcp.h"
 #include "server.h"
 #include "sock.h"
 #include "strmap.h"
+#include "ws_upgrade.h"
 
 #define SUBSYS "cluster"
 /* The socket's send queue: one WebSocket message of yamux frames is at
@@ -750,7 +750,7 @@ static void accept_upgrade(struct pk_link *l, const struct pk_http1_head *h)
 	}
 	char *resp;
 	size_t len;
-	if (pk_proxy_tcp_handshake(h, &resp, &len) < 0) {
+	if (pk_ws_upgrade_answer(h, &resp, &len) < 0) {
 		sock_put(l, resp, len);
 		free(resp);
 		l->state = PK_LINK_CLOSING;

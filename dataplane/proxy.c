@@ -38,6 +38,7 @@
 #include "runloop.h"
 #include "server.h"
 #include "upstream.h"
+#include "ws_upgrade.h"
 
 #define SUBSYS "proxy"
 #define IN_CAP (256 * 1024)
@@ -210,16 +211,6 @@ static void conn_close_after_write(struct pk_proxy_conn *c)
 static unsigned resp_flags(const struct pk_proxy_exchange *ex, int close)
 {
 	return (close ? PK_HTTP1_RESP_CLOSE : 0) | (ex->http10 ? PK_HTTP1_RESP_HTTP10 : 0);
-}
-
-/* What Go's server answers a request it cannot read: "<code> <text>" as
- * text/plain, and the connection closes. Owned by the caller. */
-static char *bad_request(int status, unsigned flags, size_t *len)
-{
-	char body[96];
-	snprintf(body, sizeof(body), "%d %s", status, pk_http1_status_text(status));
-	return pk_http1_simple_response(status, "text/plain; charset=utf-8", body, strlen(body),
-	                                flags | PK_HTTP1_RESP_CLOSE, len);
 }
 
 /* ---- metrics and access log ------------------------------------------- */
@@ -478,7 +469,7 @@ static void exchange_body_error(struct pk_proxy_exchange *ex)
 		exchange_fail(ex, 502, "upstream unreachable");
 	} else {
 		size_t len;
-		char *resp = bad_request(status, resp_flags(ex, 1), &len);
+		char *resp = pk_http1_unreadable_response(status, resp_flags(ex, 1), &len);
 		if (ex->stream)
 			pk_yamux_stream_reset(ex->stream);
 		exchange_reply(ex, status, resp, len);
@@ -874,7 +865,7 @@ static void start_exchange(struct pk_proxy_conn *c)
 		tcp = 0;
 	/* Piko checks the upgrade headers only once it has an upstream, so
 	 * "no available upstreams" wins over a bad handshake. */
-	if (tcp && pk_proxy_tcp_handshake(h, &ws_resp, &ws_len) < 0) {
+	if (tcp && pk_ws_upgrade_answer(h, &ws_resp, &ws_len) < 0) {
 		exchange_reply(ex, 400, ws_resp, ws_len);
 		return;
 	}
@@ -1053,7 +1044,7 @@ static int process(struct pk_proxy_conn *c, uint8_t *p, size_t n)
 				pk_log(PK_LOG_DEBUG, SUBSYS, "bad request", "client-ip",
 				       c->client_ip, "error", why, NULL);
 				size_t len;
-				char *resp = bad_request(status, 0, &len);
+				char *resp = pk_http1_unreadable_response(status, 0, &len);
 				conn_write(c, resp, len);
 				free(resp);
 				conn_close_after_write(c);

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #define PREFIX "/_piko/v1/tcp/"
 
@@ -19,65 +18,6 @@ int pk_proxy_tcp_match(const struct pk_http1_head *h, char *out, size_t cap)
 	memcpy(out, seg, n);
 	out[n] = '\0';
 	return 1;
-}
-
-/* 1 if the comma-separated header value lists token (case-insensitive). */
-static int has_token(const char *v, const char *token)
-{
-	size_t tl = strlen(token);
-	while (v && *v) {
-		while (*v == ' ' || *v == '\t' || *v == ',')
-			v++;
-		size_t n = strcspn(v, ",");
-		size_t m = n;
-		while (m > 0 && (v[m - 1] == ' ' || v[m - 1] == '\t'))
-			m--;
-		if (m == tl && strncasecmp(v, token, tl) == 0)
-			return 1;
-		v += n;
-	}
-	return 0;
-}
-
-static int bad_request(const char *why, char **resp, size_t *len)
-{
-	*resp =
-	    pk_http1_simple_response(400, "text/plain; charset=utf-8", why, strlen(why), 1, len);
-	return -1;
-}
-
-int pk_proxy_tcp_handshake(const struct pk_http1_head *h, char **resp, size_t *len)
-{
-	const char *upgrade = pk_http1_header_get(h, "Upgrade");
-	const char *connection = pk_http1_header_get(h, "Connection");
-	const char *version = pk_http1_header_get(h, "Sec-WebSocket-Version");
-	const char *key = pk_http1_header_get(h, "Sec-WebSocket-Key");
-	char accept[29];
-	/* The same checks, and texts, as gorilla/websocket's Upgrade. */
-	if (!connection || !has_token(connection, "upgrade"))
-		return bad_request("websocket: the client is not using the websocket protocol: "
-		                   "'upgrade' token not found in 'Connection' header\n",
-		                   resp, len);
-	if (!upgrade || !has_token(upgrade, "websocket"))
-		return bad_request("websocket: the client is not using the websocket protocol: "
-		                   "'websocket' token not found in 'Upgrade' header\n",
-		                   resp, len);
-	if (!version || strcmp(version, "13") != 0)
-		return bad_request("websocket: unsupported version: 13 not found in "
-		                   "'Sec-Websocket-Version' header\n",
-		                   resp, len);
-	if (!key || pk_ws_accept_key(key, accept) < 0)
-		return bad_request("websocket: not a websocket handshake: 'Sec-WebSocket-Key' "
-		                   "header must be Base64 encoded value of 16-byte in length\n",
-		                   resp, len);
-	char buf[256];
-	int n = snprintf(buf, sizeof(buf),
-	                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-	                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
-	                 accept);
-	*resp = pk_xstrndup(buf, (size_t)n);
-	*len = (size_t)n;
-	return 0;
 }
 
 static void frame(struct pk_bufq *out, int opcode, const uint8_t *data, size_t len)

@@ -23,11 +23,6 @@
  * endpoint is written to out. */
 int pk_proxy_tcp_match(const struct pk_http1_head *h, char *out, size_t cap);
 
-/* Check the WebSocket upgrade headers. Returns 0 and the 101 response
- * (owned by the caller), or -1 and a 400 response explaining what is wrong
- * (owned by the caller). */
-int pk_proxy_tcp_handshake(const struct pk_http1_head *h, char **resp, size_t *len);
-
 /* What the client's bytes asked for, besides stream data. */
 enum pk_proxy_tcp_action {
 	PK_PROXY_TCP_CONTINUE = 0,

@@ -21,6 +21,8 @@
 #include "lwsio.h"
 #include "runloop.h"
 #include "sock.h"
+#include "tls.h"
+#include "upstream.h"
 
 #define SUBSYS "server"
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -194,48 +196,29 @@ static void on_accept(void *user, int fd)
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	/* On failure lws closes the fd itself. */
-	struct lws *wsi = p->adopt & LWS_ADOPT_HTTP
-	                      ? lws_adopt_socket_vhost(p->vh, fd)
-	                      : lws_adopt_descriptor_vhost(p->vh, p->adopt, u, p->protocol, NULL);
-	if (!wsi)
+	if (!lws_adopt_descriptor_vhost(p->vh, p->adopt, u, p->protocol, NULL))
 		pk_log(PK_LOG_WARN, SUBSYS, "failed to adopt a connection", "port-name", p->name,
 		       NULL);
 }
 
-/* upstream.http.read_header_timeout in lws's whole seconds (rounded up;
- * the config requires at least 1 s). */
-static unsigned int upstream_header_secs(const struct pk_server_config *cfg)
+/* The upstream port's connections are ours (core/wsconn.c), not lws's. */
+static void on_upstream_accept(void *user, int fd)
 {
-	return (unsigned int)((cfg->upstream.http.read_header_timeout_ms + 999) / 1000);
+	pk_upstream_accept(user, fd);
 }
 
-/* One port: a vhost that only serves adopted sockets, and our own listening
- * socket (core/sock.c). lws 4.1's own listener binds [::] even for an IPv4
- * address and fails silently on a host name; ours binds what was asked,
- * understands host names and port 0, and fails loudly.
- * raw: connections are raw sockets bound to protocol (our own HTTP/1.1
- * parsing); else lws's HTTP/WebSocket server role, with protocol named
- * explicitly (adopted sockets are not bound to the vhost's first protocol).
- * vhost_name: lws 4.1 re-selects the vhost of an HTTP connection from its
- * Host header, comparing only as many characters as the Host's name has, so
- * "Host: a:8001" would land in a vhost named "admin". Our vhost names start
- * with '/', which no Host name can, so no Host ever matches one by name. */
+/* A port served by lws: a vhost that only serves adopted raw sockets, bound
+ * to protocol (our own HTTP/1.1 parsing). Its listening socket is ours
+ * (core/sock.c): lws 4.1's own listener binds [::] even for an IPv4 address
+ * and fails silently on a host name; ours binds what was asked, understands
+ * host names and port 0, and fails loudly. */
 static int create_port(struct pk_server *srv, struct pk_server_port *p, const char *name,
                        const char *vhost_name, const struct lws_protocols *protocols,
-                       const char *protocol, int raw, const struct pk_tls_server_config *tls)
+                       const char *protocol, const struct pk_tls_server_config *tls)
 {
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
 	info.vhost_name = vhost_name;
-	/* The upstream port's header timeout, on the one port where lws
-	 * parses HTTP: lws bounds each handshake step (TLS, then holding a
-	 * header table without a complete request, however slowly its bytes
-	 * come) by these. The raw ports keep their own timers (proxy.c,
-	 * admin.c). */
-	if (!raw) {
-		info.timeout_secs = upstream_header_secs(srv->cfg);
-		info.timeout_secs_ah_idle = info.timeout_secs;
-	}
 	/* TLS-only when a certificate is set; with client_cas, a client
 	 * certificate signed by one of them is required (mTLS). */
 	p->tls = tls->cert && *tls->cert;
@@ -253,18 +236,9 @@ static int create_port(struct pk_server *srv, struct pk_server_port *p, const ch
 	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = protocols;
 	info.pt_serv_buf_size = 64 * 1024;
-	/* No lws "validity" timer per connection. Without a policy lws 4.1
-	 * arms one on every WebSocket it serves (ping after 300 s of silence)
-	 * and re-arms it on every frame received, and its timers live in one
-	 * sorted list: each arming walks the whole list, so opening the n-th
-	 * tunnel cost O(n) and 10,000 tunnels opened at half Piko's rate. Our liveness is yamux's
-	 * (pings and the session's timeouts, tunnel.c), so lws's check was redundant anyway. */
-	static const lws_retry_bo_t no_validity = {.secs_since_valid_ping = 0,
-	                                           .secs_since_valid_hangup = 0};
-	info.retry_and_idle_policy = &no_validity;
 	p->name = name;
 	p->protocol = protocol;
-	p->adopt = raw ? LWS_ADOPT_SOCKET : LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP;
+	p->adopt = LWS_ADOPT_SOCKET;
 	if (p->tls)
 		p->adopt |= LWS_ADOPT_ALLOW_SSL;
 	p->vh = lws_create_vhost(srv->ctx, &info);
@@ -276,19 +250,42 @@ static int create_port(struct pk_server *srv, struct pk_server_port *p, const ch
 	return 0;
 }
 
+/* The upstream port: no vhost, only its TLS context when it has a
+ * certificate. */
+static int create_upstream_port(struct pk_server *srv)
+{
+	const struct pk_tls_server_config *tls = &srv->cfg->upstream.tls;
+	struct pk_server_port *p = &srv->upstream;
+	p->name = "upstream";
+	p->tls = tls->cert && *tls->cert;
+	if (!p->tls)
+		return 0;
+	char err[256];
+	srv->upstream_tls =
+	    pk_tls_server_ctx(tls->cert, tls->key, tls->client_cas, err, sizeof(err));
+	if (!srv->upstream_tls) {
+		pk_log(PK_LOG_ERROR, SUBSYS, "failed to load TLS", "port-name", p->name, "error",
+		       err, NULL);
+		return -1;
+	}
+	return 0;
+}
+
 /* first_byte_ms: on a TLS port, how long a connection may wait before its
  * first byte (its header timeout; 0 for lws's handshake bound). */
-static int listen_port(struct pk_server_port *p, const char *bind, int64_t first_byte_ms)
+static int listen_port(struct pk_server_port *p, void (*accept)(void *user, int fd), void *user,
+                       const char *bind, int64_t first_byte_ms)
 {
 	char err[256], port[16];
-	p->ln = pk_sock_listen(bind, on_accept, p, err, sizeof(err));
+	p->ln = pk_sock_listen(bind, accept, user, err, sizeof(err));
 	if (!p->ln) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to listen", "port-name", p->name, "addr", bind,
 		       "error", err, NULL);
 		return -1;
 	}
 	/* Plain HTTP on a TLS port gets Go's 400 instead of a failed
-	 * handshake: the first byte is peeked before lws sees the socket. */
+	 * handshake: the first byte is peeked before the TLS handshake sees
+	 * the socket. */
 	if (p->tls)
 		pk_sock_listener_refuse_plain_http(
 		    p->ln, first_byte_ms > 0 ? (uint64_t)first_byte_ms : TLS_FIRST_BYTE_MS);
@@ -337,26 +334,23 @@ int pk_server_run(const struct pk_server_config *cfg)
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to create the event loop", NULL);
 		goto out;
 	}
-	/* The upstream vhost is created first: when no vhost's name matches an
-	 * HTTP connection's Host (none can, see create_port), lws re-selects the
-	 * first vhost on its listening port, and with none of ours listening
-	 * through lws that is the first vhost created. The raw ports (proxy,
-	 * admin) are never re-selected. The admin vhost also carries
-	 * core/sock.c's protocol, which runs every listening socket. */
+	/* The admin vhost also carries core/sock.c's protocol, which runs
+	 * every listening socket and the upstream port's connections. */
 	static struct lws_protocols admin_protocols[3];
 	admin_protocols[0] = pk_admin_protocols[0];
 	admin_protocols[1] = pk_sock_protocols[0];
-	if (create_port(&srv, &srv.upstream, "upstream", "/upstream", pk_upstream_protocols,
-	                "piko-upstream", 0, &cfg->upstream.tls) ||
-	    create_port(&srv, &srv.admin, "admin", "/admin", admin_protocols, "piko-admin", 1,
+	if (create_upstream_port(&srv) ||
+	    create_port(&srv, &srv.admin, "admin", "/admin", admin_protocols, "piko-admin",
 	                &cfg->admin.tls) ||
-	    create_port(&srv, &srv.proxy, "proxy", "/proxy", pk_proxy_protocols, "piko-proxy", 1,
+	    create_port(&srv, &srv.proxy, "proxy", "/proxy", pk_proxy_protocols, "piko-proxy",
 	                &cfg->proxy.tls))
 		goto out;
 	pk_sock_init(srv.admin.vh);
-	if (listen_port(&srv.admin, cfg->admin.bind_addr, cfg->admin.http.read_header_timeout_ms) ||
-	    listen_port(&srv.proxy, cfg->proxy.bind_addr, cfg->proxy.http.read_header_timeout_ms) ||
-	    listen_port(&srv.upstream, cfg->upstream.bind_addr,
+	if (listen_port(&srv.admin, on_accept, &srv.admin, cfg->admin.bind_addr,
+	                cfg->admin.http.read_header_timeout_ms) ||
+	    listen_port(&srv.proxy, on_accept, &srv.proxy, cfg->proxy.bind_addr,
+	                cfg->proxy.http.read_header_timeout_ms) ||
+	    listen_port(&srv.upstream, on_upstream_accept, &srv, cfg->upstream.bind_addr,
 	                cfg->upstream.http.read_header_timeout_ms))
 		goto out;
 	if (pk_cluster_init(&srv.cluster, &srv, err, sizeof(err)) < 0) {
@@ -392,6 +386,8 @@ out:
 	if (srv.ctx)
 		lws_context_destroy(srv.ctx);
 	pk_runloop_free(&loop);
+	if (srv.upstream_tls)
+		SSL_CTX_free(srv.upstream_tls);
 	pk_cluster_free(&srv.cluster);
 	pk_registry_free(srv.registry);
 	pk_access_free(&srv.access);

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 #include "access.h"
 #include "cluster.h"
@@ -46,7 +47,8 @@ struct pk_server_metrics {
 	struct pk_process_metrics process;
 };
 
-/* A listening port: our socket, and the vhost its connections join. */
+/* A listening port: our socket, and the vhost its connections join (the
+ * upstream port has none: its connections are ours, core/wsconn.c). */
 struct pk_server_port {
 	const char *name;
 	struct lws_vhost *vh;
@@ -63,6 +65,7 @@ struct pk_server {
 	const struct pk_server_config *cfg;
 	struct lws_context *ctx;
 	struct pk_server_port proxy, upstream, admin;
+	SSL_CTX *upstream_tls; /* the upstream port's, when TLS (owned) */
 	struct pk_registry *registry;
 	struct pk_access access;
 	struct pk_metrics *metrics;
@@ -132,7 +135,6 @@ void pk_server_cap_refused(struct pk_server *srv, const char *cap, const char *m
 
 /* Protocol lists of each port (defined in their files). */
 extern const struct lws_protocols pk_proxy_protocols[];
-extern const struct lws_protocols pk_upstream_protocols[];
 extern const struct lws_protocols pk_admin_protocols[];
 
 /* Timers of each port, called from the server tick. */

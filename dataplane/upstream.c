@@ -1,10 +1,11 @@
 /*
- * Upstream port (protocol reference §1.1): the WebSocket server role of lws.
- * Checks happen before the upgrade: a path that is not
- * /piko/v1/upstream/<endpoint> gets the router's 404, and a plain GET of that
- * path gorilla's 400; the connection is closed after either. Once upgraded, the socket carries a
- * yamux session (tunnel.c) and the upstream joins its endpoint's round-robin rotation in the
- * registry.
+ * Upstream port (protocol reference §1.1): our own WebSocket server
+ * (core/wsconn.c, through core/tunnel.c) on the sockets the port accepts.
+ * Checks happen before the upgrade (on_request): a path that is not
+ * GET /piko/v1/upstream/<endpoint> gets the router's 404, a bad token 401, a
+ * plain GET of that path gorilla's 400, a cap 503; the connection is closed
+ * after any of them. Once upgraded, the socket carries a yamux session and
+ * the upstream joins its endpoint's round-robin rotation in the registry.
  */
 #include "upstream.h"
 
@@ -19,8 +20,9 @@
 #include "http1.h"
 #include "link.h"
 #include "log.h"
-#include "lwsio.h"
 #include "route.h"
+#include "ws_upgrade.h"
+#include "wsconn.h"
 
 #define SUBSYS "upstream"
 
@@ -95,93 +97,99 @@ static const struct pk_tunnel_ops upstream_tunnel_ops = {
     .on_dead = on_dead,
 };
 
-/* Write a complete HTTP response on a connection that lws is about to drop.
- * The response is small and the socket fresh, so the kernel takes it whole. */
-static void reject(struct lws *wsi, char *resp, size_t len)
-{
-	unsigned char *buf = pk_xmalloc(LWS_PRE + len);
-	memcpy(buf + LWS_PRE, resp, len);
-	lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_HEADERS);
-	free(buf);
-	free(resp);
-}
-
-static void reject_not_found(struct lws *wsi)
-{
-	size_t len;
-	char *resp =
-	    pk_http1_simple_response(404, PK_HTTP1_ROUTER_404_TYPE, PK_HTTP1_ROUTER_404_BODY,
-	                             sizeof(PK_HTTP1_ROUTER_404_BODY) - 1, 1, &len);
-	reject(wsi, resp, len);
-}
-
-/* lws's per-connection data: the session once established, and what the
- * handshake's token allows until then. */
-struct upstream_pss {
-	struct pk_upstream *up;
-	int64_t token_exp; /* seconds; 0: no expiry to enforce */
-};
-
-/* A header lws does not know by name; NULL when absent. */
-static const char *custom_header(struct lws *wsi, const char *name_colon, char *buf, size_t cap)
-{
-	int n = lws_hdr_custom_copy(wsi, buf, (int)cap, name_colon, (int)strlen(name_colon));
-	return n > 0 ? buf : NULL;
-}
+/* ---- the upgrade ------------------------------------------------------------- */
 
 /* Upstream auth before the upgrade (protocol reference §5): NULL to accept,
  * else Piko's 401 reason. */
-static const char *authorize(struct lws *wsi, const char *endpoint, int64_t *exp)
+static const char *authorize(struct pk_server *srv, const struct pk_http1_head *h,
+                             const char *endpoint, int64_t *exp)
 {
-	struct pk_server *srv = pk_server_from_wsi(wsi);
 	*exp = 0;
 	if (!pk_access_upstream_on(&srv->access))
-		return NULL; /* no header copies when nothing is checked */
-	/* Tokens and tenant IDs are short; a longer header is no valid one. */
-	char xpa[4096], authz[4096], tenant[256];
-	struct pk_access_headers h = {
-	    .x_piko_authorization = custom_header(wsi, "x-piko-authorization:", xpa, sizeof(xpa)),
-	    .authorization =
-	        lws_hdr_copy(wsi, authz, sizeof(authz), WSI_TOKEN_HTTP_AUTHORIZATION) > 0 ? authz
-	                                                                                  : NULL,
-	    .tenant_id = custom_header(wsi, "x-piko-tenant-id:", tenant, sizeof(tenant)),
+		return NULL;
+	struct pk_access_headers ah = {
+	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),
+	    .authorization = pk_http1_header_get(h, "Authorization"),
+	    .tenant_id = pk_http1_header_get(h, "x-piko-tenant-id"),
 	};
-	return pk_access_check_upstream(&srv->access, &h, endpoint, pk_auth_now(), exp);
+	return pk_access_check_upstream(&srv->access, &ah, endpoint, pk_auth_now(), exp);
 }
 
-static int endpoint_of(struct lws *wsi, char *out, size_t cap)
+/* upstream.max_connections (connections on the upstream port, handshakes
+ * included: n_upstream_sockets) and upstream.max_connections_per_endpoint
+ * (tunnels of one endpoint on this node): at the cap, 503 with a JSON error
+ * before the upgrade (our agent and Piko's retry a 503 with backoff). NULL,
+ * or the refusal. */
+static char *over_cap(struct pk_server *srv, const char *ep, size_t *n)
 {
-	char uri[1024];
-	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
-		return -1;
-	return pk_route_upstream_path(uri, out, cap);
+	int64_t all = srv->cfg->upstream.max_connections;
+	int64_t cap = srv->cfg->upstream.max_connections_per_endpoint;
+	/* Every connection counts, handshakes too (this one included), so
+	 * that clients that never finish their upgrade cannot hold more
+	 * than the cap either. */
+	if (all > 0 && srv->n_upstream_sockets > (size_t)all) {
+		pk_server_cap_refused(
+		    srv, "upstream_connections",
+		    "upstream connection refused: upstream.max_connections reached", "endpoint-id",
+		    ep);
+		return pk_http1_error_response(503, "too many upstream connections on this node",
+		                               PK_HTTP1_RESP_CLOSE, n);
+	}
+	if (cap <= 0 || pk_registry_upstreams(srv->registry, ep) < (size_t)cap)
+		return NULL;
+	pk_server_cap_refused(srv, "upstream_connections_per_endpoint",
+	                      "upstream connection refused: upstream.max_connections_per_endpoint "
+	                      "reached",
+	                      "endpoint-id", ep);
+	return pk_http1_error_response(
+	    503, "too many upstream connections for this endpoint on this node",
+	    PK_HTTP1_RESP_CLOSE, n);
 }
 
-static void upstream_established(struct lws *wsi, struct upstream_pss *pss)
+/* Piko's order (gin's router, then the handler): a path that is not
+ * GET /piko/v1/upstream/<endpoint> gets the router's 404, then auth's 401,
+ * then a request that is not a valid upgrade gorilla's 400; ours: the caps'
+ * 503. */
+static int on_request(struct pk_tunnel *t, const struct pk_http1_head *h, char **resp, size_t *len)
 {
-	assert(pss); /* allocated by lws before the filter (see there) */
-	struct pk_server *srv = pk_server_from_wsi(wsi);
+	struct pk_upstream *up = t->owner;
+	struct pk_server *srv = up->srv;
 	char ep[512];
-	if (endpoint_of(wsi, ep, sizeof(ep)) < 0)
-		ep[0] = '\0'; /* checked in the filter; cannot happen */
-
-	/* Owner: the lws connection (slot in its per-session data); freed on
-	 * LWS_CALLBACK_CLOSED. */
-	struct pk_upstream *up = pk_xcalloc(1, sizeof(*up));
-	pss->up = up;
-	up->token_exp = pss->token_exp;
-	up->srv = srv;
+	if (strcmp(h->method, "GET") != 0 || pk_route_upstream_path(h->url, ep, sizeof(ep)) < 0) {
+		*resp = pk_http1_simple_response(
+		    404, PK_HTTP1_ROUTER_404_TYPE, PK_HTTP1_ROUTER_404_BODY,
+		    sizeof(PK_HTTP1_ROUTER_404_BODY) - 1, PK_HTTP1_RESP_CLOSE, len);
+		return 0;
+	}
+	int64_t exp;
+	const char *denied = authorize(srv, h, ep, &exp);
+	if (denied) {
+		*resp = pk_access_error_response(denied, 0, len);
+		return 0;
+	}
+	if (pk_ws_upgrade_answer(h, resp, len) < 0) {
+		/* gorilla's Upgrader without an Error handler: "Bad Request". */
+		free(*resp);
+		*resp = pk_http1_ws_bad_request(len);
+		return 0;
+	}
+	char *refusal = over_cap(srv, ep, len);
+	if (refusal) {
+		free(*resp);
+		*resp = refusal;
+		return 0;
+	}
 	up->endpoint = pk_xstrdup(ep);
-	pk_lwsio_peer_ip(wsi, up->client_ip, sizeof(up->client_ip));
-	pk_tunnel_init(&up->tunnel, wsi, 0, &upstream_tunnel_ops, up, pk_now_ms());
-	pk_yamux_session_set_max_streams(up->tunnel.sess,
+	up->token_exp = exp;
+	return 1;
+}
+
+static void on_up(struct pk_tunnel *t)
+{
+	struct pk_upstream *up = t->owner;
+	struct pk_server *srv = up->srv;
+	pk_yamux_session_set_max_streams(t->sess,
 	                                 (uint32_t)srv->cfg->upstream.max_streams_per_connection);
-
-	up->next = srv->upstreams;
-	if (srv->upstreams)
-		srv->upstreams->prev = up;
-	srv->upstreams = up;
-
 	pk_registry_add(srv->registry, up->endpoint, up);
 	up->registered = 1;
 	update_gauges(srv);
@@ -189,11 +197,13 @@ static void upstream_established(struct lws *wsi, struct upstream_pss *pss)
 	pk_log(PK_LOG_INFO, SUBSYS, "upstream connected", "endpoint-id", up->endpoint, "client-ip",
 	       up->client_ip, NULL);
 	if (srv->shutting_down)
-		pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		pk_yamux_session_go_away(t->sess, PK_YAMUX_GOAWAY_NORMAL);
 }
 
-static void upstream_closed(struct pk_upstream *up)
+static void on_down(struct pk_tunnel *t, int was_up, int status, const char *error, const char *why)
 {
+	(void)status, (void)error, (void)why;
+	struct pk_upstream *up = t->owner;
 	struct pk_server *srv = up->srv;
 	unregister(up);
 	if (up->prev)
@@ -202,137 +212,44 @@ static void upstream_closed(struct pk_upstream *up)
 		srv->upstreams = up->next;
 	if (up->next)
 		up->next->prev = up->prev;
-	pk_log(PK_LOG_INFO, SUBSYS, "upstream disconnected", "endpoint-id", up->endpoint,
-	       "client-ip", up->client_ip, NULL);
-	/* Streams in flight end here: their proxied exchanges fail. */
-	pk_tunnel_destroy(&up->tunnel);
+	srv->n_upstream_sockets--;
+	/* Streams in flight ended with the session: their proxied exchanges
+	 * failed. */
+	if (was_up)
+		pk_log(PK_LOG_INFO, SUBSYS, "upstream disconnected", "endpoint-id", up->endpoint,
+		       "client-ip", up->client_ip, NULL);
 	free(up->endpoint);
 	free(up);
 }
 
-/* upstream.max_connections (connections on the upstream port, handshakes
- * included: n_upstream_sockets) and
- * upstream.max_connections_per_endpoint (tunnels of one endpoint on this
- * node): at the cap, 503 with a JSON error before the upgrade (our agent and
- * Piko's retry a 503 with backoff). Returns 1 when refused. */
-static int over_endpoint_cap(struct lws *wsi, const char *ep)
+static const struct pk_tunnel_hooks upstream_hooks = {
+    .on_request = on_request,
+    .on_up = on_up,
+    .on_down = on_down,
+};
+
+void pk_upstream_accept(struct pk_server *srv, int fd)
 {
-	struct pk_server *srv = pk_server_from_wsi(wsi);
-	int64_t all = srv->cfg->upstream.max_connections;
-	int64_t cap = srv->cfg->upstream.max_connections_per_endpoint;
-	size_t n;
-	/* Every connection counts, handshakes too (this one included), so
-	 * that clients that never finish their upgrade cannot hold more
-	 * than the cap either. */
-	if (all > 0 && srv->n_upstream_sockets > (size_t)all) {
-		char *resp = pk_http1_error_response(
-		    503, "too many upstream connections on this node", PK_HTTP1_RESP_CLOSE, &n);
-		reject(wsi, resp, n);
-		pk_server_cap_refused(
-		    srv, "upstream_connections",
-		    "upstream connection refused: upstream.max_connections reached", "endpoint-id",
-		    ep);
-		return 1;
+	/* Owner: the connection; freed in on_down, when it is gone. */
+	struct pk_upstream *up = pk_xcalloc(1, sizeof(*up));
+	up->srv = srv;
+	struct pk_wsconn_accept_opts o = {
+	    .tls = srv->upstream_tls,
+	    .max_head = PK_UPSTREAM_MAX_HEAD,
+	    .handshake_timeout_ms = (uint64_t)srv->cfg->upstream.http.read_header_timeout_ms,
+	};
+	if (pk_tunnel_accept(&up->tunnel, srv->ctx, fd, &o, &upstream_tunnel_ops, &upstream_hooks,
+	                     up) < 0) {
+		free(up);
+		pk_log(PK_LOG_WARN, SUBSYS, "failed to adopt a connection", NULL);
+		return;
 	}
-	if (cap <= 0 || pk_registry_upstreams(srv->registry, ep) < (size_t)cap)
-		return 0;
-	char *resp = pk_http1_error_response(
-	    503, "too many upstream connections for this endpoint on this node",
-	    PK_HTTP1_RESP_CLOSE, &n);
-	reject(wsi, resp, n);
-	pk_server_cap_refused(srv, "upstream_connections_per_endpoint",
-	                      "upstream connection refused: upstream.max_connections_per_endpoint "
-	                      "reached",
-	                      "endpoint-id", ep);
-	return 1;
-}
-
-static int callback_upstream(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                             void *in, size_t len)
-{
-	if (reason == LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION)
-		return pk_server_client_cert_verdict(len); /* user is not ours here */
-	struct upstream_pss *pss = user;
-	struct pk_upstream *up = pss ? pss->up : NULL;
-	char ep[512];
-
-	switch (reason) {
-	case LWS_CALLBACK_HTTP: {
-		/* Not a WebSocket upgrade: nothing is served here but upgrades.
-		 * Piko's order still holds: route, auth, then the upgrade fails
-		 * (which is how an agent reads why it was refused). */
-		int64_t exp;
-		const char *denied;
-		size_t n;
-		char *resp;
-		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
-			reject_not_found(wsi);
-			return -1;
-		}
-		if ((denied = authorize(wsi, ep, &exp)))
-			resp = pk_access_error_response(denied, 0, &n);
-		else
-			resp = pk_http1_ws_bad_request(&n);
-		reject(wsi, resp, n);
-		return -1;
-	}
-
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		/* lws binds the protocol, and allocates its per-session data,
-		 * before the filter and ESTABLISHED; the analyzer cannot see it. */
-		assert(pss);
-		if (endpoint_of(wsi, ep, sizeof(ep)) < 0) {
-			reject_not_found(wsi);
-			return 1;
-		}
-		const char *denied = authorize(wsi, ep, &pss->token_exp);
-		if (denied) {
-			size_t n;
-			char *resp = pk_access_error_response(denied, 0, &n);
-			reject(wsi, resp, n);
-			return 1;
-		}
-		return over_endpoint_cap(wsi, ep);
-
-	case LWS_CALLBACK_ESTABLISHED:
-		upstream_established(wsi, pss);
-		return 0;
-
-	/* Every connection of the port, from adoption to its end (lws sends
-	 * these to the vhost's first protocol, this one). */
-	case LWS_CALLBACK_WSI_CREATE:
-		pk_server_from_wsi(wsi)->n_upstream_sockets++;
-		return 0;
-	case LWS_CALLBACK_WSI_DESTROY:
-		pk_server_from_wsi(wsi)->n_upstream_sockets--;
-		return 0;
-
-	case LWS_CALLBACK_RECEIVE: {
-		if (!up)
-			return -1;
-		struct pk_server *srv = up->srv;
-		int rc = pk_tunnel_rx(&up->tunnel, in, len);
-		/* ACKs may have made room for exchanges waiting to open. */
-		if (srv->n_waiting)
-			pk_proxy_retry_waiting(srv);
-		return rc;
-	}
-
-	case LWS_CALLBACK_SERVER_WRITEABLE:
-		if (!up)
-			return -1;
-		return pk_tunnel_writeable(&up->tunnel);
-
-	case LWS_CALLBACK_CLOSED:
-		if (up) {
-			pss->up = NULL;
-			upstream_closed(up);
-		}
-		return 0;
-
-	default:
-		return 0;
-	}
+	snprintf(up->client_ip, sizeof(up->client_ip), "%s", pk_wsconn_peer_ip(up->tunnel.wsc));
+	srv->n_upstream_sockets++;
+	up->next = srv->upstreams;
+	if (srv->upstreams)
+		srv->upstreams->prev = up;
+	srv->upstreams = up;
 }
 
 /* How long a shed upstream may take to move before it is closed. */
@@ -441,15 +358,6 @@ void pk_upstream_close_all(struct pk_server *srv)
 void pk_upstream_go_away_all(struct pk_server *srv)
 {
 	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
-		pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		if (up->tunnel.sess)
+			pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
 }
-
-const struct lws_protocols pk_upstream_protocols[] = {
-    {
-        .name = "piko-upstream",
-        .callback = callback_upstream,
-        .per_session_data_size = sizeof(struct upstream_pss),
-        .rx_buffer_size = 64 * 1024,
-    },
-    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
-};

@@ -10,6 +10,10 @@
 #include "server.h"
 #include "tunnel.h"
 
+/* The longest upgrade request head taken (431 beyond): room for large
+ * tokens, bounded memory per handshake. */
+#define PK_UPSTREAM_MAX_HEAD (64 * 1024)
+
 struct pk_upstream {
 	struct pk_tunnel tunnel;
 	struct pk_server *srv;
@@ -20,6 +24,10 @@ struct pk_upstream {
 	uint64_t shed_deadline_ms; /* rebalancing asked it to move; closed then */
 	struct pk_upstream *prev, *next;
 };
+
+/* A connection accepted on the upstream port (the port's listener hands
+ * over fd). */
+void pk_upstream_accept(struct pk_server *srv, int fd);
 
 /* Open a stream to this upstream for one exchange. Returns NULL when the
  * upstream cannot take one (Go Away received, session closing): the upstream

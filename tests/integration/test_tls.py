@@ -173,7 +173,9 @@ class TlsTest(TlsBase):
                 (["--proxy.tls.cert", pki.path("server.crt")], "proxy tls: missing key"),
                 (["--admin.tls.key", pki.path("server.key")], "admin tls: missing cert"),
                 (["--upstream.tls.cert", pki.path("nope.crt"),
-                  "--upstream.tls.key", pki.path("server.key")], "failed to create a vhost")):
+                  "--upstream.tls.key", pki.path("server.key")], "nope.crt"),
+                (["--proxy.tls.cert", pki.path("nope.crt"),
+                  "--proxy.tls.key", pki.path("server.key")], "failed to create a vhost")):
             with self.subTest(text):
                 s = self.server(*args, start=False)
                 s.start(wait=False)

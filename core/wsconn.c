@@ -1,7 +1,7 @@
 /*
- * Our WebSocket client (see wsclient.h).
+ * Our WebSocket connections, both roles (see wsconn.h).
  */
-#include "wsclient.h"
+#include "wsconn.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "http1.h"
 #include "runloop.h"
 #include "sock.h"
 #include "ws.h"
@@ -30,40 +31,63 @@ enum {
 	ST_DONE, /* refused, failed, or our close frame sent: no more callbacks but on_close */
 };
 
-struct pk_wsclient {
+struct pk_wsconn {
 	struct lws_context *ctx;
-	const struct pk_wsclient_ops *ops;
+	const struct pk_wsconn_ops *ops;
 	void *user;
 	struct pk_sock *sock; /* NULL once its on_close ran */
 	int state;
-	char *request; /* the upgrade request, sent once connected (owned) */
-	struct pk_ws_upgrade up;
+	int server; /* accepted: frames we send are not masked, the peer's must be */
+	/* The handshake's state, freed once it is over (an open connection
+	 * keeps neither). Client: the request, sent once connected, and the
+	 * answer's reader; server: the request's reader. */
+	char *request;
+	struct pk_ws_upgrade *up;
+	struct pk_http1_reader *req;
 	struct pk_ws_reader wsr;
 	char peer_ip[64];
-	int closing;                    /* pk_wsclient_close(): close frame after the last fill */
+	int closing;                    /* pk_wsconn_close(): close frame after the last fill */
 	struct pk_pass_work flush_work; /* a flush at the loop pass's end */
 	const char *why;                /* our own reason for ending, reported by on_close */
 	uint64_t handshake_timeout_ms;
 	lws_sorted_usec_list_t timer_sul; /* handshake or close timeout */
 };
 
+static void handshake_free(struct pk_wsconn *c)
+{
+	if (c->up) {
+		pk_ws_upgrade_free(c->up);
+		free(c->up);
+		c->up = NULL;
+	}
+	if (c->req) {
+		pk_http1_reader_free(c->req);
+		free(c->req);
+		c->req = NULL;
+	}
+	free(c->request);
+	c->request = NULL;
+}
+
 /* ---- writing ----------------------------------------------------------------- */
 
 /* One frame: the header goes right before the payload, which lies at
- * buf + PK_WS_MAX_HDR, and the payload is masked in place, so the frame is
- * handed to the socket with a single copy. */
-static void put_frame(struct pk_wsclient *c, int opcode, uint8_t *buf, size_t n)
+ * buf + PK_WS_MAX_HDR, and a client's payload is masked in place, so the
+ * frame is handed to the socket with a single copy. */
+static void put_frame(struct pk_wsconn *c, int opcode, uint8_t *buf, size_t n)
 {
 	uint8_t mask[4], hdr[PK_WS_MAX_HDR];
-	pk_ws_mask_key(mask);
 	uint8_t *payload = buf + PK_WS_MAX_HDR;
-	pk_ws_mask(payload, n, mask, 0);
-	size_t hl = pk_ws_frame_header(hdr, opcode, 1, n, mask);
+	if (!c->server) {
+		pk_ws_mask_key(mask);
+		pk_ws_mask(payload, n, mask, 0);
+	}
+	size_t hl = pk_ws_frame_header(hdr, opcode, 1, n, c->server ? NULL : mask);
 	memcpy(payload - hl, hdr, hl);
 	pk_sock_write(c->sock, payload - hl, hl + n);
 }
 
-static void send_control(struct pk_wsclient *c, int opcode, const uint8_t *p, size_t n)
+static void send_control(struct pk_wsconn *c, int opcode, const uint8_t *p, size_t n)
 {
 	uint8_t buf[PK_WS_MAX_HDR + PK_WS_MAX_CONTROL];
 	if (n > PK_WS_MAX_CONTROL)
@@ -73,7 +97,7 @@ static void send_control(struct pk_wsclient *c, int opcode, const uint8_t *p, si
 	put_frame(c, opcode, buf, n);
 }
 
-static void flush(struct pk_wsclient *c)
+static void flush(struct pk_wsconn *c)
 {
 	/* One loop thread: one scratch buffer for every connection. */
 	static uint8_t *buf;
@@ -105,10 +129,10 @@ static void flush(struct pk_wsclient *c)
 
 static void flush_cb(struct pk_pass_work *w)
 {
-	flush(lws_container_of(w, struct pk_wsclient, flush_work));
+	flush(lws_container_of(w, struct pk_wsconn, flush_work));
 }
 
-void pk_wsclient_want_write(struct pk_wsclient *c)
+void pk_wsconn_want_write(struct pk_wsconn *c)
 {
 	/* Never from inside the caller (fill() may be what called us): at
 	 * the end of this loop pass, so that what every event of the pass
@@ -120,16 +144,19 @@ void pk_wsclient_want_write(struct pk_wsclient *c)
 
 static void timeout_cb(lws_sorted_usec_list_t *sul)
 {
-	struct pk_wsclient *c = lws_container_of(sul, struct pk_wsclient, timer_sul);
+	struct pk_wsconn *c = lws_container_of(sul, struct pk_wsconn, timer_sul);
 	if (!c->sock)
 		return;
 	if (!c->why)
 		c->why = c->state == ST_HANDSHAKE ? "handshake timeout" : "close timeout";
+	/* A client too slow with its request is closed as Go's server closes
+	 * it (FIN, no answer); anything else is reset. */
+	int reset = !(c->server && c->state == ST_HANDSHAKE);
 	c->state = ST_DONE;
-	pk_sock_close(c->sock, 1);
+	pk_sock_close(c->sock, reset);
 }
 
-void pk_wsclient_close(struct pk_wsclient *c, uint64_t timeout_ms)
+void pk_wsconn_close(struct pk_wsconn *c, uint64_t timeout_ms)
 {
 	if (!c->sock)
 		return;
@@ -146,7 +173,7 @@ void pk_wsclient_close(struct pk_wsclient *c, uint64_t timeout_ms)
 	}
 }
 
-void pk_wsclient_abort(struct pk_wsclient *c, const char *why)
+void pk_wsconn_abort(struct pk_wsconn *c, const char *why)
 {
 	if (!c->sock)
 		return;
@@ -177,41 +204,54 @@ static void silent_close(void *user, const char *why)
 	(void)user, (void)why;
 }
 
-static const struct pk_wsclient_ops silent_ops = {
+static const struct pk_wsconn_ops silent_ops = {
     .on_open = silent_open,
     .on_message = silent_message,
     .fill = silent_fill,
     .on_close = silent_close,
 };
 
-void pk_wsclient_disown(struct pk_wsclient *c)
+void pk_wsconn_disown(struct pk_wsconn *c)
 {
 	c->ops = &silent_ops;
 	c->user = NULL;
-	pk_wsclient_abort(c, "closed");
+	pk_wsconn_abort(c, "closed");
 }
 
-const char *pk_wsclient_peer_ip(const struct pk_wsclient *c)
+const char *pk_wsconn_peer_ip(const struct pk_wsconn *c)
 {
 	return c->peer_ip;
 }
 
 /* ---- reading ----------------------------------------------------------------- */
 
-/* The server refused the upgrade: its status, and the `error` of its JSON
- * body when there is one. */
-static void refused(struct pk_wsclient *c)
+/* End now with a close frame saying why (a protocol error of the peer's),
+ * then FIN once it is sent. */
+static void fail(struct pk_wsconn *c, uint16_t code, const char *why)
 {
-	char error[256];
-	pk_ws_upgrade_error(&c->up, error, sizeof(error));
+	uint8_t payload[PK_WS_MAX_CONTROL];
+	size_t n = pk_ws_close_payload(payload, code, why);
+	send_control(c, PK_WS_CLOSE, payload, n);
+	if (!c->why)
+		c->why = why;
 	c->state = ST_DONE;
-	c->why = "refused";
-	if (c->ops->on_refused)
-		c->ops->on_refused(c->user, c->up.status, error[0] ? error : NULL);
 	pk_sock_close(c->sock, 0);
 }
 
-static void frames_input(struct pk_wsclient *c, uint8_t *p, size_t n)
+/* The server refused the upgrade: its status, and the `error` of its JSON
+ * body when there is one. */
+static void refused(struct pk_wsconn *c)
+{
+	char error[256];
+	pk_ws_upgrade_error(c->up, error, sizeof(error));
+	c->state = ST_DONE;
+	c->why = "refused";
+	if (c->ops->on_refused)
+		c->ops->on_refused(c->user, c->up->status, error[0] ? error : NULL);
+	pk_sock_close(c->sock, 0);
+}
+
+static void frames_input(struct pk_wsconn *c, uint8_t *p, size_t n)
 {
 	while (n > 0 && c->state == ST_OPEN) {
 		size_t used = 0;
@@ -222,7 +262,8 @@ static void frames_input(struct pk_wsclient *c, uint8_t *p, size_t n)
 		n -= used;
 		if (ev == PK_WS_ERROR) {
 			uint16_t code;
-			pk_wsclient_abort(c, pk_ws_reader_error(&c->wsr, &code));
+			const char *why = pk_ws_reader_error(&c->wsr, &code);
+			fail(c, code, why);
 			return;
 		}
 		if (ev == PK_WS_DATA && plen) {
@@ -239,7 +280,8 @@ static void frames_input(struct pk_wsclient *c, uint8_t *p, size_t n)
 				uint8_t payload[PK_WS_MAX_CONTROL];
 				size_t k = pk_ws_close_payload(payload, 1000, "");
 				send_control(c, PK_WS_CLOSE, payload, k);
-				c->why = "closed by the server";
+				c->why =
+				    c->server ? "closed by the client" : "closed by the server";
 				c->state = ST_DONE;
 				pk_sock_close(c->sock, 0);
 				return;
@@ -250,14 +292,27 @@ static void frames_input(struct pk_wsclient *c, uint8_t *p, size_t n)
 	}
 }
 
-static void handshake_input(struct pk_wsclient *c, uint8_t *data, size_t len)
+static void opened(struct pk_wsconn *c, uint8_t *rest, size_t len)
+{
+	handshake_free(c);
+	c->state = ST_OPEN;
+	lws_sul_cancel(&c->timer_sul);
+	c->ops->on_open(c->user);
+	if (c->closing && c->state == ST_OPEN)
+		pk_wsconn_want_write(c);
+	if (len && c->state == ST_OPEN)
+		frames_input(c, rest, len); /* frames in the handshake's read */
+}
+
+/* The client's side: the server's answer. */
+static void answer_input(struct pk_wsconn *c, uint8_t *data, size_t len)
 {
 	size_t used = 0;
-	switch (pk_ws_upgrade_feed(&c->up, data, len, &used)) {
+	switch (pk_ws_upgrade_feed(c->up, data, len, &used)) {
 	case PK_WS_UPGRADE_MORE:
 		return;
 	case PK_WS_UPGRADE_BAD:
-		pk_wsclient_abort(c, "bad handshake");
+		pk_wsconn_abort(c, "bad handshake");
 		return;
 	case PK_WS_UPGRADE_REFUSED:
 		refused(c);
@@ -265,21 +320,51 @@ static void handshake_input(struct pk_wsclient *c, uint8_t *data, size_t len)
 	case PK_WS_UPGRADE_OPEN:
 		break;
 	}
-	c->state = ST_OPEN;
-	lws_sul_cancel(&c->timer_sul);
-	c->ops->on_open(c->user);
-	if (c->closing && c->state == ST_OPEN)
-		pk_wsclient_want_write(c);
-	if (used < len && c->state == ST_OPEN)
-		frames_input(c, data + used, len - used); /* frames in the 101's read */
+	opened(c, data + used, len - used);
+}
+
+/* Write a whole handshake answer (the socket's queue is empty this early,
+ * and an answer is far below its cap). */
+static void put_answer(struct pk_wsconn *c, char *resp, size_t len)
+{
+	pk_sock_write(c->sock, (const uint8_t *)resp, len);
+	free(resp);
+}
+
+/* The server's side: the client's request. */
+static void request_input(struct pk_wsconn *c, uint8_t *data, size_t len)
+{
+	size_t used = 0;
+	enum pk_http1_event ev = pk_http1_reader_feed(c->req, (const char *)data, len, &used);
+	char *resp;
+	size_t n;
+	if (ev == PK_HTTP1_ERROR) {
+		int status;
+		c->why = pk_http1_reader_error(c->req, &status);
+		put_answer(c, pk_http1_unreadable_response(status, 0, &n), n);
+		c->state = ST_DONE;
+		pk_sock_close(c->sock, 0);
+		return;
+	}
+	if (ev != PK_HTTP1_HEAD)
+		return; /* NEED_MORE: every byte was taken */
+	if (!c->ops->on_request(c->user, pk_http1_reader_head(c->req), &resp, &n)) {
+		put_answer(c, resp, n);
+		c->why = "refused";
+		c->state = ST_DONE;
+		pk_sock_close(c->sock, 0);
+		return;
+	}
+	put_answer(c, resp, n);
+	opened(c, data + used, len - used);
 }
 
 /* ---- the socket -------------------------------------------------------------- */
 
-static void on_connected(struct pk_sock *s)
+/* "ip:port" or "[v6]:port": the IP. */
+static void set_peer_ip(struct pk_wsconn *c)
 {
-	struct pk_wsclient *c = pk_sock_user(s);
-	const char *peer = pk_sock_peer(s);
+	const char *peer = pk_sock_peer(c->sock);
 	const char *colon = strrchr(peer, ':');
 	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
 	if (n >= 2 && peer[0] == '[') {
@@ -287,6 +372,14 @@ static void on_connected(struct pk_sock *s)
 		n -= 2;
 	}
 	snprintf(c->peer_ip, sizeof(c->peer_ip), "%.*s", (int)n, peer);
+}
+
+static void on_connected(struct pk_sock *s)
+{
+	struct pk_wsconn *c = pk_sock_user(s);
+	if (c->server)
+		return; /* an accepted socket's TLS handshake is done: nothing to do */
+	set_peer_ip(c);
 	pk_sock_write(s, (const uint8_t *)c->request, strlen(c->request));
 	free(c->request);
 	c->request = NULL;
@@ -300,25 +393,29 @@ static void on_connected(struct pk_sock *s)
 
 static void on_data(struct pk_sock *s, const uint8_t *data, size_t len)
 {
-	struct pk_wsclient *c = pk_sock_user(s);
-	/* The socket's read buffer is ours until we return; server frames are
-	 * unmasked, so the reader does not write to it (it checks that). */
+	struct pk_wsconn *c = pk_sock_user(s);
+	/* The socket's read buffer is ours until we return (core/sock.c reads
+	 * into one of its own): the reader unmasks a client's frames in
+	 * place, and never writes to a server's, which are unmasked. */
 	uint8_t *p = (uint8_t *)data;
-	if (c->state == ST_HANDSHAKE)
-		handshake_input(c, p, len);
+	if (c->state == ST_HANDSHAKE && c->server)
+		request_input(c, p, len);
+	else if (c->state == ST_HANDSHAKE)
+		answer_input(c, p, len);
 	else if (c->state == ST_OPEN)
 		frames_input(c, p, len);
 }
 
 static void on_eof(struct pk_sock *s)
 {
-	struct pk_wsclient *c = pk_sock_user(s);
-	if (c->state == ST_HANDSHAKE && pk_ws_upgrade_eof(&c->up) == PK_WS_UPGRADE_REFUSED) {
+	struct pk_wsconn *c = pk_sock_user(s);
+	if (c->state == ST_HANDSHAKE && !c->server &&
+	    pk_ws_upgrade_eof(c->up) == PK_WS_UPGRADE_REFUSED) {
 		refused(c);
 		return;
 	}
 	if (!c->why)
-		c->why = c->state == ST_HANDSHAKE ? "bad handshake" : "closed";
+		c->why = c->state == ST_HANDSHAKE && !c->server ? "bad handshake" : "closed";
 	c->state = ST_DONE;
 	pk_sock_close(s, 0);
 }
@@ -330,7 +427,7 @@ static void on_drain(struct pk_sock *s)
 
 static void on_close(struct pk_sock *s, int reset, const char *why)
 {
-	struct pk_wsclient *c = pk_sock_user(s);
+	struct pk_wsconn *c = pk_sock_user(s);
 	(void)reset;
 	c->sock = NULL;
 	pk_runloop_pass_cancel(&c->flush_work);
@@ -338,8 +435,7 @@ static void on_close(struct pk_sock *s, int reset, const char *why)
 	/* The socket's reason for a failed connect ("connection refused",
 	 * "tls: ..."), ours once the handshake was under way. */
 	c->ops->on_close(c->user, c->why && c->state != ST_CONNECTING ? c->why : why);
-	pk_ws_upgrade_free(&c->up);
-	free(c->request);
+	handshake_free(c);
 	free(c);
 }
 
@@ -351,7 +447,7 @@ static const struct pk_sock_ops sock_ops = {
     .on_close = on_close,
 };
 
-char *pk_wsclient_piko_headers(const char *token, const char *tenant)
+char *pk_wsconn_piko_headers(const char *token, const char *tenant)
 {
 	size_t cap = (token ? strlen(token) : 0) + (tenant ? strlen(tenant) : 0) + 64;
 	char *h = pk_xmalloc(cap);
@@ -364,25 +460,56 @@ char *pk_wsclient_piko_headers(const char *token, const char *tenant)
 	return h;
 }
 
-struct pk_wsclient *pk_wsclient_connect(struct lws_context *ctx, const struct pk_wsclient_target *t,
-                                        const struct pk_wsclient_ops *ops, void *user)
+static struct pk_wsconn *conn_new(struct lws_context *ctx, const struct pk_wsconn_ops *ops,
+                                  void *user, int server)
 {
 	/* Owner: the connection itself; freed in on_close(). */
-	struct pk_wsclient *c = pk_xcalloc(1, sizeof(*c));
+	struct pk_wsconn *c = pk_xcalloc(1, sizeof(*c));
 	c->ctx = ctx;
 	c->ops = ops;
 	c->user = user;
+	c->server = server;
+	pk_ws_reader_init(&c->wsr, server);
+	return c;
+}
+
+struct pk_wsconn *pk_wsconn_connect(struct lws_context *ctx, const struct pk_wsconn_target *t,
+                                    const struct pk_wsconn_ops *ops, void *user)
+{
+	struct pk_wsconn *c = conn_new(ctx, ops, user, 0);
 	c->handshake_timeout_ms = t->handshake_timeout_ms;
-	c->request = pk_ws_upgrade_start(&c->up, t->host, t->port, t->path, t->headers);
-	pk_ws_reader_init(&c->wsr, 0);
+	c->up = pk_xmalloc(sizeof(*c->up));
+	c->request = pk_ws_upgrade_start(c->up, t->host, t->port, t->path, t->headers);
 	c->sock = pk_sock_connect(t->host, t->port, t->connect_timeout_ms, &sock_ops, c, SEND_CAP);
 	if (!c->sock) {
-		pk_ws_upgrade_free(&c->up);
-		free(c->request);
+		handshake_free(c);
 		free(c);
 		return NULL;
 	}
 	if (t->tls)
 		pk_sock_use_tls(c->sock, t->tls, t->host, t->verify_name);
+	return c;
+}
+
+struct pk_wsconn *pk_wsconn_accept(struct lws_context *ctx, int fd,
+                                   const struct pk_wsconn_accept_opts *o,
+                                   const struct pk_wsconn_ops *ops, void *user)
+{
+	struct pk_wsconn *c = conn_new(ctx, ops, user, 1);
+	c->sock = pk_sock_adopt(fd, &sock_ops, c, SEND_CAP);
+	if (!c->sock) {
+		free(c);
+		return NULL;
+	}
+	c->state = ST_HANDSHAKE;
+	c->req = pk_xmalloc(sizeof(*c->req));
+	pk_http1_reader_init(c->req, PK_HTTP1_REQUEST, o->max_head);
+	if (o->tls)
+		pk_sock_accept_tls(c->sock, o->tls);
+	set_peer_ip(c);
+	/* One bound for the TLS handshake and the request head together. */
+	if (o->handshake_timeout_ms)
+		lws_sul_schedule(ctx, 0, &c->timer_sul, timeout_cb,
+		                 (lws_usec_t)o->handshake_timeout_ms * 1000);
 	return c;
 }
