@@ -34,7 +34,9 @@ struct pk_sock;
 struct pk_sock_ops {
 	/* An outgoing connection is established (not called for accepted ones). */
 	void (*on_connected)(struct pk_sock *s);
-	/* Bytes were read. */
+	/* Bytes were read. data is the socket's own read buffer, the callee's
+	 * to modify in place (e.g. to unmask WebSocket frames) until it
+	 * returns. */
 	void (*on_data)(struct pk_sock *s, const uint8_t *data, size_t len);
 	/* The peer shut down its writing side (read returned 0). We may still
 	 * write; the connection closes once our side is shut down too. */

@@ -151,6 +151,8 @@ static void conn_message(void *user, int opcode, const uint8_t *data, size_t len
 	/* On a protocol error the session queues its Go Away and reports the
 	 * close (cb_on_session_close), which flushes it and closes. */
 	pk_yamux_session_feed(t->sess, data, len);
+	if (t->ops->on_input)
+		t->ops->on_input(t);
 }
 
 static size_t conn_fill(void *user, uint8_t *buf, size_t cap)
@@ -164,6 +166,9 @@ static void conn_close(void *user, const char *why)
 	struct pk_tunnel *t = user;
 	int was_up = t->sess != NULL;
 	t->wsc = NULL;
+	/* Closing from here: whatever the streams' on_close starts (a retry,
+	 * the next pipelined request) must not pick this tunnel. */
+	t->closing = 1;
 	session_free(t);
 	t->hooks->on_down(t, was_up, t->refused_status, t->refused_error, why);
 }

@@ -60,6 +60,9 @@ struct pk_tunnel_ops {
 	void (*on_go_away)(struct pk_tunnel *t);
 	/* The yamux session died; the transport will be closed. */
 	void (*on_dead)(struct pk_tunnel *t, int reason);
+	/* The peer's bytes were fed to the session (e.g. ACKs that may make
+	 * room for streams waiting to open); optional. */
+	void (*on_input)(struct pk_tunnel *t);
 };
 
 struct pk_wsconn;

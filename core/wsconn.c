@@ -87,14 +87,30 @@ static void put_frame(struct pk_wsconn *c, int opcode, uint8_t *buf, size_t n)
 	pk_sock_write(c->sock, payload - hl, hl + n);
 }
 
-static void send_control(struct pk_wsconn *c, int opcode, const uint8_t *p, size_t n)
+/* A control frame goes whole or not at all: one cut short by a full send
+ * queue would corrupt the stream. 0, or -1 when the queue has no room. */
+static int send_control(struct pk_wsconn *c, int opcode, const uint8_t *p, size_t n)
 {
 	uint8_t buf[PK_WS_MAX_HDR + PK_WS_MAX_CONTROL];
 	if (n > PK_WS_MAX_CONTROL)
 		n = PK_WS_MAX_CONTROL;
+	if (pk_sock_write_space(c->sock) < PK_WS_MAX_HDR + n)
+		return -1;
 	if (n)
 		memcpy(buf + PK_WS_MAX_HDR, p, n);
 	put_frame(c, opcode, buf, n);
+	return 0;
+}
+
+/* Our close frame, then FIN once the queue is written; a reset when the
+ * queue has no room even for the close frame. */
+static void send_close(struct pk_wsconn *c, uint16_t code, const char *reason)
+{
+	uint8_t payload[PK_WS_MAX_CONTROL];
+	size_t n = pk_ws_close_payload(payload, code, reason);
+	int full = send_control(c, PK_WS_CLOSE, payload, n) < 0;
+	c->state = ST_DONE;
+	pk_sock_close(c->sock, full);
 }
 
 static void flush(struct pk_wsconn *c)
@@ -118,13 +134,8 @@ static void flush(struct pk_wsconn *c)
 		assert(n <= cap);
 		put_frame(c, PK_WS_BINARY, buf, n);
 	}
-	if (c->closing) {
-		uint8_t payload[PK_WS_MAX_CONTROL];
-		size_t n = pk_ws_close_payload(payload, 1000, "");
-		send_control(c, PK_WS_CLOSE, payload, n);
-		c->state = ST_DONE;
-		pk_sock_close(c->sock, 0);
-	}
+	if (c->closing)
+		send_close(c, 1000, "");
 }
 
 static void flush_cb(struct pk_pass_work *w)
@@ -229,13 +240,9 @@ const char *pk_wsconn_peer_ip(const struct pk_wsconn *c)
  * then FIN once it is sent. */
 static void fail(struct pk_wsconn *c, uint16_t code, const char *why)
 {
-	uint8_t payload[PK_WS_MAX_CONTROL];
-	size_t n = pk_ws_close_payload(payload, code, why);
-	send_control(c, PK_WS_CLOSE, payload, n);
 	if (!c->why)
 		c->why = why;
-	c->state = ST_DONE;
-	pk_sock_close(c->sock, 0);
+	send_close(c, code, why);
 }
 
 /* The server refused the upgrade: its status, and the `error` of its JSON
@@ -274,16 +281,15 @@ static void frames_input(struct pk_wsconn *c, uint8_t *p, size_t n)
 			size_t cl;
 			int op = pk_ws_reader_control(&c->wsr, &cp, &cl);
 			if (op == PK_WS_PING) {
-				send_control(c, PK_WS_PONG, cp, cl);
+				/* Dropped when our queue is full: a peer that
+				 * pings and does not read has its pong late
+				 * or never, as from any busy server. */
+				(void)send_control(c, PK_WS_PONG, cp, cl);
 			} else if (op == PK_WS_CLOSE) {
 				/* Answer with ours and end (RFC 6455 §5.5.1). */
-				uint8_t payload[PK_WS_MAX_CONTROL];
-				size_t k = pk_ws_close_payload(payload, 1000, "");
-				send_control(c, PK_WS_CLOSE, payload, k);
 				c->why =
 				    c->server ? "closed by the client" : "closed by the server";
-				c->state = ST_DONE;
-				pk_sock_close(c->sock, 0);
+				send_close(c, 1000, "");
 				return;
 			}
 		} else if (ev == PK_WS_NEED_MORE && used == 0) {
@@ -336,12 +342,13 @@ static void request_input(struct pk_wsconn *c, uint8_t *data, size_t len)
 {
 	size_t used = 0;
 	enum pk_http1_event ev = pk_http1_reader_feed(c->req, (const char *)data, len, &used);
-	char *resp;
-	size_t n;
+	char *resp = NULL;
+	size_t n = 0;
 	if (ev == PK_HTTP1_ERROR) {
 		int status;
 		c->why = pk_http1_reader_error(c->req, &status);
-		put_answer(c, pk_http1_unreadable_response(status, 0, &n), n);
+		resp = pk_http1_unreadable_response(status, 0, &n);
+		put_answer(c, resp, n);
 		c->state = ST_DONE;
 		pk_sock_close(c->sock, 0);
 		return;

@@ -64,7 +64,8 @@ struct pk_wsconn_ops {
 	 * to take it, with *resp the 101 (pk_ws_upgrade_answer's), or 0 to
 	 * refuse, with *resp the answer; either way *resp is handed over (the
 	 * connection frees it). A refused connection is closed once its
-	 * answer is sent; on_close follows. */
+	 * answer is sent (reset if that is still not done when the handshake
+	 * timeout strikes); on_close follows. */
 	int (*on_request)(void *user, const struct pk_http1_head *h, char **resp, size_t *len);
 	/* The handshake is done (the server answered 101, or we did):
 	 * messages flow from now on. */

@@ -26,9 +26,9 @@
 
 #define SUBSYS "server"
 #define TICK_US (250 * LWS_US_PER_MS)
-/* lws's own bound on a TLS handshake (its default vhost timeout_secs): how
- * long a TLS port waits for a connection's first byte where the port has no
- * header timeout of its own. */
+/* How long a TLS port waits for a connection's first byte where the port
+ * has no header timeout of its own (lws's default bound on a TLS
+ * handshake). */
 #define TLS_FIRST_BYTE_MS 20000
 
 struct pk_server *pk_server_from_wsi(struct lws *wsi)
@@ -72,7 +72,7 @@ static void begin_shutdown(struct pk_server *srv)
  * agents do not move on Go Away); then the rest are closed. */
 static int upstreams_moving(struct pk_server *srv, uint64_t now)
 {
-	if (!srv->upstreams || !srv->upstream_drain_deadline_ms ||
+	if (!pk_upstream_tunnels(srv) || !srv->upstream_drain_deadline_ms ||
 	    pk_cluster_active_peers(&srv->cluster) == 0)
 		return 0; /* nowhere to move to: tunnels serve until we exit */
 	if (now < srv->upstream_drain_deadline_ms)
@@ -321,11 +321,6 @@ int pk_server_run(const struct pk_server_config *cfg)
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.user = &srv;
 	info.pt_serv_buf_size = 64 * 1024;
-	/* Upgrade requests parsed at once (lws's header tables, ~5 KiB each
-	 * and freed after the upgrade). lws's default of 32 queues the rest
-	 * on a list it walks for every insertion and removal, which was the
-	 * top of the profile when 10,000 agents dialled at once. */
-	info.max_http_header_pool = 1024;
 	struct pk_runloop loop;
 	pk_runloop_epoll(&loop, &info);
 	srv.ctx = pk_runloop_create(&loop, &info);

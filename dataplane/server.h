@@ -145,6 +145,9 @@ void pk_admin_tick(struct pk_server *srv, uint64_t now_ms);
 void pk_upstream_go_away_all(struct pk_server *srv);
 /* Shutdown, once agents had their chance to move: close every tunnel. */
 void pk_upstream_close_all(struct pk_server *srv);
+/* 1 when some upstream connection carries a session (connections still in
+ * their handshake, or refused and closing, do not count). */
+int pk_upstream_tunnels(const struct pk_server *srv);
 /* Streams open on every upstream session (for the open-streams gauge). */
 size_t pk_upstream_open_streams(const struct pk_server *srv);
 /* Open streams for waiting exchanges where there is room now. */

@@ -64,7 +64,7 @@ const struct pk_opt pk_server_opts[] = {
     {"upstream.http.read_header_timeout", PK_OPT_DURATION, O(upstream.http.read_header_timeout_ms),
      "10s",
      "maximum time from connecting to the upgrade request's end on the upstream port (and its "
-     "TLS handshake); a slower client is closed. Whole seconds, at least 1",
+     "TLS handshake); a slower client is closed",
      0, NULL, 0},
     {"upstream.max_connections", PK_OPT_INT, O(upstream.max_connections), "65536",
      "most upstream connections on this node; more are refused with 503 (0: no limit)", 0, NULL, 0},
@@ -170,10 +170,9 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 		         "negative (0: no limit) nor above 4294967295");
 		return -1;
 	}
-	/* lws keeps these timeouts in whole seconds, and 0 would mean its own
-	 * default: a bound below a second cannot be kept. */
-	if (cfg->upstream.http.read_header_timeout_ms < 1000) {
-		snprintf(err, errlen, "upstream.http.read_header_timeout must be at least 1s");
+	/* A handshake is always bounded: there is no "0: none" here. */
+	if (cfg->upstream.http.read_header_timeout_ms <= 0) {
+		snprintf(err, errlen, "upstream.http.read_header_timeout must be positive");
 		return -1;
 	}
 	if (cfg->upstream.rebalance.threshold < 0) {

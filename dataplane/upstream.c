@@ -51,9 +51,11 @@ struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up)
 	if (!up->tunnel.closing && up->tunnel.sess)
 		s = pk_yamux_stream_open(up->tunnel.sess, pk_now_ms());
 	if (!s) {
-		/* A listener that sent Go Away is leaving: route elsewhere from
-		 * now on (protocol reference §2.3). */
-		if (up->tunnel.sess && pk_yamux_session_remote_go_away(up->tunnel.sess))
+		/* A listener that sent Go Away is leaving, and a closing tunnel
+		 * is going: route elsewhere from now on (protocol reference
+		 * §2.3). */
+		if (up->tunnel.closing ||
+		    (up->tunnel.sess && pk_yamux_session_remote_go_away(up->tunnel.sess)))
 			unregister(up);
 		return NULL;
 	}
@@ -91,10 +93,19 @@ static void on_dead(struct pk_tunnel *t, int reason)
 	unregister(up);
 }
 
+/* ACKs may have made room for exchanges waiting to open. */
+static void on_input(struct pk_tunnel *t)
+{
+	struct pk_upstream *up = t->owner;
+	if (up->srv->n_waiting)
+		pk_proxy_retry_waiting(up->srv);
+}
+
 static const struct pk_tunnel_ops upstream_tunnel_ops = {
     .on_stream = NULL, /* the server opens streams; it never accepts them */
     .on_go_away = on_go_away,
     .on_dead = on_dead,
+    .on_input = on_input,
 };
 
 /* ---- the upgrade ------------------------------------------------------------- */
@@ -336,6 +347,14 @@ void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms)
 		}
 		pk_tunnel_tick(&up->tunnel, now_ms);
 	}
+}
+
+int pk_upstream_tunnels(const struct pk_server *srv)
+{
+	for (const struct pk_upstream *up = srv->upstreams; up; up = up->next)
+		if (up->tunnel.sess)
+			return 1;
+	return 0;
 }
 
 size_t pk_upstream_open_streams(const struct pk_server *srv)

@@ -149,6 +149,22 @@ class TlsTest(TlsBase):
                  what="agent with a client certificate connected")
         self.assertEqual(srv.proxy("m2", "GET", "/status/200").status, 200)
 
+        # a TLS 1.2 client resumes its session on the mTLS upstream port
+        # (OpenSSL refuses a resumption without a session id context)
+        import socket
+        import ssl
+        ctx = ssl.create_default_context(cafile=pki.path("ca.crt"))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(pki.path("client.crt"), pki.path("client.key"))
+        session = None
+        for attempt in range(2):
+            raw = socket.create_connection(("127.0.0.1", srv.upstream_port), timeout=T(5))
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as t:
+                t.sendall(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(t.recv(4096).startswith(b"HTTP/1.1 404 "))
+                self.assertEqual(t.session_reused, attempt == 1)
+                session = t.session
+
     def test_agent_wrong_ca_and_insecure_skip_verify(self):
         pki = self.pki()
         up = self.upstream()
