@@ -186,6 +186,27 @@ size_t pk_bufq_copy(const struct pk_bufq *q, void *out, size_t len)
 	return done;
 }
 
+int pk_bufq_iov(const struct pk_bufq *q, struct iovec *iov, int max, size_t max_bytes,
+                size_t *bytes)
+{
+	int k = 0;
+	size_t done = 0;
+	for (const struct pk_buf_chunk *c = q->head; c && k < max && done < max_bytes;
+	     c = c->next) {
+		size_t n = c->last - c->pos;
+		if (n == 0)
+			continue;
+		if (n > max_bytes - done)
+			n = max_bytes - done;
+		iov[k].iov_base = (void *)(c->mem + PK_BUF_HEADROOM + c->pos);
+		iov[k].iov_len = n;
+		k++;
+		done += n;
+	}
+	*bytes = done;
+	return k;
+}
+
 void pk_bufq_consume(struct pk_bufq *q, size_t n)
 {
 	/* n > len is a caller bug; clamp rather than walk off the list. */

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* At least LWS_PRE (16 in lws 4.1) plus a 12-byte yamux header; kept a
  * multiple of 16 so payloads stay aligned. */
@@ -69,6 +70,12 @@ const uint8_t *pk_bufq_peek(const struct pk_bufq *q, size_t *len);
 /* Copy up to len bytes from the front into out without consuming; returns the
  * number copied. */
 size_t pk_bufq_copy(const struct pk_bufq *q, void *out, size_t len);
+
+/* Describe up to max_bytes from the front as at most max iovecs (one per
+ * chunk), for a single writev/sendmsg without copying. Returns the count of
+ * iovecs filled; *bytes gets the bytes they cover. */
+int pk_bufq_iov(const struct pk_bufq *q, struct iovec *iov, int max, size_t max_bytes,
+                size_t *bytes);
 
 /* Drop n bytes from the front (n <= len). */
 void pk_bufq_consume(struct pk_bufq *q, size_t n);

@@ -20,10 +20,13 @@
  * syscall, small enough that lws's own partial-send buffer stays small. */
 #define PK_LWSIO_WRITE_MAX (64 * 1024)
 
-/* Write up to PK_LWSIO_WRITE_MAX bytes from the front of q in one lws_write()
- * with the given protocol (LWS_WRITE_RAW, LWS_WRITE_BINARY...). Consumes what
- * was written and returns the count, or -1 when lws_write() failed (the
- * connection should be closed). */
+/* Write from the front of q with the given protocol (LWS_WRITE_RAW,
+ * LWS_WRITE_BINARY...): on a plain raw socket that lws holds nothing of,
+ * one sendmsg() from q's chunks (up to 256 KiB; what the kernel does not
+ * take stays in q); else up to PK_LWSIO_WRITE_MAX bytes in one lws_write()
+ * (lws keeps what the kernel does not take). Consumes what was written and
+ * returns the count, or -1 when the write failed (the connection should be
+ * closed). */
 int pk_lwsio_write_bufq(struct lws *wsi, struct pk_bufq *q, enum lws_write_protocol proto);
 
 /* The peer's IP as text ("127.0.0.1", "::1"), IPv4-mapped IPv6 addresses
