@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Process-wide freelist. Not locked: the data plane is single-threaded (see
  * buf.h); a multi-threaded user would have to add a lock here. */
@@ -186,12 +187,15 @@ size_t pk_bufq_copy(const struct pk_bufq *q, void *out, size_t len)
 	return done;
 }
 
-int pk_bufq_iov(const struct pk_bufq *q, struct iovec *iov, int max, size_t max_bytes,
-                size_t *bytes)
+/* Chunks handed to one sendmsg(): 64 x 16 KiB, a 1 MiB write. */
+#define SEND_IOV 64
+
+ssize_t pk_bufq_sendmsg(const struct pk_bufq *q, int fd, size_t max_bytes, size_t *offered)
 {
+	struct iovec iov[SEND_IOV];
 	int k = 0;
 	size_t done = 0;
-	for (const struct pk_buf_chunk *c = q->head; c && k < max && done < max_bytes;
+	for (const struct pk_buf_chunk *c = q->head; c && k < SEND_IOV && done < max_bytes;
 	     c = c->next) {
 		size_t n = c->last - c->pos;
 		if (n == 0)
@@ -203,8 +207,12 @@ int pk_bufq_iov(const struct pk_bufq *q, struct iovec *iov, int max, size_t max_
 		k++;
 		done += n;
 	}
-	*bytes = done;
-	return k;
+	*offered = done;
+	struct msghdr mh;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = iov;
+	mh.msg_iovlen = (size_t)k;
+	return sendmsg(fd, &mh, MSG_NOSIGNAL);
 }
 
 void pk_bufq_consume(struct pk_bufq *q, size_t n)

@@ -18,7 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/uio.h>
+#include <sys/types.h>
 
 /* At least LWS_PRE (16 in lws 4.1) plus a 12-byte yamux header; kept a
  * multiple of 16 so payloads stay aligned. */
@@ -71,11 +71,11 @@ const uint8_t *pk_bufq_peek(const struct pk_bufq *q, size_t *len);
  * number copied. */
 size_t pk_bufq_copy(const struct pk_bufq *q, void *out, size_t len);
 
-/* Describe up to max_bytes from the front as at most max iovecs (one per
- * chunk), for a single writev/sendmsg without copying. Returns the count of
- * iovecs filled; *bytes gets the bytes they cover. */
-int pk_bufq_iov(const struct pk_bufq *q, struct iovec *iov, int max, size_t max_bytes,
-                size_t *bytes);
+/* One sendmsg(fd, MSG_NOSIGNAL) of up to max_bytes from the front, every
+ * chunk in place (no copy; at most 64 chunks): one system call where a
+ * send() per chunk took one per 16 KiB. *offered gets the bytes offered;
+ * nothing is consumed. sendmsg()'s return. */
+ssize_t pk_bufq_sendmsg(const struct pk_bufq *q, int fd, size_t max_bytes, size_t *offered);
 
 /* Drop n bytes from the front (n <= len). */
 void pk_bufq_consume(struct pk_bufq *q, size_t n);

@@ -786,23 +786,6 @@ static int tls_rx(struct pk_sock *s)
 
 /* ---- I/O handlers ----------------------------------------------------------- */
 
-/* Chunks handed to one sendmsg(): 64 x 16 KiB is the 1 MiB write budget. */
-#define SEND_IOV 64
-
-/* One sendmsg() of up to budget bytes from the front of the plain send
- * queue, every chunk in place: one system call (and one skb on loopback)
- * where a send() per 16 KiB chunk took sixteen. *offered gets the bytes
- * offered; nothing is consumed. send()'s return. */
-static ssize_t send_queued(struct pk_sock *s, size_t budget, size_t *offered)
-{
-	struct iovec iov[SEND_IOV];
-	struct msghdr mh;
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = iov;
-	mh.msg_iovlen = (size_t)pk_bufq_iov(&s->sendq, iov, SEND_IOV, budget, offered);
-	return sendmsg(s->fd, &mh, MSG_NOSIGNAL);
-}
-
 static int sock_flush(struct pk_sock *s)
 {
 	size_t budget = WRITE_BUDGET;
@@ -827,7 +810,7 @@ static int sock_flush(struct pk_sock *s)
 			}
 			w = r;
 		} else {
-			w = send_queued(s, budget, &n);
+			w = pk_bufq_sendmsg(&s->sendq, s->fd, budget, &n);
 		}
 		if (w == -1) {
 			if (errno == EINTR)
@@ -1538,6 +1521,20 @@ void pk_sock_set_user(struct pk_sock *s, void *user)
 const char *pk_sock_peer(const struct pk_sock *s)
 {
 	return s->peer;
+}
+
+void pk_sock_peer_ip(const struct pk_sock *s, char *out, size_t cap)
+{
+	/* "ip:port" or "[v6]:port" (addr_text's forms): the part before the
+	 * last colon, without brackets. */
+	const char *peer = s->peer;
+	const char *colon = strrchr(peer, ':');
+	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+	if (n >= 2 && peer[0] == '[') {
+		peer++;
+		n -= 2;
+	}
+	snprintf(out, cap, "%.*s", (int)n, peer);
 }
 
 void pk_sock_tick(uint64_t now_ms)

@@ -145,6 +145,8 @@ void *pk_sock_user(const struct pk_sock *s);
 void pk_sock_set_user(struct pk_sock *s, void *user);
 /* "ip:port" of the peer, for logs. */
 const char *pk_sock_peer(const struct pk_sock *s);
+/* The peer's IP alone ("127.0.0.1", "::1"), as pk_sock_peer() has it. */
+void pk_sock_peer_ip(const struct pk_sock *s, char *out, size_t cap);
 
 /* A listening socket whose accepted connections are handed to on_accept
  * (which must pk_sock_adopt() or close the fd; it may close the listener).

@@ -330,11 +330,17 @@ static void answer_input(struct pk_wsconn *c, uint8_t *data, size_t len)
 }
 
 /* Write a whole handshake answer (the socket's queue is empty this early,
- * and an answer is far below its cap). */
-static void put_answer(struct pk_wsconn *c, char *resp, size_t len)
+ * and an answer is far below its cap); owns resp. A refusal (why set) then
+ * closes once it is sent. */
+static void put_answer(struct pk_wsconn *c, char *resp, size_t len, const char *why)
 {
 	pk_sock_write(c->sock, (const uint8_t *)resp, len);
 	free(resp);
+	if (why) {
+		c->why = why;
+		c->state = ST_DONE;
+		pk_sock_close(c->sock, 0);
+	}
 }
 
 /* The server's side: the client's request. */
@@ -346,47 +352,29 @@ static void request_input(struct pk_wsconn *c, uint8_t *data, size_t len)
 	size_t n = 0;
 	if (ev == PK_HTTP1_ERROR) {
 		int status;
-		c->why = pk_http1_reader_error(c->req, &status);
+		const char *why = pk_http1_reader_error(c->req, &status);
 		resp = pk_http1_unreadable_response(status, 0, &n);
-		put_answer(c, resp, n);
-		c->state = ST_DONE;
-		pk_sock_close(c->sock, 0);
+		put_answer(c, resp, n, why);
 		return;
 	}
 	if (ev != PK_HTTP1_HEAD)
 		return; /* NEED_MORE: every byte was taken */
 	if (!c->ops->on_request(c->user, pk_http1_reader_head(c->req), &resp, &n)) {
-		put_answer(c, resp, n);
-		c->why = "refused";
-		c->state = ST_DONE;
-		pk_sock_close(c->sock, 0);
+		put_answer(c, resp, n, "refused");
 		return;
 	}
-	put_answer(c, resp, n);
+	put_answer(c, resp, n, NULL);
 	opened(c, data + used, len - used);
 }
 
 /* ---- the socket -------------------------------------------------------------- */
-
-/* "ip:port" or "[v6]:port": the IP. */
-static void set_peer_ip(struct pk_wsconn *c)
-{
-	const char *peer = pk_sock_peer(c->sock);
-	const char *colon = strrchr(peer, ':');
-	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
-	if (n >= 2 && peer[0] == '[') {
-		peer++;
-		n -= 2;
-	}
-	snprintf(c->peer_ip, sizeof(c->peer_ip), "%.*s", (int)n, peer);
-}
 
 static void on_connected(struct pk_sock *s)
 {
 	struct pk_wsconn *c = pk_sock_user(s);
 	if (c->server)
 		return; /* an accepted socket's TLS handshake is done: nothing to do */
-	set_peer_ip(c);
+	pk_sock_peer_ip(c->sock, c->peer_ip, sizeof(c->peer_ip));
 	pk_sock_write(s, (const uint8_t *)c->request, strlen(c->request));
 	free(c->request);
 	c->request = NULL;
@@ -513,7 +501,7 @@ struct pk_wsconn *pk_wsconn_accept(struct lws_context *ctx, int fd,
 	pk_http1_reader_init(c->req, PK_HTTP1_REQUEST, o->max_head);
 	if (o->tls)
 		pk_sock_accept_tls(c->sock, o->tls);
-	set_peer_ip(c);
+	pk_sock_peer_ip(c->sock, c->peer_ip, sizeof(c->peer_ip));
 	/* One bound for the TLS handshake and the request head together. */
 	if (o->handshake_timeout_ms)
 		lws_sul_schedule(ctx, 0, &c->timer_sul, timeout_cb,

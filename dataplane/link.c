@@ -1040,18 +1040,7 @@ void pk_link_accept(struct pk_cluster *cl, int fd)
 	pk_link_metrics_add(cl->lm.connections, PK_LINK_IN, 1);
 	if (cl->tls_server)
 		pk_sock_accept_tls(l->sock, cl->tls_server);
-	const char *peer = pk_sock_peer(l->sock);
-	snprintf(l->peer_ip, sizeof(l->peer_ip), "%s", peer);
-	/* "ip:port" or "[v6]:port" -> the IP */
-	char *colon = strrchr(l->peer_ip, ':');
-	if (colon)
-		*colon = '\0';
-	if (l->peer_ip[0] == '[') {
-		memmove(l->peer_ip, l->peer_ip + 1, strlen(l->peer_ip));
-		char *rb = strchr(l->peer_ip, ']');
-		if (rb)
-			*rb = '\0';
-	}
+	pk_sock_peer_ip(l->sock, l->peer_ip, sizeof(l->peer_ip));
 }
 
 void pk_link_abort(struct pk_link *l)
