@@ -128,6 +128,7 @@ static void dial(struct pk_agent_listener *l)
 	};
 	pk_log(PK_LOG_DEBUG, SUBSYS, "connecting", "endpoint-id", l->cfg->endpoint_id, "url",
 	       a->cfg->connect.url, NULL);
+	t->tunnel.window = (uint32_t)a->cfg->stream.max_window_size;
 	if (pk_tunnel_dial(&t->tunnel, a->ctx, &wt, &agent_tunnel_ops, &tunnel_dial_hooks, t) < 0)
 		schedule_retry(l, "cannot create a socket");
 }

@@ -6,6 +6,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "yamux.h"
 
 #define A(f) offsetof(struct pk_agent_config, f)
 #define L(f) offsetof(struct pk_listener_config, f)
@@ -52,6 +53,15 @@ static const struct pk_opt listener_opts[] = {
 	     OFF(connect.timeout_ms),                                                              \
 	     "30s",                                                                                \
 	     "how long to keep trying the first connection",                                       \
+	     0,                                                                                    \
+	     NULL,                                                                                 \
+	     0},                                                                                   \
+	    {"stream.max_window_size",                                                             \
+	     PK_OPT_INT,                                                                           \
+	     OFF(stream.max_window_size),                                                          \
+	     "262144",                                                                             \
+	     "receive window per stream, in bytes (at least 262144): a larger one lets a stream "  \
+	     "carry more from the server per round trip, and may buffer as much",                  \
 	     0,                                                                                    \
 	     NULL,                                                                                 \
 	     0},                                                                                   \
@@ -263,6 +273,8 @@ int pk_agent_config_validate(const struct pk_agent_config *cfg, char *err, size_
 	}
 	if (pk_tls_check_pair("connect tls", cfg->connect.tls.cert, cfg->connect.tls.key, err,
 	                      errlen) < 0)
+		return -1;
+	if (pk_yamux_window_check(cfg->stream.max_window_size, err, errlen) < 0)
 		return -1;
 	if (pk_log_parse_level(cfg->log.level) < 0) {
 		snprintf(err, errlen, "invalid log level: %s", cfg->log.level);

@@ -30,6 +30,11 @@ struct pk_agent_config {
 		int64_t timeout_ms;
 		struct pk_tls_client_config tls;
 	} connect;
+	/* The yamux streams of its tunnels (Piko's stream.*): the receive
+	 * window per stream, in bytes (262144 to 4294967295). */
+	struct {
+		int64_t max_window_size;
+	} stream;
 	/* The agent's own HTTP server: /metrics, /health, /ready
 	 * (agent_admin.h). */
 	struct {

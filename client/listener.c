@@ -378,6 +378,11 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 		pkc_error(err, PIKO_EINVAL, "tls: a client certificate needs its key and back");
 		return NULL;
 	}
+	if (opts->max_window_size && opts->max_window_size < PK_YAMUX_INITIAL_WINDOW) {
+		pkc_error(err, PIKO_EINVAL, "max window size must be >= %u",
+		          PK_YAMUX_INITIAL_WINDOW);
+		return NULL;
+	}
 	char url[2048];
 	const char *url_in = opts->url ? opts->url : "http://localhost:8001";
 	snprintf(url, sizeof(url), "%s", url_in);
@@ -411,6 +416,7 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 	l->key = dup_or_null(opts->tls_key_file);
 	l->insecure = opts->tls_insecure_skip_verify;
 	l->connect_timeout_ms = opts->connect_timeout_ms;
+	l->tunnel.window = opts->max_window_size; /* kept by every dial */
 	pk_backoff_init(&l->backoff, opts->min_reconnect_backoff_ms ?: 100,
 	                opts->max_reconnect_backoff_ms ?: 15000);
 	return l;

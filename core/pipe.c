@@ -7,8 +7,6 @@
 #include "buf.h"
 #include "sock.h"
 
-/* The socket's send queue holds at most one yamux window. */
-#define SOCK_SEND_CAP PK_YAMUX_INITIAL_WINDOW
 #define PENDING_CAP (128 * 1024)
 
 struct pk_pipe {
@@ -141,8 +139,8 @@ static void st_data(struct pk_stream_handler *h, const uint8_t *data, size_t len
 		pk_yamux_stream_consumed(p->stream, len);
 		return;
 	}
-	/* Always fits: the window (256 KiB) bounds what is uncredited, and
-	 * the socket queue holds a window. */
+	/* Always fits: the stream's window bounds what is uncredited, and
+	 * the socket's queue holds a window (sock_cap). */
 	size_t w = pk_sock_write(p->sock, data, len);
 	p->given += w;
 	if (w < len) {
@@ -199,11 +197,18 @@ static struct pk_pipe *pipe_new(struct pk_yamux_stream *s, const struct pk_pipe_
 	return p;
 }
 
+/* The socket's send queue holds one window of the stream: all it can be
+ * given before the credit it earns comes back. */
+static size_t sock_cap(const struct pk_yamux_stream *s)
+{
+	return pk_yamux_stream_window(s);
+}
+
 int pk_pipe_connect(struct pk_yamux_stream *s, const char *host, int port, uint64_t timeout_ms,
                     const struct pk_pipe_hooks *hooks, void *user)
 {
 	struct pk_pipe *p = pipe_new(s, hooks, user);
-	p->sock = pk_sock_connect(host, port, timeout_ms, &pipe_sock_ops, p, SOCK_SEND_CAP);
+	p->sock = pk_sock_connect(host, port, timeout_ms, &pipe_sock_ops, p, sock_cap(s));
 	if (!p->sock) {
 		free(p);
 		return -1;
@@ -216,7 +221,7 @@ int pk_pipe_adopt(struct pk_yamux_stream *s, int fd, const struct pk_pipe_hooks 
 {
 	struct pk_pipe *p = pipe_new(s, hooks, user);
 	p->opened = 1;
-	p->sock = pk_sock_adopt(fd, &pipe_sock_ops, p, SOCK_SEND_CAP);
+	p->sock = pk_sock_adopt(fd, &pipe_sock_ops, p, sock_cap(s));
 	if (!p->sock) {
 		free(p);
 		return -1;

@@ -127,7 +127,11 @@ static void conn_open(void *user)
 	struct pk_tunnel *t = user;
 	/* Owner of the session: this tunnel; freed when the connection is
 	 * gone (conn_close) or abandoned. */
-	t->sess = pk_yamux_session_new(t->is_client, NULL, &tunnel_callbacks, t, pk_now_ms());
+	struct pk_yamux_config cfg;
+	pk_yamux_config_default(&cfg);
+	if (t->window)
+		cfg.window = t->window;
+	t->sess = pk_yamux_session_new(t->is_client, &cfg, &tunnel_callbacks, t, pk_now_ms());
 	t->hooks->on_up(t);
 }
 
@@ -185,7 +189,9 @@ static const struct pk_wsconn_ops conn_ops = {
 static void tunnel_reset(struct pk_tunnel *t, int is_client, const struct pk_tunnel_ops *ops,
                          const struct pk_tunnel_hooks *hooks, void *owner)
 {
+	uint32_t window = t->window; /* the owner's setting outlives a redial */
 	memset(t, 0, sizeof(*t));
+	t->window = window;
 	t->is_client = is_client;
 	t->ops = ops;
 	t->owner = owner;

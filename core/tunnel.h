@@ -80,6 +80,10 @@ struct pk_tunnel {
 	const struct pk_tunnel_hooks *hooks;
 	int refused_status;      /* dialled: the server refused the upgrade with this */
 	char refused_error[256]; /* and this error (its JSON body's), or "" */
+	/* Receive window per stream the session grants (Piko's
+	 * stream.max_window_size); 0: the protocol's 256 KiB. Set by the owner
+	 * before dialling or accepting. */
+	uint32_t window;
 };
 
 /* The WebSocket's events, for the tunnel's owner. */

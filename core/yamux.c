@@ -26,6 +26,7 @@
 #include "buf.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,6 +216,20 @@ void pk_yamux_config_default(struct pk_yamux_config *cfg)
 	cfg->open_timeout_ms = 75000;
 	cfg->close_timeout_ms = 300000;
 	cfg->accept_after_go_away = 0;
+}
+
+int pk_yamux_window_check(int64_t v, char *err, size_t errlen)
+{
+	if (v < (int64_t)PK_YAMUX_INITIAL_WINDOW) {
+		snprintf(err, errlen, "stream: max-window-size must be >= %u",
+		         PK_YAMUX_INITIAL_WINDOW);
+		return -1;
+	}
+	if (v > (int64_t)UINT32_MAX) {
+		snprintf(err, errlen, "stream: max-window-size must be <= %u", UINT32_MAX);
+		return -1;
+	}
+	return 0;
 }
 
 /* ---- small helpers ---- */
@@ -1061,6 +1076,11 @@ void pk_yamux_stream_reset(struct pk_yamux_stream *s)
 uint32_t pk_yamux_stream_id(const struct pk_yamux_stream *s)
 {
 	return s->id;
+}
+
+uint32_t pk_yamux_stream_window(const struct pk_yamux_stream *s)
+{
+	return s->sess->recv_max;
 }
 
 void pk_yamux_stream_set_user(struct pk_yamux_stream *s, void *user)

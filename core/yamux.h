@@ -15,9 +15,12 @@
  *
  * Semantics (protocol reference §1.2):
  *  - client opens odd ids from 1, server even ids from 2, step 2;
- *  - opening sends a Window Update with SYN (delta 0); the acceptor replies
- *    with a Window Update carrying ACK when it accepts;
- *  - per-stream receive window 256 KiB both ways, no session window; only Data
+ *  - opening sends a Window Update with SYN (delta 0, or what a larger
+ *    configured window adds to the protocol's 256 KiB, as Go's
+ *    MaxStreamWindowSize); the acceptor replies with a Window Update carrying
+ *    ACK (and its own extra window) when it accepts;
+ *  - per-stream receive window 256 KiB both ways by default (config.window,
+ *    Piko's stream.max_window_size, may raise ours), no session window; only Data
  *    payload counts; the receiver sends a Window Update once at least half the
  *    window has been consumed by the application; data beyond the window is a
  *    protocol error: Go Away code 1 and the session dies;
@@ -103,7 +106,7 @@ void pk_yamux_hdr_encode(const struct pk_yamux_hdr *h, uint8_t out[PK_YAMUX_HDR_
 int pk_yamux_hdr_decode(const uint8_t in[PK_YAMUX_HDR_LEN], struct pk_yamux_hdr *h);
 
 struct pk_yamux_config {
-	uint32_t window;            /* initial receive window; 256 KiB */
+	uint32_t window;            /* receive window per stream; 256 KiB (the least) */
 	size_t send_queue_cap;      /* per-stream send queue cap; 256 KiB */
 	uint32_t accept_backlog;    /* 256 */
 	uint32_t max_pending_opens; /* 256 */
@@ -124,6 +127,12 @@ struct pk_yamux_config {
 
 /* Fill cfg with the hashicorp defaults above. */
 void pk_yamux_config_default(struct pk_yamux_config *cfg);
+
+/* Piko's stream.max_window_size rule, for the server's and the agent's
+ * configs: 0 when v can be a session's window (PK_YAMUX_INITIAL_WINDOW to
+ * UINT32_MAX), else -1 with Piko's message in err ("stream: max-window-size
+ * must be >= 262144"). */
+int pk_yamux_window_check(int64_t v, char *err, size_t errlen);
 
 struct pk_yamux_session;
 struct pk_yamux_stream;
@@ -237,6 +246,10 @@ void pk_yamux_stream_close(struct pk_yamux_stream *s, uint64_t now_ms);
 void pk_yamux_stream_reset(struct pk_yamux_stream *s);
 
 uint32_t pk_yamux_stream_id(const struct pk_yamux_stream *s);
+/* The receive window s grants its peer (the session's config.window): the
+ * most bytes on_data can hand over that were not yet consumed, which is what
+ * an owner's queue towards a socket must hold. */
+uint32_t pk_yamux_stream_window(const struct pk_yamux_stream *s);
 void pk_yamux_stream_set_user(struct pk_yamux_stream *s, void *user);
 void *pk_yamux_stream_get_user(const struct pk_yamux_stream *s);
 /* Bytes queued for sending and not yet framed. */

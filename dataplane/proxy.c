@@ -44,7 +44,8 @@
 #define IN_CAP (256 * 1024)
 #define IN_HWM (128 * 1024)
 /* out holds response bytes not yet written to the client: at most the
- * stream's window (we credit only what was written) plus heads and errors. */
+ * stream's window (we credit only what was written; stream.max_window_size)
+ * plus heads and errors, which is why those writes ignore this cap. */
 #define OUT_CAP (512 * 1024)
 /* Above this, client input is not processed (see process()). */
 #define OUT_HWM (128 * 1024)

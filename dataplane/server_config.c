@@ -11,6 +11,7 @@
 
 #include "auth_config.h"
 #include "log.h"
+#include "yamux.h"
 
 #define O(f) offsetof(struct pk_server_config, f)
 
@@ -77,6 +78,10 @@ const struct pk_opt pk_server_opts[] = {
      "16384",
      "most streams (requests, TCP connections) open at once on one upstream connection; a request "
      "beyond is answered 503 (0: no limit)",
+     0, NULL, 0},
+    {"stream.max_window_size", PK_OPT_INT, O(stream.max_window_size), "262144",
+     "receive window per stream on upstream connections, in bytes (at least 262144): a larger "
+     "one lets a stream carry more from an agent per round trip, and may buffer as much",
      0, NULL, 0},
     {"admin.bind_addr", PK_OPT_STRING, O(admin.bind_addr), ":8002",
      "admin port: /health, /ready, /metrics", 0, NULL, 0},
@@ -170,6 +175,8 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 		         "negative (0: no limit) nor above 4294967295");
 		return -1;
 	}
+	if (pk_yamux_window_check(cfg->stream.max_window_size, err, errlen) < 0)
+		return -1;
 	/* A handshake is always bounded: there is no "0: none" here. */
 	if (cfg->upstream.http.read_header_timeout_ms <= 0) {
 		snprintf(err, errlen, "upstream.http.read_header_timeout must be positive");

@@ -64,6 +64,13 @@ struct pk_server_config {
 			int64_t read_header_timeout_ms;
 		} http;
 	} upstream;
+	/* The yamux streams of upstream connections (Piko's stream.*). */
+	struct {
+		/* Receive window per stream, in bytes (262144 to 4294967295): how
+		 * much one stream may have in flight from an agent to this node
+		 * before it waits for a Window Update. */
+		int64_t max_window_size;
+	} stream;
 	struct {
 		char *bind_addr;
 		char *advertise_addr;

@@ -249,6 +249,7 @@ void pk_upstream_accept(struct pk_server *srv, int fd)
 	    .max_head = PK_UPSTREAM_MAX_HEAD,
 	    .handshake_timeout_ms = (uint64_t)srv->cfg->upstream.http.read_header_timeout_ms,
 	};
+	up->tunnel.window = (uint32_t)srv->cfg->stream.max_window_size;
 	if (pk_tunnel_accept(&up->tunnel, srv->ctx, fd, &o, &upstream_tunnel_ops, &upstream_hooks,
 	                     up) < 0) {
 		free(up);

@@ -106,6 +106,12 @@ struct piko_options {
 	/* How long piko_listen() keeps retrying the first connection before
 	 * it fails with PIKO_ETIMEDOUT; 0 retries forever. Default 30000. */
 	unsigned connect_timeout_ms;
+	/* Receive window per stream, in bytes, as the Go SDK's
+	 * Upstream.MaxWindowSize: how much one stream may have in flight from
+	 * the server before it waits for us to read. 0 (the default) is the
+	 * protocol's 262144, the least; a larger one can carry more per round
+	 * trip, and may buffer as much per connection. */
+	unsigned max_window_size;
 };
 
 /* Fill o with the defaults above (everything else NULL/0). */

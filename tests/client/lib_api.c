@@ -70,6 +70,11 @@ static int mode_errors(const char *url, const char *dead_url)
 		return 1;
 	say("dead server", err.code, err.message);
 	o.url = url;
+	o.max_window_size = 1000;
+	if (piko_listen(&o, "e", &err))
+		return 1;
+	say("small window", err.code, err.message);
+	o.max_window_size = 1024 * 1024; /* a larger one: the listener below has it */
 	struct piko_listener *l = piko_listen(&o, "api-errors", &err);
 	if (!l)
 		return say("listen", err.code, err.message), 1;

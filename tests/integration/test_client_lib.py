@@ -270,6 +270,7 @@ class ClientLibApi(ClientLibCase):
         self.assertIn("slash endpoint: invalid argument (invalid endpoint id: a/b)", out)
         self.assertIn("bad url: invalid argument (invalid url: ftp://x)", out)
         self.assertRegex(out, r"dead server: timed out \(connect timeout: .+\)")
+        self.assertIn("small window: invalid argument (max window size must be >= 262144)", out)
         self.assertIn("connected: 1", out)
         self.assertIn("accept: timed out (accept: timed out)", out)
         self.assertIn("accept after shutdown: closed (listener closed)", out)

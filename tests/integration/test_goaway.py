@@ -52,6 +52,7 @@ class Session:
         self.agent_goaway_at = None
         self.agent_goaway_ev = threading.Event()
         self.streams = {}
+        self.windows = []  # (stream id, flags, delta) of the agent's Window Updates
         self.next_id = 2
         self.errors = []
         threading.Thread(target=self._run, daemon=True).start()
@@ -134,6 +135,8 @@ class Session:
                 self.agent_goaway_at = time.monotonic()
                 self.agent_goaway_ev.set()
             return
+        if typ == T_WINDOW and sid:
+            self.windows.append((sid, flags, length))
         st = self.streams.get(sid)
         if st is None:
             return

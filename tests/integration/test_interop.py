@@ -288,6 +288,15 @@ class PikoClientsAgainstOurServer(InteropCase):
         fwd = self.forward(srv, "go-win")
         self.check_tcp(fwd.port, total=32 * MiB)
 
+    def test_piko_agent_tcp_with_a_larger_window_both_ways(self):
+        # Both ends grant 4 MiB: our server's SYNs announce it to Piko's
+        # agent (upload) and Piko's agent announces its own (download).
+        svc = self.tcp_service()
+        srv = self.server("--stream.max-window-size", "4194304")
+        self.piko_agent_tcp(srv, "go-win2", svc.addr, "--stream.max-window-size", "4194304")
+        fwd = self.forward(srv, "go-win2")
+        self.check_tcp(fwd.port, total=32 * MiB)
+
     def test_piko_forward_with_our_agent_tcp(self):
         svc = self.tcp_service()
         srv = self.server()
@@ -365,6 +374,15 @@ class OurClientsAgainstPikoServer(InteropCase):
         fwd = self.forward(srv, "c-tcp")
         self.check_tcp(fwd.port)
         self.check_tcp(fwd.port, total=1 * MiB, seed=5)
+
+    def test_our_agent_tcp_with_a_larger_window(self):
+        # Piko's server and our agent both grant 4 MiB per stream (v0.10's
+        # --stream.max-window-size): each must honour the other's window.
+        svc = self.tcp_service()
+        srv = self.piko_server("--stream.max-window-size", "4194304")
+        self.tcp_agent(srv, "c-win", svc.addr, "--stream.max-window-size", "4194304")
+        fwd = self.forward(srv, "c-win")
+        self.check_tcp(fwd.port, total=32 * MiB)
 
     def test_our_agent_reconnects_when_piko_server_restarts(self):
         up = self.upstream()
