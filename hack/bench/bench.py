@@ -53,7 +53,10 @@ LABELS = {"direct": "direct", "nginx": "nginx 1-hop", "piko": "Piko", "ours": "o
 RATIOS = [("ours", "piko", "ours/Piko"), ("ours", "nginx", "ours/nginx"),
           ("xnode", "ours", "x-node/ours")]
 XNODE_IDS = ("bench-a", "bench-b")  # node A holds the tunnel, node B is where requests enter
-WORKLOADS = ["tput", "lat", "bulk", "idle", "churn"]
+WORKLOADS = ["tput", "lat", "bulk", "bulkwin", "idle", "churn"]
+# The receive window per yamux stream of the bulkwin workload, on the server
+# and the agent (Piko v0.10's --stream.max-window-size; the default is 256 KiB).
+BIG_WINDOW = 4 << 20
 
 
 def log(msg):
@@ -306,6 +309,22 @@ class Bench:
         return {"server": srv, "agent": agent, "agent_tcp": agent_tcp, "forward": fwd,
                 "proxy_port": srv.ports["proxy"], "fwd_port": fwd_port}
 
+    def window_stack(self, impl):
+        """A server, agent tcp and forward of their own, all with BIG_WINDOW
+        (the standard stacks keep the default window)."""
+        flag = ["--stream.max-window-size", str(BIG_WINDOW)]
+        srv = self.server(impl, impl + "-win-server", flag)
+        agent_tcp = self.procs.start(impl + "-win-agent-tcp", [
+            self.bin[impl], "agent", "tcp", TCP_ENDPOINT, "127.0.0.1:%d" % self.bulk_port,
+            "--connect.url", "http://127.0.0.1:%d" % srv.ports["upstream"]] + flag)
+        fwd_port = self.ports.get()
+        fwd = self.procs.start(impl + "-win-forward", [
+            self.bin[impl], "forward", "tcp", "127.0.0.1:%d" % fwd_port, TCP_ENDPOINT,
+            "--connect.url", "http://127.0.0.1:%d" % srv.ports["proxy"]])
+        wait_until("%s TCP route, large windows" % impl, lambda: self.bulk_client(
+            fwd_port, "up", 1, 3)["ok"] == "1", 20, fwd)
+        return {"server": srv, "agent_tcp": agent_tcp, "forward": fwd, "fwd_port": fwd_port}
+
     def xnode_stack(self, up_port):
         """Two of our nodes joined to each other; the HTTP agent on node A; requests to B."""
         cports = [self.ports.get(), self.ports.get()]
@@ -479,11 +498,17 @@ class Bench:
                 % (path, rate, d["p50_us"], d["p99_us"], d["p999_us"], d["max_us"],
                    d["achieved"], d["errors"], d["lost"]))
 
-    def w_bulk(self, path, warm):
+    def w_bulkwin(self, path, warm):
+        key = path + "-win"
+        if key not in self.stacks:
+            self.stacks[key] = self.window_stack(path)
+        self.w_bulk(path, warm, key, "bulkwin")
+
+    def w_bulk(self, path, warm, key=None, metric="bulk"):
         if path == "direct":
             port, pids = self.bulk_port, {}
         else:
-            st = self.stacks[path]
+            st = self.stacks[key or path]
             port = st["fwd_port"]
             pids = {"forward": st["forward"].pid, "server": st["server"].pid,
                     "agent": st["agent_tcp"].pid}
@@ -492,13 +517,14 @@ class Bench:
             d = self.bulk_client(port, direction, self.args.bulk_bytes, self.args.bulk_timeout)
             after = sum(cpu_secs(p) for p in pids.values())
             if d.get("ok") != "1":
-                self.notes.append("bulk %s %s did not complete: %s" % (path, direction, d))
-            self.record("bulk.%s" % direction, path, float(d.get("mib_per_s", 0)))
+                self.notes.append("%s %s %s did not complete: %s" % (metric, path, direction, d))
+            self.record("%s.%s" % (metric, direction), path, float(d.get("mib_per_s", 0)))
             moved = int(d.get("bytes", 0))
             if pids and moved:
-                self.record("bulk.%s.cpu" % direction, path, (after - before) / (moved / 2**30))
-            log("bulk %-6s %-4s %s MiB/s (ok=%s), tunnel CPU %.2f s" % (
-                path, direction, d.get("mib_per_s"), d.get("ok"), after - before))
+                self.record("%s.%s.cpu" % (metric, direction), path,
+                            (after - before) / (moved / 2**30))
+            log("%s %-6s %-4s %s MiB/s (ok=%s), tunnel CPU %.2f s" % (
+                metric, path, direction, d.get("mib_per_s"), d.get("ok"), after - before))
 
     def hold(self, path, port, n, concurrency):
         """pk_upstream hold: n upstreams, `concurrency` handshakes at a time; returns the
@@ -596,6 +622,7 @@ class Bench:
             "tput": (self.w_tput, PATHS),
             "lat": (self.w_lat, PATHS),
             "bulk": (self.w_bulk, ["direct", "piko", "ours"]),
+            "bulkwin": (self.w_bulkwin, ["piko", "ours"]),
             "idle": (self.w_idle, ["piko", "ours"]),
             "churn": (self.w_churn, ["piko", "ours"]),
         }
@@ -648,6 +675,12 @@ def rows(args):
         ("bulk.up.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
         ("bulk.down", "Bulk TCP download (MiB/s)", True, "%.0f"),
         ("bulk.down.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
+        ("bulkwin.up", "Bulk TCP upload, %d MiB windows (--stream.max-window-size) (MiB/s)"
+         % (BIG_WINDOW >> 20), True, "%.0f"),
+        ("bulkwin.up.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
+        ("bulkwin.down", "Bulk TCP download, %d MiB windows (MiB/s)" % (BIG_WINDOW >> 20), True,
+         "%.0f"),
+        ("bulkwin.down.cpu", "  CPU of forward + server + agent (s per GiB)", False, "%.2f"),
         ("idle.rss0", "Server RSS, idle (MiB)", False, "%.1f"),
     ]
     for n in args.idle_conns:

@@ -3,7 +3,7 @@
 # one run with the same load generators and the same nginx upstream. Prints a markdown table
 # of medians and writes it to hack/bench/out/latest.md. docs/benchmarks.md explains it.
 #
-# Usage: hack/bench/run.sh [--quick] [--runs N] [--rates R1,R2] [--only tput,lat,bulk,idle,churn]
+# Usage: hack/bench/run.sh [--quick] [--runs N] [--rates R1,R2] [--only tput,lat,bulk,bulkwin,idle,churn]
 #                          [--paths direct,nginx,piko,ours] [--out FILE]
 #   --quick   short durations (3 s instead of 10 s, 256 MiB instead of 1 GiB), for development
 #   --runs    repetitions of every measurement; the table shows the median (default 3)
