@@ -200,8 +200,11 @@ static void record(struct agent_exchange *ex)
 		return;
 	ex->in_flight = 0;
 	struct pk_agent_metrics *m = &ex->l->agent->m;
-	char st[8];
-	snprintf(st, sizeof(st), "%d", ex->status);
+	char st[12];
+	if (ex->status >= 100)
+		pk_http1_status_digits(ex->status, st); /* "%d" for every 3-digit code */
+	else
+		snprintf(st, sizeof(st), "%d", ex->status);
 	const char *ep[] = {ex->l->cfg->endpoint_id};
 	const char *ems[] = {ex->l->cfg->endpoint_id, ex->method, st};
 	pk_metric_add(m->in_flight, ep, -1);
@@ -362,7 +365,9 @@ static void start_service(struct agent_exchange *ex, int allow_pool)
 static void on_request_head(struct agent_exchange *ex)
 {
 	const struct pk_http1_head *h = pk_http1_reader_head(&ex->req);
-	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
+	size_t mlen = strnlen(h->method, sizeof(ex->method) - 1); /* cut as snprintf would */
+	memcpy(ex->method, h->method, mlen);
+	ex->method[mlen] = '\0';
 	ex->path = pk_xstrdup(h->url);
 	ex->http_minor = h->http_minor;
 	ex->log_on = pk_access_log_on(&ex->l->cfg->access_log, "proxy.http.access", h->url);

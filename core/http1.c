@@ -179,13 +179,22 @@ static int count_trailer(struct pk_http1_reader *r, size_t len)
  * ships it) lets spaces into names; Go rejects them. */
 static int is_token(const char *s, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-			continue;
-		if (!c || !strchr("!#$%&'*+-.^_`|~", c))
+	/* One lookup per byte: this runs over every header name. */
+	static const unsigned char tchar[256] = {
+	    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+	    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+	    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+	    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+	    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+	    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+	    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+	    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+	    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+	    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+	};
+	for (size_t i = 0; i < n; i++)
+		if (!tchar[(unsigned char)s[i]])
 			return 0;
-	}
 	return 1;
 }
 
@@ -360,19 +369,30 @@ static int on_message_complete(http_parser *p)
  * r->cr: 0 nothing due, 1 LF due, 2 CRLF due. */
 static int crlf_ok(struct pk_http1_reader *r, const char *s, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (r->cr == 2) {
-			if (c != '\r')
-				return 0;
+	size_t i = 0;
+	if (i < n && r->cr == 2) {
+		if (s[i++] != '\r')
+			return 0;
+		r->cr = 1;
+	}
+	if (i < n && r->cr == 1) {
+		if (s[i++] != '\n')
+			return 0;
+		r->cr = 0;
+	}
+	/* Nothing due: only the CRs matter, found with memchr rather than a
+	 * byte at a time (this runs over every head). */
+	while (i < n) {
+		const char *cr = memchr(s + i, '\r', n - i);
+		if (!cr)
+			return 1;
+		i = (size_t)(cr - s) + 1;
+		if (i == n) {
 			r->cr = 1;
-		} else if (r->cr == 1) {
-			if (c != '\n')
-				return 0;
-			r->cr = 0;
-		} else if (c == '\r') {
-			r->cr = 1;
+			return 1;
 		}
+		if (s[i++] != '\n')
+			return 0;
 	}
 	return 1;
 }
@@ -931,16 +951,33 @@ char *pk_http1_build_request_host(const struct pk_http1_head *h, const char *pat
 /* The status line Go's server writes: its own text for the code, or
  * "status code N" for a code it does not know; HTTP/1.0 to an HTTP/1.0
  * request (writeStatusLine's is11). */
+size_t pk_http1_status_digits(int status, char *out)
+{
+	if (status < 0 || status > 999)
+		return (size_t)snprintf(out, 12, "%03d", status);
+	out[0] = (char)('0' + status / 100);
+	out[1] = (char)('0' + status / 10 % 10);
+	out[2] = (char)('0' + status % 10);
+	out[3] = '\0';
+	return 3;
+}
+
 static void put_status_line(struct pk_sb *b, int status, unsigned flags)
 {
-	char line[64];
+	char code[12];
+	size_t n = pk_http1_status_digits(status, code);
 	const char *text = pk_http1_status_text(status);
-	const char *proto = flags & PK_HTTP1_RESP_HTTP10 ? "HTTP/1.0" : "HTTP/1.1";
-	if (strcmp(text, "Unknown") == 0)
-		snprintf(line, sizeof(line), "%s %03d status code %d\r\n", proto, status, status);
-	else
-		snprintf(line, sizeof(line), "%s %03d %s\r\n", proto, status, text);
-	pk_sb_str(b, line);
+	pk_sb_put(b, flags & PK_HTTP1_RESP_HTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ", 9);
+	pk_sb_put(b, code, n);
+	pk_sb_put(b, " ", 1);
+	if (strcmp(text, "Unknown") == 0) {
+		pk_sb_str(b, "status code ");
+		char num[12];
+		pk_sb_put(b, num, (size_t)snprintf(num, sizeof(num), "%d", status));
+	} else {
+		pk_sb_str(b, text);
+	}
+	pk_sb_put(b, "\r\n", 2);
 }
 
 /* The Connection header of a response that is not a 101: HTTP/1.1 says

@@ -239,5 +239,9 @@ char *pk_http1_ws_bad_request(size_t *len);
 
 /* "OK", "Not Found", ... ("Unknown" for codes it does not know). */
 const char *pk_http1_status_text(int status);
+/* A status code's decimal text into out (room for 12 bytes), as Go's
+ * "%03d"; returns its length. Without snprintf: this runs for every
+ * response. */
+size_t pk_http1_status_digits(int status, char *out);
 
 #endif

@@ -254,8 +254,11 @@ static void access_log(struct pk_proxy_exchange *ex)
 /* Metrics and the access log, once per exchange. */
 static void record(struct pk_server *srv, struct pk_proxy_exchange *ex)
 {
-	char st[8];
-	snprintf(st, sizeof(st), "%d", ex->status);
+	char st[12];
+	if (ex->status >= 100)
+		pk_http1_status_digits(ex->status, st); /* "%d" for every 3-digit code */
+	else
+		snprintf(st, sizeof(st), "%d", ex->status);
 	const char *labels[2] = {st, ex->method};
 	double secs = (double)(pk_now_ms() - ex->start_ms) / 1000.0;
 	pk_metric_add(srv->m.requests_total, labels, 1);
@@ -791,7 +794,9 @@ static void start_exchange(struct pk_proxy_conn *c)
 	ex->conn = c;
 	c->ex = ex;
 	ex->start_ms = now;
-	snprintf(ex->method, sizeof(ex->method), "%s", h->method);
+	size_t mlen = strnlen(h->method, sizeof(ex->method) - 1); /* cut as snprintf would */
+	memcpy(ex->method, h->method, mlen);
+	ex->method[mlen] = '\0';
 	ex->is_head_req = strcmp(h->method, "HEAD") == 0;
 	ex->http10 = h->http_major == 1 && h->http_minor == 0;
 	const char *host = pk_http1_header_get(h, "Host");
