@@ -84,25 +84,6 @@ static void fatal(struct pk_agent *a, const char *endpoint, const char *msg)
 	lws_cancel_service(a->ctx);
 }
 
-/* Escape an endpoint ID for a URL path segment (RFC 3986 unreserved kept). */
-static void path_escape(const char *in, char *out, size_t cap)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	size_t o = 0;
-	for (; *in && o + 4 < cap; in++) {
-		unsigned char ch = (unsigned char)*in;
-		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
-			out[o++] = (char)ch;
-		} else {
-			out[o++] = '%';
-			out[o++] = hex[ch >> 4];
-			out[o++] = hex[ch & 15];
-		}
-	}
-	out[o] = '\0';
-}
-
 /* Dial the current slot's tunnel (if that slot is free). A server name is
  * resolved off the loop by core/sock.c, which tries each address in turn,
  * as Go's dialer does. */
@@ -112,10 +93,8 @@ static void dial(struct pk_agent_listener *l)
 	struct pk_agent_tunnel *t = current(l);
 	if (a->shutting_down || t->tunnel.wsc)
 		return;
-	char ep[768], path[1400];
-	path_escape(l->cfg->endpoint_id, ep, sizeof(ep));
-	/* Piko's path: appended to the URL's path without normalising. */
-	snprintf(path, sizeof(path), "%s/piko/v1/upstream/%s", a->url.path, ep);
+	char path[1400];
+	pk_wsconn_piko_upstream_path(a->url.path, l->cfg->endpoint_id, path, sizeof(path));
 	struct pk_wsconn_target wt = {
 	    .host = a->url.host,
 	    .port = a->url.port,

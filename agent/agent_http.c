@@ -499,8 +499,8 @@ int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 	ex->start_ns = pk_now_ns();
 	pk_http1_reader_init(&ex->req, PK_HTTP1_REQUEST, MAX_HEAD);
 	pk_http1_reader_init(&ex->resp, PK_HTTP1_RESPONSE, MAX_HEAD);
-	/* to_svc is bounded by the yamux window (credited only once written)
-	 * plus the head; the cap is a backstop. */
+	/* to_svc is bounded by the stream's window (credited only once
+	 * written) plus the head: its appends ignore the cap, which says so. */
 	pk_bufq_init(&ex->to_svc, 2 * (size_t)pk_yamux_stream_window(s) + MAX_HEAD);
 	pk_bufq_init(&ex->from_svc, FROM_SVC_HWM * 2);
 	ex->next = exchanges;

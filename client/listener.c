@@ -402,13 +402,14 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 	l->tls = !strcmp(prot, "https") || !strcmp(prot, "wss");
 	snprintf(l->host, sizeof(l->host), "%s", ads);
 	l->port = port;
-	char ep[700];
-	lws_urlencode(ep, endpoint, (int)sizeof(ep));
-	/* Piko appends its path to the URL's, without normalising (lws gives
-	 * the path without its leading '/', or "/" when there is none). */
-	if (!strcmp(path, "/"))
-		path = "";
-	snprintf(l->path, sizeof(l->path), "%s%s/piko/v1/upstream/%s", *path ? "/" : "", path, ep);
+	/* lws gives the URL's path without its leading '/', or "/" when there
+	 * is none; Piko appends its own to it (the agent's escaping, which
+	 * keeps '-', '.', '_' and '~' as Go does, where lws_urlencode would
+	 * not). */
+	char base[1024];
+	snprintf(base, sizeof(base), "%s%s", strcmp(path, "/") && *path ? "/" : "",
+	         strcmp(path, "/") ? path : "");
+	pk_wsconn_piko_upstream_path(base, endpoint, l->path, sizeof(l->path));
 	l->endpoint = pk_xstrdup(endpoint);
 	l->headers = pk_wsconn_piko_headers(opts->token, opts->tenant_id);
 	l->ca = dup_or_null(opts->tls_ca_file);

@@ -442,6 +442,26 @@ static const struct pk_sock_ops sock_ops = {
     .on_close = on_close,
 };
 
+void pk_wsconn_piko_upstream_path(const char *base, const char *endpoint, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char ep[768];
+	size_t o = 0;
+	for (const char *in = endpoint; *in && o + 4 < sizeof(ep); in++) {
+		unsigned char ch = (unsigned char)*in;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+			ep[o++] = (char)ch;
+		} else {
+			ep[o++] = '%';
+			ep[o++] = hex[ch >> 4];
+			ep[o++] = hex[ch & 15];
+		}
+	}
+	ep[o] = '\0';
+	snprintf(out, cap, "%s/piko/v1/upstream/%s", base, ep);
+}
+
 char *pk_wsconn_piko_headers(const char *token, const char *tenant)
 {
 	size_t cap = (token ? strlen(token) : 0) + (tenant ? strlen(tenant) : 0) + 64;

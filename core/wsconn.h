@@ -91,6 +91,12 @@ struct pk_wsconn_ops {
  * omits it). Owner: the caller (free). */
 char *pk_wsconn_piko_headers(const char *token, const char *tenant);
 
+/* The path Piko's clients dial for an endpoint: base (the server URL's
+ * path, "" or "/p", appended to without normalising, as Go does), then
+ * /piko/v1/upstream/ and the endpoint ID escaped for a path segment (RFC
+ * 3986's unreserved bytes kept). Into out (cap bytes; cut to fit). */
+void pk_wsconn_piko_upstream_path(const char *base, const char *endpoint, char *out, size_t cap);
+
 /* Start connecting. NULL when no socket could be created (no callback
  * runs then). */
 struct pk_wsconn *pk_wsconn_connect(struct lws_context *ctx, const struct pk_wsconn_target *t,

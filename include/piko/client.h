@@ -114,6 +114,11 @@ struct piko_options {
 	unsigned max_window_size;
 };
 
+/* Defined by the headers whose piko_options has max_window_size (0.1.0
+ * grew it at its end; a program built against an older header must be
+ * rebuilt before it sets it). */
+#define PIKO_CLIENT_HAS_MAX_WINDOW_SIZE 1
+
 /* Fill o with the defaults above (everything else NULL/0). */
 void piko_options_init(struct piko_options *o);
 

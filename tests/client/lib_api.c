@@ -13,6 +13,8 @@
  *                              check which listener got the bytes
  *   stall URL ENDPOINT         accept one stream, read nothing until SIGUSR1,
  *                              then read it to EOF and print the byte count
+ *   window URL ENDPOINT W      a listener with max_window_size W: echo each
+ *                              accepted stream until EOF, until SIGTERM
  *   loop URL ENDPOINT          one thread, one poll() loop: the listener's fd
  *                              and every stream's, echoing each stream (with
  *                              half-close) until SIGTERM; then close: the fd
@@ -118,6 +120,36 @@ static int mode_close(const char *url, const char *endpoint)
 	close(fd);
 	printf("stream done\n");
 	fflush(stdout);
+	piko_listener_free(l);
+	return 0;
+}
+
+static int mode_window(const char *url, const char *endpoint, unsigned window)
+{
+	struct piko_options o;
+	struct piko_error err;
+	piko_options_init(&o);
+	o.url = url;
+	o.max_window_size = window;
+	struct piko_listener *l = piko_listen(&o, endpoint, &err);
+	if (!l)
+		return say("listen", err.code, err.message), 1;
+	printf("listening\n");
+	fflush(stdout);
+	while (!stop) {
+		int fd = piko_accept(l, 200, &err);
+		if (fd < 0) {
+			if (err.code == PIKO_ETIMEDOUT)
+				continue;
+			break;
+		}
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(fd, buf, sizeof(buf))) > 0)
+			if (write(fd, buf, (size_t)n) != n)
+				break;
+		close(fd);
+	}
 	piko_listener_free(l);
 	return 0;
 }
@@ -406,6 +438,8 @@ int main(int argc, char **argv)
 		return mode_close(argv[2], argv[3]);
 	if (argc == 5 && !strcmp(argv[1], "threads"))
 		return mode_threads(argv[2], argv[3], atoi(argv[4]));
+	if (argc == 5 && !strcmp(argv[1], "window"))
+		return mode_window(argv[2], argv[3], (unsigned)strtoul(argv[4], NULL, 10));
 	if (argc == 5 && !strcmp(argv[1], "forward"))
 		return mode_forward(argv[2], argv[3], argv[4]);
 	fprintf(stderr, "usage: see the file's header\n");

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 
+import test_goaway as fake
 from harness import CONFIG, Proc, StartupError, T, free_port, wait_for
 from jwt_util import token
 from tcp_services import pattern_bytes
@@ -275,6 +276,25 @@ class ClientLibApi(ClientLibCase):
         self.assertIn("accept: timed out (accept: timed out)", out)
         self.assertIn("accept after shutdown: closed (listener closed)", out)
         self.assertIn("version: 0.1.0", out)
+
+    def test_max_window_size_is_granted_on_every_connection(self):
+        # A test double as the server: it sees the ACK's window delta, which
+        # grants the extra 768 KiB of a 1 MiB window on the first connection
+        # and again after the listener has dialled anew.
+        srv = fake.FakeServer()
+        self.addCleanup(srv.close)
+        self.api("window", srv.url, fake.ENDPOINT, str(1 << 20), ready="listening")
+        for i in range(2):
+            sess = srv.session(i, T(10))
+            st = sess.open(b"hello window")
+            wait_for(lambda: bytes(st.data) == b"hello window", T(10),
+                     what="the echo on connection %d" % (i + 1))
+            acks = [d for sid, flags, d in sess.windows if flags & fake.F_ACK]
+            self.assertEqual(len(acks), 1, sess.windows)
+            self.assertGreaterEqual(acks[0], (1 << 20) - 256 * 1024)
+            self.assertLess(acks[0], 1 << 20)
+            sess.send(fake.T_WINDOW, fake.F_FIN, st.sid, 0)
+            sess.close()
 
     def test_close_keeps_accepted_streams(self):
         srv = self.server()
