@@ -16,6 +16,7 @@
 
 #include "ws.h"
 #include "ws_upgrade.h"
+#include "wsconn.h"
 
 /* The key the request carries, and the accept a server would answer. */
 static void accept_for(const char *req, char out[29])
@@ -161,12 +162,28 @@ static void test_garbage_and_cut(void **state)
 	pk_ws_upgrade_free(&u);
 }
 
+/* The path Piko's clients dial: unreserved bytes kept (Go's URL escaping
+ * keeps them too), the rest %XX, the URL's own path in front as given. */
+static void test_piko_upstream_path(void **state)
+{
+	(void)state;
+	char out[256];
+	pk_wsconn_piko_upstream_path("", "my-ep_1.x~", out, sizeof(out));
+	assert_string_equal(out, "/piko/v1/upstream/my-ep_1.x~");
+	pk_wsconn_piko_upstream_path("/base", "a b/c%", out, sizeof(out));
+	assert_string_equal(out, "/base/piko/v1/upstream/a%20b%2Fc%25");
+	pk_wsconn_piko_upstream_path("", "\xc3\xa9", out, sizeof(out));
+	assert_string_equal(out, "/piko/v1/upstream/%C3%A9");
+	pk_wsconn_piko_upstream_path("", "endpoint", out, 12); /* cut, NUL-terminated */
+	assert_string_equal(out, "/piko/v1/up");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_request),         cmocka_unit_test(test_open),
 	    cmocka_unit_test(test_wrong_accept),    cmocka_unit_test(test_refusals),
-	    cmocka_unit_test(test_garbage_and_cut),
+	    cmocka_unit_test(test_garbage_and_cut), cmocka_unit_test(test_piko_upstream_path),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
