@@ -406,9 +406,10 @@ static struct piko_listener *listener_new(const struct piko_options *opts, const
 	 * is none; Piko appends its own to it (the agent's escaping, which
 	 * keeps '-', '.', '_' and '~' as Go does, where lws_urlencode would
 	 * not). */
+	if (!strcmp(path, "/"))
+		path = "";
 	char base[1024];
-	snprintf(base, sizeof(base), "%s%s", strcmp(path, "/") && *path ? "/" : "",
-	         strcmp(path, "/") ? path : "");
+	snprintf(base, sizeof(base), "%s%s", *path ? "/" : "", path);
 	pk_wsconn_piko_upstream_path(base, endpoint, l->path, sizeof(l->path));
 	l->endpoint = pk_xstrdup(endpoint);
 	l->headers = pk_wsconn_piko_headers(opts->token, opts->tenant_id);
