@@ -28,6 +28,7 @@
 #include "piko_token.h"
 #include "server.h"
 #include "server_config.h"
+#include "workers.h"
 
 #ifndef PK_VERSION
 #define PK_VERSION "unknown"
@@ -118,7 +119,7 @@ static int cmd_server(int argc, char **argv)
 		return config_error(err);
 	}
 	setup_logging(cfg.log.level, &cfg.log.subsystems);
-	int rc = pk_server_run(&cfg);
+	int rc = pk_workers_run(&cfg);
 	pk_config_free(pk_server_opts, &cfg);
 	pk_log_reset();
 	return rc;

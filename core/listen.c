@@ -51,7 +51,8 @@ static int split_listen_addr(const char *addr, char *host, size_t hlen, int *por
 	return 0;
 }
 
-static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, int *err)
+static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, int reuseport,
+                     int *err)
 {
 	int one = 1, zero = 0;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -60,6 +61,7 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, i
 		return -1;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) ||
 	    (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) == -1) ||
 	    bind(fd, sa, len) == -1 || listen(fd, LISTEN_BACKLOG) == -1) {
 		*err = errno;
@@ -69,14 +71,53 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, i
 	return fd;
 }
 
-int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errlen)
+/* Sockets bound by a parent before it forked this process (the workers'
+ * supervisor): the listen address each stands for, and its fd. */
+#define MAX_PRESETS 8
+static struct {
+	char *addr;
+	int fd;
+} presets[MAX_PRESETS];
+
+int pk_sock_listen_preset(const char *addr, int fd)
 {
-	char host[256], portstr[8];
+	for (size_t i = 0; i < MAX_PRESETS; i++)
+		if (!presets[i].addr) {
+			/* Owner: this table, until pk_sock_listen_fd takes it. */
+			presets[i].addr = strdup(addr);
+			if (!presets[i].addr)
+				return -1;
+			presets[i].fd = fd;
+			return 0;
+		}
+	return -1;
+}
+
+static int bound_port_of(int fd, int port)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	memset(&ss, 0, sizeof(ss)); /* the analyzer does not see getsockname() fill it */
+	const struct sockaddr_in *sin = (const void *)&ss;
+	const struct sockaddr_in6 *sin6 = (const void *)&ss;
+	if (getsockname(fd, (void *)&ss, &sl) == 0)
+		port = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
+	return port;
+}
+
+/* port_override >= 0 replaces the address's port (the group's later
+ * members bind the port the first one got). */
+static int listen_addr(const char *addr, int reuseport, int port_override, int *bound_port,
+                       char *err, size_t errlen)
+{
+	char host[256], portstr[16];
 	int port, fd = -1, e = 0;
 	if (split_listen_addr(addr, host, sizeof(host), &port) < 0) {
 		snprintf(err, errlen, "invalid listen address \"%s\"", addr ? addr : "");
 		return -1;
 	}
+	if (port_override >= 0)
+		port = port_override;
 	if (!host[0]) {
 		/* Every interface: one dual-stack socket, or IPv4 without IPv6. */
 		struct sockaddr_in6 a6;
@@ -84,14 +125,14 @@ int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errle
 		a6.sin6_family = AF_INET6;
 		a6.sin6_port = htons((uint16_t)port);
 		a6.sin6_addr = in6addr_any;
-		fd = listen_on((const void *)&a6, sizeof(a6), 1, &e);
+		fd = listen_on((const void *)&a6, sizeof(a6), 1, reuseport, &e);
 		if (fd == -1) {
 			struct sockaddr_in a4;
 			memset(&a4, 0, sizeof(a4));
 			a4.sin_family = AF_INET;
 			a4.sin_port = htons((uint16_t)port);
 			a4.sin_addr.s_addr = htonl(INADDR_ANY);
-			fd = listen_on((const void *)&a4, sizeof(a4), 0, &e);
+			fd = listen_on((const void *)&a4, sizeof(a4), 0, reuseport, &e);
 		}
 	} else {
 		/* "localhost" is the IPv4 loopback, as for the other ports. */
@@ -109,20 +150,40 @@ int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errle
 			return -1;
 		}
 		for (struct addrinfo *ai = res; ai && fd == -1; ai = ai->ai_next)
-			fd = listen_on(ai->ai_addr, ai->ai_addrlen, 0, &e);
+			fd = listen_on(ai->ai_addr, ai->ai_addrlen, 0, reuseport, &e);
 		freeaddrinfo(res);
 	}
 	if (fd == -1) {
 		snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
 		return -1;
 	}
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	memset(&ss, 0, sizeof(ss)); /* the analyzer does not see getsockname() fill it */
-	const struct sockaddr_in *sin = (const void *)&ss;
-	const struct sockaddr_in6 *sin6 = (const void *)&ss;
-	if (getsockname(fd, (void *)&ss, &sl) == 0)
-		port = ntohs(ss.ss_family == AF_INET6 ? sin6->sin6_port : sin->sin_port);
-	*bound_port = port;
+	*bound_port = bound_port_of(fd, port);
 	return fd;
+}
+
+int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errlen)
+{
+	for (size_t i = 0; addr && i < MAX_PRESETS; i++)
+		if (presets[i].addr && !strcmp(presets[i].addr, addr)) {
+			int fd = presets[i].fd;
+			free(presets[i].addr);
+			presets[i].addr = NULL;
+			*bound_port = bound_port_of(fd, 0);
+			return fd;
+		}
+	return listen_addr(addr, 0, -1, bound_port, err, errlen);
+}
+
+int pk_sock_listen_group(const char *addr, size_t n, int *fds, int *bound_port, char *err,
+                         size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		fds[i] = listen_addr(addr, 1, i ? *bound_port : -1, bound_port, err, errlen);
+		if (fds[i] == -1) {
+			while (i--)
+				close(fds[i]);
+			return -1;
+		}
+	}
+	return 0;
 }

@@ -14,4 +14,18 @@
  * the caller) and the port bound, or -1 with err set. */
 int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errlen);
 
+/* n sockets on the same address and port with SO_REUSEPORT, so the kernel
+ * spreads new connections over n processes (dataplane/workers.c): the first
+ * binds addr (port 0 picks one), the others its port. Returns 0 with fds[]
+ * filled (owned by the caller) and the port, or -1 with err set and none
+ * open. */
+int pk_sock_listen_group(const char *addr, size_t n, int *fds, int *bound_port, char *err,
+                         size_t errlen);
+
+/* A socket bound before this process was forked: the next
+ * pk_sock_listen_fd(addr) with exactly this addr returns fd instead of
+ * binding (and the table forgets it). At most 8. Returns 0, or -1 when the
+ * table is full. */
+int pk_sock_listen_preset(const char *addr, int fd);
+
 #endif

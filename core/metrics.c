@@ -309,7 +309,7 @@ double pk_metric_value(const struct pk_metric *metric, const char *const *label_
 /* strconv.FormatFloat(v, 'g', -1, 64): the shortest digits that read back as
  * v, in %e form when the decimal exponent is < -4 or >= 6 (Go's 'g' uses 6 as
  * the threshold for shortest formatting: 1e+06, 123456, 0.0001, 1e-05). */
-static void format_float(double v, char out[40])
+void pk_metrics_format_float(double v, char out[40])
 {
 	if (isnan(v)) {
 		strcpy(out, "NaN");
@@ -343,7 +343,7 @@ static void format_float(double v, char out[40])
 static void put_float(struct pk_sb *b, double v)
 {
 	char buf[40];
-	format_float(v, buf);
+	pk_metrics_format_float(v, buf);
 	pk_sb_str(b, buf);
 }
 
@@ -424,7 +424,7 @@ static void render_series(struct pk_sb *b, const struct pk_metric *mt, const str
 	for (size_t i = 0; i <= mt->nbounds; i++) {
 		cum += s->counts[i];
 		if (i < mt->nbounds)
-			format_float(mt->bounds[i], le);
+			pk_metrics_format_float(mt->bounds[i], le);
 		else
 			strcpy(le, "+Inf");
 		put_series_name(b, mt, "_bucket", s, le);

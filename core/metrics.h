@@ -59,6 +59,10 @@ double pk_metric_value(const struct pk_metric *metric, const char *const *label_
  * appear in registration order with # HELP and # TYPE lines. */
 char *pk_metrics_render(const struct pk_metrics *m, size_t *len);
 
+/* v as Go's strconv.FormatFloat(v, 'g', -1, 64) writes it (as the
+ * exposition format's values are written): NaN, +Inf, 0, 123456, 1e+06. */
+void pk_metrics_format_float(double v, char out[40]);
+
 /* Prometheus client default latency buckets: .005 .01 .025 .05 .1 .25 .5 1 2.5 5 10 */
 extern const double pk_metrics_default_buckets[11];
 /* 256 * 4^k for k = 0..7 (Piko's size buckets) */

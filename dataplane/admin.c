@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 
 #include "admin_forward.h"
+#include "admin_metrics.h"
 #include "backoff.h"
 #include "buf.h"
 #include "http1.h"
@@ -23,6 +24,7 @@
 #include "server.h"
 
 #define ADMIN_MAX_HEAD (64 * 1024)
+#define PK_METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define ADMIN_OUT_CAP (4 * 1024 * 1024)
 /* Reading stops while this much unparsed input waits. */
 #define ADMIN_IN_HWM (64 * 1024)
@@ -33,6 +35,9 @@ struct admin_conn {
 	struct pk_server *srv;
 	struct pk_http1_reader req;
 	struct pk_admin_fwd *fwd; /* a ?forward= request in progress */
+	/* worker 0's /metrics while it asks the other workers (--workers) */
+	struct pk_admin_metrics *gather;
+	int gather_close; /* that request's Connection: close */
 	struct lws *wsi;
 	char *body; /* the current request's body, while it is read */
 	size_t body_len;
@@ -128,6 +133,16 @@ static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 		}
 		if (get) {
 			json = pk_cluster_push_json(cl);
+		} else if (!strcmp(h->method, "PUT") && srv->cfg->workers > 1) {
+			/* The workers' own loopback cluster is the whole member
+			 * set (workers.c); one pod of workers as a node of a
+			 * larger cluster is not built yet. */
+			json_error(
+			    wsi, c, 409,
+			    "this server runs several workers (--workers), which cannot join "
+			    "other nodes yet",
+			    close);
+			return 1;
 		} else if (!strcmp(h->method, "PUT")) {
 			char err[256];
 			int st = pk_cluster_push(cl, c->body ? c->body : "", c->body_len, err,
@@ -188,6 +203,20 @@ static void forward_done(void *arg, char *resp, size_t len)
 	free(resp);
 	c->close_after_write = 1;
 	lws_callback_on_writable(c->wsi);
+}
+
+static void gather_done(void *arg, char *text, size_t len, const char *failed)
+{
+	struct admin_conn *c = arg;
+	c->gather = NULL;
+	if (text) {
+		queue_response(c->wsi, c, 200, PK_METRICS_TYPE, text, len, c->gather_close, 0);
+		free(text);
+	} else {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "worker at %s did not answer", failed);
+		json_error(c->wsi, c, 502, msg, c->gather_close);
+	}
 }
 
 /* ?forward=<id> for another node: replay the request there (Piko's
@@ -259,13 +288,20 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		body_len = 0;
 	} else if (get && plen == 8 && !strncmp(h->url, "/metrics", plen)) {
 		status = 200;
-		ctype = "text/plain; version=0.0.4; charset=utf-8";
+		ctype = PK_METRICS_TYPE;
 		/* Gauges that are cheaper to read than to track. */
 		pk_metric_set(srv->m.open_streams, NULL, (double)pk_upstream_open_streams(srv));
 		pk_link_metrics_collect(&srv->cluster);
 		pk_process_metrics_update(&srv->m.process);
 		owned = pk_metrics_render(srv->metrics, &body_len);
 		body = owned;
+		if (srv->cfg->worker_admins.n && !strcmp(h->method, "GET")) {
+			/* The whole server's: gather_done answers. */
+			c->gather_close = !h->keep_alive || h->chunked;
+			c->gather = pk_admin_metrics_gather(srv->ctx, &srv->cfg->worker_admins, h,
+			                                    owned, body_len, gather_done, c);
+			return;
+		}
 	}
 	int close = !h->keep_alive || h->chunked;
 	char *resp =
@@ -309,7 +345,7 @@ static void request_read(struct admin_conn *c)
  * one response queued (admin responses can be large: /metrics). */
 static void admin_pump(struct lws *wsi, struct admin_conn *c)
 {
-	while (c->in.len && !c->out.len && !c->close_after_write && !c->fwd) {
+	while (c->in.len && !c->out.len && !c->close_after_write && !c->fwd && !c->gather) {
 		size_t n, used = 0;
 		const char *p = (const char *)pk_bufq_peek(&c->in, &n);
 		enum pk_http1_event ev = pk_http1_reader_feed(&c->req, p, n, &used);
@@ -446,7 +482,8 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 			lws_callback_on_writable(wsi);
 		else
 			admin_pump(wsi, c); /* the next pipelined request, if any */
-		if (!c->out.len && !c->head_start_ms && !c->fwd && !c->close_after_write)
+		if (!c->out.len && !c->head_start_ms && !c->fwd && !c->gather &&
+		    !c->close_after_write)
 			c->idle_since_ms = pk_now_ms();
 		return 0;
 	case LWS_CALLBACK_RAW_CLOSE:
@@ -461,6 +498,8 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 				c->next->prev = c->prev;
 			if (c->fwd)
 				pk_admin_forward_cancel(c->fwd);
+			if (c->gather)
+				pk_admin_metrics_cancel(c->gather);
 			free(c->body);
 			pk_http1_reader_free(&c->req);
 			pk_bufq_clear(&c->in);
@@ -483,7 +522,7 @@ void pk_admin_tick(struct pk_server *srv, uint64_t now)
 	int64_t rht = cfg->admin.http.read_header_timeout_ms;
 	int64_t idle = cfg->admin.http.idle_timeout_ms;
 	for (struct admin_conn *c = srv->admin_conns; c; c = c->next) {
-		if (c->close_after_write || c->out.len || c->fwd)
+		if (c->close_after_write || c->out.len || c->fwd || c->gather)
 			continue;
 		int late = c->head_start_ms && rht > 0 && now - c->head_start_ms > (uint64_t)rht;
 		int idled = !c->head_start_ms && c->idle_since_ms && idle > 0 &&

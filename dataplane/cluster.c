@@ -37,7 +37,7 @@
 
 /* ---- identity and addresses ------------------------------------------- */
 
-static char *make_node_id(const char *prefix)
+char *pk_cluster_make_node_id(const char *prefix)
 {
 	static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
 	unsigned char rnd[7];
@@ -48,7 +48,7 @@ static char *make_node_id(const char *prefix)
 		suffix[i] = alphabet[rnd[i] % 36];
 	suffix[7] = '\0';
 	size_t n = (prefix ? strlen(prefix) : 0) + 8;
-	/* Owner: the cluster (cl->node_id). */
+	/* Owner: the caller. */
 	char *id = pk_xmalloc(n);
 	snprintf(id, n, "%s%s", prefix ? prefix : "", suffix);
 	return id;
@@ -307,7 +307,7 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 	cl->remote = pk_registry_new();
 	cl->node_id = cfg->cluster.node_id && *cfg->cluster.node_id
 	                  ? pk_xstrdup(cfg->cluster.node_id)
-	                  : make_node_id(cfg->cluster.node_id_prefix);
+	                  : pk_cluster_make_node_id(cfg->cluster.node_id_prefix);
 	if (pk_cluster_key_load(cfg->cluster.auth.key, cfg->cluster.auth.key_file, &cl->key,
 	                        &cl->key_len, err, errlen) < 0)
 		return -1;

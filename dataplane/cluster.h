@@ -104,6 +104,10 @@ struct pk_cluster {
 /* Set up identity, key, membership sources and the cluster port's listener
  * (server.c, before the loop runs). Returns 0, or -1 with err set. */
 int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, size_t errlen);
+
+/* A node ID: prefix (may be NULL) and 7 random [a-z0-9]. Owner: the
+ * caller. */
+char *pk_cluster_make_node_id(const char *prefix);
 /* Before the lws context goes: end every link's session (its streams'
  * owners are told) and abort its socket; stop listening. */
 void pk_cluster_stop(struct pk_cluster *cl);

@@ -129,6 +129,10 @@ struct pk_proxy_exchange {
 	char *log_resp;
 	int http_minor;
 	int forwarded;
+	/* Came over a link from another worker of this server (--workers):
+	 * the worker it entered counts and logs it, so one request is one
+	 * line and one count (workers.h). */
+	int from_worker;
 	uint64_t start_ns;
 	/* The local tunnel the stream was opened on (NULL: a node link), and
 	 * how many times it was sent to another (see retry_elsewhere()). */
@@ -261,6 +265,10 @@ static void record(struct pk_server *srv, struct pk_proxy_exchange *ex)
 		snprintf(st, sizeof(st), "%d", ex->status);
 	const char *labels[2] = {st, ex->method};
 	double secs = (double)(pk_now_ms() - ex->start_ms) / 1000.0;
+	if (ex->from_worker) {
+		flight_done(srv);
+		return;
+	}
 	pk_metric_add(srv->m.requests_total, labels, 1);
 	pk_metric_observe(srv->m.request_latency, labels, secs);
 	pk_metric_observe(srv->m.request_size, NULL, (double)ex->req_size);
@@ -805,7 +813,9 @@ static void start_exchange(struct pk_proxy_conn *c)
 	ex->srv = srv;
 	ex->http_minor = h->http_minor;
 	ex->start_ns = pk_now_ns();
-	ex->log_on = pk_access_log_on(&srv->cfg->proxy.access_log, "proxy.access", h->url);
+	ex->from_worker = c->link_stream && srv->cfg->workers > 1;
+	ex->log_on = !ex->from_worker &&
+	             pk_access_log_on(&srv->cfg->proxy.access_log, "proxy.access", h->url);
 	if (ex->log_on)
 		pk_access_hdrs_copy(&ex->log_req, h->headers, h->nheaders);
 	ex->keep_alive = h->keep_alive && !srv->shutting_down;

@@ -134,6 +134,8 @@ const struct pk_opt pk_server_opts[] = {
      0, NULL, 0},
     {"grace_period", PK_OPT_DURATION, O(grace_period_ms), "1m",
      "how long a graceful shutdown may take", 0, NULL, 0},
+    {"workers", PK_OPT_INT, O(workers), "1",
+     "worker processes sharing the ports, one event loop each (docs/multicore.md)", 0, NULL, 0},
     {NULL, 0, 0, NULL, NULL, 0, NULL, 0},
 };
 
@@ -188,6 +190,20 @@ int pk_server_config_validate(const struct pk_server_config *cfg, char *err, siz
 	}
 	if (cfg->upstream.rebalance.shed_rate < 0 || cfg->upstream.rebalance.shed_rate > 1) {
 		snprintf(err, errlen, "upstream.rebalance.shed_rate must be between 0 and 1");
+		return -1;
+	}
+	if (cfg->workers < 1 || cfg->workers > PK_MAX_WORKERS) {
+		snprintf(err, errlen, "workers must be between 1 and %d", PK_MAX_WORKERS);
+		return -1;
+	}
+	/* The workers are a cluster of their own, on loopback; a pod of
+	 * workers that is also one node of a larger cluster is the design's
+	 * next step (docs/multicore.md), not built yet. */
+	if (cfg->workers > 1 &&
+	    (cfg->cluster.join.n || (cfg->cluster.tls.cert && *cfg->cluster.tls.cert))) {
+		snprintf(err, errlen,
+		         "workers > 1 cannot be combined with cluster.join or cluster.tls yet: the "
+		         "workers form their own cluster on loopback");
 		return -1;
 	}
 	if (cfg->cluster.join_interval_ms <= 0) {

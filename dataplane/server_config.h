@@ -13,6 +13,9 @@
 #include "config.h"
 #include "tls_config.h"
 
+/* --workers' bound: more processes than this is a typo, not a machine. */
+#define PK_MAX_WORKERS 64
+
 /* upstream.tenants[]: a tenant's own keys (protocol reference §5). */
 struct pk_tenant_config {
 	char *id;
@@ -116,6 +119,13 @@ struct pk_server_config {
 		struct pk_strlist subsystems;
 	} log;
 	int64_t grace_period_ms;
+	/* Worker processes sharing the ports (dataplane/workers.c); 1: this
+	 * process serves alone. */
+	int64_t workers;
+	/* Set by the supervisor in a worker, never by options: the other
+	 * workers' loopback admin addresses, whose /metrics worker 0 adds to
+	 * its own (dataplane/admin_metrics.c). Owner: the config. */
+	struct pk_strlist worker_admins;
 };
 
 extern const struct pk_opt pk_server_opts[];

@@ -1,0 +1,151 @@
+"""piko server --workers N (dataplane/workers.c, docs/multicore.md).
+
+One supervisor binds the ports and forks N workers, each a whole node on
+its own event loop. The kernel spreads connections over the workers
+(SO_REUSEPORT), so a request often lands on a worker without the
+endpoint's tunnel and crosses a loopback link to the one that holds it; to
+its user the server is still one server: every request answered, counted
+once in /metrics and logged once."""
+
+import os
+import re
+import signal
+import time
+
+from cluster_util import cluster_token
+from harness import PikoTestCase, T, request, wait_for
+
+REQUESTS = 40
+
+
+def children(pid):
+    """The supervisor's worker pids (Linux's /proc children list)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return sorted(int(p) for p in f.read().split())
+    except OSError:
+        return []
+
+
+def series(text, name):
+    """The value of one series line of a Prometheus text, 0 when absent."""
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def series_sum(text, prefix):
+    """The sum over every series whose name (and labels) starts with prefix."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class WorkersTest(PikoTestCase):
+    def start_stack(self, *args):
+        self.up = self.upstream()
+        self.srv = self.server("--workers", "2", *args)
+        self.ag = self.agent(self.srv, "wk", self.up.addr)
+
+    def get_all(self, n):
+        """n GETs, each on a new connection (so each is placed by the
+        kernel's hash afresh); returns their statuses and bodies."""
+        out = []
+        for i in range(n):
+            r = self.srv.proxy("wk", "GET", "/headers?i=%d" % i)
+            out.append((r.status, r.body))
+        return out
+
+    def test_every_request_is_answered_and_counted_once(self):
+        self.start_stack()
+        self.assertEqual(len(children(self.srv.pid)), 2)
+        before = self.srv.metrics()
+        logged = self.srv.stderr().count('"proxy.access"')
+        got = self.get_all(REQUESTS)
+        self.assertEqual([s for s, _ in got], [200] * REQUESTS, got)
+        for i, (_, body) in enumerate(got):
+            self.assertIn(b'"path": "/headers?i=%d"' % i, body)
+        after = self.srv.metrics()
+        ok = 'piko_proxy_requests_total{status="200",method="GET"}'
+        # One count per request, on the worker it entered: the worker
+        # holding the tunnel does not count the requests it was handed.
+        self.assertEqual(series(after, ok) - series(before, ok), REQUESTS)
+        # Some of them crossed to the other worker: 40 fresh connections
+        # all hashed to one worker would be a 2^-39 chance.
+        crossed = (series_sum(after, "piko_upstreams_remote_requests_total")
+                   - series_sum(before, "piko_upstreams_remote_requests_total"))
+        self.assertGreater(crossed, 0, after)
+        self.assertLess(crossed, REQUESTS, after)
+        # Both workers' gauges add up: one tunnel in all.
+        self.assertEqual(series(after, "piko_upstreams_connected_upstreams"), 1, after)
+        # and one access log line each
+        wait_for(lambda: self.srv.stderr().count('"proxy.access"') >= logged + REQUESTS,
+                 T(5), what="access log lines")
+        time.sleep(0.2)
+        self.assertEqual(self.srv.stderr().count('"proxy.access"'), logged + REQUESTS)
+
+    def test_the_admin_port_is_the_whole_servers(self):
+        self.start_stack()
+        nodes = request(self.srv.admin_port, "GET", "/status/cluster/nodes").json()
+        ids = sorted(n["id"] for n in nodes)
+        self.assertEqual(len(ids), 2, nodes)
+        self.assertTrue(ids[0].endswith("-w0") and ids[1].endswith("-w1"), ids)
+        self.assertEqual(ids[0][:-3], ids[1][:-3])
+        self.assertEqual(self.srv.admin("/ready").status, 200)
+        # HELP and TYPE once per family, as a scraper requires
+        text = self.srv.metrics()
+        types = re.findall(r"^# TYPE (\S+) ", text, re.M)
+        self.assertEqual(len(types), len(set(types)))
+        self.assertIn("piko_proxy_requests_total", types)
+
+    def test_a_killed_worker_is_started_again(self):
+        self.start_stack()
+        first = children(self.srv.pid)
+        self.assertEqual(len(first), 2)
+        os.kill(first[1], signal.SIGKILL)
+        wait_for(lambda: len(children(self.srv.pid)) == 2 and children(self.srv.pid) != first,
+                 T(10), what="a new worker")
+        self.assertIn(first[0], children(self.srv.pid))
+        self.assertIn("worker died, starting it again", self.srv.stderr())
+        # The tunnel (reconnected if it was on the killed worker) serves
+        # every request again, wherever it lands.
+        wait_for(lambda: [s for s, _ in self.get_all(8)] == [200] * 8, T(20),
+                 interval=0.2, what="every request answered after the restart")
+        got = self.get_all(REQUESTS)
+        self.assertEqual([s for s, _ in got], [200] * REQUESTS, got)
+        wait_for(lambda: self.srv.admin("/metrics").status == 200, T(10),
+                 what="/metrics of both workers")
+
+    def test_sigterm_stops_every_worker(self):
+        self.start_stack()
+        kids = children(self.srv.pid)
+        self.assertEqual(len(kids), 2)
+        self.ag.stop()
+        self.srv.stop()  # asserts exit code 0
+        for pid in kids:
+            self.assertFalse(os.path.exists("/proc/%d/status" % pid)
+                             and "zombie" not in open("/proc/%d/status" % pid).read(),
+                             "worker %d outlived the server" % pid)
+        self.assertEqual(self.srv.stderr().count('"worker stopped"'), 2)
+
+    def test_bad_worker_counts_are_refused(self):
+        for args, msg in [
+            (["--workers", "0"], "workers must be between 1 and 64"),
+            (["--workers", "65"], "workers must be between 1 and 64"),
+            (["--workers", "2", "--cluster.join", "127.0.0.1:1"],
+             "workers > 1 cannot be combined with cluster.join or cluster.tls yet"),
+        ]:
+            srv = self.server(*args, start=False)
+            srv._spawn()
+            self.assertEqual(srv.wait(T(10)), 1, srv.describe())
+            self.assertIn(msg, srv.stderr())
+
+    def test_the_member_push_is_refused(self):
+        self.start_stack("--cluster.auth.key", "k3y")
+        r = request(self.srv.admin_port, "PUT", "/piko/v1/cluster/members",
+                    headers={"Authorization": "Bearer " + cluster_token("k3y"),
+                             "Content-Type": "application/json"},
+                    body=b'{"members":["127.0.0.1:1"]}')
+        self.assertEqual(r.status, 409, r)
+        self.assertIn(b"cannot join other nodes yet", r.body)
