@@ -19,9 +19,12 @@ struct node {
 	struct node *hnext;
 };
 
+struct family;
+
 struct series {
 	struct node n;
 	double v;
+	struct family *family;
 	struct series *next; /* in its family */
 };
 
@@ -103,9 +106,11 @@ static struct family *family(struct merge *m, const char *name, size_t len)
 	return f;
 }
 
-/* The family a sample belongs to: the current one when the sample's name
- * is the family's or one of its suffixed names (_bucket, _sum, _count),
- * else a family of its own name. */
+/* The family a new sample belongs to: the current one (that of the line
+ * before) when the sample's name is the family's or one of its suffixed
+ * names (_bucket, _sum, _count), else a family of its own name. Following
+ * the line before, not the last comment, makes the sum a normal form:
+ * summed again alone, it comes back byte for byte (fuzz_metrics_merge). */
 static struct family *family_of(struct merge *m, struct family *cur, const char *key, size_t len)
 {
 	size_t nlen = 0;
@@ -119,23 +124,27 @@ static struct family *family_of(struct merge *m, struct family *cur, const char 
 	return family(m, key, nlen);
 }
 
-static void add_sample(struct merge *m, struct family *f, const char *key, size_t len, double v)
+/* Returns the family the series is in. */
+static struct family *add_sample(struct merge *m, struct family *f, const char *key, size_t len,
+                                 double v)
 {
 	struct node *n = find(m, key, len, 0);
 	if (n) {
 		((struct series *)n)->v += v;
-		return;
+		return ((struct series *)n)->family;
 	}
 	/* Owner: m (merge_free). */
 	struct series *s = pk_xcalloc(1, sizeof(*s));
 	s->n.key = dup_n(key, len);
 	s->v = v;
+	s->family = f;
 	insert(m, &s->n);
 	if (f->last)
 		f->last->next = s;
 	else
 		f->first = s;
 	f->last = s;
+	return f;
 }
 
 /* "# HELP name rest" or "# TYPE name rest": the family, its rest kept. */
@@ -197,7 +206,7 @@ static void merge_text(struct merge *m, const char *t, size_t len)
 			size_t klen;
 			double v;
 			if (sample(t, ll, &klen, &v) == 0)
-				add_sample(m, family_of(m, cur, t, klen), t, klen, v);
+				cur = add_sample(m, family_of(m, cur, t, klen), t, klen, v);
 		}
 		t += ll + (nl ? 1 : 0);
 		len -= ll + (nl ? 1 : 0);

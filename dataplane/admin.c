@@ -15,12 +15,13 @@
 #include <json-c/json.h>
 
 #include "admin_forward.h"
-#include "admin_metrics.h"
+#include "admin_gather.h"
 #include "backoff.h"
 #include "buf.h"
 #include "http1.h"
 #include "link.h"
 #include "lwsio.h"
+#include "metrics_merge.h"
 #include "server.h"
 
 #define ADMIN_MAX_HEAD (64 * 1024)
@@ -35,9 +36,10 @@ struct admin_conn {
 	struct pk_server *srv;
 	struct pk_http1_reader req;
 	struct pk_admin_fwd *fwd; /* a ?forward= request in progress */
-	/* worker 0's /metrics while it asks the other workers (--workers) */
-	struct pk_admin_metrics *gather;
-	int gather_close; /* that request's Connection: close */
+	/* worker 0 asking the other workers (--workers): admin_gather.h */
+	struct pk_admin_gather *gather;
+	int gather_close;        /* that request's Connection: close */
+	const char *gather_type; /* its answer's Content-Type */
 	struct lws *wsi;
 	char *body; /* the current request's body, while it is read */
 	size_t body_len;
@@ -87,6 +89,37 @@ static void json_error(struct lws *wsi, struct admin_conn *c, int status, const 
 	json_object_put(o);
 }
 
+static void gather_done(void *arg, char *body, size_t len, const char *failed)
+{
+	struct admin_conn *c = arg;
+	c->gather = NULL;
+	if (body) {
+		queue_response(c->wsi, c, 200, c->gather_type, body, len, c->gather_close, 0);
+		free(body);
+	} else {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "worker at %s did not answer", failed);
+		json_error(c->wsi, c, 502, msg, c->gather_close);
+	}
+}
+
+/* On worker 0 of several, a GET of a route that answers for the whole
+ * server: own (owned by the callee) is combined with the other workers'
+ * answers by merge, and gather_done answers. 0 when this is not the case
+ * (own is then the caller's still). */
+static int gather_route(struct admin_conn *c, const struct pk_http1_head *h, char *own,
+                        size_t own_len, pk_admin_gather_merge_fn merge, const char *ctype)
+{
+	struct pk_server *srv = c->srv;
+	if (!srv->cfg->worker_admins.n || strcmp(h->method, "GET"))
+		return 0;
+	c->gather_close = !h->keep_alive || h->chunked;
+	c->gather_type = ctype;
+	c->gather = pk_admin_gather(srv->ctx, &srv->cfg->worker_admins, h, own, own_len, merge,
+	                            gather_done, c);
+	return 1;
+}
+
 /* The status API and the cluster routes; 0 when path is none of them. */
 static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h,
                          const char *path, size_t plen, int close)
@@ -103,6 +136,8 @@ static int cluster_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 		pk_registry_foreach(srv->registry, add_endpoint, o);
 		json = pk_xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 		json_object_put(o);
+		if (gather_route(c, h, json, strlen(json), pk_admin_gather_endpoints, JSON_TYPE))
+			return 1;
 	} else if (plen == sizeof(nodes) - 1 && !strncmp(path, nodes, plen) && get) {
 		json = pk_cluster_nodes_json(cl);
 	} else if (plen > sizeof(nodes) && !strncmp(path, nodes, sizeof(nodes) - 1) &&
@@ -205,20 +240,6 @@ static void forward_done(void *arg, char *resp, size_t len)
 	lws_callback_on_writable(c->wsi);
 }
 
-static void gather_done(void *arg, char *text, size_t len, const char *failed)
-{
-	struct admin_conn *c = arg;
-	c->gather = NULL;
-	if (text) {
-		queue_response(c->wsi, c, 200, PK_METRICS_TYPE, text, len, c->gather_close, 0);
-		free(text);
-	} else {
-		char msg[128];
-		snprintf(msg, sizeof(msg), "worker at %s did not answer", failed);
-		json_error(c->wsi, c, 502, msg, c->gather_close);
-	}
-}
-
 /* ?forward=<id> for another node: replay the request there (Piko's
  * interceptor). 1 when handled here. */
 static int forward_route(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
@@ -295,13 +316,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		pk_process_metrics_update(&srv->m.process);
 		owned = pk_metrics_render(srv->metrics, &body_len);
 		body = owned;
-		if (srv->cfg->worker_admins.n && !strcmp(h->method, "GET")) {
-			/* The whole server's: gather_done answers. */
-			c->gather_close = !h->keep_alive || h->chunked;
-			c->gather = pk_admin_metrics_gather(srv->ctx, &srv->cfg->worker_admins, h,
-			                                    owned, body_len, gather_done, c);
+		if (gather_route(c, h, owned, body_len, pk_metrics_merge, PK_METRICS_TYPE))
 			return;
-		}
 	}
 	int close = !h->keep_alive || h->chunked;
 	char *resp =
@@ -499,7 +515,7 @@ static int callback_admin(struct lws *wsi, enum lws_callback_reasons reason, voi
 			if (c->fwd)
 				pk_admin_forward_cancel(c->fwd);
 			if (c->gather)
-				pk_admin_metrics_cancel(c->gather);
+				pk_admin_gather_cancel(c->gather);
 			free(c->body);
 			pk_http1_reader_free(&c->req);
 			pk_bufq_clear(&c->in);

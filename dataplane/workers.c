@@ -90,8 +90,8 @@ static int bind_all(struct supervisor *s)
 		return listen_failed("proxy", cfg->proxy.bind_addr, err);
 	for (size_t i = 0; i < s->n; i++)
 		s->w[i].proxy_fd = proxy[i];
-	if (pk_sock_listen_group(cfg->upstream.bind_addr, s->n, upstream, &port, err,
-	                         sizeof(err)) < 0)
+	if (pk_sock_listen_group(cfg->upstream.bind_addr, s->n, upstream, &port, err, sizeof(err)) <
+	    0)
 		return listen_failed("upstream", cfg->upstream.bind_addr, err);
 	for (size_t i = 0; i < s->n; i++)
 		s->w[i].upstream_fd = upstream[i];
@@ -153,8 +153,7 @@ static int worker_main(struct supervisor *s, size_t i)
 	set_string(cfg, "cluster.bind_addr", &cfg->cluster.bind_addr, addr);
 	set_string(cfg, "cluster.advertise_addr", &cfg->cluster.advertise_addr, NULL);
 	set_string(cfg, "cluster.gossip.bind_addr", &cfg->cluster.gossip.bind_addr, NULL);
-	set_string(cfg, "cluster.gossip.advertise_addr", &cfg->cluster.gossip.advertise_addr,
-	           NULL);
+	set_string(cfg, "cluster.gossip.advertise_addr", &cfg->cluster.gossip.advertise_addr, NULL);
 	pk_sock_listen_preset(cfg->cluster.bind_addr, me->cluster_fd);
 	snprintf(id, sizeof(id), "%s-w%zu", s->node_id, i);
 	set_string(cfg, "cluster.node_id", &cfg->cluster.node_id, id);
@@ -255,7 +254,8 @@ static int supervise(struct supervisor *s, const sigset_t *set, int *in_worker)
 						return wrc;
 					running += s->w[i].pid > 0;
 				}
-				if (s->w[i].restart_at_ms && (!next || s->w[i].restart_at_ms < next))
+				if (s->w[i].restart_at_ms &&
+				    (!next || s->w[i].restart_at_ms < next))
 					next = s->w[i].restart_at_ms;
 			}
 		}
@@ -305,14 +305,16 @@ static int supervise(struct supervisor *s, const sigset_t *set, int *in_worker)
 					w->restart_at_ms = t - w->started_ms < RESTART_DELAY_MS
 					                       ? w->started_ms + RESTART_DELAY_MS
 					                       : t;
-					pk_log(PK_LOG_ERROR, SUBSYS, "worker died, starting it again",
-					       "worker", idx, "status", why, NULL);
+					pk_log(PK_LOG_ERROR, SUBSYS,
+					       "worker died, starting it again", "worker", idx,
+					       "status", why, NULL);
 				} else {
 					/* It stopped on its own: a config error every
 					 * worker will meet (a certificate that does not
 					 * load), or a fatal one. */
-					pk_log(PK_LOG_ERROR, SUBSYS, "worker exited, stopping the others",
-					       "worker", idx, "status", why, NULL);
+					pk_log(PK_LOG_ERROR, SUBSYS,
+					       "worker exited, stopping the others", "worker", idx,
+					       "status", why, NULL);
 					rc = code ? code : 1;
 					stopping = 1;
 					close_fds(s);

@@ -3,7 +3,12 @@
 
 Paths: direct (nginx itself), nginx (an nginx one-hop proxy), piko (the real Piko: server,
 agent), ours (our server and agent, one node), xnode (ours across the cluster: the request
-enters node B, crosses the node link to node A, which holds the agent's tunnel).
+enters node B, crosses the node link to node A, which holds the agent's tunnel), workers (our
+server with --workers N, default 2: requests land on any worker, and those without the tunnel
+cross a loopback link to the one holding it). With --pin-server CPUS and --pin-rest CPUS
+(taskset lists), the servers run on CPUS (ours and Piko on its first CPU only, the workers
+path on all of them, one worker per CPU) and every other process on the rest: the workers/ours
+ratio is then the scaling from 1 core to N. It needs at least N+1 CPUs to mean that.
 
 Run through hack/bench/run.sh, which installs the packages, builds our binary and the bench
 tools and the real Piko, and raises `ulimit -n`. To measure another build directory than build/
@@ -46,12 +51,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = "0123456789abcdef0123456789abcde\n"  # 32 bytes
 ENDPOINT = "bench"
 TCP_ENDPOINT = "bench-tcp"
-PATHS = ["direct", "nginx", "piko", "ours", "xnode"]
+PATHS = ["direct", "nginx", "piko", "ours", "xnode", "workers"]
 LABELS = {"direct": "direct", "nginx": "nginx 1-hop", "piko": "Piko", "ours": "ours",
-          "xnode": "ours x-node"}
+          "xnode": "ours x-node", "workers": "ours --workers"}
 # the ratio columns of the table: (numerator, denominator, header)
 RATIOS = [("ours", "piko", "ours/Piko"), ("ours", "nginx", "ours/nginx"),
-          ("xnode", "ours", "x-node/ours")]
+          ("xnode", "ours", "x-node/ours"), ("workers", "ours", "workers/ours")]
 XNODE_IDS = ("bench-a", "bench-b")  # node A holds the tunnel, node B is where requests enter
 WORKLOADS = ["tput", "lat", "bulk", "bulkwin", "idle", "churn"]
 # The receive window per yamux stream of the bulkwin workload, on the server
@@ -68,12 +73,16 @@ def log(msg):
 class Procs:
     """Every process this script starts, each in its own process group; all killed at exit."""
 
-    def __init__(self, tmp):
+    def __init__(self, tmp, rest_cpus=None):
         self.tmp = tmp
         self.live = []
         self.n = 0
+        self.rest_cpus = rest_cpus  # taskset list for processes not given their own
 
-    def start(self, name, argv, **kw):
+    def start(self, name, argv, cpus=None, **kw):
+        cpus = cpus or self.rest_cpus
+        if cpus:
+            argv = ["taskset", "-c", cpus] + list(argv)
         self.n += 1
         logf = open(os.path.join(self.tmp, "%02d-%s.log" % (self.n, name)), "wb")
         p = subprocess.Popen(argv, stdout=kw.pop("stdout", logf), stderr=logf,
@@ -164,6 +173,8 @@ def http_status(url, headers=None, timeout=2):
 
 
 def cpu_secs(pid):
+    if isinstance(pid, tuple):  # a supervisor and its workers
+        return sum(cpu_secs(p) for p in pid)
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -233,7 +244,7 @@ class Bench:
     def __init__(self, args, tmp):
         self.args = args
         self.tmp = tmp
-        self.procs = Procs(tmp)
+        self.procs = Procs(tmp, args.pin_rest)
         self.ports = Ports()
         self.bin = {
             "ours": args.bin or os.path.join(args.build, "bin", "piko"),
@@ -267,7 +278,7 @@ class Bench:
 
     # Piko and ours -------------------------------------------------------------
 
-    def server(self, impl, name, extra=(), cluster_port=None):
+    def server(self, impl, name, extra=(), cluster_port=None, cpus=None):
         ports = {k: self.ports.get() for k in ("proxy", "upstream", "admin")}
         argv = [self.bin[impl], "server",
                 "--proxy.bind-addr", "127.0.0.1:%d" % ports["proxy"],
@@ -281,12 +292,34 @@ class Bench:
             ports["cluster"] = cluster_port or self.ports.get()
             argv += ["--cluster.bind-addr", "127.0.0.1:%d" % ports["cluster"]]
         argv += list(extra)
-        p = self.procs.start(name, argv)
+        p = self.procs.start(name, argv, cpus=cpus or self.server_cpus(1))
         p.ports = ports
         wait_until("%s /ready" % name,
                    lambda: http_status("http://127.0.0.1:%d/ready" % ports["admin"]) == 200,
                    15, p)
         return p
+
+    def server_cpus(self, n):
+        """The taskset list of a server on n CPUs of --pin-server (None: unpinned)."""
+        if not self.args.pin_server:
+            return None
+        return ",".join(str(c) for c in self.args.server_cpu_list[:n])
+
+    def workers_stack(self, up_port):
+        """Our server with --workers N, the HTTP agent on whichever worker the kernel picks."""
+        n = self.args.workers
+        srv = self.server("ours", "workers-server", ["--workers", str(n)],
+                          cpus=self.server_cpus(n))
+        wait_until("%d workers" % n, lambda: len(children(srv.pid)) == n, 10, srv)
+        agent = self.procs.start("workers-agent-http", [
+            self.bin["ours"], "agent", "http", ENDPOINT, "127.0.0.1:%d" % up_port,
+            "--connect.url", "http://127.0.0.1:%d" % srv.ports["upstream"],
+            "--access-log.disable"])
+        # every worker must route it: 20 fresh connections in a row answered
+        wait_until("workers HTTP route from every worker", lambda: all(http_status(
+            "http://127.0.0.1:%d/" % srv.ports["proxy"], {"x-piko-endpoint": ENDPOINT}) == 200
+            for _ in range(20)), 20, agent)
+        return {"server": srv, "agent": agent, "proxy_port": srv.ports["proxy"]}
 
     def tunnel_stack(self, impl, up_port, bulk_port):
         srv = self.server(impl, impl + "-server")
@@ -382,6 +415,8 @@ class Bench:
                 self.stacks[impl] = self.tunnel_stack(impl, up, self.bulk_port)
         if "xnode" in self.args.paths:
             self.stacks["xnode"] = self.xnode_stack(up)
+        if "workers" in self.args.paths:
+            self.stacks["workers"] = self.workers_stack(up)
         log("stacks up: nginx upstream :%d, nginx proxy :%d, %s" % (up, px, ", ".join(
             "%s proxy :%d" % (k, v["proxy_port"]) for k, v in self.stacks.items())))
 
@@ -389,7 +424,8 @@ class Bench:
         return {"direct": self.up_port, "nginx": self.px_port,
                 "piko": self.stacks.get("piko", {}).get("proxy_port"),
                 "ours": self.stacks.get("ours", {}).get("proxy_port"),
-                "xnode": self.stacks.get("xnode", {}).get("proxy_port")}[path]
+                "xnode": self.stacks.get("xnode", {}).get("proxy_port"),
+                "workers": self.stacks.get("workers", {}).get("proxy_port")}[path]
 
     def hop_pids(self, path):
         """The processes a request crosses besides the upstream nginx: role -> pid."""
@@ -399,6 +435,8 @@ class Bench:
             return {"proxy": self.px_worker}
         st = self.stacks[path]
         pids = {"proxy": st["server"].pid, "agent": st["agent"].pid}
+        if path == "workers":
+            pids["proxy"] = tuple([st["server"].pid] + children(st["server"].pid))
         if path == "xnode":
             pids["nodea"] = st["node_a"].pid  # "proxy" is node B, where requests enter
         return pids
@@ -406,6 +444,8 @@ class Bench:
     # tools -------------------------------------------------------------------------
 
     def run_tool(self, argv, timeout):
+        if self.args.pin_rest:
+            argv = ["taskset", "-c", self.args.pin_rest] + list(argv)
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            timeout=timeout)
         return r
@@ -646,7 +686,8 @@ def rows(args):
         ("tput.rps", "GET throughput, wrk -c64 -t2 (req/s)", True, "%.0f"),
         ("tput.errors", "  errors during it (non-2xx + socket)", False, "%.0f"),
         ("tput.cpu.hop", "  CPU per request, proxy hop: server(s) + agent (µs)", False, "%.1f"),
-        ("tput.cpu.proxy", "  CPU per request, server (x-node: entry node B) / nginx proxy (µs)",
+        ("tput.cpu.proxy", "  CPU per request, server (x-node: entry node B; workers: all) / "
+         "nginx proxy (µs)",
          False, "%.1f"),
         ("tput.cpu.nodea", "  CPU per request, x-node: node A, the tunnel's node (µs)", False,
          "%.1f"),
@@ -800,6 +841,11 @@ def report(b, args, started, elapsed):
         machine(), args.load_before, " ".join(open("/proc/loadavg").read().split()[:3])))
     lines.append("Versions: nginx %s, %s, Piko %s (Go, hack/peers.sh), ours %s." % (v["nginx"], v["wrk"],
                                                                v["piko"], v["ours"]))
+    if "workers" in args.paths:
+        lines.append("Workers path: --workers %d%s." % (args.workers, (
+            "; servers pinned to CPUs %s (ours and Piko: CPU %d), everything else to %s" % (
+                args.pin_server, args.server_cpu_list[0], args.pin_rest))
+            if args.pin_server else ", nothing pinned"))
     lines.append("")
     # a column for every measured path, a ratio column for every pair both measured
     measured = {path for (_, path) in b.results}
@@ -865,6 +911,15 @@ def idle_counts(spec):
     return out
 
 
+def cpu_list(spec):
+    """taskset's list syntax ("0-1,4") as CPU numbers."""
+    cpus = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus += range(int(lo), int(hi or lo) + 1)
+    return cpus
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--piko", help="the real Piko binary (hack/peers.sh); needed for the piko "
@@ -881,6 +936,11 @@ def main():
                     help="comma list of workloads: " + ",".join(WORKLOADS))
     ap.add_argument("--paths", default=",".join(PATHS),
                     help="comma list of paths to measure (development): " + ",".join(PATHS))
+    ap.add_argument("--workers", type=int, default=0,
+                    help="--workers of the workers path (default: the CPUs of --pin-server, "
+                    "else 2)")
+    ap.add_argument("--pin-server", help="taskset CPU list for the servers (e.g. 0-1)")
+    ap.add_argument("--pin-rest", help="taskset CPU list for every other process (e.g. 2-3)")
     ap.add_argument("--out", default=os.path.join(HERE, "out", "latest.md"))
     ap.add_argument("--idle-conns", default="10000,100000",
                     help="comma list of idle upstream counts (idle workload); a count that "
@@ -897,6 +957,11 @@ def main():
             ap.error("unknown path %s" % p)
     if "piko" in args.paths and not args.piko:
         ap.error("the piko path needs --piko")
+    if bool(args.pin_server) != bool(args.pin_rest):
+        ap.error("--pin-server and --pin-rest go together")
+    args.server_cpu_list = cpu_list(args.pin_server) if args.pin_server else []
+    if not args.workers:
+        args.workers = len(args.server_cpu_list) or 2
     args.build = os.path.abspath(args.build)
     if args.quick:
         args.tput_secs, args.warmup, args.lat_secs, args.lat_warmup = 3, 1, 3, 1

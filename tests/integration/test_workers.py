@@ -12,8 +12,11 @@ import re
 import signal
 import time
 
+import socket
+
 from cluster_util import cluster_token
 from harness import PikoTestCase, T, request, wait_for
+from tcp_ws import client_handshake
 
 REQUESTS = 40
 
@@ -98,6 +101,26 @@ class WorkersTest(PikoTestCase):
         types = re.findall(r"^# TYPE (\S+) ", text, re.M)
         self.assertEqual(len(types), len(set(types)))
         self.assertIn("piko_proxy_requests_total", types)
+
+    def test_the_status_api_counts_every_workers_tunnels(self):
+        self.start_stack()
+        # 8 more tunnels for the endpoint, bare upgrades: each lands on a
+        # worker by the kernel's hash (all 8 on worker 0: a 2^-8 chance)
+        socks = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", self.srv.upstream_port), timeout=T(10))
+            socks.append(s)
+            hs = client_handshake(s, "/piko/v1/upstream/wk", "127.0.0.1")
+            self.assertEqual(hs.status, 101)
+        try:
+            wait_for(lambda: request(self.srv.admin_port, "GET",
+                                     "/status/upstream/endpoints").json() == {"wk": 9},
+                     T(10), what="9 tunnels for wk across the workers")
+            text = self.srv.metrics()
+            self.assertEqual(series(text, "piko_upstreams_connected_upstreams"), 9, text)
+        finally:
+            for s in socks:
+                s.close()
 
     def test_a_killed_worker_is_started_again(self):
         self.start_stack()

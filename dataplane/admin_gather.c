@@ -1,18 +1,19 @@
 /*
- * Summing the workers' /metrics. See admin_metrics.h.
+ * Admin answers for every worker. See admin_gather.h.
  */
-#include "admin_metrics.h"
+#include "admin_gather.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "admin_forward.h"
 #include "buf.h"
-#include "metrics_merge.h"
-#include "server_config.h"
 
-struct pk_admin_metrics {
-	void (*done)(void *arg, char *text, size_t len, const char *failed);
+struct pk_admin_gather {
+	pk_admin_gather_merge_fn merge;
+	void (*done)(void *arg, char *body, size_t len, const char *failed);
 	void *arg;
 	const struct pk_strlist *workers;
 	size_t n;       /* texts: this worker's, then one per other worker */
@@ -25,12 +26,12 @@ struct pk_admin_metrics {
 	/* One answer per forward: the forward's done callback needs to know
 	 * its slot. */
 	struct slot {
-		struct pk_admin_metrics *g;
+		struct pk_admin_gather *g;
 		size_t i;
-	} *slots;
+	} * slots;
 };
 
-static void gather_free(struct pk_admin_metrics *g)
+static void gather_free(struct pk_admin_gather *g)
 {
 	for (size_t i = 0; i < g->n; i++)
 		free(g->texts[i]);
@@ -41,13 +42,13 @@ static void gather_free(struct pk_admin_metrics *g)
 	free(g);
 }
 
-static void finish(struct pk_admin_metrics *g)
+static void finish(struct pk_admin_gather *g)
 {
 	if (g->failed[0]) {
 		g->done(g->arg, NULL, 0, g->failed);
 	} else {
 		size_t len;
-		char *sum = pk_metrics_merge((const char *const *)g->texts, g->lens, g->n, &len);
+		char *sum = g->merge((const char *const *)g->texts, g->lens, g->n, &len);
 		g->done(g->arg, sum, len, NULL);
 	}
 	gather_free(g);
@@ -69,7 +70,7 @@ static int body_of(const char *resp, size_t len, size_t *off)
 static void on_answer(void *arg, char *resp, size_t len)
 {
 	struct slot *sl = arg;
-	struct pk_admin_metrics *g = sl->g;
+	struct pk_admin_gather *g = sl->g;
 	size_t i = sl->i, off;
 	g->fwds[i] = NULL;
 	if (body_of(resp, len, &off) == 0) {
@@ -86,16 +87,15 @@ static void on_answer(void *arg, char *resp, size_t len)
 		finish(g);
 }
 
-struct pk_admin_metrics *pk_admin_metrics_gather(struct lws_context *ctx,
-                                                 const struct pk_strlist *workers,
-                                                 const struct pk_http1_head *h, char *own,
-                                                 size_t own_len,
-                                                 void (*done)(void *arg, char *text, size_t len,
-                                                              const char *failed),
-                                                 void *arg)
+struct pk_admin_gather *
+pk_admin_gather(struct lws_context *ctx, const struct pk_strlist *workers,
+                const struct pk_http1_head *h, char *own, size_t own_len,
+                pk_admin_gather_merge_fn merge,
+                void (*done)(void *arg, char *body, size_t len, const char *failed), void *arg)
 {
 	/* Owner: itself, freed once done has run (or when cancelled). */
-	struct pk_admin_metrics *g = pk_xcalloc(1, sizeof(*g));
+	struct pk_admin_gather *g = pk_xcalloc(1, sizeof(*g));
+	g->merge = merge;
 	g->done = done;
 	g->arg = arg;
 	g->workers = workers;
@@ -111,8 +111,8 @@ struct pk_admin_metrics *pk_admin_metrics_gather(struct lws_context *ctx,
 	for (size_t i = 1; i < g->n; i++) {
 		g->slots[i].g = g;
 		g->slots[i].i = i;
-		g->fwds[i] = pk_admin_forward(ctx, workers->v[i - 1], h, NULL, 0, on_answer,
-		                              &g->slots[i]);
+		g->fwds[i] =
+		    pk_admin_forward(ctx, workers->v[i - 1], h, NULL, 0, on_answer, &g->slots[i]);
 		if (!g->fwds[i]) {
 			if (!g->failed[0])
 				snprintf(g->failed, sizeof(g->failed), "%s", workers->v[i - 1]);
@@ -128,10 +128,38 @@ struct pk_admin_metrics *pk_admin_metrics_gather(struct lws_context *ctx,
 	return g;
 }
 
-void pk_admin_metrics_cancel(struct pk_admin_metrics *g)
+void pk_admin_gather_cancel(struct pk_admin_gather *g)
 {
 	for (size_t i = 1; i < g->n; i++)
 		if (g->fwds[i])
 			pk_admin_forward_cancel(g->fwds[i]);
 	gather_free(g);
+}
+
+char *pk_admin_gather_endpoints(const char *const *texts, const size_t *lens, size_t n,
+                                size_t *out_len)
+{
+	/* Owner: this function (put below); keys in the first body's order. */
+	struct json_object *sum = json_object_new_object();
+	for (size_t i = 0; i < n; i++) {
+		struct json_tokener *tok = json_tokener_new();
+		struct json_object *o = json_tokener_parse_ex(tok, texts[i], (int)lens[i]);
+		json_tokener_free(tok);
+		if (o && json_object_is_type(o, json_type_object)) {
+			json_object_object_foreach(o, key, val)
+			{
+				struct json_object *have = NULL;
+				int64_t add = json_object_get_int64(val);
+				if (json_object_object_get_ex(sum, key, &have))
+					add += json_object_get_int64(have);
+				json_object_object_add(sum, key, json_object_new_int64(add));
+			}
+		}
+		json_object_put(o);
+	}
+	const char *s = json_object_to_json_string_ext(sum, JSON_C_TO_STRING_PLAIN);
+	char *out = pk_xstrdup(s);
+	*out_len = strlen(out);
+	json_object_put(sum);
+	return out;
 }
