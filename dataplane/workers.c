@@ -216,7 +216,7 @@ static int spawn(struct supervisor *s, size_t i, int *in_worker)
 	w->pid = pid;
 	w->started_ms = now_ms();
 	w->restart_at_ms = 0;
-	char idx[16], pids[16];
+	char idx[24], pids[16];
 	snprintf(idx, sizeof(idx), "%zu", i);
 	snprintf(pids, sizeof(pids), "%d", (int)pid);
 	pk_log(PK_LOG_INFO, SUBSYS, "worker started", "worker", idx, "pid", pids, NULL);
@@ -286,7 +286,7 @@ static int supervise(struct supervisor *s, const sigset_t *set, int *in_worker)
 				if (w->pid != pid)
 					continue;
 				w->pid = 0;
-				char idx[16], why[32];
+				char idx[24], why[32];
 				snprintf(idx, sizeof(idx), "%zu", i);
 				if (WIFSIGNALED(st))
 					snprintf(why, sizeof(why), "signal %d", WTERMSIG(st));
@@ -355,7 +355,7 @@ int pk_workers_run(struct pk_server_config *cfg)
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, &s->old_mask);
 	signal(SIGCHLD, on_sigchld);
-	char n[16];
+	char n[24];
 	snprintf(n, sizeof(n), "%zu", s->n);
 	pk_log(PK_LOG_INFO, SUBSYS, "starting workers", "workers", n, "node-id", s->node_id, NULL);
 	for (size_t i = 0; i < s->n && !in_worker; i++) {

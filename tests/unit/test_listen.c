@@ -1,0 +1,117 @@
+/*
+ * Listening sockets (core/listen.c): a SO_REUSEPORT group shares one port
+ * (port 0 resolved by its first member) and the kernel gives each member
+ * connections; a preset socket is taken instead of binding, once.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "listen.h"
+
+static int port_of(int fd)
+{
+	struct sockaddr_in a;
+	socklen_t l = sizeof(a);
+	assert_int_equal(getsockname(fd, (void *)&a, &l), 0);
+	return ntohs(a.sin_port);
+}
+
+static int dial(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (void *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void test_group_shares_a_port(void **state)
+{
+	(void)state;
+	int fds[4], port = -1;
+	char err[256];
+	assert_int_equal(pk_sock_listen_group("127.0.0.1:0", 4, fds, &port, err, sizeof(err)), 0);
+	assert_true(port > 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(port_of(fds[i]), port);
+	/* The kernel spreads connections over the members: 64 dials reach
+	 * more than one of them (all on one member: 4^-63). */
+	int clients[64], seen[4] = {0};
+	for (int i = 0; i < 64; i++)
+		clients[i] = dial(port);
+	for (int i = 0; i < 4; i++) {
+		struct pollfd p = {.fd = fds[i], .events = POLLIN};
+		while (poll(&p, 1, 100) == 1) {
+			int c = accept(fds[i], NULL, NULL);
+			if (c < 0)
+				break;
+			seen[i]++;
+			close(c);
+		}
+	}
+	int members = 0, total = 0;
+	for (int i = 0; i < 4; i++) {
+		members += seen[i] > 0;
+		total += seen[i];
+	}
+	assert_int_equal(total, 64);
+	assert_true(members > 1);
+	for (int i = 0; i < 64; i++)
+		close(clients[i]);
+	for (int i = 0; i < 4; i++)
+		close(fds[i]);
+}
+
+static void test_group_fails_whole(void **state)
+{
+	(void)state;
+	/* A port held without SO_REUSEPORT: the group cannot join it, and
+	 * nothing stays open. */
+	int port, fds[2];
+	char err[256];
+	int held = pk_sock_listen_fd("127.0.0.1:0", &port, err, sizeof(err));
+	assert_true(held >= 0);
+	char addr[32];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	int got;
+	assert_int_equal(pk_sock_listen_group(addr, 2, fds, &got, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "Address already in use"));
+	close(held);
+}
+
+static void test_preset_is_taken_once(void **state)
+{
+	(void)state;
+	int port, again;
+	char err[256];
+	int fd = pk_sock_listen_fd("127.0.0.1:0", &port, err, sizeof(err));
+	assert_true(fd >= 0);
+	assert_int_equal(pk_sock_listen_preset("10.255.255.1:7", fd), 0);
+	/* An address this host does not have: only the preset can answer. */
+	assert_int_equal(pk_sock_listen_fd("10.255.255.1:7", &again, err, sizeof(err)), fd);
+	assert_int_equal(again, port);
+	assert_int_equal(pk_sock_listen_fd("10.255.255.1:7", &again, err, sizeof(err)), -1);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_group_shares_a_port),
+	    cmocka_unit_test(test_group_fails_whole),
+	    cmocka_unit_test(test_preset_is_taken_once),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
