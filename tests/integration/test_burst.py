@@ -6,16 +6,12 @@ little slow. The agent here is a test double speaking yamux over the upstream
 WebSocket, which holds back every ACK until it has seen 300 SYNs."""
 
 import socket
-import struct
 import threading
 import time
 
 from harness import PikoTestCase, T, proxy_request, wait_for
 from tcp_ws import OP_BINARY, WsConn, client_handshake
-
-HDR = struct.Struct(">BBHII")  # version, type, flags, stream id, length
-T_DATA, T_WINDOW, T_PING = 0, 1, 2
-F_SYN, F_ACK, F_FIN = 1, 2, 4
+from yamux_double import F_ACK, F_FIN, F_SYN, T_DATA, T_PING, T_WINDOW, FrameReader, frame
 
 
 class SlowAckAgent:
@@ -39,27 +35,21 @@ class SlowAckAgent:
 
     def send(self, typ, flags, sid, length, payload=b""):
         with self.lock:
-            self.ws.send(OP_BINARY, HDR.pack(0, typ, flags, sid, length) + payload)
+            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
 
     def _run(self):
-        data = b""
+        frames = FrameReader()
         acked = False
         first_syn = None
         try:
             while True:
                 self.sock.settimeout(0.2)
+                msg = b""
                 try:
                     _, msg = self.ws.recv_message()
-                    data += msg
                 except socket.timeout:
                     pass
-                while len(data) >= 12:
-                    ver, typ, flags, sid, length = HDR.unpack(data[:12])
-                    plen = length if typ == T_DATA else 0
-                    if len(data) < 12 + plen:
-                        break
-                    payload = data[12:12 + plen]
-                    data = data[12 + plen:]
+                for typ, flags, sid, length, payload in frames.feed(msg):
                     if typ == T_PING and flags & F_SYN:
                         self.send(T_PING, F_ACK, 0, length)
                     if flags & F_SYN and sid:

@@ -12,7 +12,6 @@ import hashlib
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 
@@ -20,9 +19,8 @@ from harness import PikoTestCase, RequestLoad, T, free_port, wait_for
 from tcp_services import find_logs
 from tcp_ws import OP_BINARY, OP_CLOSE, WsClosed, WsConn, accept_key, hget, read_http_head
 
-HDR = struct.Struct(">BBHII")  # version, type, flags, stream id, length
-T_DATA, T_WINDOW, T_PING, T_GOAWAY = 0, 1, 2, 3
-F_SYN, F_ACK, F_FIN, F_RST = 1, 2, 4, 8
+from yamux_double import (F_ACK, F_FIN, F_RST, F_SYN, T_DATA, T_GOAWAY, T_PING,  # noqa: F401
+                          T_WINDOW, FrameReader, frame)
 WINDOW = 256 * 1024
 
 ENDPOINT = "goaway-ep"
@@ -59,7 +57,7 @@ class Session:
 
     def send(self, typ, flags, sid, length, payload=b""):
         with self.lock:
-            self.ws.send(OP_BINARY, HDR.pack(0, typ, flags, sid, length) + payload)
+            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
 
     def go_away(self, code=0):
         self.send(T_GOAWAY, 0, 0, code)
@@ -91,7 +89,7 @@ class Session:
         return bytes(st.data)
 
     def _run(self):
-        data = b""
+        frames = FrameReader()
         try:
             while True:
                 op, msg = self.ws.recv_message()
@@ -101,15 +99,8 @@ class Session:
                     except OSError:
                         pass
                     break
-                data += msg
-                while len(data) >= 12:
-                    _, typ, flags, sid, length = HDR.unpack(data[:12])
-                    plen = length if typ == T_DATA else 0
-                    if len(data) < 12 + plen:
-                        break
-                    payload = data[12:12 + plen]
-                    data = data[12 + plen:]
-                    self._frame(typ, flags, sid, length, payload)
+                for f in frames.feed(msg):
+                    self._frame(*f)
         except (WsClosed, OSError) as e:
             self.errors.append(repr(e))
         finally:

@@ -10,16 +10,13 @@ reader would also survive by crediting in time: the deltas are what tell)."""
 
 import hashlib
 import socket
-import struct
 import threading
 
 import test_goaway as fake
 from harness import PikoTestCase, T, proxy_request, wait_for
 from tcp_ws import OP_BINARY, OP_CLOSE, WsConn, client_handshake
+from yamux_double import F_ACK, F_FIN, F_SYN, T_DATA, T_GOAWAY, T_PING, T_WINDOW, FrameReader, frame
 
-HDR = struct.Struct(">BBHII")  # version, type, flags, stream id, length
-T_DATA, T_WINDOW, T_PING = 0, 1, 2
-F_SYN, F_ACK, F_FIN = 1, 2, 4
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -44,27 +41,20 @@ class FakeAgent:
 
     def send(self, typ, flags, sid, length, payload=b""):
         with self.lock:
-            self.ws.send(OP_BINARY, HDR.pack(0, typ, flags, sid, length) + payload)
+            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
 
     def _run(self):
-        data = b""
+        frames = FrameReader()
         reqs = {}
         try:
             while True:
                 op, msg = self.ws.recv_message()
                 if op == OP_CLOSE:
                     return
-                data += msg
-                while len(data) >= 12:
-                    _, typ, flags, sid, length = HDR.unpack(data[:12])
-                    plen = length if typ == T_DATA else 0
-                    if len(data) < 12 + plen:
-                        break
-                    payload = data[12:12 + plen]
-                    data = data[12 + plen:]
+                for typ, flags, sid, length, payload in frames.feed(msg):
                     if typ == T_PING and flags & F_SYN:
                         self.send(T_PING, F_ACK, 0, length)
-                    elif typ == 3:
+                    elif typ == T_GOAWAY:
                         self.goaway = length
                     elif flags & F_SYN and sid:
                         self.syns.append((sid, length))
