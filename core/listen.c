@@ -71,29 +71,7 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, i
 	return fd;
 }
 
-/* Sockets bound by a parent before it forked this process (the workers'
- * supervisor): the listen address each stands for, and its fd. */
-#define MAX_PRESETS 8
-static struct {
-	char *addr;
-	int fd;
-} presets[MAX_PRESETS];
-
-int pk_sock_listen_preset(const char *addr, int fd)
-{
-	for (size_t i = 0; i < MAX_PRESETS; i++)
-		if (!presets[i].addr) {
-			/* Owner: this table, until pk_sock_listen_fd takes it. */
-			presets[i].addr = strdup(addr);
-			if (!presets[i].addr)
-				return -1;
-			presets[i].fd = fd;
-			return 0;
-		}
-	return -1;
-}
-
-static int bound_port_of(int fd, int port)
+static int bound_port_or(int fd, int port)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof(ss);
@@ -157,28 +135,33 @@ static int listen_addr(const char *addr, int reuseport, int port_override, int *
 		snprintf(err, errlen, "listen %s: %s", addr, strerror(e));
 		return -1;
 	}
-	*bound_port = bound_port_of(fd, port);
+	*bound_port = bound_port_or(fd, port);
 	return fd;
 }
 
 int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errlen)
 {
-	for (size_t i = 0; addr && i < MAX_PRESETS; i++)
-		if (presets[i].addr && !strcmp(presets[i].addr, addr)) {
-			int fd = presets[i].fd;
-			free(presets[i].addr);
-			presets[i].addr = NULL;
-			*bound_port = bound_port_of(fd, 0);
-			return fd;
-		}
 	return listen_addr(addr, 0, -1, bound_port, err, errlen);
+}
+
+int pk_sock_listen_port_of(int fd)
+{
+	return bound_port_or(fd, -1);
 }
 
 int pk_sock_listen_group(const char *addr, size_t n, int *fds, int *bound_port, char *err,
                          size_t errlen)
 {
+	/* SO_REUSEPORT would join any group of this user already on the
+	 * port (another server, or this one's other port on the same
+	 * address): a plain bind first fails as a single node's would, and
+	 * tells port 0's pick. */
+	int probe = listen_addr(addr, 0, -1, bound_port, err, errlen);
+	if (probe == -1)
+		return -1;
+	close(probe);
 	for (size_t i = 0; i < n; i++) {
-		fds[i] = listen_addr(addr, 1, i ? *bound_port : -1, bound_port, err, errlen);
+		fds[i] = listen_addr(addr, 1, *bound_port, bound_port, err, errlen);
 		if (fds[i] == -1) {
 			while (i--)
 				close(fds[i]);

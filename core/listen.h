@@ -15,17 +15,15 @@
 int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errlen);
 
 /* n sockets on the same address and port with SO_REUSEPORT, so the kernel
- * spreads new connections over n processes (dataplane/workers.c): the first
- * binds addr (port 0 picks one), the others its port. Returns 0 with fds[]
+ * spreads new connections over n processes (dataplane/workers.c), after a
+ * plain bind of addr (without SO_REUSEPORT) has checked the port is free
+ * and picked port 0's. Returns 0 with fds[]
  * filled (owned by the caller) and the port, or -1 with err set and none
  * open. */
 int pk_sock_listen_group(const char *addr, size_t n, int *fds, int *bound_port, char *err,
                          size_t errlen);
 
-/* A socket bound before this process was forked: the next
- * pk_sock_listen_fd(addr) with exactly this addr returns fd instead of
- * binding (and the table forgets it). At most 8. Returns 0, or -1 when the
- * table is full. */
-int pk_sock_listen_preset(const char *addr, int fd);
+/* The port a listening socket is bound to, or -1. */
+int pk_sock_listen_port_of(int fd);
 
 #endif

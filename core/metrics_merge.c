@@ -190,7 +190,27 @@ static int sample(const char *line, size_t len, size_t *key_len, double *v)
 	return 0;
 }
 
-static void merge_text(struct merge *m, const char *t, size_t len)
+/* key with label="value" put first among its labels. Owner: the caller. */
+static char *labelled(const char *key, size_t len, const char *label, size_t idx, size_t *out)
+{
+	size_t nlen = 0;
+	while (nlen < len && key[nlen] != '{')
+		nlen++;
+	struct pk_sb b = {0};
+	pk_sb_put(&b, key, nlen);
+	pk_sb_printf(&b, "{%s=\"%zu\"", label, idx);
+	if (nlen < len) {
+		/* "{}" gets no comma */
+		if (nlen + 1 < len && key[nlen + 1] != '}')
+			pk_sb_put(&b, ",", 1);
+		pk_sb_put(&b, key + nlen + 1, len - nlen - 1);
+	} else {
+		pk_sb_put(&b, "}", 1);
+	}
+	return pk_sb_finish(&b, out);
+}
+
+static void merge_text(struct merge *m, const char *t, size_t len, const char *label, size_t idx)
 {
 	struct family *cur = NULL;
 	while (len) {
@@ -205,8 +225,16 @@ static void merge_text(struct merge *m, const char *t, size_t len)
 		} else {
 			size_t klen;
 			double v;
-			if (sample(t, ll, &klen, &v) == 0)
+			if (sample(t, ll, &klen, &v) < 0) {
+				/* not "series value": dropped */
+			} else if (label) {
+				size_t kl;
+				char *k = labelled(t, klen, label, idx, &kl);
+				cur = add_sample(m, family_of(m, cur, k, kl), k, kl, v);
+				free(k);
+			} else {
 				cur = add_sample(m, family_of(m, cur, t, klen), t, klen, v);
+			}
 		}
 		t += ll + (nl ? 1 : 0);
 		len -= ll + (nl ? 1 : 0);
@@ -230,7 +258,8 @@ static void merge_free(struct merge *m)
 	free(m->b);
 }
 
-char *pk_metrics_merge(const char *const *texts, const size_t *lens, size_t n, size_t *out_len)
+char *pk_metrics_merge(const char *const *texts, const size_t *lens, size_t n, const char *label,
+                       size_t *out_len)
 {
 	struct merge m;
 	memset(&m, 0, sizeof(m));
@@ -239,7 +268,7 @@ char *pk_metrics_merge(const char *const *texts, const size_t *lens, size_t n, s
 	m.b = pk_xcalloc(m.nb, sizeof(*m.b));
 	pk_siphash_seed(&m.k0, &m.k1);
 	for (size_t i = 0; i < n; i++)
-		merge_text(&m, texts[i], lens[i]);
+		merge_text(&m, texts[i], lens[i], label, i);
 
 	struct pk_sb b = {0};
 	for (struct family *f = m.first; f; f = f->next) {

@@ -50,6 +50,13 @@ void pk_runloop_signals(struct lws_context *ctx)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A server's workers start with them blocked (dataplane/workers.c),
+	 * so that one sent while they start waits for these handlers. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	sigprocmask(SIG_UNBLOCK, &stop, NULL);
 }
 
 int pk_runloop_stop_requested(void)

@@ -1581,18 +1581,25 @@ struct pk_sock_listener *pk_sock_listen(const char *addr, void (*on_accept)(void
 	int fd = pk_sock_listen_fd(addr, &port, err, errlen);
 	if (fd == -1)
 		return NULL;
+	return pk_sock_listen_adopt(fd, on_accept, user, err, errlen);
+}
+
+struct pk_sock_listener *pk_sock_listen_adopt(int fd, void (*on_accept)(void *user, int fd),
+                                              void *user, char *err, size_t errlen)
+{
 	/* Owner: the caller; freed by pk_sock_listener_close(). */
 	struct pk_sock_listener *l = pk_xcalloc(1, sizeof(*l));
 	l->kind = KIND_LISTENER;
 	l->fd = fd;
-	l->port = port;
+	l->port = pk_sock_listen_port_of(fd);
 	l->on_accept = on_accept;
 	l->user = user;
 	l->wsi = adopt_fd(fd, l);
 	if (!l->wsi) {
+		snprintf(err, errlen, "listen on port %d: cannot add the socket to the event loop",
+		         l->port);
 		close(fd);
 		free(l);
-		snprintf(err, errlen, "listen %s: cannot add the socket to the event loop", addr);
 		return NULL;
 	}
 	lws_dll2_add_tail(&l->link, &g_listeners);

@@ -157,6 +157,12 @@ void pk_sock_peer_ip(const struct pk_sock *s, char *out, size_t cap);
 struct pk_sock_listener;
 struct pk_sock_listener *pk_sock_listen(const char *addr, void (*on_accept)(void *user, int fd),
                                         void *user, char *err, size_t errlen);
+
+/* The same for a socket already bound and listening (dataplane/workers.c
+ * binds them before it forks): fd is the listener's from now on, closed
+ * on failure too. */
+struct pk_sock_listener *pk_sock_listen_adopt(int fd, void (*on_accept)(void *user, int fd),
+                                              void *user, char *err, size_t errlen);
 void pk_sock_listener_close(struct pk_sock_listener *l);
 /* The port actually bound (useful with port 0). */
 int pk_sock_listener_port(const struct pk_sock_listener *l);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 
 #include "admin_forward.h"
 #include "admin_gather.h"
@@ -21,7 +22,6 @@
 #include "http1.h"
 #include "link.h"
 #include "lwsio.h"
-#include "metrics_merge.h"
 #include "server.h"
 
 #define ADMIN_MAX_HEAD (64 * 1024)
@@ -111,12 +111,12 @@ static int gather_route(struct admin_conn *c, const struct pk_http1_head *h, cha
                         size_t own_len, pk_admin_gather_merge_fn merge, const char *ctype)
 {
 	struct pk_server *srv = c->srv;
-	if (!srv->cfg->worker_admins.n || strcmp(h->method, "GET"))
+	if (!srv->cfg->worker.admins.n || strcmp(h->method, "GET"))
 		return 0;
 	c->gather_close = !h->keep_alive || h->chunked;
 	c->gather_type = ctype;
-	c->gather = pk_admin_gather(srv->ctx, &srv->cfg->worker_admins, h, own, own_len, merge,
-	                            gather_done, c);
+	c->gather = pk_admin_gather(srv->ctx, &srv->cfg->worker.admins, srv->cfg->worker.secret, h,
+	                            own, own_len, merge, gather_done, c);
 	return 1;
 }
 
@@ -253,8 +253,14 @@ static int forward_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 	for (struct pk_link *l = srv->cluster.links; l; l = l->next)
 		if (l->state == PK_LINK_ESTABLISHED && !strcmp(l->peer_id, id))
 			addr = l->admin_addr;
+	/* Under --workers every node is a worker, whose admin port takes
+	 * only requests with the workers' secret. */
+	char extra[160] = "";
+	if (srv->cfg->worker.on)
+		pk_admin_worker_header(srv->cfg->worker.secret, extra, sizeof(extra));
 	if (addr)
-		c->fwd = pk_admin_forward(srv->ctx, addr, h, c->body, c->body_len, forward_done, c);
+		c->fwd = pk_admin_forward(srv->ctx, addr, h, c->body, c->body_len,
+		                          extra[0] ? extra : NULL, 0, forward_done, c);
 	if (!c->fwd) {
 		if (addr)
 			json_error(wsi, c, 502, "upstream unreachable", 1);
@@ -263,6 +269,15 @@ static int forward_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 		return 1;
 	}
 	return 1;
+}
+
+/* The request carries the workers' secret (compared in constant time). */
+static int worker_secret_ok(const struct pk_server *srv, const struct pk_http1_head *h)
+{
+	const char *got = pk_http1_header_get(h, PK_ADMIN_WORKER_HEADER);
+	const char *want = srv->cfg->worker.secret;
+	size_t n = want ? strlen(want) : 0;
+	return got && n && strlen(got) == n && CRYPTO_memcmp(got, want, n) == 0;
 }
 
 static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
@@ -280,6 +295,15 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),
 	    .authorization = pk_http1_header_get(h, "Authorization"),
 	};
+	/* Workers 1 and up of --workers serve their admin port on loopback
+	 * to worker 0 alone, which answers for the server and sends their
+	 * secret (admin_gather.h): anything else is refused, and what comes
+	 * is answered here, never forwarded again. */
+	int inner = srv->cfg->worker.on && srv->cfg->worker.index > 0;
+	if (inner && !worker_secret_ok(srv, h)) {
+		json_error(wsi, c, 403, "this port answers the server's other workers only", 1);
+		return;
+	}
 	const char *denied = pk_access_check(srv->access.admin, &ah, pk_auth_now(), NULL);
 	size_t len;
 	if (denied) {
@@ -291,7 +315,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		return;
 	}
 
-	if (forward_route(wsi, c, h))
+	if (!inner && forward_route(wsi, c, h))
 		return;
 	/* Route on the path alone, as Go's router does (query ignored). */
 	size_t plen = strcspn(h->url, "?");
@@ -316,7 +340,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		pk_process_metrics_update(&srv->m.process);
 		owned = pk_metrics_render(srv->metrics, &body_len);
 		body = owned;
-		if (gather_route(c, h, owned, body_len, pk_metrics_merge, PK_METRICS_TYPE))
+		if (gather_route(c, h, owned, body_len, pk_admin_gather_metrics, PK_METRICS_TYPE))
 			return;
 	}
 	int close = !h->keep_alive || h->chunked;

@@ -131,9 +131,11 @@ static const struct pk_sock_ops fwd_ops = {
 
 struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
                                       const struct pk_http1_head *h, const char *body,
-                                      size_t body_len,
+                                      size_t body_len, const char *extra, uint64_t timeout_ms,
                                       void (*done)(void *arg, char *resp, size_t len), void *arg)
 {
+	if (!timeout_ms)
+		timeout_ms = PK_ADMIN_FORWARD_TIMEOUT_MS;
 	char host[256];
 	const char *colon = strrchr(addr, ':');
 	if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host))
@@ -159,7 +161,7 @@ struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
 	pk_http1_reader_init(&f->rd, PK_HTTP1_RESPONSE, 64 * 1024);
 	pk_http1_reader_set_head_request(&f->rd, !strcmp(h->method, "HEAD"));
 	pk_bufq_init(&f->resp, RESP_MAX);
-	f->sock = pk_sock_connect(host, port, PK_ADMIN_FORWARD_TIMEOUT_MS, &fwd_ops, f,
+	f->sock = pk_sock_connect(host, port, timeout_ms, &fwd_ops, f,
 	                          256 * 1024 + body_len); /* the head is at most 64 KiB */
 	if (!f->sock) {
 		pk_http1_reader_free(&f->rd);
@@ -185,13 +187,15 @@ struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
 		pk_sock_write(f->sock, (const uint8_t *)value, strlen(value));
 		pk_sock_write(f->sock, (const uint8_t *)"\r\n", 2);
 	}
+	if (extra)
+		pk_sock_write(f->sock, (const uint8_t *)extra, strlen(extra));
 	n = snprintf(line, sizeof(line), "Content-Length: %zu\r\nConnection: close\r\n\r\n",
 	             body_len);
 	pk_sock_write(f->sock, (const uint8_t *)line, (size_t)n);
 	if (body_len)
 		pk_sock_write(f->sock, (const uint8_t *)body, body_len);
 	lws_sul_schedule(ctx, 0, &f->timeout_sul, on_timeout,
-	                 (lws_usec_t)PK_ADMIN_FORWARD_TIMEOUT_MS * LWS_US_PER_MS);
+	                 (lws_usec_t)timeout_ms * LWS_US_PER_MS);
 	return f;
 }
 

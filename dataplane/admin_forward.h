@@ -19,14 +19,15 @@
 
 struct pk_admin_fwd;
 
-/* Replay h (and body) to the admin port at addr ("host:port"). done runs
- * once, from the loop, with the complete response to send (owned by the
- * callee) — the node's own, or our 502/504. Returns the forward (owned by
- * itself until done runs), or NULL when addr is unusable (done is then not
- * called). */
+/* Replay h (and body) to the admin port at addr ("host:port"), with
+ * extra (NULL, or header lines each ending in CRLF) added. done runs once,
+ * from the loop, with the complete response to send (owned by the callee)
+ * — the node's own, or our 502, or our 504 after timeout_ms (0:
+ * PK_ADMIN_FORWARD_TIMEOUT_MS). Returns the forward (owned by itself until
+ * done runs), or NULL when addr is unusable (done is then not called). */
 struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
                                       const struct pk_http1_head *h, const char *body,
-                                      size_t body_len,
+                                      size_t body_len, const char *extra, uint64_t timeout_ms,
                                       void (*done)(void *arg, char *resp, size_t len), void *arg);
 
 /* The asker went away: done will not run; the forward ends. */

@@ -3,6 +3,7 @@
  */
 #include "admin_gather.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 
 #include "admin_forward.h"
 #include "buf.h"
+#include "metrics_merge.h"
 
 struct pk_admin_gather {
 	pk_admin_gather_merge_fn merge;
@@ -87,8 +89,13 @@ static void on_answer(void *arg, char *resp, size_t len)
 		finish(g);
 }
 
+void pk_admin_worker_header(const char *secret, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s: %s\r\n", PK_ADMIN_WORKER_HEADER, secret);
+}
+
 struct pk_admin_gather *
-pk_admin_gather(struct lws_context *ctx, const struct pk_strlist *workers,
+pk_admin_gather(struct lws_context *ctx, const struct pk_strlist *workers, const char *secret,
                 const struct pk_http1_head *h, char *own, size_t own_len,
                 pk_admin_gather_merge_fn merge,
                 void (*done)(void *arg, char *body, size_t len, const char *failed), void *arg)
@@ -108,11 +115,13 @@ pk_admin_gather(struct lws_context *ctx, const struct pk_strlist *workers,
 	g->lens[0] = own_len;
 	/* Every forward is counted before the first can answer. */
 	g->pending = workers->n;
+	char extra[160];
+	pk_admin_worker_header(secret, extra, sizeof(extra));
 	for (size_t i = 1; i < g->n; i++) {
 		g->slots[i].g = g;
 		g->slots[i].i = i;
-		g->fwds[i] =
-		    pk_admin_forward(ctx, workers->v[i - 1], h, NULL, 0, on_answer, &g->slots[i]);
+		g->fwds[i] = pk_admin_forward(ctx, workers->v[i - 1], h, NULL, 0, extra,
+		                              PK_ADMIN_GATHER_TIMEOUT_MS, on_answer, &g->slots[i]);
 		if (!g->fwds[i]) {
 			if (!g->failed[0])
 				snprintf(g->failed, sizeof(g->failed), "%s", workers->v[i - 1]);
@@ -120,8 +129,8 @@ pk_admin_gather(struct lws_context *ctx, const struct pk_strlist *workers,
 		}
 	}
 	if (g->pending == 0) {
-		/* Nothing was asked (every address unusable): answered from the
-		 * loop all the same, as done promises. */
+		/* Nothing was asked (every address unusable): done runs now,
+		 * and the caller learns it from the NULL. */
 		finish(g);
 		return NULL;
 	}
@@ -134,6 +143,12 @@ void pk_admin_gather_cancel(struct pk_admin_gather *g)
 		if (g->fwds[i])
 			pk_admin_forward_cancel(g->fwds[i]);
 	gather_free(g);
+}
+
+char *pk_admin_gather_metrics(const char *const *texts, const size_t *lens, size_t n,
+                              size_t *out_len)
+{
+	return pk_metrics_merge(texts, lens, n, "worker", out_len);
 }
 
 char *pk_admin_gather_endpoints(const char *const *texts, const size_t *lens, size_t n,

@@ -337,7 +337,9 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 	                      ? cfg->cluster.advertise_addr
 	                      : cfg->cluster.gossip.advertise_addr;
 	char lerr[256];
-	cl->ln = pk_sock_listen(bind, on_accept, cl, lerr, sizeof(lerr));
+	cl->ln = cfg->worker.on ? pk_sock_listen_adopt(cfg->worker.cluster_fd, on_accept, cl, lerr,
+	                                               sizeof(lerr))
+	                        : pk_sock_listen(bind, on_accept, cl, lerr, sizeof(lerr));
 	if (!cl->ln) {
 		snprintf(err, errlen, "cluster port %s: %s", bind, lerr);
 		return -1;

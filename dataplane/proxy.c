@@ -220,10 +220,18 @@ static unsigned resp_flags(const struct pk_proxy_exchange *ex, int close)
 
 /* ---- metrics and access log ------------------------------------------- */
 
-static void flight_done(struct pk_server *srv)
+static void flight_gauge(struct pk_server *srv)
+{
+	pk_metric_set(srv->m.requests_in_flight, NULL,
+	              (double)(srv->in_flight - srv->in_flight_from_workers));
+}
+
+static void flight_done(struct pk_server *srv, const struct pk_proxy_exchange *ex)
 {
 	srv->in_flight--;
-	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
+	if (ex->from_worker)
+		srv->in_flight_from_workers--;
+	flight_gauge(srv);
 }
 
 /* The access log's record of a finished exchange (Piko's shape, see
@@ -266,14 +274,14 @@ static void record(struct pk_server *srv, struct pk_proxy_exchange *ex)
 	const char *labels[2] = {st, ex->method};
 	double secs = (double)(pk_now_ms() - ex->start_ms) / 1000.0;
 	if (ex->from_worker) {
-		flight_done(srv);
+		flight_done(srv, ex);
 		return;
 	}
 	pk_metric_add(srv->m.requests_total, labels, 1);
 	pk_metric_observe(srv->m.request_latency, labels, secs);
 	pk_metric_observe(srv->m.request_size, NULL, (double)ex->req_size);
 	pk_metric_observe(srv->m.response_size, NULL, (double)ex->resp_size);
-	flight_done(srv);
+	flight_done(srv, ex);
 	access_log(ex);
 }
 
@@ -441,7 +449,7 @@ static void exchange_deny(struct pk_proxy_exchange *ex, const char *reason)
 	conn_write(c, resp, len);
 	free(resp);
 	ex->status = 401;
-	flight_done(c->srv);
+	flight_done(c->srv, ex);
 	exchange_detach(ex);
 	conn_close_after_write(c);
 }
@@ -791,8 +799,11 @@ static void start_exchange(struct pk_proxy_conn *c)
 
 	c->idle_since_ms = 0;
 	c->head_start_ms = 0;
+	/* Came over a link from another worker of this server (--workers):
+	 * the worker it entered counts and logs it (workers.h). */
+	int from_worker = c->link_stream && srv->cfg->worker.on;
 	srv->in_flight++;
-	pk_metric_set(srv->m.requests_in_flight, NULL, (double)srv->in_flight);
+	srv->in_flight_from_workers += from_worker;
 
 	/* Owner: the client connection while attached (c->ex), then the stream
 	 * (its user pointer) until on_close; see exchange_detach(). */
@@ -813,7 +824,8 @@ static void start_exchange(struct pk_proxy_conn *c)
 	ex->srv = srv;
 	ex->http_minor = h->http_minor;
 	ex->start_ns = pk_now_ns();
-	ex->from_worker = c->link_stream && srv->cfg->workers > 1;
+	ex->from_worker = from_worker;
+	flight_gauge(srv);
 	ex->log_on = !ex->from_worker &&
 	             pk_access_log_on(&srv->cfg->proxy.access_log, "proxy.access", h->url);
 	if (ex->log_on)

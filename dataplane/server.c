@@ -272,12 +272,14 @@ static int create_upstream_port(struct pk_server *srv)
 }
 
 /* first_byte_ms: on a TLS port, how long a connection may wait before its
- * first byte (its header timeout; 0 for lws's handshake bound). */
+ * first byte (its header timeout; 0 for lws's handshake bound). fd: the
+ * socket a workers' supervisor bound for it, or -1 to bind here. */
 static int listen_port(struct pk_server_port *p, void (*accept)(void *user, int fd), void *user,
-                       const char *bind, int64_t first_byte_ms)
+                       const char *bind, int64_t first_byte_ms, int fd)
 {
 	char err[256], port[16];
-	p->ln = pk_sock_listen(bind, accept, user, err, sizeof(err));
+	p->ln = fd >= 0 ? pk_sock_listen_adopt(fd, accept, user, err, sizeof(err))
+	                : pk_sock_listen(bind, accept, user, err, sizeof(err));
 	if (!p->ln) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "failed to listen", "port-name", p->name, "addr", bind,
 		       "error", err, NULL);
@@ -341,12 +343,14 @@ int pk_server_run(const struct pk_server_config *cfg)
 	                &cfg->proxy.tls))
 		goto out;
 	pk_sock_init(srv.admin.vh);
+	const int w = cfg->worker.on;
 	if (listen_port(&srv.admin, on_accept, &srv.admin, cfg->admin.bind_addr,
-	                cfg->admin.http.read_header_timeout_ms) ||
+	                cfg->admin.http.read_header_timeout_ms, w ? cfg->worker.admin_fd : -1) ||
 	    listen_port(&srv.proxy, on_accept, &srv.proxy, cfg->proxy.bind_addr,
-	                cfg->proxy.http.read_header_timeout_ms) ||
+	                cfg->proxy.http.read_header_timeout_ms, w ? cfg->worker.proxy_fd : -1) ||
 	    listen_port(&srv.upstream, on_upstream_accept, &srv, cfg->upstream.bind_addr,
-	                cfg->upstream.http.read_header_timeout_ms))
+	                cfg->upstream.http.read_header_timeout_ms,
+	                w ? cfg->worker.upstream_fd : -1))
 		goto out;
 	if (pk_cluster_init(&srv.cluster, &srv, err, sizeof(err)) < 0) {
 		pk_log(PK_LOG_ERROR, SUBSYS, "invalid cluster config", "error", err, NULL);

@@ -91,6 +91,9 @@ struct pk_server {
 	struct pk_proxy_exchange *waiting_head, *waiting_tail;
 	size_t n_waiting;
 	size_t in_flight; /* proxied exchanges not finished */
+	/* of which came from another worker (--workers): left out of the
+	 * in-flight gauge, which the worker they entered counts */
+	size_t in_flight_from_workers;
 	lws_sorted_usec_list_t tick_sul;
 	struct pk_cluster cluster;
 	uint64_t upstream_drain_deadline_ms; /* shutdown: agents may move until then */

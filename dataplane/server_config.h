@@ -122,10 +122,21 @@ struct pk_server_config {
 	/* Worker processes sharing the ports (dataplane/workers.c); 1: this
 	 * process serves alone. */
 	int64_t workers;
-	/* Set by the supervisor in a worker, never by options: the other
-	 * workers' loopback admin addresses, whose /metrics worker 0 adds to
-	 * its own (dataplane/admin_metrics.c). Owner: the config. */
-	struct pk_strlist worker_admins;
+	/* Set by the supervisor in a worker (dataplane/workers.c), never by
+	 * options; all zero in a server that runs alone. */
+	struct {
+		int on;    /* this process is one of several workers */
+		int index; /* 0 to workers-1 */
+		/* Its listening sockets, bound by the supervisor. */
+		int proxy_fd, upstream_fd, admin_fd, cluster_fd;
+		/* The header value that marks the workers' requests to each
+		 * other's admin ports (admin_gather.h): workers 1 and up take
+		 * no other. Owner: workers.c. */
+		const char *secret;
+		/* Worker 0: the others' loopback admin addresses. Owner:
+		 * workers.c. */
+		struct pk_strlist admins;
+	} worker;
 };
 
 extern const struct pk_opt pk_server_opts[];

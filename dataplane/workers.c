@@ -24,11 +24,17 @@
 /* A worker that dies sooner than this after its start waits this long
  * before the next start: a crash at startup does not spin the CPU. */
 #define RESTART_DELAY_MS 1000
+/* A worker that dies this many times in a row, each time sooner than
+ * QUICK_DEATH_MS after its start, will not run here: the server stops
+ * (and the pod's restart policy takes over). */
+#define MAX_QUICK_DEATHS 5
+#define QUICK_DEATH_MS 10000
 
 struct worker {
 	pid_t pid; /* 0: not running */
 	uint64_t started_ms;
 	uint64_t restart_at_ms; /* 0: no restart due */
+	int quick_deaths;       /* in a row; see MAX_QUICK_DEATHS */
 	/* Bound by the supervisor; a worker keeps its own, the supervisor
 	 * keeps them all until shutdown so that a restarted worker finds the
 	 * connections that queued meanwhile. */
@@ -135,12 +141,18 @@ static int worker_main(struct supervisor *s, size_t i)
 		close(s->w[j].admin_fd);
 		close(s->w[j].cluster_fd);
 	}
-	pk_sock_listen_preset(cfg->proxy.bind_addr, me->proxy_fd);
-	pk_sock_listen_preset(cfg->upstream.bind_addr, me->upstream_fd);
+	/* server.c and cluster.c listen on these instead of binding. */
+	cfg->worker.on = 1;
+	cfg->worker.index = (int)i;
+	cfg->worker.proxy_fd = me->proxy_fd;
+	cfg->worker.upstream_fd = me->upstream_fd;
+	cfg->worker.admin_fd = me->admin_fd;
+	cfg->worker.cluster_fd = me->cluster_fd;
+	cfg->worker.secret = s->key;
 	if (i) {
 		/* Worker 0 serves the admin port; the others serve theirs on
-		 * loopback, in plain HTTP (worker 0's /metrics asks them), with
-		 * the same admin auth. */
+		 * loopback, in plain HTTP, to worker 0 alone: they take only
+		 * requests with the secret (admin.c). */
 		loopback_addr(addr, sizeof(addr), me->admin_port);
 		set_string(cfg, "admin.bind_addr", &cfg->admin.bind_addr, addr);
 		set_string(cfg, "admin.advertise_addr", &cfg->admin.advertise_addr, NULL);
@@ -148,13 +160,11 @@ static int worker_main(struct supervisor *s, size_t i)
 		pk_config_free_key(pk_server_opts, cfg, "admin.tls.key");
 		pk_config_free_key(pk_server_opts, cfg, "admin.tls.client_cas");
 	}
-	pk_sock_listen_preset(cfg->admin.bind_addr, me->admin_fd);
 	loopback_addr(addr, sizeof(addr), me->cluster_port);
 	set_string(cfg, "cluster.bind_addr", &cfg->cluster.bind_addr, addr);
 	set_string(cfg, "cluster.advertise_addr", &cfg->cluster.advertise_addr, NULL);
 	set_string(cfg, "cluster.gossip.bind_addr", &cfg->cluster.gossip.bind_addr, NULL);
 	set_string(cfg, "cluster.gossip.advertise_addr", &cfg->cluster.gossip.advertise_addr, NULL);
-	pk_sock_listen_preset(cfg->cluster.bind_addr, me->cluster_fd);
 	snprintf(id, sizeof(id), "%s-w%zu", s->node_id, i);
 	set_string(cfg, "cluster.node_id", &cfg->cluster.node_id, id);
 	if (!(cfg->cluster.auth.key && *cfg->cluster.auth.key) &&
@@ -169,23 +179,23 @@ static int worker_main(struct supervisor *s, size_t i)
 			loopback_addr(addr, sizeof(addr), s->w[j].cluster_port);
 			cfg->cluster.join.v[cfg->cluster.join.n++] = pk_xstrdup(addr);
 		}
-	/* Worker 0's /metrics adds the others'. Owner: cfg, freed below. */
+	/* Worker 0 answers some admin routes for all (admin_gather.h).
+	 * Owner: this function, freed below. */
 	if (i == 0) {
-		cfg->worker_admins.v = pk_xcalloc(s->n, sizeof(char *));
+		cfg->worker.admins.v = pk_xcalloc(s->n, sizeof(char *));
 		for (size_t j = 1; j < s->n; j++) {
 			loopback_addr(addr, sizeof(addr), s->w[j].admin_port);
-			cfg->worker_admins.v[cfg->worker_admins.n++] = pk_xstrdup(addr);
+			cfg->worker.admins.v[cfg->worker.admins.n++] = pk_xstrdup(addr);
 		}
 	}
 	free(s->node_id);
 	s->node_id = NULL;
 
 	int rc = pk_server_run(cfg);
-	for (size_t j = 0; j < cfg->worker_admins.n; j++)
-		free(cfg->worker_admins.v[j]);
-	free(cfg->worker_admins.v);
-	cfg->worker_admins.v = NULL;
-	cfg->worker_admins.n = 0;
+	for (size_t j = 0; j < cfg->worker.admins.n; j++)
+		free(cfg->worker.admins.v[j]);
+	free(cfg->worker.admins.v);
+	memset(&cfg->worker, 0, sizeof(cfg->worker));
 	return rc;
 }
 
@@ -210,7 +220,15 @@ static int spawn(struct supervisor *s, size_t i, int *in_worker)
 		if (getppid() != parent)
 			raise(SIGTERM);
 		signal(SIGCHLD, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
+		/* SIGTERM and SIGINT stay blocked until the node's loop has its
+		 * handlers (pk_runloop_signals unblocks them): one that comes
+		 * while the worker starts then drains it, instead of killing
+		 * it half made. */
+		sigset_t mask = s->old_mask;
+		sigaddset(&mask, SIGTERM);
+		sigaddset(&mask, SIGINT);
+		sigdelset(&mask, SIGCHLD);
+		sigprocmask(SIG_SETMASK, &mask, NULL);
 		return worker_main(s, i);
 	}
 	w->pid = pid;
@@ -273,8 +291,9 @@ static int supervise(struct supervisor *s, const sigset_t *set, int *in_worker)
 			if (!stopping)
 				pk_log(PK_LOG_INFO, SUBSYS, "stopping the workers", NULL);
 			stopping = 1;
-			/* New connections are refused from now on, as a single
-			 * node's closed listener refuses them. */
+			/* The workers close their own listeners as they drain,
+			 * as a single node does; the supervisor's copies must
+			 * not keep the ports open after them. */
 			close_fds(s);
 			signal_all(s, sig);
 		}
@@ -293,15 +312,35 @@ static int supervise(struct supervisor *s, const sigset_t *set, int *in_worker)
 				else
 					snprintf(why, sizeof(why), "exit code %d", WEXITSTATUS(st));
 				int code = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+				int by_stop_signal = WIFSIGNALED(st) && (WTERMSIG(st) == SIGTERM ||
+				                                         WTERMSIG(st) == SIGINT);
+				uint64_t t = now_ms();
 				if (stopping) {
-					if (code && !rc)
+					/* Killed by the signal passed on to it: stopped. */
+					if (code && !by_stop_signal && !rc)
 						rc = code;
 					pk_log(PK_LOG_INFO, SUBSYS, "worker stopped", "worker", idx,
 					       "status", why, NULL);
-				} else if (WIFSIGNALED(st)) {
-					/* A crash or an OOM kill: its tunnels reconnect to
-					 * the others meanwhile (the agents' backoff). */
-					uint64_t t = now_ms();
+				} else if (WIFSIGNALED(st) || code == 0) {
+					/* A crash, an OOM kill, or a worker stopped by
+					 * hand while the server runs: started again. Its
+					 * tunnels reconnect meanwhile (the agents'
+					 * backoff). */
+					w->quick_deaths = t - w->started_ms < QUICK_DEATH_MS
+					                      ? w->quick_deaths + 1
+					                      : 0;
+					if (w->quick_deaths >= MAX_QUICK_DEATHS) {
+						pk_log(PK_LOG_ERROR, SUBSYS,
+						       "worker keeps dying soon after its start, "
+						       "stopping "
+						       "the others",
+						       "worker", idx, "status", why, NULL);
+						rc = 1;
+						stopping = 1;
+						close_fds(s);
+						signal_all(s, SIGTERM);
+						continue;
+					}
 					w->restart_at_ms = t - w->started_ms < RESTART_DELAY_MS
 					                       ? w->started_ms + RESTART_DELAY_MS
 					                       : t;
@@ -309,13 +348,13 @@ static int supervise(struct supervisor *s, const sigset_t *set, int *in_worker)
 					       "worker died, starting it again", "worker", idx,
 					       "status", why, NULL);
 				} else {
-					/* It stopped on its own: a config error every
-					 * worker will meet (a certificate that does not
+					/* It failed on its own: a config error every
+					 * worker meets (a certificate that does not
 					 * load), or a fatal one. */
 					pk_log(PK_LOG_ERROR, SUBSYS,
-					       "worker exited, stopping the others", "worker", idx,
+					       "worker failed, stopping the others", "worker", idx,
 					       "status", why, NULL);
-					rc = code ? code : 1;
+					rc = code;
 					stopping = 1;
 					close_fds(s);
 					signal_all(s, SIGTERM);

@@ -5,7 +5,8 @@ its own event loop. The kernel spreads connections over the workers
 (SO_REUSEPORT), so a request often lands on a worker without the
 endpoint's tunnel and crosses a loopback link to the one that holds it; to
 its user the server is still one server: every request answered, counted
-once in /metrics and logged once."""
+once in /metrics (each worker's series labelled worker="<i>") and logged
+once."""
 
 import os
 import re
@@ -15,7 +16,7 @@ import time
 import socket
 
 from cluster_util import cluster_token
-from harness import PikoTestCase, T, request, wait_for
+from harness import PikoTestCase, T, free_port, request, wait_for
 from tcp_ws import client_handshake
 
 REQUESTS = 40
@@ -30,19 +31,19 @@ def children(pid):
         return []
 
 
-def series(text, name):
-    """The value of one series line of a Prometheus text, 0 when absent."""
-    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
-    return float(m.group(1)) if m else 0.0
+def samples(text, name):
+    """[(labels dict, value)] of every series of metric `name`."""
+    out = []
+    for m in re.finditer(r"^%s(?:\{([^}]*)\})? (\S+)$" % re.escape(name), text, re.M):
+        labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(1) or ""))
+        out.append((labels, float(m.group(2))))
+    return out
 
 
-def series_sum(text, prefix):
-    """The sum over every series whose name (and labels) starts with prefix."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def total(text, name, **want):
+    """The sum over the workers of metric `name`'s series with labels `want`."""
+    return sum(v for labels, v in samples(text, name)
+               if all(labels.get(k) == x for k, x in want.items()))
 
 
 class WorkersTest(PikoTestCase):
@@ -70,18 +71,22 @@ class WorkersTest(PikoTestCase):
         for i, (_, body) in enumerate(got):
             self.assertIn(b'"path": "/headers?i=%d"' % i, body)
         after = self.srv.metrics()
-        ok = 'piko_proxy_requests_total{status="200",method="GET"}'
+        ok = dict(status="200", method="GET")
         # One count per request, on the worker it entered: the worker
         # holding the tunnel does not count the requests it was handed.
-        self.assertEqual(series(after, ok) - series(before, ok), REQUESTS)
+        self.assertEqual(total(after, "piko_proxy_requests_total", **ok)
+                         - total(before, "piko_proxy_requests_total", **ok), REQUESTS)
         # Some of them crossed to the other worker: 40 fresh connections
         # all hashed to one worker would be a 2^-39 chance.
-        crossed = (series_sum(after, "piko_upstreams_remote_requests_total")
-                   - series_sum(before, "piko_upstreams_remote_requests_total"))
+        crossed = (total(after, "piko_upstreams_remote_requests_total")
+                   - total(before, "piko_upstreams_remote_requests_total"))
         self.assertGreater(crossed, 0, after)
         self.assertLess(crossed, REQUESTS, after)
-        # Both workers' gauges add up: one tunnel in all.
-        self.assertEqual(series(after, "piko_upstreams_connected_upstreams"), 1, after)
+        # Each worker reports its own: one tunnel in all.
+        up = samples(after, "piko_upstreams_connected_upstreams")
+        self.assertEqual(sorted(labels["worker"] for labels, _ in up), ["0", "1"], up)
+        self.assertEqual(sum(v for _, v in up), 1, up)
+        self.assertEqual(total(after, "piko_proxy_requests_in_flight"), 0, after)
         # and one access log line each
         wait_for(lambda: self.srv.stderr().count('"proxy.access"') >= logged + REQUESTS,
                  T(5), what="access log lines")
@@ -96,11 +101,34 @@ class WorkersTest(PikoTestCase):
         self.assertTrue(ids[0].endswith("-w0") and ids[1].endswith("-w1"), ids)
         self.assertEqual(ids[0][:-3], ids[1][:-3])
         self.assertEqual(self.srv.admin("/ready").status, 200)
-        # HELP and TYPE once per family, as a scraper requires
+        # HELP and TYPE once per family, as a scraper requires, and each
+        # worker's own gauges (two start times, not their sum)
         text = self.srv.metrics()
         types = re.findall(r"^# TYPE (\S+) ", text, re.M)
         self.assertEqual(len(types), len(set(types)))
         self.assertIn("piko_proxy_requests_total", types)
+        starts = samples(text, "process_start_time_seconds")
+        self.assertEqual(sorted(labels["worker"] for labels, _ in starts), ["0", "1"], text)
+        for _, v in starts:
+            self.assertLess(abs(v - time.time()), 600)
+        # ?forward= to a worker (the status CLI's --forward) is answered by
+        # that worker, once, even when it names worker 0 itself
+        for node in ids:
+            r = request(self.srv.admin_port, "GET", "/metrics?forward=" + node, timeout=T(10))
+            self.assertEqual(r.status, 200, r)
+            r = request(self.srv.admin_port, "GET",
+                        "/status/upstream/endpoints?forward=" + node, timeout=T(10))
+            self.assertEqual(r.status, 200, r)
+        self.assertEqual(request(self.srv.admin_port, "GET",
+                                 "/status/upstream/endpoints?forward=" + ids[0]).json(),
+                         {"wk": 1})
+        # the other workers' loopback admin ports answer worker 0 alone
+        w1 = [n for n in nodes if n["id"] == ids[1]][0]
+        port = int(w1["admin_addr"].rsplit(":", 1)[1])
+        self.assertNotEqual(port, self.srv.admin_port)
+        for path in ("/health", "/metrics", "/status/upstream/endpoints"):
+            r = request(port, "GET", path)
+            self.assertEqual(r.status, 403, r)
 
     def test_the_status_api_counts_every_workers_tunnels(self):
         self.start_stack()
@@ -117,7 +145,7 @@ class WorkersTest(PikoTestCase):
                                      "/status/upstream/endpoints").json() == {"wk": 9},
                      T(10), what="9 tunnels for wk across the workers")
             text = self.srv.metrics()
-            self.assertEqual(series(text, "piko_upstreams_connected_upstreams"), 9, text)
+            self.assertEqual(total(text, "piko_upstreams_connected_upstreams"), 9, text)
         finally:
             for s in socks:
                 s.close()
@@ -139,6 +167,26 @@ class WorkersTest(PikoTestCase):
         self.assertEqual([s for s, _ in got], [200] * REQUESTS, got)
         wait_for(lambda: self.srv.admin("/metrics").status == 200, T(10),
                  what="/metrics of both workers")
+
+    def test_a_worker_stopped_by_hand_is_started_again(self):
+        self.start_stack()
+        first = children(self.srv.pid)
+        os.kill(first[0], signal.SIGTERM)  # it drains and exits 0
+        wait_for(lambda: len(children(self.srv.pid)) == 2 and first[0] not in
+                 children(self.srv.pid), T(15), what="worker 0 started again")
+        self.assertIsNone(self.srv.poll())
+        wait_for(lambda: self.srv.admin("/ready").status == 200, T(15),
+                 what="the new worker 0 ready")
+        wait_for(lambda: [s for s, _ in self.get_all(8)] == [200] * 8, T(20),
+                 interval=0.2, what="every request answered")
+
+    def test_sigterm_while_the_workers_start_is_a_clean_stop(self):
+        for _ in range(3):
+            srv = self.server("--workers", "2", start=False)
+            srv._spawn()
+            wait_for(lambda: len(children(srv.pid)) == 2, T(10), what="two workers")
+            srv.stop()  # SIGTERM before they are ready; asserts exit code 0
+            self.assertNotIn('"signal 15"', srv.stderr())
 
     def test_sigterm_stops_every_worker(self):
         self.start_stack()
@@ -163,6 +211,24 @@ class WorkersTest(PikoTestCase):
             srv._spawn()
             self.assertEqual(srv.wait(T(10)), 1, srv.describe())
             self.assertIn(msg, srv.stderr())
+
+    def test_a_port_in_use_is_refused(self):
+        # The proxy and upstream ports on one address: a single node fails
+        # to bind the second; SO_REUSEPORT must not let the workers share it.
+        srv = self.server("--workers", "2", start=False)
+        srv.argv = [a if a != "127.0.0.1:%d" % srv.upstream_port
+                    else "127.0.0.1:%d" % srv.proxy_port for a in srv.argv]
+        srv._spawn()
+        self.assertEqual(srv.wait(T(10)), 1, srv.describe())
+        self.assertIn("Address already in use", srv.stderr())
+        self.assertIn('"port-name":"upstream"', srv.stderr())
+        # and another server's ports
+        first = self.server("--workers", "2")
+        second = self.server("--workers", "2", ports=(first.proxy_port, free_port(),
+                                                     free_port()), start=False)
+        second._spawn()
+        self.assertEqual(second.wait(T(10)), 1, second.describe())
+        self.assertIn("Address already in use", second.stderr())
 
     def test_the_member_push_is_refused(self):
         self.start_stack("--cluster.auth.key", "k3y")

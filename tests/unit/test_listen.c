@@ -1,7 +1,7 @@
 /*
  * Listening sockets (core/listen.c): a SO_REUSEPORT group shares one port
- * (port 0 resolved by its first member) and the kernel gives each member
- * connections; a preset socket is taken instead of binding, once.
+ * (port 0 picked once) and the kernel gives each member connections; a
+ * port in use, even by another group, fails the group whole.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -91,19 +91,21 @@ static void test_group_fails_whole(void **state)
 	close(held);
 }
 
-static void test_preset_is_taken_once(void **state)
+static void test_a_second_group_does_not_join_the_first(void **state)
 {
 	(void)state;
-	int port, again;
-	char err[256];
-	int fd = pk_sock_listen_fd("127.0.0.1:0", &port, err, sizeof(err));
-	assert_true(fd >= 0);
-	assert_int_equal(pk_sock_listen_preset("10.255.255.1:7", fd), 0);
-	/* An address this host does not have: only the preset can answer. */
-	assert_int_equal(pk_sock_listen_fd("10.255.255.1:7", &again, err, sizeof(err)), fd);
-	assert_int_equal(again, port);
-	assert_int_equal(pk_sock_listen_fd("10.255.255.1:7", &again, err, sizeof(err)), -1);
-	close(fd);
+	/* Both with SO_REUSEPORT and one user, the kernel would let them
+	 * share the port: another server on it, or the proxy and upstream
+	 * ports given one address, must fail as a single node does. */
+	int first[2], second[2], port, got;
+	char err[256], addr[32];
+	assert_int_equal(pk_sock_listen_group("127.0.0.1:0", 2, first, &port, err, sizeof(err)), 0);
+	assert_int_equal(pk_sock_listen_port_of(first[1]), port);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	assert_int_equal(pk_sock_listen_group(addr, 2, second, &got, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "Address already in use"));
+	close(first[0]);
+	close(first[1]);
 }
 
 int main(void)
@@ -111,7 +113,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_group_shares_a_port),
 	    cmocka_unit_test(test_group_fails_whole),
-	    cmocka_unit_test(test_preset_is_taken_once),
+	    cmocka_unit_test(test_a_second_group_does_not_join_the_first),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
