@@ -398,6 +398,20 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 		       "no cluster key (cluster.auth.key_file): the cluster port and the member "
 		       "push accept anyone who can reach them",
 		       NULL);
+	/* An IP literal needs no lookup: a member at once, so that a link
+	 * dialled to us as soon as we listen finds its dialler a member (the
+	 * workers of --workers have their sockets bound before their nodes
+	 * start; connections wait there). */
+	for (size_t i = 0; i < cl->n_joins; i++) {
+		struct pk_cluster_join *j = &cl->joins[i];
+		unsigned char ip[16];
+		if (inet_pton(AF_INET, j->host, ip) != 1 && inet_pton(AF_INET6, j->host, ip) != 1)
+			continue;
+		char one[1][64];
+		snprintf(one[0], sizeof(one[0]), "%s", j->host);
+		struct pk_resolve_result res = {1, one};
+		on_resolved(j, &res, NULL);
+	}
 	return 0;
 }
 

@@ -101,6 +101,8 @@ class WorkersTest(PikoTestCase):
         self.assertTrue(ids[0].endswith("-w0") and ids[1].endswith("-w1"), ids)
         self.assertEqual(ids[0][:-3], ids[1][:-3])
         self.assertEqual(self.srv.admin("/ready").status, 200)
+        # the workers link at once: none refused the other as a stranger
+        self.assertNotIn("not a member", self.srv.stderr())
         # HELP and TYPE once per family, as a scraper requires, and each
         # worker's own gauges (two start times, not their sum)
         text = self.srv.metrics()
