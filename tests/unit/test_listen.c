@@ -20,14 +20,6 @@
 
 #include "listen.h"
 
-static int port_of(int fd)
-{
-	struct sockaddr_in a;
-	socklen_t l = sizeof(a);
-	assert_int_equal(getsockname(fd, (void *)&a, &l), 0);
-	return ntohs(a.sin_port);
-}
-
 static int dial(int port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -45,7 +37,7 @@ static void test_group_shares_a_port(void **state)
 	assert_int_equal(pk_sock_listen_group("127.0.0.1:0", 4, fds, &port, err, sizeof(err)), 0);
 	assert_true(port > 0);
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(port_of(fds[i]), port);
+		assert_int_equal(pk_sock_listen_port_of(fds[i]), port);
 	/* The kernel spreads connections over the members: 64 dials reach
 	 * more than one of them (all on one member: 4^-63). */
 	int clients[64], seen[4] = {0};
