@@ -51,6 +51,7 @@ static int split_listen_addr(const char *addr, char *host, size_t hlen, int *por
 	return 0;
 }
 
+/* reuseport: SO_REUSEPORT; -1: bind only, no listen (a probe). */
 static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, int reuseport,
                      int *err)
 {
@@ -61,9 +62,9 @@ static int listen_on(const struct sockaddr *sa, socklen_t len, int dual_stack, i
 		return -1;
 	}
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
-	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) ||
+	    (reuseport > 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) ||
 	    (dual_stack && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) == -1) ||
-	    bind(fd, sa, len) == -1 || listen(fd, LISTEN_BACKLOG) == -1) {
+	    bind(fd, sa, len) == -1 || (reuseport >= 0 && listen(fd, LISTEN_BACKLOG) == -1)) {
 		*err = errno;
 		close(fd);
 		return -1;
@@ -144,6 +145,19 @@ int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errle
 	return listen_addr(addr, 0, -1, bound_port, err, errlen);
 }
 
+int pk_sock_listen_again(const char *addr, int port, int reuseport, char *err, size_t errlen)
+{
+	int bound;
+	return listen_addr(addr, reuseport ? 1 : 0, port, &bound, err, errlen);
+}
+
+int pk_sock_listen_is_listening(int fd)
+{
+	int on = 0;
+	socklen_t l = sizeof(on);
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &l) == 0 && on;
+}
+
 int pk_sock_listen_port_of(int fd)
 {
 	return bound_port_or(fd, -1);
@@ -155,8 +169,11 @@ int pk_sock_listen_group(const char *addr, size_t n, int *fds, int *bound_port, 
 	/* SO_REUSEPORT would join any group of this user already on the
 	 * port (another server, or this one's other port on the same
 	 * address): a plain bind first fails as a single node's would, and
-	 * tells port 0's pick. */
-	int probe = listen_addr(addr, 0, -1, bound_port, err, errlen);
+	 * tells port 0's pick. (Bind only: a listening probe could take a
+	 * client's connection and reset it.) Linux cannot make a group
+	 * exclusive: two servers started at the same instant can still both
+	 * pass, and port 0's pick can be taken before the group binds it. */
+	int probe = listen_addr(addr, -1, -1, bound_port, err, errlen);
 	if (probe == -1)
 		return -1;
 	close(probe);

@@ -23,6 +23,15 @@ int pk_sock_listen_fd(const char *addr, int *bound_port, char *err, size_t errle
 int pk_sock_listen_group(const char *addr, size_t n, int *fds, int *bound_port, char *err,
                          size_t errlen);
 
+/* addr's socket again, on port (what port 0 picked the first time), with
+ * SO_REUSEPORT when reuseport (a new member of its group): for a worker
+ * restarted after its sockets stopped listening. Returns the fd or -1. */
+int pk_sock_listen_again(const char *addr, int port, int reuseport, char *err, size_t errlen);
+
+/* Whether fd is still a listening socket (one another process shut down
+ * is not). */
+int pk_sock_listen_is_listening(int fd);
+
 /* The port a listening socket is bound to, or -1. */
 int pk_sock_listen_port_of(int fd);
 

@@ -1611,6 +1611,11 @@ void pk_sock_listener_close(struct pk_sock_listener *l)
 	if (!l)
 		return;
 	lws_dll2_remove(&l->link);
+	/* The socket stops listening now, also where another process holds
+	 * it (a --workers supervisor keeps every worker's sockets): closing
+	 * our fd alone would leave it in its SO_REUSEPORT group, taking 1/N
+	 * of the new connections into a queue nobody accepts. */
+	shutdown(l->fd, SHUT_RD);
 	/* Its connections still waiting for a first byte go with it. */
 	lws_start_foreach_dll(struct lws_dll2 *, d, g_sniffs.head)
 	{

@@ -103,6 +103,8 @@ static void gather_done(void *arg, char *body, size_t len, const char *failed)
 	}
 }
 
+static int query_param(const char *url, const char *name, char *out, size_t cap);
+
 /* On worker 0 of several, a GET of a route that answers for the whole
  * server: own (owned by the callee) is combined with the other workers'
  * answers by merge, and gather_done answers. 0 when this is not the case
@@ -111,7 +113,11 @@ static int gather_route(struct admin_conn *c, const struct pk_http1_head *h, cha
                         size_t own_len, pk_admin_gather_merge_fn merge, const char *ctype)
 {
 	struct pk_server *srv = c->srv;
-	if (!srv->cfg->worker.admins.n || strcmp(h->method, "GET"))
+	char fwd[8];
+	/* ?forward=<worker 0's id> asks worker 0 alone, as it asks any
+	 * other worker alone. */
+	if (!srv->cfg->worker.admins.n || strcmp(h->method, "GET") ||
+	    query_param(h->url, "forward", fwd, sizeof(fwd)) == 0)
 		return 0;
 	c->gather_close = !h->keep_alive || h->chunked;
 	c->gather_type = ctype;
@@ -361,6 +367,8 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 static int body_denied(struct lws *wsi, const struct pk_http1_head *h)
 {
 	struct pk_server *srv = pk_server_from_wsi(wsi);
+	if (srv->cfg->worker.on && srv->cfg->worker.index > 0 && !worker_secret_ok(srv, h))
+		return 1;
 	struct pk_access_headers ah = {
 	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),
 	    .authorization = pk_http1_header_get(h, "Authorization"),

@@ -178,7 +178,8 @@ struct pk_admin_fwd *pk_admin_forward(struct lws_context *ctx, const char *addr,
 	int n;
 	for (size_t i = 0; i < h->nheaders; i++) {
 		const char *name = h->headers[i].name, *value = h->headers[i].value;
-		if (pk_http1_is_hop_by_hop(h, name) || !strcasecmp(name, "Content-Length"))
+		if (pk_http1_is_hop_by_hop(h, name) || !strcasecmp(name, "Content-Length") ||
+		    !strcasecmp(name, PK_ADMIN_WORKER_HEADER))
 			continue;
 		/* Written in pieces: a header (a long token) has no size limit
 		 * here beyond the head's own. */

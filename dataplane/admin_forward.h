@@ -16,6 +16,10 @@
 #include "http1.h"
 
 #define PK_ADMIN_FORWARD_TIMEOUT_MS 15000
+/* The header that marks a --workers worker's request to another's admin
+ * port (admin_gather.h). A forward never replays the asker's own: only
+ * the extra lines a worker adds carry it. */
+#define PK_ADMIN_WORKER_HEADER "X-Piko-Worker-Secret"
 
 struct pk_admin_fwd;
 

@@ -25,8 +25,6 @@
 #include "http1.h"
 
 #define PK_ADMIN_GATHER_TIMEOUT_MS 5000
-/* The header that marks a worker's request to another's admin port. */
-#define PK_ADMIN_WORKER_HEADER "X-Piko-Worker-Secret"
 
 struct pk_admin_gather;
 

@@ -405,12 +405,17 @@ int pk_cluster_init(struct pk_cluster *cl, struct pk_server *srv, char *err, siz
 	for (size_t i = 0; i < cl->n_joins; i++) {
 		struct pk_cluster_join *j = &cl->joins[i];
 		unsigned char ip[16];
-		if (inet_pton(AF_INET, j->host, ip) != 1 && inet_pton(AF_INET6, j->host, ip) != 1)
-			continue;
 		char one[1][64];
-		snprintf(one[0], sizeof(one[0]), "%s", j->host);
+		/* In the resolver's canonical form: members are matched as text. */
+		if (inet_pton(AF_INET, j->host, ip) == 1)
+			inet_ntop(AF_INET, ip, one[0], sizeof(one[0]));
+		else if (inet_pton(AF_INET6, j->host, ip) == 1)
+			inet_ntop(AF_INET6, ip, one[0], sizeof(one[0]));
+		else
+			continue;
 		struct pk_resolve_result res = {1, one};
 		on_resolved(j, &res, NULL);
+		j->next_ms = 0; /* the resolver still answers on the first tick */
 	}
 	return 0;
 }

@@ -46,8 +46,10 @@ struct supervisor {
 	struct pk_server_config *cfg;
 	struct worker w[PK_MAX_WORKERS];
 	size_t n;
-	char *node_id; /* the workers' IDs are <node_id>-w<i>. Owner: this. */
-	char key[65];  /* the workers' cluster key when none is configured */
+	int proxy_port, upstream_port; /* the groups' */
+	char *node_id;                 /* the workers' IDs are <node_id>-w<i>. Owner: this. */
+	char key[65];                  /* the workers' cluster key when none is configured */
+	char secret[65]; /* the header value of their admin requests (admin_gather.h) */
 	sigset_t old_mask;
 	int fds_open;
 };
@@ -94,11 +96,13 @@ static int bind_all(struct supervisor *s)
 	s->fds_open = 1;
 	if (pk_sock_listen_group(cfg->proxy.bind_addr, s->n, proxy, &port, err, sizeof(err)) < 0)
 		return listen_failed("proxy", cfg->proxy.bind_addr, err);
+	s->proxy_port = port;
 	for (size_t i = 0; i < s->n; i++)
 		s->w[i].proxy_fd = proxy[i];
 	if (pk_sock_listen_group(cfg->upstream.bind_addr, s->n, upstream, &port, err, sizeof(err)) <
 	    0)
 		return listen_failed("upstream", cfg->upstream.bind_addr, err);
+	s->upstream_port = port;
 	for (size_t i = 0; i < s->n; i++)
 		s->w[i].upstream_fd = upstream[i];
 	for (size_t i = 0; i < s->n; i++) {
@@ -148,7 +152,7 @@ static int worker_main(struct supervisor *s, size_t i)
 	cfg->worker.upstream_fd = me->upstream_fd;
 	cfg->worker.admin_fd = me->admin_fd;
 	cfg->worker.cluster_fd = me->cluster_fd;
-	cfg->worker.secret = s->key;
+	cfg->worker.secret = s->secret;
 	if (i) {
 		/* Worker 0 serves the admin port; the others serve theirs on
 		 * loopback, in plain HTTP, to worker 0 alone: they take only
@@ -199,11 +203,47 @@ static int worker_main(struct supervisor *s, size_t i)
 	return rc;
 }
 
+/* A worker that drained (stopped by hand) shut its sockets down, which
+ * stops them for the supervisor's copies too (core/sock.c): new ones on the
+ * same ports before it starts again. One that crashed left them listening,
+ * with the connections that came meanwhile: those are kept. */
+static int refresh_sockets(struct supervisor *s, size_t i)
+{
+	const struct pk_server_config *cfg = s->cfg;
+	struct worker *w = &s->w[i];
+	char err[256];
+	struct {
+		int *fd;
+		const char *name, *addr;
+		int port, reuseport;
+	} socks[] = {
+	    {&w->proxy_fd, "proxy", cfg->proxy.bind_addr, s->proxy_port, 1},
+	    {&w->upstream_fd, "upstream", cfg->upstream.bind_addr, s->upstream_port, 1},
+	    {&w->admin_fd, "admin", i ? "127.0.0.1:0" : cfg->admin.bind_addr, w->admin_port, 0},
+	    {&w->cluster_fd, "cluster", "127.0.0.1:0", w->cluster_port, 0},
+	};
+	for (size_t k = 0; k < sizeof(socks) / sizeof(socks[0]); k++) {
+		if (*socks[k].fd >= 0 && pk_sock_listen_is_listening(*socks[k].fd))
+			continue;
+		if (*socks[k].fd >= 0)
+			close(*socks[k].fd);
+		*socks[k].fd = pk_sock_listen_again(socks[k].addr, socks[k].port,
+		                                    socks[k].reuseport, err, sizeof(err));
+		if (*socks[k].fd < 0)
+			return listen_failed(socks[k].name, socks[k].addr, err);
+	}
+	return 0;
+}
+
 /* Returns -1 in the supervisor (the worker started, or could not be), or
  * the worker's exit code in the worker. */
 static int spawn(struct supervisor *s, size_t i, int *in_worker)
 {
 	struct worker *w = &s->w[i];
+	if (refresh_sockets(s, i) < 0) {
+		w->restart_at_ms = now_ms() + RESTART_DELAY_MS;
+		return -1;
+	}
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -386,6 +426,11 @@ int pk_workers_run(struct pk_server_config *cfg)
 		abort(); /* no entropy at all: nothing sensible to run on */
 	for (size_t i = 0; i < sizeof(rnd); i++)
 		snprintf(s->key + 2 * i, 3, "%02x", rnd[i]);
+	/* A value of its own: the header travels in plain text on loopback. */
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		abort();
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(s->secret + 2 * i, 3, "%02x", rnd[i]);
 
 	sigset_t set;
 	sigemptyset(&set);
@@ -404,11 +449,10 @@ int pk_workers_run(struct pk_server_config *cfg)
 	}
 	if (!in_worker) {
 		rc = supervise(s, &set, &in_worker);
-		if (!in_worker) {
-			signal(SIGCHLD, SIG_DFL);
-			sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
+		/* The signals stay blocked: one more Ctrl-C now would only
+		 * kill the supervisor on its way out. */
+		if (!in_worker)
 			pk_log(PK_LOG_INFO, SUBSYS, "workers stopped", NULL);
-		}
 	}
 out:
 	if (!in_worker)

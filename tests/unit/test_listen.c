@@ -100,12 +100,37 @@ static void test_a_second_group_does_not_join_the_first(void **state)
 	close(first[1]);
 }
 
+static void test_a_shut_member_is_replaced(void **state)
+{
+	(void)state;
+	/* A worker's drain shuts its socket down for every holder (the
+	 * supervisor's copy included): it leaves the group, and a new member
+	 * on the same port takes its place. */
+	int fds[2], port;
+	char err[256], addr[32];
+	assert_int_equal(pk_sock_listen_group("127.0.0.1:0", 2, fds, &port, err, sizeof(err)), 0);
+	int copy = dup(fds[1]);
+	assert_true(pk_sock_listen_is_listening(copy));
+	assert_int_equal(shutdown(fds[1], SHUT_RD), 0);
+	close(fds[1]);
+	assert_false(pk_sock_listen_is_listening(copy));
+	close(copy);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+	fds[1] = pk_sock_listen_again(addr, port, 1, err, sizeof(err));
+	assert_true(fds[1] >= 0);
+	assert_int_equal(pk_sock_listen_port_of(fds[1]), port);
+	assert_true(pk_sock_listen_is_listening(fds[1]));
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_group_shares_a_port),
 	    cmocka_unit_test(test_group_fails_whole),
 	    cmocka_unit_test(test_a_second_group_does_not_join_the_first),
+	    cmocka_unit_test(test_a_shut_member_is_replaced),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
