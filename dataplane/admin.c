@@ -277,13 +277,23 @@ static int forward_route(struct lws *wsi, struct admin_conn *c, const struct pk_
 	return 1;
 }
 
-/* The request carries the workers' secret (compared in constant time). */
-static int worker_secret_ok(const struct pk_server *srv, const struct pk_http1_head *h)
+/* Whether this is worker 1 or up of --workers, whose admin port serves
+ * worker 0 alone. */
+static int inner_worker(const struct pk_server *srv)
 {
+	return srv->cfg->worker.on && srv->cfg->worker.index > 0;
+}
+
+/* On such a worker, a request without the workers' secret (compared in
+ * constant time) is refused. */
+static int inner_refused(const struct pk_server *srv, const struct pk_http1_head *h)
+{
+	if (!inner_worker(srv))
+		return 0;
 	const char *got = pk_http1_header_get(h, PK_ADMIN_WORKER_HEADER);
 	const char *want = srv->cfg->worker.secret;
 	size_t n = want ? strlen(want) : 0;
-	return got && n && strlen(got) == n && CRYPTO_memcmp(got, want, n) == 0;
+	return !(got && n && strlen(got) == n && CRYPTO_memcmp(got, want, n) == 0);
 }
 
 static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1_head *h)
@@ -305,8 +315,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 	 * to worker 0 alone, which answers for the server and sends their
 	 * secret (admin_gather.h): anything else is refused, and what comes
 	 * is answered here, never forwarded again. */
-	int inner = srv->cfg->worker.on && srv->cfg->worker.index > 0;
-	if (inner && !worker_secret_ok(srv, h)) {
+	if (inner_refused(srv, h)) {
 		json_error(wsi, c, 403, "this port answers the server's other workers only", 1);
 		return;
 	}
@@ -321,7 +330,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 		return;
 	}
 
-	if (!inner && forward_route(wsi, c, h))
+	if (!inner_worker(srv) && forward_route(wsi, c, h))
 		return;
 	/* Route on the path alone, as Go's router does (query ignored). */
 	size_t plen = strcspn(h->url, "?");
@@ -367,7 +376,7 @@ static void respond(struct lws *wsi, struct admin_conn *c, const struct pk_http1
 static int body_denied(struct lws *wsi, const struct pk_http1_head *h)
 {
 	struct pk_server *srv = pk_server_from_wsi(wsi);
-	if (srv->cfg->worker.on && srv->cfg->worker.index > 0 && !worker_secret_ok(srv, h))
+	if (inner_refused(srv, h))
 		return 1;
 	struct pk_access_headers ah = {
 	    .x_piko_authorization = pk_http1_header_get(h, "x-piko-authorization"),

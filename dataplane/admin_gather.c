@@ -56,6 +56,13 @@ static void finish(struct pk_admin_gather *g)
 	gather_free(g);
 }
 
+/* Worker i (1 and up) gave no usable answer: the first such is named. */
+static void note_failure(struct pk_admin_gather *g, size_t i)
+{
+	if (!g->failed[0])
+		snprintf(g->failed, sizeof(g->failed), "%s", g->workers->v[i - 1]);
+}
+
 /* The body of a 200 response, or -1. */
 static int body_of(const char *resp, size_t len, size_t *off)
 {
@@ -81,8 +88,8 @@ static void on_answer(void *arg, char *resp, size_t len)
 		g->texts[i] = pk_xmalloc(g->lens[i] + 1);
 		memcpy(g->texts[i], resp + off, g->lens[i]);
 		g->texts[i][g->lens[i]] = '\0';
-	} else if (!g->failed[0]) {
-		snprintf(g->failed, sizeof(g->failed), "%s", g->workers->v[i - 1]);
+	} else {
+		note_failure(g, i);
 	}
 	free(resp);
 	if (--g->pending == 0)
@@ -123,8 +130,7 @@ pk_admin_gather(struct lws_context *ctx, const struct pk_strlist *workers, const
 		g->fwds[i] = pk_admin_forward(ctx, workers->v[i - 1], h, NULL, 0, extra,
 		                              PK_ADMIN_GATHER_TIMEOUT_MS, on_answer, &g->slots[i]);
 		if (!g->fwds[i]) {
-			if (!g->failed[0])
-				snprintf(g->failed, sizeof(g->failed), "%s", workers->v[i - 1]);
+			note_failure(g, i);
 			g->pending--;
 		}
 	}

@@ -266,6 +266,10 @@ static void access_log(struct pk_proxy_exchange *ex)
 /* Metrics and the access log, once per exchange. */
 static void record(struct pk_server *srv, struct pk_proxy_exchange *ex)
 {
+	if (ex->from_worker) {
+		flight_done(srv, ex);
+		return;
+	}
 	char st[12];
 	if (ex->status >= 100)
 		pk_http1_status_digits(ex->status, st); /* "%d" for every 3-digit code */
@@ -273,10 +277,6 @@ static void record(struct pk_server *srv, struct pk_proxy_exchange *ex)
 		snprintf(st, sizeof(st), "%d", ex->status);
 	const char *labels[2] = {st, ex->method};
 	double secs = (double)(pk_now_ms() - ex->start_ms) / 1000.0;
-	if (ex->from_worker) {
-		flight_done(srv, ex);
-		return;
-	}
 	pk_metric_add(srv->m.requests_total, labels, 1);
 	pk_metric_observe(srv->m.request_latency, labels, secs);
 	pk_metric_observe(srv->m.request_size, NULL, (double)ex->req_size);

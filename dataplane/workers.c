@@ -61,20 +61,40 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* 64 random hex digits: a cluster key or the workers' secret. */
+static void random_hex(char out[65])
+{
+	unsigned char rnd[32];
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		abort(); /* no entropy at all: nothing sensible to run on */
+	for (size_t i = 0; i < sizeof(rnd); i++)
+		snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+}
+
+/* Where worker i's admin port listens: the configured one for worker 0,
+ * loopback for the others (port 0 the first time). */
+static const char *admin_bind(const struct supervisor *s, size_t i)
+{
+	return i ? "127.0.0.1:0" : s->cfg->admin.bind_addr;
+}
+
+static void close_worker_fds(struct worker *w)
+{
+	int *fds[] = {&w->proxy_fd, &w->upstream_fd, &w->admin_fd, &w->cluster_fd};
+	for (size_t k = 0; k < 4; k++)
+		if (*fds[k] >= 0) {
+			close(*fds[k]);
+			*fds[k] = -1;
+		}
+}
+
 static void close_fds(struct supervisor *s)
 {
 	if (!s->fds_open)
 		return;
 	s->fds_open = 0;
-	for (size_t i = 0; i < s->n; i++) {
-		int *fds[] = {&s->w[i].proxy_fd, &s->w[i].upstream_fd, &s->w[i].admin_fd,
-		              &s->w[i].cluster_fd};
-		for (size_t k = 0; k < 4; k++)
-			if (*fds[k] >= 0) {
-				close(*fds[k]);
-				*fds[k] = -1;
-			}
-	}
+	for (size_t i = 0; i < s->n; i++)
+		close_worker_fds(&s->w[i]);
 }
 
 static int listen_failed(const char *port_name, const char *addr, const char *err)
@@ -106,7 +126,7 @@ static int bind_all(struct supervisor *s)
 	for (size_t i = 0; i < s->n; i++)
 		s->w[i].upstream_fd = upstream[i];
 	for (size_t i = 0; i < s->n; i++) {
-		const char *admin = i ? "127.0.0.1:0" : cfg->admin.bind_addr;
+		const char *admin = admin_bind(s, i);
 		s->w[i].admin_fd = pk_sock_listen_fd(admin, &s->w[i].admin_port, err, sizeof(err));
 		if (s->w[i].admin_fd < 0)
 			return listen_failed("admin", admin, err);
@@ -137,14 +157,9 @@ static int worker_main(struct supervisor *s, size_t i)
 	struct pk_server_config *cfg = s->cfg;
 	struct worker *me = &s->w[i];
 	char addr[64], id[512];
-	for (size_t j = 0; j < s->n; j++) {
-		if (j == i)
-			continue;
-		close(s->w[j].proxy_fd);
-		close(s->w[j].upstream_fd);
-		close(s->w[j].admin_fd);
-		close(s->w[j].cluster_fd);
-	}
+	for (size_t j = 0; j < s->n; j++)
+		if (j != i)
+			close_worker_fds(&s->w[j]);
 	/* server.c and cluster.c listen on these instead of binding. */
 	cfg->worker.on = 1;
 	cfg->worker.index = (int)i;
@@ -219,7 +234,7 @@ static int refresh_sockets(struct supervisor *s, size_t i)
 	} socks[] = {
 	    {&w->proxy_fd, "proxy", cfg->proxy.bind_addr, s->proxy_port, 1},
 	    {&w->upstream_fd, "upstream", cfg->upstream.bind_addr, s->upstream_port, 1},
-	    {&w->admin_fd, "admin", i ? "127.0.0.1:0" : cfg->admin.bind_addr, w->admin_port, 0},
+	    {&w->admin_fd, "admin", admin_bind(s, i), w->admin_port, 0},
 	    {&w->cluster_fd, "cluster", "127.0.0.1:0", w->cluster_port, 0},
 	};
 	for (size_t k = 0; k < sizeof(socks) / sizeof(socks[0]); k++) {
@@ -420,17 +435,10 @@ int pk_workers_run(struct pk_server_config *cfg)
 	                 ? pk_xstrdup(cfg->cluster.node_id)
 	                 : pk_cluster_make_node_id(cfg->cluster.node_id_prefix);
 	/* The links between workers prove a key like any node link's: a key of
-	 * their own when none is set, so a local process cannot join them. */
-	unsigned char rnd[32];
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		abort(); /* no entropy at all: nothing sensible to run on */
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(s->key + 2 * i, 3, "%02x", rnd[i]);
-	/* A value of its own: the header travels in plain text on loopback. */
-	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-		abort();
-	for (size_t i = 0; i < sizeof(rnd); i++)
-		snprintf(s->secret + 2 * i, 3, "%02x", rnd[i]);
+	 * their own when none is set, so a local process cannot join them. The
+	 * secret is a value of its own: it travels in plain text on loopback. */
+	random_hex(s->key);
+	random_hex(s->secret);
 
 	sigset_t set;
 	sigemptyset(&set);
