@@ -60,6 +60,7 @@ struct pk_agent_listener {
 	struct pk_backoff backoff;
 	lws_sorted_usec_list_t retry_sul;
 	size_t streams;       /* exchanges in progress (both tunnels) */
+	size_t idle_streams;  /* ... of which kept-alive streams awaiting a request */
 	char last_error[256]; /* why the last attempt failed (for the boot timeout) */
 	SSL_CTX *svc_tls;     /* https:// service: the listener's tls settings */
 };

@@ -107,7 +107,7 @@ static void refresh_gauges(struct pk_agent *a)
 		int up =
 		    (l->tun[0].up && !l->tun[0].closing) || (l->tun[1].up && !l->tun[1].closing);
 		pk_metric_add(m->connected, ep, up);
-		pk_metric_add(m->open_streams, ep, (double)l->streams);
+		pk_metric_add(m->open_streams, ep, (double)(l->streams - l->idle_streams));
 	}
 	pk_process_metrics_update(&m->process);
 }

@@ -1,8 +1,13 @@
 /*
  * Agent HTTP listener: where a request leaves the tunnel.
  *
- * Each stream the server opens carries one HTTP/1.1 request (protocol
- * reference §1.3). The head is read here, rewritten (path prefix of the
+ * Each stream the server opens carries an HTTP/1.1 request (protocol
+ * reference §1.3), and, when both the request and the response keep the
+ * connection alive, the requests that follow it, one at a time, as Go's
+ * http.Server serves the stream in Piko's agent: our server keeps such
+ * streams for the next request (dataplane/upstream_pool.h); Piko's sends
+ * Connection: close, and gets our FIN after each response. Each request is
+ * an exchange of its own. The head is read here, rewritten (path prefix of the
  * target URL, X-Forwarded-For gets the server's address as seen on the
  * tunnel, hop-by-hop headers dropped) and sent to the local service,
  * followed by the raw body bytes. The service's response goes back raw; it
@@ -38,6 +43,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "log.h"
+#include "runloop.h"
 #include "sock.h"
 
 #define SUBSYS "proxy.http"
@@ -86,6 +92,13 @@ struct agent_exchange {
 	int resp_keep_alive;
 	int fin_sent;
 	int upgraded;
+	int req_keep_alive; /* the request lets the stream carry another */
+	int peer_fin;       /* the server closed its side */
+	int begun;          /* a request byte arrived */
+	/* A kept-alive stream's next request, sent before this response was
+	 * through: held, not credited, for the exchange that follows. */
+	struct pk_bufq next_req;
+	struct pk_pass_work free_work; /* see recycle() */
 	int status;
 	int logged;
 	int in_flight;    /* counted in piko_agent_requests_in_flight */
@@ -218,6 +231,7 @@ static void maybe_free(struct agent_exchange *ex)
 {
 	if (ex->stream || ex->svc)
 		return;
+	pk_runloop_pass_cancel(&ex->free_work);
 	record(ex);
 	if (ex->prev)
 		ex->prev->next = ex->next;
@@ -226,10 +240,13 @@ static void maybe_free(struct agent_exchange *ex)
 	if (ex->next)
 		ex->next->prev = ex->prev;
 	ex->l->streams--;
+	if (!ex->begun)
+		ex->l->idle_streams--;
 	pk_http1_reader_free(&ex->req);
 	pk_http1_reader_free(&ex->resp);
 	pk_bufq_clear(&ex->to_svc);
 	pk_bufq_clear(&ex->from_svc);
+	pk_bufq_clear(&ex->next_req);
 	free(ex->head);
 	free(ex->path);
 	free(ex->host);
@@ -290,11 +307,50 @@ static void maybe_release(struct agent_exchange *ex)
 	}
 }
 
-/* Send FIN once every response byte went to the stream. */
+/* The stream may carry the next request once this response is through:
+ * keep-alive on both sides (the server reads the same response head and
+ * keeps the stream by the same rule), everything handed on, neither side
+ * closing, this agent not leaving. */
+static int recyclable(const struct agent_exchange *ex)
+{
+	return ex->req_done && ex->req_keep_alive && ex->resp_keep_alive && !ex->upgraded &&
+	       !ex->peer_fin && !ex->to_svc.len && !ex->owed && !ex->l->agent->shutting_down &&
+	       !pk_yamux_stream_session_leaving(ex->stream);
+}
+
+static void deferred_free(struct pk_pass_work *w)
+{
+	maybe_free(lws_container_of(w, struct agent_exchange, free_work));
+}
+
+/* Hand the stream to a fresh exchange for the next request. This one keeps
+ * its service connection until released, and is freed then, or at the end
+ * of the loop pass (not now: the caller may still use it). */
+static void recycle(struct agent_exchange *ex)
+{
+	struct pk_yamux_stream *s = ex->stream;
+	ex->stream = NULL;
+	pk_agent_http_accept(ex->l, s);
+	struct pk_stream_handler *next = pk_yamux_stream_get_user(s);
+	while (ex->next_req.len) {
+		size_t n;
+		const uint8_t *p = pk_bufq_peek(&ex->next_req, &n);
+		next->ops->on_data(next, p, n);
+		pk_bufq_consume(&ex->next_req, n);
+	}
+	pk_runloop_at_pass_end(&ex->free_work, deferred_free);
+}
+
+/* Once every response byte went to the stream: the next request's
+ * exchange, or our FIN. */
 static void maybe_fin(struct agent_exchange *ex)
 {
 	if (!ex->stream || ex->fin_sent || ex->from_svc.len || !ex->resp_done)
 		return;
+	if (recyclable(ex)) {
+		recycle(ex);
+		return;
+	}
 	ex->fin_sent = 1;
 	pk_yamux_stream_close(ex->stream, pk_now_ms());
 }
@@ -322,6 +378,7 @@ static void pump_to_stream(struct agent_exchange *ex)
 static void fail(struct agent_exchange *ex, int status, const char *msg)
 {
 	ex->status = status;
+	ex->resp_keep_alive = 0; /* ours says Connection: close */
 	access_log(ex);
 	if (!ex->resp_started) {
 		size_t len;
@@ -377,6 +434,7 @@ static void on_request_head(struct agent_exchange *ex)
 		pk_access_hdrs_copy(&ex->log_req, h->headers, h->nheaders);
 	}
 	ex->req_size = pk_http1_approx_request_size(h);
+	ex->req_keep_alive = h->keep_alive && !h->upgrade;
 	ex->in_flight = 1;
 	const char *ep[] = {ex->l->cfg->endpoint_id};
 	pk_metric_add(ex->l->agent->m.in_flight, ep, 1);
@@ -395,6 +453,17 @@ static void on_request_head(struct agent_exchange *ex)
 static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t len)
 {
 	struct agent_exchange *ex = (struct agent_exchange *)hd;
+	if (!ex->begun) {
+		/* A kept-alive stream's exchange starts with its request. */
+		ex->begun = 1;
+		ex->l->idle_streams--;
+		ex->start_ms = pk_now_ms();
+		ex->start_ns = pk_now_ns();
+	}
+	if (ex->req_done && ex->req_keep_alive && !ex->upgraded) {
+		pk_bufq_append_force(&ex->next_req, data, len);
+		return;
+	}
 	if (ex->resp_done && !ex->svc) {
 		pk_yamux_stream_consumed(ex->stream, len); /* nobody to give it to */
 		return;
@@ -429,13 +498,17 @@ static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t
 			ex->req_done = 1;
 		data += used;
 		len -= used;
+		if (ex->req_done && ex->req_keep_alive && !ex->upgraded) {
+			pk_bufq_append_force(&ex->next_req, data, len);
+			len = 0;
+		}
 		if (ex->resp_done && !ex->svc) {
 			pk_yamux_stream_consumed(ex->stream, len);
 			return;
 		}
 	}
-	/* After an upgrade request (or, unexpectedly, after a complete request)
-	 * the rest is passed on raw. */
+	/* After an upgrade request (or after a complete request that closes
+	 * the stream) the rest is passed on raw. */
 	if (len) {
 		pk_bufq_append_force(&ex->to_svc, data, len);
 		ex->owed += len;
@@ -447,6 +520,14 @@ static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t
 static void ex_on_fin(struct pk_stream_handler *hd)
 {
 	struct agent_exchange *ex = (struct agent_exchange *)hd;
+	ex->peer_fin = 1;
+	/* A kept-alive stream the server let go before another request: ours
+	 * closes it too. */
+	if (!ex->begun && !ex->fin_sent) {
+		ex->fin_sent = 1;
+		pk_yamux_stream_close(ex->stream, pk_now_ms());
+		return;
+	}
 	/* The server finished sending. For an upgraded connection that is the
 	 * end of the client's side: the exchange ends (Piko's server sends FIN
 	 * when an upgraded connection ends). */
@@ -503,11 +584,13 @@ int pk_agent_http_accept(struct pk_agent_listener *l, struct pk_yamux_stream *s)
 	 * written) plus the head: its appends ignore the cap, which says so. */
 	pk_bufq_init(&ex->to_svc, 2 * (size_t)pk_yamux_stream_window(s) + MAX_HEAD);
 	pk_bufq_init(&ex->from_svc, FROM_SVC_HWM * 2);
+	pk_bufq_init(&ex->next_req, (size_t)pk_yamux_stream_window(s) + MAX_HEAD);
 	ex->next = exchanges;
 	if (exchanges)
 		exchanges->prev = ex;
 	exchanges = ex;
 	l->streams++;
+	l->idle_streams++; /* until its first byte */
 	pk_yamux_stream_set_user(s, &ex->h);
 	return 0;
 }
@@ -704,6 +787,15 @@ void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 	struct agent_exchange *next;
 	for (struct agent_exchange *ex = exchanges; ex; ex = next) {
 		next = ex->next;
+		/* A kept-alive stream without a request, on a tunnel that is
+		 * leaving: closed, so the tunnel drains (the server closes its
+		 * idle streams on our Go Away too). */
+		if (ex->stream && !ex->begun && !ex->fin_sent &&
+		    (a->shutting_down || pk_yamux_stream_session_leaving(ex->stream))) {
+			ex->fin_sent = 1;
+			pk_yamux_stream_close(ex->stream, now);
+			continue;
+		}
 		if (!ex->deadline_ms || now < ex->deadline_ms || ex->resp_done || ex->upgraded)
 			continue;
 		ex->deadline_ms = 0;

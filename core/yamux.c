@@ -963,6 +963,11 @@ void pk_yamux_session_set_accept_after_go_away(struct pk_yamux_session *sess, in
 	sess->cfg.accept_after_go_away = on ? 1 : 0;
 }
 
+int pk_yamux_stream_session_leaving(const struct pk_yamux_stream *s)
+{
+	return s->sess->local_go_away || s->sess->remote_go_away || s->sess->dead;
+}
+
 int pk_yamux_session_remote_go_away(const struct pk_yamux_session *sess)
 {
 	return sess->remote_go_away;

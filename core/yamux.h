@@ -264,5 +264,8 @@ int pk_yamux_stream_established(const struct pk_yamux_stream *s);
  * Away is not this: a stream may have been taken with its ACK still in
  * flight. Valid in on_stream_close. */
 int pk_yamux_stream_refused(const struct pk_yamux_stream *s);
+/* 1 when s's session is ending: Go Away sent or received, or dead. A
+ * stream kept for another request is closed instead then. */
+int pk_yamux_stream_session_leaving(const struct pk_yamux_stream *s);
 
 #endif

@@ -138,6 +138,15 @@ struct pk_proxy_exchange {
 	 * how many times it was sent to another (see retry_elsewhere()). */
 	struct pk_upstream *up;
 	int retries;
+	/* Keep-alive over the tunnel (upstream_pool.h): the stream came from
+	 * the tunnel's pool; the response lets the stream carry another
+	 * request (keep-alive, with its end known from its own bytes); the
+	 * agent sent FIN; a retry after a reused stream failed opens a new
+	 * one. */
+	int reused;
+	int stream_reusable;
+	int stream_fin;
+	int no_pool;
 	/* Last: only this is not zeroed at allocation (pk_http1_reader_init
 	 * sets it up without clearing its 4 KiB header array). */
 	struct pk_http1_reader resp;
@@ -374,14 +383,25 @@ static void exchange_finish(struct pk_proxy_exchange *ex)
 {
 	struct pk_proxy_conn *c = ex->conn;
 	record(c->srv, ex);
-	/* Our FIN ends the stream: the agent sent its response and closes its
-	 * side too (one exchange per stream, as Piko does). If the request
-	 * body was not fully sent, the stream cannot be reused: reset. */
+	/* A stream whose request and response both completed, kept alive by
+	 * the response and not closed by the agent, goes back to its tunnel's
+	 * pool for the next request (upstream_pool.h). Otherwise our FIN ends
+	 * it (the agent closes its side after such a response), or, when the
+	 * request body was not fully sent, a reset. */
 	if (ex->stream && !ex->client_closed) {
-		if (ex->req_done)
+		if (ex->req_done && ex->up && ex->stream_reusable && !ex->stream_fin &&
+		    !ex->upgraded) {
+			struct pk_yamux_stream *s = ex->stream;
+			if (ex->owed)
+				pk_yamux_stream_consumed(s, ex->owed);
+			ex->owed = 0;
+			ex->stream = NULL;
+			pk_upstream_put_stream(ex->up, s);
+		} else if (ex->req_done) {
 			pk_yamux_stream_close(ex->stream, pk_now_ms());
-		else
+		} else {
 			pk_yamux_stream_reset(ex->stream);
+		}
 	}
 	int close = ex->close || !ex->req_done;
 	exchange_detach(ex);
@@ -583,6 +603,10 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 			}
 			if (!interim && body_allowed && !r->chunked && r->content_length < 0)
 				ex->close = 1; /* body runs to the stream's end */
+			if (!interim)
+				ex->stream_reusable =
+				    r->keep_alive && r->status != 101 &&
+				    (!body_allowed || r->chunked || r->content_length >= 0);
 			if (body_allowed && r->chunked && ex->http10) {
 				/* HTTP/1.0 has no chunked coding: the payload alone,
 				 * ended by closing, as Go's server does. */
@@ -629,8 +653,10 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 				return;
 			}
 			len -= used;
-			if (len)
+			if (len) {
 				pk_yamux_stream_consumed(ex->stream, len); /* trailing junk */
+				ex->stream_reusable = 0;
+			}
 			exchange_finish(ex);
 			return;
 		case PK_HTTP1_ERROR:
@@ -682,6 +708,7 @@ static void ex_stream_ended(struct pk_proxy_exchange *ex)
 static void ex_on_fin(struct pk_stream_handler *h)
 {
 	struct pk_proxy_exchange *ex = (struct pk_proxy_exchange *)h;
+	ex->stream_fin = 1;
 	if (ex->ws && ex->conn) {
 		/* The upstream is done sending: our close frame says so, and,
 		 * as RFC 6455 lets the side that sent close keep receiving,
@@ -721,8 +748,11 @@ static void ex_on_writable(struct pk_stream_handler *h)
  *    waiting for every request it took.
  * Only while nothing is lost: no body byte was written (the head is kept)
  * and no response byte came. Bounded: MAX_RETRIES tunnels, never the one
- * that failed. 1 when the request was sent on; the old stream is let go
- * (reset when it still exists). */
+ * that failed, except after a stream kept alive from an earlier request:
+ * the agent may have closed it as the request went out (as Go's transport
+ * retries on a reused connection), so a new stream on the same tunnel.
+ * 1 when the request was sent on; the old stream is let go (reset when it
+ * still exists). */
 #define MAX_RETRIES 3
 static int idempotent(const char *method)
 {
@@ -752,9 +782,13 @@ static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing)
 	int refused = closing && pk_yamux_stream_refused(old);
 	if (!refused && !(ex->req_done && idempotent(ex->method)))
 		return 0;
-	struct pk_upstream *up = other_upstream(ex->srv, ex->endpoint, ex->up);
+	struct pk_upstream *up =
+	    ex->reused ? ex->up : other_upstream(ex->srv, ex->endpoint, ex->up);
 	if (!up)
 		return 0;
+	ex->no_pool = ex->reused;
+	ex->reused = 0;
+	ex->stream_fin = 0;
 	ex->retries++;
 	pk_log(PK_LOG_DEBUG, SUBSYS,
 	       "tunnel failed the request before answering; retrying on another", "endpoint-id",
@@ -907,7 +941,8 @@ static void start_exchange(struct pk_proxy_conn *c)
 	} else {
 		/* An HTTP/1.0 request without Host gets the endpoint as its
 		 * Host, as Piko's (its director's URL host). */
-		ex->head = pk_http1_build_request_host(h, NULL, c->client_ip, PK_HTTP1_PIKO_FORWARD,
+		ex->head = pk_http1_build_request_host(h, NULL, c->client_ip,
+		                                       PK_HTTP1_PIKO_FORWARD | PK_HTTP1_KEEP_ALIVE,
 		                                       endpoint, &ex->head_len);
 		const char *upgrade = pk_http1_header_get(h, "Upgrade");
 		if (h->upgrade && upgrade)
@@ -975,7 +1010,12 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 {
 	ex->forwarded = 1;
 	ex->up = up;
-	struct pk_yamux_stream *s = pk_upstream_open_stream(up);
+	struct pk_yamux_stream *s;
+	if (ex->no_pool)
+		s = pk_upstream_open_stream(up);
+	else
+		s = pk_upstream_take_stream(up, &ex->reused);
+	ex->no_pool = 0;
 	if (!s) {
 		if (pk_upstream_opens_full(up) && wait_add(ex))
 			return;

@@ -151,7 +151,8 @@ void pk_upstream_close_all(struct pk_server *srv);
 /* 1 when some upstream connection carries a session (connections still in
  * their handshake, or refused and closing, do not count). */
 int pk_upstream_tunnels(const struct pk_server *srv);
-/* Streams open on every upstream session (for the open-streams gauge). */
+/* Streams carrying an exchange on every upstream session (the open-streams
+ * gauge; streams idle in a tunnel's pool, upstream_pool.h, are not). */
 size_t pk_upstream_open_streams(const struct pk_server *srv);
 /* Open streams for waiting exchanges where there is room now. */
 void pk_proxy_retry_waiting(struct pk_server *srv);

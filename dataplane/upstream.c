@@ -40,6 +40,7 @@ static void unregister(struct pk_upstream *up)
 	if (!up->registered)
 		return;
 	up->registered = 0;
+	pk_stream_pool_clear(&up->pool);
 	pk_registry_remove(up->srv->registry, up->endpoint, up);
 	update_gauges(up->srv);
 	pk_cluster_local_changed(&up->srv->cluster, up->endpoint);
@@ -63,6 +64,32 @@ struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up)
 	return s;
 }
 
+struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reused)
+{
+	*reused = 0;
+	if (up->registered && !up->tunnel.closing && up->tunnel.sess &&
+	    !pk_yamux_session_remote_go_away(up->tunnel.sess)) {
+		struct pk_yamux_stream *s = pk_stream_pool_take(&up->pool);
+		if (s) {
+			*reused = 1;
+			pk_metric_add(up->srv->m.upstream_requests_total, NULL, 1);
+			return s;
+		}
+	}
+	return pk_upstream_open_stream(up);
+}
+
+void pk_upstream_put_stream(struct pk_upstream *up, struct pk_yamux_stream *s)
+{
+	if (!up->registered || up->tunnel.closing || !up->tunnel.sess || up->srv->shutting_down ||
+	    pk_yamux_session_remote_go_away(up->tunnel.sess)) {
+		pk_yamux_stream_set_user(s, NULL);
+		pk_yamux_stream_close(s, pk_now_ms());
+		return;
+	}
+	pk_stream_pool_put(&up->pool, s, pk_now_ms());
+}
+
 int pk_upstream_opens_full(const struct pk_upstream *up)
 {
 	return up->tunnel.sess && !up->tunnel.closing &&
@@ -72,7 +99,10 @@ int pk_upstream_opens_full(const struct pk_upstream *up)
 
 int pk_upstream_streams_full(const struct pk_upstream *up)
 {
-	return up->tunnel.sess && pk_yamux_session_streams_full(up->tunnel.sess);
+	/* Idle streams count in the session's cap, but the next request takes
+	 * one of them. */
+	return up->tunnel.sess && pk_yamux_session_streams_full(up->tunnel.sess) &&
+	       !pk_stream_pool_idle(&up->pool);
 }
 
 static void on_go_away(struct pk_tunnel *t)
@@ -346,6 +376,7 @@ void pk_upstream_tick(struct pk_server *srv, uint64_t now_ms)
 			pk_tunnel_close(&up->tunnel);
 			continue;
 		}
+		pk_stream_pool_expire(&up->pool, now_ms);
 		pk_tunnel_tick(&up->tunnel, now_ms);
 	}
 }
@@ -363,7 +394,7 @@ size_t pk_upstream_open_streams(const struct pk_server *srv)
 	size_t n = 0;
 	for (const struct pk_upstream *up = srv->upstreams; up; up = up->next)
 		if (up->tunnel.sess)
-			n += pk_yamux_session_num_streams(up->tunnel.sess);
+			n += pk_yamux_session_num_streams(up->tunnel.sess) - up->pool.n;
 	return n;
 }
 
@@ -377,7 +408,9 @@ void pk_upstream_close_all(struct pk_server *srv)
 
 void pk_upstream_go_away_all(struct pk_server *srv)
 {
-	for (struct pk_upstream *up = srv->upstreams; up; up = up->next)
+	for (struct pk_upstream *up = srv->upstreams; up; up = up->next) {
+		pk_stream_pool_clear(&up->pool);
 		if (up->tunnel.sess)
 			pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+	}
 }

@@ -9,6 +9,7 @@
 
 #include "server.h"
 #include "tunnel.h"
+#include "upstream_pool.h"
 
 /* The longest upgrade request head taken (431 beyond): room for large
  * tokens, bounded memory per handshake. */
@@ -22,6 +23,7 @@ struct pk_upstream {
 	int registered;            /* in the registry (removal is idempotent, §10.3 item 2) */
 	int64_t token_exp;         /* seconds since the epoch; 0: none to enforce */
 	uint64_t shed_deadline_ms; /* rebalancing asked it to move; closed then */
+	struct pk_stream_pool pool; /* idle streams for the next request */
 	struct pk_upstream *prev, *next;
 };
 
@@ -34,6 +36,12 @@ void pk_upstream_accept(struct pk_server *srv, int fd);
  * is then taken out of rotation. */
 struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up);
 
+/* A stream for the next request: an idle one from the pool, or a new one
+ * (pk_upstream_open_stream()). *reused says which. */
+struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reused);
+/* Hand back a stream whose exchange completed with both sides open, for the
+ * next request (closed when the tunnel is leaving or its pool is full). */
+void pk_upstream_put_stream(struct pk_upstream *up, struct pk_yamux_stream *s);
 /* 1 when an open failed only because 256 opens already wait for the agent's
  * ACK (Go's yamux blocks the opener then): worth waiting for, not a 502. */
 int pk_upstream_opens_full(const struct pk_upstream *up);

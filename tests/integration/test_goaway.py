@@ -227,7 +227,9 @@ class FakeServer:
 
 
 def http_request(method, path, body=b""):
-    return (b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n"
+    """A request as Piko's server sends it: Connection: close (its transport
+    disables keep-alive), so the agent's FIN follows the response."""
+    return (b"%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
             % (method.encode(), path.encode(), ENDPOINT.encode(), len(body))) + body
 
 
