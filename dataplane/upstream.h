@@ -20,9 +20,9 @@ struct pk_upstream {
 	struct pk_server *srv;
 	char *endpoint;
 	char client_ip[64];
-	int registered;            /* in the registry (removal is idempotent, §10.3 item 2) */
-	int64_t token_exp;         /* seconds since the epoch; 0: none to enforce */
-	uint64_t shed_deadline_ms; /* rebalancing asked it to move; closed then */
+	int registered;             /* in the registry (removal is idempotent, §10.3 item 2) */
+	int64_t token_exp;          /* seconds since the epoch; 0: none to enforce */
+	uint64_t shed_deadline_ms;  /* rebalancing asked it to move; closed then */
 	struct pk_stream_pool pool; /* idle streams for the next request */
 	struct pk_upstream *prev, *next;
 };
