@@ -56,6 +56,9 @@
 /* What a service connection queues in the kernel's direction; the exchange's
  * to_svc holds the rest (credited to the stream as it moves here). */
 #define SVC_SEND_CAP (64 * 1024)
+/* How long a kept-alive stream without a request stays open once its
+ * tunnel is leaving (the agent's RETIRE_LINGER_MS: a round trip's bound). */
+#define IDLE_LEAVING_MS 1000
 
 struct agent_exchange;
 
@@ -92,9 +95,10 @@ struct agent_exchange {
 	int resp_keep_alive;
 	int fin_sent;
 	int upgraded;
-	int req_keep_alive; /* the request lets the stream carry another */
-	int peer_fin;       /* the server closed its side */
-	int begun;          /* a request byte arrived */
+	int req_keep_alive;       /* the request lets the stream carry another */
+	int peer_fin;             /* the server closed its side */
+	int begun;                /* a request byte arrived */
+	uint64_t leaving_seen_ms; /* no request yet, and its tunnel is leaving */
 	/* A kept-alive stream's next request, sent before this response was
 	 * through: held, not credited, for the exchange that follows. */
 	struct pk_bufq next_req;
@@ -453,6 +457,14 @@ static void on_request_head(struct agent_exchange *ex)
 static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t len)
 {
 	struct agent_exchange *ex = (struct agent_exchange *)hd;
+	if (!ex->begun && ex->fin_sent) {
+		/* A request on a kept-alive stream we already closed: it cannot
+		 * be answered, so it is not run; the reset tells the server
+		 * nothing was (it sends it again when that is safe). */
+		pk_yamux_stream_consumed(ex->stream, len);
+		pk_yamux_stream_reset(ex->stream);
+		return;
+	}
 	if (!ex->begun) {
 		/* A kept-alive stream's exchange starts with its request. */
 		ex->begun = 1;
@@ -668,6 +680,9 @@ static void svc_gone(struct agent_exchange *ex)
 	struct svc_conn *c = ex->svc;
 	ex->svc = NULL;
 	ex->svc_paused = 0;
+	/* Whatever came, the stream carries no other request: a response cut
+	 * short must end with our FIN, so the server ends it too. */
+	ex->resp_keep_alive = 0;
 	if (!ex->stream) {
 		maybe_free(ex);
 		return;
@@ -788,12 +803,18 @@ void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 	for (struct agent_exchange *ex = exchanges; ex; ex = next) {
 		next = ex->next;
 		/* A kept-alive stream without a request, on a tunnel that is
-		 * leaving: closed, so the tunnel drains (the server closes its
-		 * idle streams on our Go Away too). */
+		 * leaving: the server closes its idle streams once it reads the
+		 * Go Away (ours or its own); a request it sent on one before is
+		 * still served. Closed here a second later, should the server
+		 * not, so the tunnel drains. */
 		if (ex->stream && !ex->begun && !ex->fin_sent &&
 		    (a->shutting_down || pk_yamux_stream_session_leaving(ex->stream))) {
-			ex->fin_sent = 1;
-			pk_yamux_stream_close(ex->stream, now);
+			if (!ex->leaving_seen_ms)
+				ex->leaving_seen_ms = now;
+			if (now - ex->leaving_seen_ms >= IDLE_LEAVING_MS) {
+				ex->fin_sent = 1;
+				pk_yamux_stream_close(ex->stream, now);
+			}
 			continue;
 		}
 		if (!ex->deadline_ms || now < ex->deadline_ms || ex->resp_done || ex->upgraded)

@@ -144,6 +144,7 @@ struct pk_proxy_exchange {
 	 * agent sent FIN; a retry after a reused stream failed opens a new
 	 * one. */
 	int reused;
+	uint64_t kept_ms; /* how long the reused stream waited in the pool */
 	int stream_reusable;
 	int stream_fin;
 	int no_pool;
@@ -390,7 +391,7 @@ static void exchange_finish(struct pk_proxy_exchange *ex)
 	 * request body was not fully sent, a reset. */
 	if (ex->stream && !ex->client_closed) {
 		if (ex->req_done && ex->up && ex->stream_reusable && !ex->stream_fin &&
-		    !ex->upgraded) {
+		    !ex->upgraded && !ex->upgrade && ex->head_off == ex->head_len) {
 			struct pk_yamux_stream *s = ex->stream;
 			if (ex->owed)
 				pk_yamux_stream_consumed(s, ex->owed);
@@ -779,6 +780,11 @@ static int retry_elsewhere(struct pk_proxy_exchange *ex, int closing)
 	if (!ex->conn || !old || !ex->up || ex->resp_started || ex->body_sent || ex->tcp ||
 	    ex->upgraded || ex->retries >= MAX_RETRIES || pk_http1_reader_in_message(&ex->resp))
 		return 0;
+	/* A kept stream the agent ended (FIN) right after keeping it: the
+	 * agent ends every stream after its response, so the tunnel keeps
+	 * none from now on. */
+	if (ex->reused && !closing)
+		pk_stream_pool_ended_early(&ex->up->pool, ex->kept_ms);
 	int refused = closing && pk_yamux_stream_refused(old);
 	if (!refused && !(ex->req_done && idempotent(ex->method)))
 		return 0;
@@ -1010,11 +1016,13 @@ static void exchange_open(struct pk_proxy_exchange *ex, struct pk_upstream *up)
 {
 	ex->forwarded = 1;
 	ex->up = up;
-	struct pk_yamux_stream *s;
+	struct pk_yamux_stream *s = NULL;
 	if (ex->no_pool)
 		s = pk_upstream_open_stream(up);
-	else
-		s = pk_upstream_take_stream(up, &ex->reused);
+	/* A retry after a kept stream failed wants a new one; at the
+	 * tunnel's stream cap, another kept one will do. */
+	if (!s)
+		s = pk_upstream_take_stream(up, &ex->reused, &ex->kept_ms);
 	ex->no_pool = 0;
 	if (!s) {
 		if (pk_upstream_opens_full(up) && wait_add(ex))

@@ -64,12 +64,21 @@ struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up)
 	return s;
 }
 
-struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reused)
+/* Streams are kept only while the tunnel stays: not once it is leaving
+ * (either side's Go Away, a rebalance shedding it, closing). */
+static int keeps_streams(const struct pk_upstream *up)
+{
+	return up->registered && !up->tunnel.closing && up->tunnel.sess && !up->shed_deadline_ms &&
+	       !up->srv->shutting_down && !pk_yamux_session_remote_go_away(up->tunnel.sess);
+}
+
+struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reused,
+                                                uint64_t *kept_ms)
 {
 	*reused = 0;
-	if (up->registered && !up->tunnel.closing && up->tunnel.sess &&
-	    !pk_yamux_session_remote_go_away(up->tunnel.sess)) {
-		struct pk_yamux_stream *s = pk_stream_pool_take(&up->pool);
+	*kept_ms = 0;
+	if (keeps_streams(up)) {
+		struct pk_yamux_stream *s = pk_stream_pool_take(&up->pool, kept_ms);
 		if (s) {
 			*reused = 1;
 			pk_metric_add(up->srv->m.upstream_requests_total, NULL, 1);
@@ -81,8 +90,7 @@ struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reu
 
 void pk_upstream_put_stream(struct pk_upstream *up, struct pk_yamux_stream *s)
 {
-	if (!up->registered || up->tunnel.closing || !up->tunnel.sess || up->srv->shutting_down ||
-	    pk_yamux_session_remote_go_away(up->tunnel.sess)) {
+	if (!keeps_streams(up)) {
 		pk_yamux_stream_set_user(s, NULL);
 		pk_yamux_stream_close(s, pk_now_ms());
 		return;
@@ -349,6 +357,9 @@ static void rebalance(struct pk_server *srv, uint64_t now_ms)
 			continue;
 		up->shed_deadline_ms = now_ms + SHED_GRACE_MS;
 		pk_yamux_session_go_away(up->tunnel.sess, PK_YAMUX_GOAWAY_NORMAL);
+		/* Its agent moves and ends its streams after their response:
+		 * none is kept from now on. */
+		pk_stream_pool_clear(&up->pool);
 		n--;
 	}
 }

@@ -37,8 +37,10 @@ void pk_upstream_accept(struct pk_server *srv, int fd);
 struct pk_yamux_stream *pk_upstream_open_stream(struct pk_upstream *up);
 
 /* A stream for the next request: an idle one from the pool, or a new one
- * (pk_upstream_open_stream()). *reused says which. */
-struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reused);
+ * (pk_upstream_open_stream()). *reused says which; *kept_ms how long a
+ * reused one waited in the pool. */
+struct pk_yamux_stream *pk_upstream_take_stream(struct pk_upstream *up, int *reused,
+                                                uint64_t *kept_ms);
 /* Hand back a stream whose exchange completed with both sides open, for the
  * next request (closed when the tunnel is leaving or its pool is full). */
 void pk_upstream_put_stream(struct pk_upstream *up, struct pk_yamux_stream *s);

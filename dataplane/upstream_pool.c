@@ -45,7 +45,7 @@ static void drop(struct pk_pooled *e)
  * trusted to start the next response. */
 static void idle_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t len)
 {
-	(void)data, (void)len;
+	(void)data;
 	struct pk_pooled *e = (struct pk_pooled *)h;
 	struct pk_yamux_stream *s = e->s;
 	drop(e);
@@ -59,8 +59,11 @@ static void idle_on_fin(struct pk_stream_handler *h)
 {
 	struct pk_pooled *e = (struct pk_pooled *)h;
 	struct pk_yamux_stream *s = e->s;
+	uint64_t now = pk_now_ms();
+	if (now - e->since_ms < PK_POOL_LEARN_MS)
+		e->pool->agent_closes = 1;
 	drop(e);
-	pk_yamux_stream_close(s, pk_now_ms());
+	pk_yamux_stream_close(s, now);
 }
 
 static void idle_on_writable(struct pk_stream_handler *h)
@@ -88,16 +91,23 @@ static void on_settled(struct pk_pass_work *w)
 	e->pool->settling--;
 }
 
-struct pk_yamux_stream *pk_stream_pool_take(struct pk_stream_pool *p)
+struct pk_yamux_stream *pk_stream_pool_take(struct pk_stream_pool *p, uint64_t *kept_ms)
 {
 	for (struct pk_pooled *e = p->head; e; e = e->next) {
 		if (!e->ready)
 			continue;
 		struct pk_yamux_stream *s = e->s;
+		*kept_ms = pk_now_ms() - e->since_ms;
 		drop(e);
 		return s;
 	}
 	return NULL;
+}
+
+void pk_stream_pool_ended_early(struct pk_stream_pool *p, uint64_t kept_ms)
+{
+	if (kept_ms < PK_POOL_LEARN_MS)
+		p->agent_closes = 1;
 }
 
 size_t pk_stream_pool_idle(const struct pk_stream_pool *p)
@@ -107,7 +117,7 @@ size_t pk_stream_pool_idle(const struct pk_stream_pool *p)
 
 int pk_stream_pool_put(struct pk_stream_pool *p, struct pk_yamux_stream *s, uint64_t now_ms)
 {
-	if (p->n >= PK_POOL_MAX_IDLE) {
+	if (p->n >= PK_POOL_MAX_IDLE || p->agent_closes) {
 		pk_yamux_stream_set_user(s, NULL);
 		pk_yamux_stream_close(s, now_ms);
 		return 0;

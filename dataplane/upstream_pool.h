@@ -37,17 +37,28 @@ struct pk_stream_pool {
 	struct pk_pooled *head, *tail;
 	size_t n;
 	size_t settling; /* handed back in this loop pass, listed at its end */
+	/* The agent ended a stream right after it was kept (within
+	 * PK_POOL_LEARN_MS): it closes each stream after its response,
+	 * whatever the response says (ours before keep-alive), so a kept
+	 * stream could be taken before its FIN arrives; none is kept again. */
+	int agent_closes;
 };
 
+#define PK_POOL_LEARN_MS 1000
+
 /* A stream from the pool, its user pointer cleared (the caller sets its
- * own), or NULL when none is idle. */
-struct pk_yamux_stream *pk_stream_pool_take(struct pk_stream_pool *p);
+ * own), or NULL when none is idle; *kept_ms: how long it waited. */
+struct pk_yamux_stream *pk_stream_pool_take(struct pk_stream_pool *p, uint64_t *kept_ms);
+
+/* A stream taken after kept_ms in the pool ended (FIN) before any of its
+ * response: when that was soon after it was kept, the agent closes its
+ * streams after each response (see agent_closes). */
+void pk_stream_pool_ended_early(struct pk_stream_pool *p, uint64_t kept_ms);
 
 /* Hand back s after a complete exchange: kept (1) or, when the pool is
- * full, closed with our FIN (0). The stream becomes available at the end
- * of this loop pass: a FIN the agent sent right behind its response is
- * still in the buffer being read, and must close the stream before any
- * request takes it. */
+ * full or the agent ends its streams itself, closed with our FIN (0). The stream becomes available
+ * at the end of this loop pass: a FIN the agent sent right behind its response is still in the
+ * buffer being read, and must close the stream before any request takes it. */
 int pk_stream_pool_put(struct pk_stream_pool *p, struct pk_yamux_stream *s, uint64_t now_ms);
 
 /* How many streams pk_stream_pool_take() may hand out now. */
