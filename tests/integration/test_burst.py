@@ -10,32 +10,22 @@ import threading
 import time
 
 from harness import PikoTestCase, T, proxy_request, wait_for
-from tcp_ws import OP_BINARY, WsConn, client_handshake
-from yamux_double import F_ACK, F_FIN, F_SYN, T_DATA, T_PING, T_WINDOW, FrameReader, frame
+from yamux_double import F_ACK, F_FIN, F_SYN, T_DATA, T_PING, T_WINDOW, AgentDouble, FrameReader
 
 
-class SlowAckAgent:
+class SlowAckAgent(AgentDouble):
     """Registers `endpoint`, ACKs no stream until `hold` SYNs arrived (or
     `max_wait` s passed), then answers each request with 200 "ok"."""
 
     def __init__(self, server, endpoint, hold, max_wait):
+        super().__init__(server, endpoint)
         self.hold = hold
         self.max_wait = max_wait
         self.syns = []
         self.max_pending = 0
-        self.errors = []
-        self.sock = socket.create_connection(("127.0.0.1", server.upstream_port), timeout=T(30))
-        hs = client_handshake(self.sock, "/piko/v1/upstream/" + endpoint, "127.0.0.1")
-        assert hs.status == 101, hs.headers
-        self.ws = WsConn(self.sock, hs.rest)
-        self.lock = threading.Lock()
         self.buf = {}
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
-
-    def send(self, typ, flags, sid, length, payload=b""):
-        with self.lock:
-            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
 
     def _run(self):
         frames = FrameReader()
@@ -81,12 +71,6 @@ class SlowAckAgent:
         body = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
         self.send(T_DATA, 0, sid, len(body), body)
         self.send(T_WINDOW, F_FIN, sid, 0)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 class BurstTest(PikoTestCase):

@@ -14,13 +14,13 @@ import threading
 import time
 
 from harness import PikoTestCase, T, proxy_request, wait_for
-from tcp_ws import OP_BINARY, WsConn, client_handshake
+from tcp_ws import OP_BINARY
 from test_goaway import ENDPOINT, FakeServer, parse_response
 from yamux_double import (F_ACK, F_FIN, F_RST, F_SYN, T_DATA, T_GOAWAY, T_PING, T_WINDOW,
-                          FrameReader, frame)
+                          AgentDouble, FrameReader, frame)
 
 
-class KeepAliveAgent:
+class KeepAliveAgent(AgentDouble):
     """Registers `endpoint` and answers every request on a stream with 200 and
     "<stream id>:<n-th request on it>". mode "keep": keep-alive, the stream
     stays open; "close": Connection: close then FIN; "latefin": keep-alive
@@ -30,6 +30,7 @@ class KeepAliveAgent:
     request went out)."""
 
     def __init__(self, server, endpoint, mode="keep", fin_on_reuse=False):
+        super().__init__(server, endpoint)
         self.mode = mode
         self.fin_on_reuse = fin_on_reuse
         self.syns = []
@@ -40,18 +41,9 @@ class KeepAliveAgent:
         self.ignored = 0
         self.count = {}
         self.buf = {}
-        self.errors = []
-        self.lock = threading.Lock()
-        self.sock = socket.create_connection(("127.0.0.1", server.upstream_port), timeout=T(30))
-        hs = client_handshake(self.sock, "/piko/v1/upstream/" + endpoint, "127.0.0.1")
-        assert hs.status == 101, hs.headers
-        self.ws = WsConn(self.sock, hs.rest)
+        self.sock.settimeout(None)
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
-
-    def send(self, typ, flags, sid, length, payload=b""):
-        with self.lock:
-            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
 
     def go_away(self):
         self.send(T_GOAWAY, 0, 0, 0)
@@ -131,12 +123,6 @@ class KeepAliveAgent:
             time.sleep(0.2)
             self.send(T_WINDOW, F_FIN, sid, 0)
 
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
 
 def requests_total(srv):
     m = re.search(r"^piko_upstreams_upstream_requests_total (\d+)", srv.metrics(), re.M)
@@ -196,16 +182,19 @@ class ServerKeepAliveTest(PikoTestCase):
         # streams than were in use at once (one each, without keep-alive)
         self.assertLessEqual(len(agent.syns), 17, agent.syns)
 
-    def test_response_with_connection_close_is_not_kept(self):
+    def _each_request_on_a_new_stream(self, mode, n):
         srv = self.server()
-        agent = KeepAliveAgent(srv, "cl", mode="close")
+        agent = KeepAliveAgent(srv, mode, mode=mode)
         self.addCleanup(agent.close)
-        wait_for(lambda: proxy_request(srv, "cl", "GET", "/").status == 200, T(5))
+        wait_for(lambda: proxy_request(srv, mode, "GET", "/").status == 200, T(5))
         first = len(agent.syns)
-        for i in range(4):
-            self.assertTrue(self._get(srv, "cl", "/%d" % i).endswith(":1"))
-        self.assertEqual(len(agent.syns), first + 4)
+        for i in range(n):
+            self.assertTrue(self._get(srv, mode, "/%d" % i).endswith(":1"))
+        self.assertEqual(len(agent.syns), first + n)
         self.assertEqual(agent.ignored, 0)
+
+    def test_response_with_connection_close_is_not_kept(self):
+        self._each_request_on_a_new_stream("close", 4)
 
     def test_a_fin_right_behind_the_response_closes_the_stream_before_reuse(self):
         srv = self.server()
@@ -253,14 +242,7 @@ class ServerKeepAliveTest(PikoTestCase):
         self.assertEqual(len(agent.syns), len(agent.requests), agent.requests)
 
     def test_body_to_the_streams_end_is_not_kept(self):
-        srv = self.server()
-        agent = KeepAliveAgent(srv, "eof", mode="eof")
-        self.addCleanup(agent.close)
-        wait_for(lambda: proxy_request(srv, "eof", "GET", "/").status == 200, T(5))
-        first = len(agent.syns)
-        for i in range(3):
-            self.assertTrue(self._get(srv, "eof", "/%d" % i).endswith(":1"))
-        self.assertEqual(len(agent.syns), first + 3)
+        self._each_request_on_a_new_stream("eof", 3)
 
     def test_idle_stream_the_agent_closes_is_not_reused(self):
         srv = self.server()
@@ -363,6 +345,33 @@ class AgentKeepAliveTest(PikoTestCase):
         # the tunnel still serves
         st2 = sess.open(keepalive_request("/", close=True))
         self.assertEqual(self._response(st2, 1, T(10))[0], 200)
+
+    def test_agent_leaving_closes_its_idle_streams_and_runs_nothing_sent_after(self):
+        up = self.upstream()
+        fake = FakeServer()
+        self.addCleanup(fake.close)
+        ag = self.agent(None, ENDPOINT, up.addr, "--grace-period", "20s", start=False,
+                        connect_url=fake.url)
+        ag.start(wait=False)
+        s1 = fake.session(0, T(10))
+        st = s1.open(keepalive_request("/"))
+        self.assertEqual(self._response(st, 1, T(10))[0], 200)
+        # the server's Go Away: the agent moves to a fresh tunnel and retires
+        # this one; the kept stream, still without a request, is closed a
+        # second later (a server of ours closes it first on the Go Away)
+        t0 = time.monotonic()
+        s1.go_away(0)
+        fake.session(1, T(5))
+        self.assertTrue(s1.agent_goaway_ev.wait(T(5)), "no Go Away from the agent")
+        self.assertTrue(st.fin.wait(T(5)), "the idle stream was not closed")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.9, "closed before a second passed")
+        self.assertFalse(st.reset)
+        # a request that comes after cannot be answered, so it is not run
+        req = keepalive_request("/slow?ms=1")
+        s1.send(T_DATA, 0, st.sid, len(req), req)
+        wait_for(lambda: st.reset, T(5), what="the agent's reset")
+        time.sleep(0.3)
+        self.assertNotIn("slow", up.stats()["by_route"])
 
 
 class CutResponseTest(PikoTestCase):

@@ -9,39 +9,30 @@ so the test sees the deltas, and sends a whole window at once (which a fast
 reader would also survive by crediting in time: the deltas are what tell)."""
 
 import hashlib
-import socket
 import threading
 
 import test_goaway as fake
 from harness import PikoTestCase, T, proxy_request, wait_for
-from tcp_ws import OP_BINARY, OP_CLOSE, WsConn, client_handshake
-from yamux_double import F_ACK, F_FIN, F_SYN, T_DATA, T_GOAWAY, T_PING, T_WINDOW, FrameReader, frame
+from tcp_ws import OP_CLOSE
+from yamux_double import (F_ACK, F_FIN, F_SYN, T_DATA, T_GOAWAY, T_PING, T_WINDOW, AgentDouble,
+                          FrameReader)
 
 KiB = 1024
 MiB = 1024 * KiB
 
 
-class FakeAgent:
+class FakeAgent(AgentDouble):
     """An upstream connection for `endpoint` that records the server's frames
     and answers each request with a body of `body_len` bytes, head and body
     sent at once, never waiting for the server's Window Updates."""
 
     def __init__(self, server, endpoint, body):
+        super().__init__(server, endpoint)
         self.body = body
         self.syns = []  # (stream id, window delta) of the server's SYNs
         self.goaway = None
-        self.errors = []
-        self.sock = socket.create_connection(("127.0.0.1", server.upstream_port), timeout=T(30))
-        hs = client_handshake(self.sock, "/piko/v1/upstream/" + endpoint, "127.0.0.1")
-        assert hs.status == 101, hs.headers
         self.sock.settimeout(None)
-        self.ws = WsConn(self.sock, hs.rest)
-        self.lock = threading.Lock()
         threading.Thread(target=self._run, daemon=True).start()
-
-    def send(self, typ, flags, sid, length, payload=b""):
-        with self.lock:
-            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
 
     def _run(self):
         frames = FrameReader()
@@ -75,12 +66,6 @@ class FakeAgent:
             piece = resp[i:i + 64 * KiB]
             self.send(T_DATA, 0, sid, len(piece), piece)
         self.send(T_WINDOW, F_FIN, sid, 0)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 def pattern(n, seed):

@@ -1,7 +1,13 @@
 """yamux framing for the test doubles that speak it in place of a real peer:
-test_goaway's fake server, test_burst's and test_window's fake agents."""
+test_goaway's fake server, the fake agents of test_burst, test_window and
+test_keepalive."""
 
+import socket
 import struct
+import threading
+
+from harness import T
+from tcp_ws import OP_BINARY, WsConn, client_handshake
 
 HDR = struct.Struct(">BBHII")  # version, type, flags, stream id, length
 T_DATA, T_WINDOW, T_PING, T_GOAWAY = 0, 1, 2, 3
@@ -32,3 +38,27 @@ class FrameReader:
             payload = self.data[HDR.size:HDR.size + plen]
             self.data = self.data[HDR.size + plen:]
             yield typ, flags, sid, length, payload
+
+
+class AgentDouble:
+    """An upstream connection registered for `endpoint` on a server's upstream
+    port, speaking yamux itself: the fake agents' common part. A subclass
+    reads self.ws (its own thread) and sends frames with send()."""
+
+    def __init__(self, server, endpoint):
+        self.errors = []
+        self.lock = threading.Lock()
+        self.sock = socket.create_connection(("127.0.0.1", server.upstream_port), timeout=T(30))
+        hs = client_handshake(self.sock, "/piko/v1/upstream/" + endpoint, "127.0.0.1")
+        assert hs.status == 101, hs.headers
+        self.ws = WsConn(self.sock, hs.rest)
+
+    def send(self, typ, flags, sid, length, payload=b""):
+        with self.lock:
+            self.ws.send(OP_BINARY, frame(typ, flags, sid, length, payload))
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
