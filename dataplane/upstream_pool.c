@@ -149,16 +149,23 @@ static void close_entry(struct pk_pooled *e, uint64_t now_ms)
 	pk_yamux_stream_close(s, now_ms);
 }
 
+/* Closing a stream calls none of its callbacks at once (they come from the
+ * session's next feed, fill or tick), so the neighbours stay listed. */
 void pk_stream_pool_clear(struct pk_stream_pool *p)
 {
 	uint64_t now = pk_now_ms();
-	while (p->head)
-		close_entry(p->head, now);
+	for (struct pk_pooled *e = p->head, *next; e; e = next) {
+		next = e->next;
+		close_entry(e, now);
+	}
 }
 
 void pk_stream_pool_expire(struct pk_stream_pool *p, uint64_t now_ms)
 {
 	/* Oldest at the tail: a stream is put back at the head. */
-	while (p->tail && now_ms - p->tail->since_ms > PK_POOL_IDLE_MS)
-		close_entry(p->tail, now_ms);
+	for (struct pk_pooled *e = p->tail, *prev; e && now_ms - e->since_ms > PK_POOL_IDLE_MS;
+	     e = prev) {
+		prev = e->prev;
+		close_entry(e, now_ms);
+	}
 }

@@ -259,16 +259,21 @@ def parse_response(raw):
     return status, headers, body
 
 
+def fake_stack(case):
+    """The test upstream, a FakeServer, our agent dialling it (grace period
+    20 s) and the agent's first session: (upstream, fake, agent, session)."""
+    up = case.upstream()
+    fake = FakeServer()
+    case.addCleanup(fake.close)
+    ag = case.agent(None, ENDPOINT, up.addr, "--grace-period", "20s", start=False,
+                    connect_url=fake.url)
+    ag.start(wait=False)
+    return up, fake, ag, fake.session(0, T(10))
+
+
 class GoAwayTest(PikoTestCase):
     def _stack(self):
-        up = self.upstream()
-        fake = FakeServer()
-        self.addCleanup(fake.close)
-        ag = self.agent(None, ENDPOINT, up.addr, "--grace-period", "20s", start=False,
-                        connect_url=fake.url)
-        ag.start(wait=False)
-        s1 = fake.session(0, T(10))
-        return up, fake, ag, s1
+        return fake_stack(self)
 
     def _echo(self, sess, size, seed):
         body = hashlib.sha256(seed.encode()).digest() * (size // 32) + os.urandom(size % 32)

@@ -15,7 +15,7 @@ import time
 
 from harness import PikoTestCase, T, proxy_request, wait_for
 from tcp_ws import OP_BINARY
-from test_goaway import ENDPOINT, FakeServer, parse_response
+from test_goaway import ENDPOINT, fake_stack, parse_response
 from yamux_double import (F_ACK, F_FIN, F_RST, F_SYN, T_DATA, T_GOAWAY, T_PING, T_WINDOW,
                           AgentDouble, FrameReader, frame)
 
@@ -306,16 +306,16 @@ class AgentKeepAliveTest(PikoTestCase):
         self.assertFalse(st.reset, "stream %d reset" % st.sid)
         return parse_response(split()[n - 1])
 
-    def test_agent_serves_the_requests_that_follow_on_one_stream(self):
-        up = self.upstream()
-        fake = FakeServer()
-        self.addCleanup(fake.close)
-        ag = self.agent(None, ENDPOINT, up.addr, start=False, connect_url=fake.url)
-        ag.start(wait=False)
-        sess = fake.session(0, T(10))
+    def _first(self):
+        """fake_stack, and a stream that carried one keep-alive request."""
+        up, fake, _, sess = fake_stack(self)
         st = sess.open(keepalive_request("/"))
         status, _, body = self._response(st, 1, T(10))
         self.assertEqual((status, body), (200, b"ok\n"))
+        return up, fake, sess, st
+
+    def test_agent_serves_the_requests_that_follow_on_one_stream(self):
+        _, _, sess, st = self._first()
         for n, path in ((2, "/headers"), (3, "/")):
             req = keepalive_request(path)
             sess.send(T_DATA, 0, st.sid, len(req), req)
@@ -331,14 +331,7 @@ class AgentKeepAliveTest(PikoTestCase):
         self.assertEqual(len(sess.streams), 1)
 
     def test_agent_closes_an_idle_stream_the_server_closes(self):
-        up = self.upstream()
-        fake = FakeServer()
-        self.addCleanup(fake.close)
-        ag = self.agent(None, ENDPOINT, up.addr, start=False, connect_url=fake.url)
-        ag.start(wait=False)
-        sess = fake.session(0, T(10))
-        st = sess.open(keepalive_request("/"))
-        self.assertEqual(self._response(st, 1, T(10))[0], 200)
+        _, _, sess, st = self._first()
         sess.send(T_WINDOW, F_FIN, st.sid, 0)
         self.assertTrue(st.fin.wait(T(5)), "the agent kept a stream the server closed")
         self.assertFalse(st.reset)
@@ -347,15 +340,7 @@ class AgentKeepAliveTest(PikoTestCase):
         self.assertEqual(self._response(st2, 1, T(10))[0], 200)
 
     def test_agent_leaving_closes_its_idle_streams_and_runs_nothing_sent_after(self):
-        up = self.upstream()
-        fake = FakeServer()
-        self.addCleanup(fake.close)
-        ag = self.agent(None, ENDPOINT, up.addr, "--grace-period", "20s", start=False,
-                        connect_url=fake.url)
-        ag.start(wait=False)
-        s1 = fake.session(0, T(10))
-        st = s1.open(keepalive_request("/"))
-        self.assertEqual(self._response(st, 1, T(10))[0], 200)
+        up, fake, s1, st = self._first()
         # the server's Go Away: the agent moves to a fresh tunnel and retires
         # this one; the kept stream, still without a request, is closed a
         # second later (a server of ours closes it first on the Go Away)
