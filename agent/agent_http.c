@@ -345,18 +345,29 @@ static void recycle(struct agent_exchange *ex)
 	pk_runloop_at_pass_end(&ex->free_work, deferred_free);
 }
 
+static void send_fin(struct agent_exchange *ex)
+{
+	ex->fin_sent = 1;
+	pk_yamux_stream_close(ex->stream, pk_now_ms());
+}
+
 /* Once every response byte went to the stream: the next request's
  * exchange, or our FIN. */
 static void maybe_fin(struct agent_exchange *ex)
 {
 	if (!ex->stream || ex->fin_sent || ex->from_svc.len || !ex->resp_done)
 		return;
-	if (recyclable(ex)) {
+	if (recyclable(ex))
 		recycle(ex);
-		return;
-	}
-	ex->fin_sent = 1;
-	pk_yamux_stream_close(ex->stream, pk_now_ms());
+	else
+		send_fin(ex);
+}
+
+/* Stream bytes after a complete keep-alive request are the next request's:
+ * held in next_req. */
+static int holds_next_request(const struct agent_exchange *ex)
+{
+	return ex->req_done && ex->req_keep_alive && !ex->upgraded;
 }
 
 /* Move queued response bytes into the stream; resume the service below the
@@ -472,7 +483,7 @@ static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t
 		ex->start_ms = pk_now_ms();
 		ex->start_ns = pk_now_ns();
 	}
-	if (ex->req_done && ex->req_keep_alive && !ex->upgraded) {
+	if (holds_next_request(ex)) {
 		pk_bufq_append_force(&ex->next_req, data, len);
 		return;
 	}
@@ -510,7 +521,7 @@ static void ex_on_data(struct pk_stream_handler *hd, const uint8_t *data, size_t
 			ex->req_done = 1;
 		data += used;
 		len -= used;
-		if (ex->req_done && ex->req_keep_alive && !ex->upgraded) {
+		if (holds_next_request(ex)) {
 			pk_bufq_append_force(&ex->next_req, data, len);
 			len = 0;
 		}
@@ -536,8 +547,7 @@ static void ex_on_fin(struct pk_stream_handler *hd)
 	/* A kept-alive stream the server let go before another request: ours
 	 * closes it too. */
 	if (!ex->begun && !ex->fin_sent) {
-		ex->fin_sent = 1;
-		pk_yamux_stream_close(ex->stream, pk_now_ms());
+		send_fin(ex);
 		return;
 	}
 	/* The server finished sending. For an upgraded connection that is the
@@ -811,10 +821,8 @@ void pk_agent_http_tick(struct pk_agent *a, uint64_t now)
 		    (a->shutting_down || pk_yamux_stream_session_leaving(ex->stream))) {
 			if (!ex->leaving_seen_ms)
 				ex->leaving_seen_ms = now;
-			if (now - ex->leaving_seen_ms >= IDLE_LEAVING_MS) {
-				ex->fin_sent = 1;
-				pk_yamux_stream_close(ex->stream, now);
-			}
+			if (now - ex->leaving_seen_ms >= IDLE_LEAVING_MS)
+				send_fin(ex);
 			continue;
 		}
 		if (!ex->deadline_ms || now < ex->deadline_ms || ex->resp_done || ex->upgraded)

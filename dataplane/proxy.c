@@ -391,7 +391,7 @@ static void exchange_finish(struct pk_proxy_exchange *ex)
 	 * request body was not fully sent, a reset. */
 	if (ex->stream && !ex->client_closed) {
 		if (ex->req_done && ex->up && ex->stream_reusable && !ex->stream_fin &&
-		    !ex->upgraded && !ex->upgrade && ex->head_off == ex->head_len) {
+		    ex->head_off == ex->head_len) {
 			struct pk_yamux_stream *s = ex->stream;
 			if (ex->owed)
 				pk_yamux_stream_consumed(s, ex->owed);
@@ -604,9 +604,12 @@ static void ex_on_data(struct pk_stream_handler *h, const uint8_t *data, size_t 
 			}
 			if (!interim && body_allowed && !r->chunked && r->content_length < 0)
 				ex->close = 1; /* body runs to the stream's end */
+			/* The agent keeps a stream by the same rule: keep-alive,
+			 * no Upgrade asked (ours declines with FIN), an end known
+			 * from the response's own bytes. */
 			if (!interim)
 				ex->stream_reusable =
-				    r->keep_alive && r->status != 101 &&
+				    r->keep_alive && r->status != 101 && !ex->upgrade &&
 				    (!body_allowed || r->chunked || r->content_length >= 0);
 			if (body_allowed && r->chunked && ex->http10) {
 				/* HTTP/1.0 has no chunked coding: the payload alone,

@@ -60,8 +60,7 @@ static void idle_on_fin(struct pk_stream_handler *h)
 	struct pk_pooled *e = (struct pk_pooled *)h;
 	struct pk_yamux_stream *s = e->s;
 	uint64_t now = pk_now_ms();
-	if (now - e->since_ms < PK_POOL_LEARN_MS)
-		e->pool->agent_closes = 1;
+	pk_stream_pool_ended_early(e->pool, now - e->since_ms);
 	drop(e);
 	pk_yamux_stream_close(s, now);
 }
