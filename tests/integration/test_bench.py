@@ -13,12 +13,16 @@ import http.server
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
 
 from harness import CONFIG, PikoTestCase, Proc, T, free_port, need_peer, wait_for
+from test_goaway import FakeServer
 from test_interop import InteropCase
+from test_keepalive import nth_response
+from yamux_double import F_FIN, T_DATA, T_WINDOW
 
 THROUGHPUT = re.compile(r"^Throughput: ([0-9]+\.[0-9]) requests/sec$", re.M)
 
@@ -257,6 +261,93 @@ class BenchAgainstOurServer(BenchCase):
         self.assertEqual(rc, 1, b.describe())
         self.assertIn("bench: interrupted", b.stderr())
         self.assertIsNone(THROUGHPUT.search(b.stdout()))
+
+
+def echo_request(body, close=False):
+    return (b"POST /echo HTTP/1.1\r\nHost: endpoint-0\r\nContent-Length: %d\r\n%s\r\n"
+            % (len(body), b"Connection: close\r\n" if close else b"")) + body
+
+
+class BenchEchoKeepAlive(BenchCase):
+    """The bench's in-process upstream, driven through a fake server's
+    streams: it serves the requests that follow on a stream (as our server
+    sends them, without Connection: close), pipelined ones in order, and
+    ends the stream after a Connection: close request (as Piko's server
+    sends) or the server's FIN."""
+
+    def _echo_stack(self):
+        fake = FakeServer(endpoint="endpoint-0")
+        self.addCleanup(fake.close)
+        # the proxy URL: accepts connections and never answers, so the
+        # bench's own clients wait while the test drives the echo
+        hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        hold.bind(("127.0.0.1", 0))
+        hold.listen(16)
+        self.addCleanup(hold.close)
+        b = self.bench("--connect.upstream-url", fake.url, "--connect.proxy-url",
+                       "http://127.0.0.1:%d" % hold.getsockname()[1], "--upstreams", "1",
+                       "--endpoints", "1", "--requests", "1", "--clients", "1",
+                       "--size", "80000", "--connect.timeout", "60s")
+
+        def stop():
+            b.signal(signal.SIGTERM)
+            b.finish(T(10))
+        self.addCleanup(stop)
+        return fake.session(0, T(10))
+
+    def test_echo_serves_the_requests_that_follow_on_one_stream(self):
+        sess = self._echo_stack()
+        bodies = [os.urandom(n) for n in (100, 70000, 1, 5000, 33)]
+        st = sess.open(echo_request(bodies[0]))
+        status, headers, body = nth_response(self, st, 1, T(10))
+        self.assertEqual((status, body), (200, bodies[0]))
+        self.assertNotIn("connection", headers)
+        # the next one on the same stream, with a body larger than a frame
+        req = echo_request(bodies[1])
+        for i in range(0, len(req), 16384):
+            sess.send(T_DATA, 0, st.sid, len(req[i:i + 16384]), req[i:i + 16384])
+        self.assertEqual(nth_response(self, st, 2, T(10))[2], bodies[1])
+        # two pipelined in one frame: answered in order
+        req = echo_request(bodies[2]) + echo_request(bodies[3])
+        sess.send(T_DATA, 0, st.sid, len(req), req)
+        self.assertEqual(nth_response(self, st, 3, T(10))[2], bodies[2])
+        self.assertEqual(nth_response(self, st, 4, T(10))[2], bodies[3])
+        self.assertFalse(st.fin.is_set(), "the echo closed a kept-alive stream")
+        # Connection: close (Piko's server) is the last one: FIN after it
+        req = echo_request(bodies[4], close=True)
+        sess.send(T_DATA, 0, st.sid, len(req), req)
+        status, headers, body = nth_response(self, st, 5, T(10))
+        self.assertEqual((status, body, headers.get("connection")), (200, bodies[4], "close"))
+        self.assertTrue(st.fin.wait(T(5)), "no FIN after a Connection: close request")
+        self.assertFalse(st.reset)
+        self.assertEqual(len(sess.streams), 1)
+
+    def test_echo_ends_a_stream_the_server_closes(self):
+        sess = self._echo_stack()
+        st = sess.open(echo_request(b"first"))
+        self.assertEqual(nth_response(self, st, 1, T(10))[2], b"first")
+        # idle: the server's FIN is answered with the echo's own
+        sess.send(T_WINDOW, F_FIN, st.sid, 0)
+        self.assertTrue(st.fin.wait(T(5)), "the echo kept a stream the server closed")
+        self.assertFalse(st.reset)
+        # a request the server ends before it is whole gets no echo: reset
+        st2 = sess.open(echo_request(b"x" * 100)[:-10])
+        time.sleep(0.2)
+        sess.send(T_WINDOW, F_FIN, st2.sid, 0)
+        wait_for(lambda: st2.reset, T(5), what="the echo's reset of a request cut short")
+        self.assertEqual(bytes(st2.data), b"")
+        # a whole request followed by the server's FIN is answered, then ended
+        st3 = sess.open(echo_request(b"last"))
+        sess.send(T_WINDOW, F_FIN, st3.sid, 0)
+        status, headers, body = nth_response(self, st3, 1, T(10))
+        self.assertEqual((status, body), (200, b"last"))
+        self.assertTrue(st3.fin.wait(T(5)))
+        self.assertFalse(st3.reset)
+        # a body over --size: 413, and the stream ends (the rest is not read)
+        st4 = sess.open(echo_request(b"y" * 90000))
+        status, headers, _ = nth_response(self, st4, 1, T(10))
+        self.assertEqual((status, headers.get("connection")), (413, "close"))
+        self.assertTrue(st4.fin.wait(T(5)))
 
 
 class BenchTls(BenchCase):

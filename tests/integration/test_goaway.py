@@ -155,7 +155,8 @@ class FakeServer:
     GET /piko/v1/upstream/<endpoint> WebSockets (101) and keeps each as a
     Session; refuse_next=[True, ...] answers the next attempts with 503."""
 
-    def __init__(self):
+    def __init__(self, endpoint=ENDPOINT):
+        self.endpoint = endpoint
         self.port = free_port()
         self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -186,7 +187,7 @@ class FakeServer:
             first, headers, rest = read_http_head(c)
             method, path = (first.split(" ") + ["", ""])[:2]
             key = hget(headers, "Sec-WebSocket-Key")
-            ok = (method == "GET" and path == "/piko/v1/upstream/" + ENDPOINT and key
+            ok = (method == "GET" and path == "/piko/v1/upstream/" + self.endpoint and key
                   and hget(headers, "Upgrade", "").lower() == "websocket")
             with self.lock:
                 refuse = self.refuse > 0

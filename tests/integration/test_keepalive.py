@@ -287,24 +287,29 @@ def keepalive_request(path, close=False):
             % (path.encode(), ENDPOINT.encode(), b"Connection: close\r\n" if close else b""))
 
 
+def nth_response(case, st, n, timeout):
+    """The n-th complete response on a fake server's stream st (each has a
+    Content-Length): (status, headers, body)."""
+    def split():
+        out, rest = [], bytes(st.data)
+        while b"\r\n\r\n" in rest:
+            head, _, after = rest.partition(b"\r\n\r\n")
+            m = re.search(rb"(?i)content-length: *(\d+)", head)
+            size = int(m.group(1)) if m else 0
+            if len(after) < size:
+                break
+            out.append(head + b"\r\n\r\n" + after[:size])
+            rest = after[size:]
+        return out
+    wait_for(lambda: len(split()) >= n or st.reset, timeout,
+             what="response %d on stream %d" % (n, st.sid))
+    case.assertFalse(st.reset, "stream %d reset" % st.sid)
+    return parse_response(split()[n - 1])
+
+
 class AgentKeepAliveTest(PikoTestCase):
     def _response(self, st, n, timeout):
-        """The n-th complete response on st (each has a Content-Length)."""
-        def split():
-            out, rest = [], bytes(st.data)
-            while b"\r\n\r\n" in rest:
-                head, _, after = rest.partition(b"\r\n\r\n")
-                m = re.search(rb"(?i)content-length: *(\d+)", head)
-                size = int(m.group(1)) if m else 0
-                if len(after) < size:
-                    break
-                out.append(head + b"\r\n\r\n" + after[:size])
-                rest = after[size:]
-            return out
-        wait_for(lambda: len(split()) >= n or st.reset, timeout,
-                 what="response %d on stream %d" % (n, st.sid))
-        self.assertFalse(st.reset, "stream %d reset" % st.sid)
-        return parse_response(split()[n - 1])
+        return nth_response(self, st, n, timeout)
 
     def _first(self):
         """fake_stack, and a stream that carried one keep-alive request."""
