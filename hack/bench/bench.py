@@ -252,7 +252,8 @@ class Bench:
         }
         self.tools = os.path.join(args.build, "bench")
         self.results = {}  # (workload, metric, path) -> [values per run]
-        self.notes = list(IDLE_NOTES)
+        # idle_counts' notes concern the idle workload only
+        self.notes = list(IDLE_NOTES) if "idle" in args.only else []
         self.stacks = {}
 
     def record(self, metric, path, value):
